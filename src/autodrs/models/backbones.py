@@ -1,0 +1,64 @@
+"""Hand-crafted backbones, each an ArchSpec preset."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from autodrs.spec import ArchSpec
+
+DEFAULT_MLP = [256, 128]
+
+
+def _lr(dim: int) -> ArchSpec:
+    return ArchSpec(embed_dim=dim, linear=True)
+
+
+def _fm(dim: int) -> ArchSpec:
+    return ArchSpec(embed_dim=dim, linear=True, fm=True)
+
+
+def _dnn(dim: int) -> ArchSpec:
+    return ArchSpec(embed_dim=dim, mlp=list(DEFAULT_MLP))
+
+
+def _wide_deep(dim: int) -> ArchSpec:
+    return ArchSpec(embed_dim=dim, linear=True, mlp=list(DEFAULT_MLP))
+
+
+def _deepfm(dim: int) -> ArchSpec:
+    return ArchSpec(embed_dim=dim, linear=True, fm=True, mlp=list(DEFAULT_MLP))
+
+
+def _dcnv2(dim: int) -> ArchSpec:
+    return ArchSpec(embed_dim=dim, cross_layers=3, mlp=list(DEFAULT_MLP))
+
+
+def _ipnn(dim: int) -> ArchSpec:
+    return ArchSpec(embed_dim=dim, inner=True, mlp=list(DEFAULT_MLP))
+
+
+def _autoint(dim: int) -> ArchSpec:
+    return ArchSpec(embed_dim=dim, attention_layers=3, attention_heads=2)
+
+
+BACKBONES: dict[str, Callable[[int], ArchSpec]] = {
+    "lr": _lr,
+    "fm": _fm,
+    "dnn": _dnn,
+    "widedeep": _wide_deep,
+    "deepfm": _deepfm,
+    "dcnv2": _dcnv2,
+    "ipnn": _ipnn,
+    "autoint": _autoint,
+}
+ALIASES = {"wide&deep": "widedeep", "wide_deep": "widedeep", "dcn-v2": "dcnv2",
+           "dcn_v2": "dcnv2", "pnn": "ipnn"}
+
+
+def backbone_spec(name: str, embed_dim: int = 16) -> ArchSpec:
+    key = ALIASES.get(name.lower(), name.lower())
+    if key not in BACKBONES:
+        raise ValueError(f"unknown model {name!r}; choose from {', '.join(BACKBONES)}")
+    spec = BACKBONES[key](embed_dim)
+    spec.provenance.append({"method": "preset", "model": key})
+    return spec

@@ -1,0 +1,182 @@
+"""Field embeddings: every used field (categorical, sequence, numerical, cross) at its own dim.
+
+Categorical fields and crosses of the same dim share one table with per-field offsets, so a
+batch costs one lookup per distinct dim. Sequences are mean-pooled over their non-padding
+ids. Numerical fields are embedded as ``x * v`` (``linear``), by equal-frequency buckets
+(``bucket``) or by AutoDis meta-embeddings (``autodis``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from autodrs.data.dataset import Batch
+from autodrs.data.schema import PAD, Schema
+from autodrs.spec import ArchSpec, cross_name
+
+AUTODIS_BUCKETS = 16
+
+
+class CrossIds(nn.Module):
+    """Ids of a cross feature computed from its fields' encoded ids: exact mixed-radix ids
+    when the product of vocabularies fits in ``buckets``, hashed ids otherwise."""
+
+    def __init__(self, cols: list[int], vocab_sizes: list[int], buckets: int) -> None:
+        super().__init__()
+        self.register_buffer("cols", torch.tensor(cols, dtype=torch.long), persistent=False)
+        product = 1
+        for v in vocab_sizes:
+            product *= v
+        self.exact = product <= buckets
+        self.size = product if self.exact else buckets
+        radix = [1] * len(vocab_sizes)
+        for i in range(len(vocab_sizes) - 2, -1, -1):
+            radix[i] = radix[i + 1] * vocab_sizes[i + 1]
+        self.register_buffer("radix", torch.tensor(radix, dtype=torch.long), persistent=False)
+
+    def forward(self, cat: torch.Tensor) -> torch.Tensor:
+        ids = cat.index_select(1, self.cols)
+        if self.exact:
+            return (ids * self.radix).sum(1)
+        h = torch.zeros_like(ids[:, 0])
+        for i in range(ids.shape[1]):
+            h = h * 1_000_003 + ids[:, i] + 1
+        return torch.remainder(h, self.size)
+
+
+class AutoDisEmbedding(nn.Module):
+    """AutoDis (Guo et al., KDD 2021): a scalar is softly assigned to H buckets,
+    ``p = softmax((W h + alpha h) / tau)`` with ``h = LeakyReLU(w x)``, and embedded as the
+    p-weighted average of H meta-embeddings."""
+
+    def __init__(self, dim: int, buckets: int = AUTODIS_BUCKETS, temperature: float = 1.0,
+                 alpha: float = 0.1) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(buckets) * 0.1)
+        self.proj = nn.Linear(buckets, buckets, bias=False)
+        self.meta = nn.Parameter(torch.randn(buckets, dim) * 0.01)
+        self.alpha = alpha
+        self.temperature = temperature
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = nn.functional.leaky_relu(x.unsqueeze(1) * self.w)
+        logits = self.proj(h) + self.alpha * h
+        p = torch.softmax(logits / self.temperature, dim=1)
+        return p @ self.meta
+
+
+class NumericalEmbedding(nn.Module):
+    def __init__(self, encoder: str, dim: int, boundaries: list[float] | None) -> None:
+        super().__init__()
+        self.encoder = encoder
+        if encoder == "linear":
+            self.vector = nn.Parameter(torch.randn(dim) * 0.01)
+        elif encoder == "bucket":
+            self.register_buffer("boundaries", torch.tensor(boundaries or [], dtype=torch.float32))
+            self.table = nn.Embedding(len(boundaries or []) + 1, dim)
+            nn.init.normal_(self.table.weight, std=0.01)
+        else:
+            self.autodis = AutoDisEmbedding(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.encoder == "linear":
+            return x.unsqueeze(1) * self.vector
+        if self.encoder == "bucket":
+            return self.table(torch.bucketize(x, self.boundaries))
+        return self.autodis(x)
+
+
+class FieldEmbedding(nn.Module):
+    """Embeds the fields a spec uses. ``forward`` returns one ``[B, d_f]`` tensor per field,
+    in ``self.names`` order (used fields, then crosses)."""
+
+    def __init__(self, schema: Schema, spec: ArchSpec, dim_override: int | None = None,
+                 init_std: float = 0.01) -> None:
+        super().__init__()
+        used = spec.used_fields(schema)
+        self.names: list[str] = []
+        self.dims: list[int] = []
+        cat_cols = {n: i for i, n in enumerate(schema.categorical)}
+        num_cols = {n: i for i, n in enumerate(schema.numerical)}
+
+        def dim_of(name: str) -> int:
+            return dim_override or spec.dim_of(name)
+
+        # categorical fields and crosses, grouped by dim into shared tables
+        self.crosses = nn.ModuleList()
+        sources: list[tuple[str, int, int, int]] = []  # (name, dim, vocab, source index)
+        for name in used:
+            f = schema.field(name)
+            if f.kind == "categorical":
+                sources.append((name, dim_of(name), f.vocab_size, cat_cols[name]))
+        for cross in spec.crosses:
+            vocab = [schema.field(n).vocab_size for n in cross]
+            module = CrossIds([cat_cols[n] for n in cross], vocab, spec.cross_buckets)
+            self.crosses.append(module)
+            sources.append((cross_name(cross), dim_of(cross_name(cross)), module.size,
+                            -len(self.crosses)))
+        self.group_dims = sorted({d for _, d, _, _ in sources})
+        self.tables = nn.ModuleList()
+        self._group_slots: list[list[tuple[str, int]]] = []
+        for d in self.group_dims:
+            members = [s for s in sources if s[1] == d]
+            offsets, total = [], 0
+            for _, _, vocab, _ in members:
+                offsets.append(total)
+                total += vocab
+            table = nn.Embedding(total, d)
+            nn.init.normal_(table.weight, std=init_std)
+            self.tables.append(table)
+            self.register_buffer(f"offsets_{d}", torch.tensor(offsets, dtype=torch.long),
+                                 persistent=False)
+            self.register_buffer(f"cols_{d}", torch.tensor([m[3] for m in members],
+                                                            dtype=torch.long), persistent=False)
+            self._group_slots.append([(m[0], m[3]) for m in members])
+        self.n_cross = len(spec.crosses)
+
+        self.sequences = nn.ModuleDict()
+        self.numericals = nn.ModuleDict()
+        self._num_cols: dict[str, int] = {}
+        for name in used:
+            f = schema.field(name)
+            if f.kind == "sequence":
+                table = nn.Embedding(f.vocab_size, dim_of(name), padding_idx=PAD)
+                nn.init.normal_(table.weight, std=init_std)
+                with torch.no_grad():
+                    table.weight[PAD].zero_()
+                self.sequences[name] = table
+            elif f.kind == "numerical":
+                self.numericals[name] = NumericalEmbedding(
+                    spec.numerical.get(name, "linear"), dim_of(name), f.boundaries)
+                self._num_cols[name] = num_cols[name]
+
+        order = list(used) + [cross_name(c) for c in spec.crosses]
+        self.names = order
+        self.dims = [dim_of(n) for n in order]
+
+    def forward(self, batch: Batch) -> list[torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        cat = batch.cat
+        cross_ids = [m(cat) for m in self.crosses]
+        for d, table, slots in zip(self.group_dims, self.tables, self._group_slots, strict=True):
+            cols = getattr(self, f"cols_{d}")
+            offsets = getattr(self, f"offsets_{d}")
+            if all(src >= 0 for _, src in slots):
+                ids = cat.index_select(1, cols)
+            else:
+                ids = torch.stack(
+                    [cat[:, src] if src >= 0 else cross_ids[-src - 1] for _, src in slots], 1)
+            vectors = table(ids + offsets)
+            for k, (name, _) in enumerate(slots):
+                out[name] = vectors[:, k]
+        for name, table in self.sequences.items():
+            ids = batch.seq[name]
+            mask = (ids != PAD).unsqueeze(-1).to(table.weight.dtype)
+            out[name] = (table(ids) * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        for name, module in self.numericals.items():
+            out[name] = module(batch.num[:, self._num_cols[name]])
+        return [out[n] for n in self.names]
+
+    def embedding_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

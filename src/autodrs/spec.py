@@ -1,0 +1,196 @@
+"""ArchSpec: the one JSON-serialisable description of a recommender.
+
+Every searchable decision (fields, crosses, embedding dims, numerical encoders, kept
+interactions, towers, loss, regularisation) is written here, and
+``autodrs.models.build_model(schema, spec)`` is the only way a model is built from it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from autodrs.data.schema import Schema
+
+NUMERICAL_ENCODERS = ("linear", "bucket", "autodis")
+INTERACTION_FUNCTIONS = ("product",)
+LOSSES = ("bce", "focal", "hinge", "squared")
+
+
+class SpecError(ValueError):
+    """A spec that cannot describe a model over the given schema."""
+
+
+@dataclass
+class Interaction:
+    """One kept feature interaction: the fields it joins and how they are combined."""
+
+    fields: list[str]
+    function: str = "product"
+    weight: float | None = None  # a searched gate kept as attention (AutoFIS retrain)
+
+    @property
+    def key(self) -> str:
+        return "*".join(self.fields)
+
+
+@dataclass
+class LossSpec:
+    name: str = "bce"
+    params: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class ArchSpec:
+    """A complete model description.
+
+    ``fields=None`` means every field of the schema; ``interactions=None`` means every pair
+    of the used fields (for the towers that model pairs: ``fm`` and ``inner``).
+    """
+
+    fields: list[str] | None = None
+    crosses: list[list[str]] = field(default_factory=list)
+    cross_buckets: int = 50_000
+    embed_dim: int = 16
+    field_dims: dict[str, int] = field(default_factory=dict)
+    numerical: dict[str, str] = field(default_factory=dict)
+    linear: bool = False
+    fm: bool = False
+    inner: bool = False
+    mlp: list[int] = field(default_factory=list)
+    dropout: float = 0.0
+    batch_norm: bool = False
+    cross_layers: int = 0
+    attention_layers: int = 0
+    attention_heads: int = 2
+    interactions: list[Interaction] | None = None
+    loss: LossSpec = field(default_factory=LossSpec)
+    l2_embedding: float = 0.0
+    provenance: list[dict[str, Any]] = field(default_factory=list)
+
+    # ------------------------------------------------------------------ JSON
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ArchSpec:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise SpecError(f"unknown spec keys: {', '.join(unknown)}")
+        kwargs = dict(data)
+        if kwargs.get("interactions") is not None:
+            kwargs["interactions"] = [
+                i if isinstance(i, Interaction) else Interaction(**i)
+                for i in kwargs["interactions"]
+            ]
+        if isinstance(kwargs.get("loss"), dict):
+            kwargs["loss"] = LossSpec(**kwargs["loss"])
+        return cls(**kwargs)
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        text = json.dumps(self.to_dict(), indent=2, sort_keys=True)
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    @classmethod
+    def from_json(cls, text_or_path: str | Path) -> ArchSpec:
+        p = Path(text_or_path)
+        text = p.read_text() if p.suffix == ".json" or p.exists() else str(text_or_path)
+        return cls.from_dict(json.loads(text))
+
+    def copy(self, **changes: Any) -> ArchSpec:
+        return replace(ArchSpec.from_dict(self.to_dict()), **changes)
+
+    # ------------------------------------------------------------ semantics
+    def used_fields(self, schema: Schema) -> list[str]:
+        return list(schema.field_names) if self.fields is None else list(self.fields)
+
+    def dim_of(self, name: str) -> int:
+        return int(self.field_dims.get(name, self.embed_dim))
+
+    def validate(self, schema: Schema) -> ArchSpec:
+        """Raise ``SpecError`` naming the problem when the spec does not fit ``schema``."""
+        known = set(schema.field_names)
+        used = self.used_fields(schema)
+        if not used:
+            raise SpecError("spec selects no fields")
+        for name in used:
+            if name not in known:
+                raise SpecError(f"spec names unknown field {name!r}; schema has {sorted(known)}")
+        if len(set(used)) != len(used):
+            raise SpecError("spec selects a field twice")
+        cross_names = set()
+        for cross in self.crosses:
+            if len(cross) < 2:
+                raise SpecError(f"a cross needs two or more fields, got {cross}")
+            for name in cross:
+                if name not in known:
+                    raise SpecError(f"cross {cross} names unknown field {name!r}")
+                if schema.field(name).kind != "categorical":
+                    raise SpecError(f"cross {cross} uses non-categorical field {name!r}")
+            cross_names.add(cross_name(cross))
+        available = set(used) | cross_names
+        if self.cross_buckets <= 0:
+            raise SpecError(f"cross_buckets must be > 0, got {self.cross_buckets}")
+        if self.embed_dim <= 0:
+            raise SpecError(f"embed_dim must be > 0, got {self.embed_dim}")
+        for name, dim in self.field_dims.items():
+            if name not in known and name not in cross_names:
+                raise SpecError(f"field_dims names unknown field {name!r}")
+            if int(dim) <= 0:
+                raise SpecError(f"embedding dim of {name!r} must be > 0, got {dim}")
+        for name, enc in self.numerical.items():
+            if name not in known:
+                raise SpecError(f"numerical encoder for unknown field {name!r}")
+            if schema.field(name).kind != "numerical":
+                raise SpecError(f"field {name!r} is not numerical")
+            if enc not in NUMERICAL_ENCODERS:
+                raise SpecError(f"unknown numerical encoder {enc!r} for {name!r}")
+        if self.interactions is not None:
+            for inter in self.interactions:
+                for name in inter.fields:
+                    if name not in available:
+                        raise SpecError(
+                            f"interaction {inter.key} names {name!r}, which the spec does not use"
+                        )
+                if len(inter.fields) < 2:
+                    raise SpecError(f"interaction {inter.key} needs two or more fields")
+                if inter.function not in INTERACTION_FUNCTIONS:
+                    raise SpecError(f"unknown interaction function {inter.function!r}")
+        if any(int(w) <= 0 for w in self.mlp):
+            raise SpecError(f"MLP widths must be > 0, got {self.mlp}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise SpecError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.cross_layers < 0 or self.attention_layers < 0:
+            raise SpecError("layer counts must be >= 0")
+        if self.loss.name not in LOSSES:
+            raise SpecError(f"unknown loss {self.loss.name!r}; choose from {LOSSES}")
+        if self.l2_embedding < 0:
+            raise SpecError("l2_embedding must be >= 0")
+        if not (self.linear or self.fm or self.inner or self.mlp or self.cross_layers
+                or self.attention_layers):
+            raise SpecError("spec has no tower: enable linear, fm, inner, mlp, cross or attention")
+        return self
+
+    def diff(self, other: ArchSpec) -> list[str]:
+        """Readable differences, one line per changed key: ``key: old -> new``."""
+        a, b = self.to_dict(), other.to_dict()
+        lines = []
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                lines.append(f"{key}: {_short(a.get(key))} -> {_short(b.get(key))}")
+        return lines
+
+
+def cross_name(cross: list[str]) -> str:
+    return "x".join(cross)
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    text = json.dumps(value, sort_keys=True)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,243 @@
+"""The one Trainer: Adam, the spec's loss (BCE with logits by default), early stopping on
+validation AUC with patience, best weights restored, a progress bar, and a clear error when
+the loss diverges. Search methods plug in through ``TrainHook`` (architecture steps every k
+batches, temperature schedules) without editing the loop."""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from autodrs.data.dataset import Batch, EncodedData
+from autodrs.train.losses import make_loss
+from autodrs.train.metrics import classification_metrics
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 1024
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    patience: int = 2
+    eval_batch_size: int = 16_384
+    seed: int = 2026
+    device: str = "auto"
+    threads: int | None = None
+    progress: bool = True
+    max_steps: int | None = None
+    checkpoint: str | None = None
+
+
+@dataclass
+class TrainResult:
+    best_epoch: int
+    valid: dict[str, float]
+    history: list[dict[str, float]] = field(default_factory=list)
+    train_seconds: float = 0.0
+    total_seconds: float = 0.0
+    samples: int = 0
+    stopped_early: bool = False
+
+    @property
+    def samples_per_second(self) -> float:
+        return self.samples / self.train_seconds if self.train_seconds else 0.0
+
+
+class TrainHook:
+    """Called by the trainer; search methods override what they need."""
+
+    def on_step(self, trainer: Trainer, model: nn.Module, step: int, batch: Batch,
+                loss: torch.Tensor) -> None:
+        """After the weight step on ``batch`` (global step count from 1)."""
+
+    def on_epoch_end(self, trainer: Trainer, model: nn.Module, epoch: int,
+                     metrics: dict[str, float]) -> None:
+        """After validation at the end of an epoch."""
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def default_threads() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+               else (os.cpu_count() or 1))
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig | None = None,
+                 hooks: Sequence[TrainHook] = ()) -> None:
+        self.config = config or TrainConfig()
+        self.hooks = list(hooks)
+        self.device = resolve_device(self.config.device)
+        torch.set_num_threads(self.config.threads or default_threads())
+        self.step = 0
+
+    # ---------------------------------------------------------------- training
+    def make_optimizer(self, model: nn.Module,
+                       parameters: Iterable[nn.Parameter] | None = None) -> torch.optim.Optimizer:
+        params = list(parameters) if parameters is not None else list(model.parameters())
+        spec = getattr(model, "spec", None)
+        l2 = float(getattr(spec, "l2_embedding", 0.0) or 0.0)
+        emb_module = getattr(model, "embedding", None)
+        if l2 and emb_module is not None:
+            emb_ids = {id(p) for p in emb_module.parameters()}
+            groups = [
+                {"params": [p for p in params if id(p) in emb_ids], "weight_decay": l2},
+                {"params": [p for p in params if id(p) not in emb_ids],
+                 "weight_decay": self.config.weight_decay},
+            ]
+            return torch.optim.Adam([g for g in groups if g["params"]], lr=self.config.lr)
+        return torch.optim.Adam(params, lr=self.config.lr, weight_decay=self.config.weight_decay)
+
+    def loss_fn(self, model: nn.Module) -> Any:
+        spec = getattr(model, "spec", None)
+        if spec is None:
+            return make_loss("bce")
+        return make_loss(spec.loss.name, spec.loss.params)
+
+    def fit(self, model: nn.Module, train: EncodedData, valid: EncodedData,
+            parameters: Iterable[nn.Parameter] | None = None) -> TrainResult:
+        cfg = self.config
+        generator = seed_everything(cfg.seed)
+        model.to(self.device)
+        optimizer = self.make_optimizer(model, parameters)
+        loss_fn = self.loss_fn(model)
+        best_auc, best_epoch, best_state = -1.0, -1, None
+        history: list[dict[str, float]] = []
+        train_seconds, samples, bad_epochs = 0.0, 0, 0
+        start = time.perf_counter()
+        steps_per_epoch = -(-len(train) // cfg.batch_size)
+        stopped_early = False
+        with _progress(cfg.progress, cfg.epochs * steps_per_epoch) as bar:
+            for epoch in range(cfg.epochs):
+                model.train()
+                t0 = time.perf_counter()
+                for batch in train.batches(cfg.batch_size, shuffle=True, generator=generator):
+                    batch = batch.to(self.device) if self.device.type != "cpu" else batch
+                    logits = model(batch)
+                    loss = loss_fn(logits, batch.label)
+                    reg = getattr(model, "regularization", None)
+                    if reg is not None:
+                        loss = loss + reg()
+                    if not torch.isfinite(loss):
+                        raise TrainingDiverged(
+                            f"loss became {loss.item()} at epoch {epoch + 1}, step {self.step + 1}; "
+                            "lower the learning rate or check the inputs for extreme values"
+                        )
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    self.step += 1
+                    samples += len(batch)
+                    for hook in self.hooks:
+                        hook.on_step(self, model, self.step, batch, loss)
+                    if bar is not None and self.step % 25 == 0:
+                        bar.advance(25, loss=float(loss))
+                    if cfg.max_steps is not None and self.step >= cfg.max_steps:
+                        break
+                train_seconds += time.perf_counter() - t0
+                metrics = self.evaluate(model, valid)
+                metrics["epoch"] = epoch + 1
+                history.append(metrics)
+                for hook in self.hooks:
+                    hook.on_epoch_end(self, model, epoch + 1, metrics)
+                if metrics["auc"] > best_auc:
+                    best_auc, best_epoch, bad_epochs = metrics["auc"], epoch + 1, 0
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                    if cfg.checkpoint:
+                        save_state(best_state, cfg.checkpoint)
+                else:
+                    bad_epochs += 1
+                    if bad_epochs >= cfg.patience:
+                        stopped_early = True
+                        break
+                if cfg.max_steps is not None and self.step >= cfg.max_steps:
+                    break
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        valid_metrics = next(h for h in history if h["epoch"] == best_epoch)
+        return TrainResult(
+            best_epoch=best_epoch, valid={k: v for k, v in valid_metrics.items() if k != "epoch"},
+            history=history, train_seconds=train_seconds,
+            total_seconds=time.perf_counter() - start, samples=samples,
+            stopped_early=stopped_early,
+        )
+
+    # ---------------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def predict(self, model: nn.Module, data: EncodedData) -> np.ndarray:
+        model.eval()
+        model.to(self.device)
+        out = []
+        for batch in data.batches(self.config.eval_batch_size):
+            batch = batch.to(self.device) if self.device.type != "cpu" else batch
+            out.append(torch.sigmoid(model(batch)).float().cpu())
+        return torch.cat(out).numpy().astype(np.float64)
+
+    def evaluate(self, model: nn.Module, data: EncodedData) -> dict[str, float]:
+        probs = self.predict(model, data)
+        if not np.isfinite(probs).all():
+            raise TrainingDiverged("the model predicts NaN; lower the learning rate")
+        groups = data.group.numpy() if data.group is not None else None
+        return classification_metrics(data.label.numpy(), probs, groups)
+
+
+def save_state(state: dict[str, torch.Tensor], path: str | Path) -> None:
+    """Write a state dict atomically (a crash never leaves a half-written checkpoint)."""
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+class _progress:
+    """A rich progress bar that stays out of the way when disabled or not on a terminal."""
+
+    def __init__(self, enabled: bool, total: int) -> None:
+        self.enabled = enabled
+        self.total = total
+        self.progress: Any = None
+
+    def __enter__(self) -> _progress | None:
+        if not self.enabled:
+            return None
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.progress = Progress(
+            TextColumn("training"), BarColumn(), TextColumn("loss {task.fields[loss]:.4f}"),
+            TimeRemainingColumn(), transient=True,
+        )
+        self.task = self.progress.add_task("train", total=self.total, loss=float("nan"))
+        self.progress.start()
+        return self
+
+    def advance(self, n: int, loss: float) -> None:
+        self.progress.update(self.task, advance=n, loss=loss)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
