@@ -1,0 +1,263 @@
+"""The ``autodrs`` command line (see DESIGN.md for the contract)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table as RichTable
+
+from autodrs.data.dataset import Dataset, load_dataset
+from autodrs.data.errors import DataError
+from autodrs.data.sources import BUILTINS
+from autodrs.experiment import fit_spec, machine_info
+from autodrs.models.backbones import BACKBONES, backbone_spec
+from autodrs.runfolder import ModelFileError, save_model, write_json
+from autodrs.spec import ArchSpec, SpecError
+from autodrs.train.trainer import TrainConfig, TrainingDiverged
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Automated design of deep recommender systems for CTR prediction.")
+console = Console(stderr=True)
+out = Console()
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# ---------------------------------------------------------------- shared options
+Data = Annotated[str, typer.Option("--data", help="built-in name (movielens-100k, synthetic) "
+                                                  "or a CSV/TSV/Parquet/Criteo/Avazu file")]
+Label = Annotated[str | None, typer.Option(help="label column (0/1)")]
+Fmt = Annotated[str | None, typer.Option("--format", help="csv|tsv|parquet|criteo|avazu")]
+Categorical = Annotated[str | None, typer.Option(help="comma-separated categorical fields")]
+Numerical = Annotated[str | None, typer.Option(help="comma-separated numerical fields")]
+Sequence = Annotated[str | None, typer.Option(help="comma-separated multi-valued fields")]
+SchemaFile = Annotated[Path | None, typer.Option("--schema", help="YAML file with field kinds")]
+Group = Annotated[str | None, typer.Option(help="group column for group AUC")]
+Time = Annotated[str | None, typer.Option("--time", help="time column for a time-ordered split")]
+Split = Annotated[str, typer.Option(help="random (80/10/10 by seed) or time")]
+MinCount = Annotated[int, typer.Option(help="values rarer than this in train map to OOV")]
+Seed = Annotated[int, typer.Option(help="random seed")]
+Epochs = Annotated[int, typer.Option(help="maximum epochs")]
+BatchSize = Annotated[int, typer.Option(help="training batch size")]
+Lr = Annotated[float, typer.Option(help="Adam learning rate")]
+Patience = Annotated[int, typer.Option(help="epochs without validation AUC gain before stopping")]
+Device = Annotated[str, typer.Option(help="auto, cpu or cuda")]
+Threads = Annotated[int | None, typer.Option(help="CPU threads (default: all available)")]
+EmbedDim = Annotated[int, typer.Option(help="embedding dim of every field")]
+Progress = Annotated[bool, typer.Option(help="show progress bars")]
+
+
+def _split_list(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def dataset_from(data: str, label: str | None, fmt: str | None, categorical: str | None,
+                 numerical: str | None, sequence: str | None, schema: Path | None,
+                 group: str | None, time: str | None, split: str, seed: int,
+                 min_count: int) -> Dataset:
+    return load_dataset(
+        data, label=label, fmt=fmt, categorical=_split_list(categorical),
+        numerical=_split_list(numerical), sequence=_split_list(sequence), schema_file=schema,
+        group=group, time=time, split=split, seed=seed, min_count=min_count,
+    )
+
+
+def user_errors(fn: F) -> F:
+    """Turn input errors into one clear line on stderr and exit code 2."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (DataError, SpecError, ModelFileError, FileNotFoundError) as e:
+            console.print(f"[red]error:[/red] {e}", highlight=False)
+            raise typer.Exit(2) from e
+        except TrainingDiverged as e:
+            console.print(f"[red]training diverged:[/red] {e}", highlight=False)
+            raise typer.Exit(3) from e
+        except ValueError as e:
+            console.print(f"[red]error:[/red] {e}", highlight=False)
+            raise typer.Exit(2) from e
+
+    return wrapper  # type: ignore[return-value]
+
+
+def result_skeleton(command: str, ds: Dataset, seed: int) -> dict[str, Any]:
+    return {
+        "command": command,
+        "data": dict(ds.info),
+        "seed": seed,
+        "spec": None,
+        "metrics": {},
+        "baselines": {},
+        "params": {},
+        "cost": {},
+        "stages": [],
+    }
+
+
+# ---------------------------------------------------------------- commands
+@app.command()
+def datasets() -> None:
+    """List the built-in datasets."""
+    table = RichTable("name", "description")
+    for name, text in BUILTINS.items():
+        table.add_row(name, text)
+    out.print(table)
+
+
+@app.command("make-synthetic")
+@user_errors
+def make_synthetic(
+    out_path: Annotated[Path, typer.Option("--out", help="Parquet file to write")],
+    rows: Annotated[int, typer.Option(help="number of rows")] = 1_000_000,
+    seed: Seed = 0,
+) -> None:
+    """Write a synthetic dataset (any size, bounded memory) and its truth as JSON."""
+    from autodrs.data.synthetic import write_synthetic
+
+    truth = write_synthetic(out_path, rows=rows, seed=seed)
+    out.print(f"wrote {rows} rows to {out_path} (truth: {out_path}.truth.json; "
+              f"relevant fields {truth['relevant']})")
+
+
+@app.command()
+@user_errors
+def train(
+    data: Data = "movielens-100k",
+    out_dir: Annotated[Path, typer.Option("--out", help="run folder")] = Path("runs/train"),
+    model: Annotated[str, typer.Option(help=f"backbone: {', '.join(BACKBONES)}")] = "deepfm",
+    spec_file: Annotated[Path | None, typer.Option("--spec", help="train this ArchSpec JSON "
+                                                           "instead of a backbone")] = None,
+    label: Label = None, fmt: Fmt = None, categorical: Categorical = None,
+    numerical: Numerical = None, sequence: Sequence = None, schema: SchemaFile = None,
+    group: Group = None, time_col: Time = None, split: Split = "random", min_count: MinCount = 1,
+    seed: Seed = 2026, epochs: Epochs = 10, batch_size: BatchSize = 1024, lr: Lr = 1e-3,
+    patience: Patience = 2, embed_dim: EmbedDim = 16, device: Device = "auto",
+    threads: Threads = None, progress: Progress = True,
+) -> None:
+    """Train one model and write DIR/result.json and the model files."""
+    spec = ArchSpec.from_json(spec_file) if spec_file else backbone_spec(model, embed_dim)
+    ds = dataset_from(data, label, fmt, categorical, numerical, sequence, schema, group,
+                      time_col, split, seed, min_count)
+    spec.validate(ds.schema)
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
+                         seed=seed, device=device, threads=threads,
+                         progress=progress and sys.stderr.isatty())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    outcome = fit_spec(ds, spec, config)
+    save_model(out_dir, outcome.model, ds.schema)
+    result = result_skeleton("train", ds, seed)
+    result |= {
+        "model": model if spec_file is None else str(spec_file),
+        "spec": spec.to_dict(),
+        "metrics": outcome.metrics,
+        "params": outcome.params,
+        "cost": {"train_seconds": round(outcome.seconds, 3),
+                 "train_samples_per_second": round(outcome.fit.samples_per_second, 1)},
+        "history": outcome.fit.history,
+        "config": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "patience": patience},
+        "machine": machine_info(config),
+    }
+    write_json(out_dir / "result.json", result)
+    t = outcome.metrics["test"]
+    out.print(f"{model}: test AUC {t['auc']:.4f}  logloss {t['logloss']:.4f}  "
+              f"({outcome.params['total']:,} parameters, best epoch {outcome.fit.best_epoch}) "
+              f"-> {out_dir / 'result.json'}")
+
+
+@app.command()
+@user_errors
+def bench(
+    data: Data = "movielens-100k",
+    out_dir: Annotated[Path, typer.Option("--out", help="run folder")] = Path("runs/bench"),
+    baselines: Annotated[str, typer.Option(help="comma-separated backbones, or 'all'")] = "all",
+    seeds: Annotated[int, typer.Option(help="number of seeds")] = 3,
+    label: Label = None, fmt: Fmt = None, categorical: Categorical = None,
+    numerical: Numerical = None, sequence: Sequence = None, schema: SchemaFile = None,
+    group: Group = None, time_col: Time = None, split: Split = "random", min_count: MinCount = 1,
+    seed: Seed = 2026, epochs: Epochs = 10, batch_size: BatchSize = 1024, lr: Lr = 1e-3,
+    patience: Patience = 2, embed_dim: EmbedDim = 16, device: Device = "auto",
+    threads: Threads = None,
+) -> None:
+    """A leaderboard of backbones over seeds on one dataset (Markdown and JSON)."""
+    names = list(BACKBONES) if baselines == "all" else _split_list(baselines) or []
+    specs = {n: backbone_spec(n, embed_dim) for n in names}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    runs: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
+    t0 = time.perf_counter()
+    first: Dataset | None = None
+    for k in range(seeds):
+        s = seed + k
+        ds = dataset_from(data, label, fmt, categorical, numerical, sequence, schema, group,
+                          time_col, split, s, min_count)
+        first = first or ds
+        config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
+                             seed=s, device=device, threads=threads, progress=False)
+        for name, spec in specs.items():
+            outcome = fit_spec(ds, spec, config)
+            runs[name].append(outcome.summary())
+            t = outcome.metrics["test"]
+            console.print(f"seed {s} {name:>9}: test AUC {t['auc']:.4f} "
+                          f"logloss {t['logloss']:.4f} ({outcome.seconds:.1f}s)", highlight=False)
+    assert first is not None
+    board = leaderboard(runs)
+    result = result_skeleton("bench", first, seed)
+    result |= {"seeds": [seed + k for k in range(seeds)], "baselines": board,
+               "runs": runs, "cost": {"seconds": round(time.perf_counter() - t0, 2)},
+               "machine": machine_info()}
+    write_json(out_dir / "result.json", result)
+    markdown = leaderboard_markdown(board, first.info["name"])
+    (out_dir / "leaderboard.md").write_text(markdown)
+    print_leaderboard(board)
+    out.print(f"leaderboard -> {out_dir / 'leaderboard.md'}")
+
+
+def leaderboard(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    board = {}
+    for name, items in runs.items():
+        aucs = np.array([r["metrics"]["test"]["auc"] for r in items])
+        lls = np.array([r["metrics"]["test"]["logloss"] for r in items])
+        board[name] = {
+            "test": {"auc": float(aucs.mean()), "logloss": float(lls.mean())},
+            "spread": {"auc_std": float(aucs.std()), "logloss_std": float(lls.std())},
+            "params": items[0]["params"],
+            "seconds": float(np.mean([r["seconds"] for r in items])),
+        }
+    return dict(sorted(board.items(), key=lambda kv: -kv[1]["test"]["auc"]))
+
+
+def leaderboard_markdown(board: dict[str, dict[str, Any]], data_name: str) -> str:
+    lines = [f"# Leaderboard: {data_name}", "",
+             "| model | test AUC | ± | test logloss | ± | parameters | embedding | seconds |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, row in board.items():
+        lines.append(
+            f"| {name} | {row['test']['auc']:.4f} | {row['spread']['auc_std']:.4f} | "
+            f"{row['test']['logloss']:.4f} | {row['spread']['logloss_std']:.4f} | "
+            f"{row['params']['total']:,} | {row['params']['embedding']:,} | {row['seconds']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def print_leaderboard(board: dict[str, dict[str, Any]]) -> None:
+    table = RichTable("model", "test AUC", "± std", "test logloss", "parameters", "seconds")
+    for name, row in board.items():
+        table.add_row(name, f"{row['test']['auc']:.4f}", f"{row['spread']['auc_std']:.4f}",
+                      f"{row['test']['logloss']:.4f}", f"{row['params']['total']:,}",
+                      f"{row['seconds']:.1f}")
+    out.print(table)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

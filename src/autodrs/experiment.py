@@ -1,0 +1,62 @@
+"""Train a spec on a dataset and measure it: the shared path of ``train``, ``bench`` and
+every search's final retrain, so baselines and searched models are measured alike."""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from autodrs.data.dataset import Dataset
+from autodrs.models.builder import CTRModel, build_model, count_parameters
+from autodrs.spec import ArchSpec
+from autodrs.train.trainer import TrainConfig, Trainer, TrainHook, TrainResult
+
+
+@dataclass
+class Outcome:
+    model: CTRModel
+    fit: TrainResult
+    metrics: dict[str, dict[str, float]]
+    params: dict[str, int]
+    seconds: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "metrics": self.metrics,
+            "params": self.params,
+            "best_epoch": self.fit.best_epoch,
+            "seconds": round(self.seconds, 3),
+            "train_samples_per_second": round(self.fit.samples_per_second, 1),
+        }
+
+
+def fit_spec(ds: Dataset, spec: ArchSpec, config: TrainConfig,
+             hooks: list[TrainHook] | None = None) -> Outcome:
+    """Build ``spec`` over the dataset's schema, train it with early stopping on validation
+    AUC, and evaluate the best weights on the validation and test splits."""
+    t0 = time.perf_counter()
+    torch.manual_seed(config.seed)
+    model = build_model(ds.schema, spec)
+    trainer = Trainer(config, hooks or [])
+    fit = trainer.fit(model, ds.train, ds.valid)
+    metrics = {"valid": fit.valid, "test": trainer.evaluate(model, ds.test)}
+    return Outcome(model=model, fit=fit, metrics=metrics, params=count_parameters(model),
+                   seconds=time.perf_counter() - t0)
+
+
+def machine_info(config: TrainConfig | None = None) -> dict[str, Any]:
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "device": config.device if config else "auto",
+    }
+
+
+def config_dict(config: TrainConfig) -> dict[str, Any]:
+    return asdict(config)

@@ -1,0 +1,159 @@
+"""The plug-in points of the search engine: search spaces, methods and their results.
+
+A ``SearchSpace`` owns one part of the ArchSpec and offers two faces: a discrete one for
+black-box strategies (``suggest`` a decision from an ``optuna.Trial``, ``apply`` it to a
+spec) and a relaxed one for gradient strategies (a ``Supernet`` whose architecture
+parameters are trained, and ``derive()`` back to a discrete decision).
+
+A ``Method`` is what ``autodrs search --methods NAME`` runs: a space, a strategy and a
+performance-estimation setting, or an algorithm of its own; it reads the spec so far from
+the ``SearchContext`` and returns a ``StageResult`` with the refined spec and what it found.
+Adding a method means one new module with a ``@register_method`` class.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from torch import nn
+
+from autodrs.data.dataset import Dataset
+from autodrs.spec import ArchSpec
+from autodrs.train.trainer import TrainConfig
+
+if TYPE_CHECKING:
+    import optuna
+
+
+class SearchError(ValueError):
+    """A search was asked for something it cannot do (bad method, strategy or budget)."""
+
+
+@dataclass
+class SearchContext:
+    dataset: Dataset
+    spec: ArchSpec
+    train: TrainConfig
+    seed: int = 2026
+    out_dir: Path | None = None
+    budget_seconds: float | None = None
+    trials: int | None = None
+    strategy: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+
+    def remaining(self) -> float | None:
+        if self.budget_seconds is None:
+            return None
+        return self.budget_seconds - (time.monotonic() - self.started)
+
+    def out_of_budget(self) -> bool:
+        left = self.remaining()
+        return left is not None and left <= 0
+
+
+@dataclass
+class StageResult:
+    """What one search stage found. ``ranking`` is best first; see DESIGN.md for the shape
+    per component (field names, crosses as lists of names, interactions as lists of names)."""
+
+    method: str
+    strategy: str
+    spec: ArchSpec
+    ranking: list[Any] = field(default_factory=list)
+    scores: dict[str, float] = field(default_factory=dict)
+    dims: dict[str, float] | None = None
+    bytes: int | None = None
+    dag: dict[str, Any] | None = None
+    pareto: list[dict[str, Any]] | None = None
+    trials: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "method": self.method, "strategy": self.strategy,
+            "ranking": self.ranking, "scores": self.scores, "seconds": round(self.seconds, 3),
+        }
+        for key in ("dims", "bytes", "dag", "pareto"):
+            value = getattr(self, key)
+            if value is not None:
+                entry[key] = value
+        if self.trials:
+            entry["trials"] = self.trials
+        entry.update(self.extra)
+        return entry
+
+
+class Method(ABC):
+    """A named search method (a preset of space, strategy and estimation, or an algorithm)."""
+
+    name: ClassVar[str]
+    component: ClassVar[str]
+    strategies: ClassVar[tuple[str, ...]]  # accepted strategies; the first is the default
+
+    @abstractmethod
+    def search(self, ctx: SearchContext) -> StageResult:
+        """Search from ``ctx.spec`` and return the refined spec with what was found."""
+
+    def resolve_strategy(self, ctx: SearchContext) -> str:
+        strategy = ctx.strategy or self.strategies[0]
+        if strategy not in self.strategies:
+            raise SearchError(f"method {self.name!r} does not support strategy {strategy!r}; "
+                              f"it supports {', '.join(self.strategies)}")
+        return strategy
+
+
+METHODS: dict[str, type[Method]] = {}
+
+
+def register_method(cls: type[Method]) -> type[Method]:
+    if cls.name in METHODS:
+        raise ValueError(f"method {cls.name!r} registered twice")
+    METHODS[cls.name] = cls
+    return cls
+
+
+def get_method(name: str) -> Method:
+    import autodrs.methods  # noqa: F401  (fills the registry)
+
+    if name not in METHODS:
+        raise SearchError(f"unknown method {name!r}; available: {', '.join(sorted(METHODS))}")
+    return METHODS[name]()
+
+
+class Supernet(nn.Module, ABC):
+    """The relaxed face of a space: a model with architecture parameters."""
+
+    @abstractmethod
+    def arch_parameters(self) -> list[nn.Parameter]:
+        """The architecture parameters (trained by the strategy's own optimiser)."""
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        arch = {id(p) for p in self.arch_parameters()}
+        return [p for p in self.parameters() if id(p) not in arch]
+
+    @abstractmethod
+    def derive(self) -> dict[str, Any]:
+        """Turn the architecture parameters back into a discrete decision."""
+
+
+class SearchSpace(ABC):
+    """One part of the ArchSpec, searchable by black-box and (where relaxable) gradient."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def suggest(self, trial: optuna.Trial, ctx: SearchContext) -> dict[str, Any]:
+        """Sample a discrete decision through an Optuna trial."""
+
+    @abstractmethod
+    def apply(self, spec: ArchSpec, decision: dict[str, Any]) -> ArchSpec:
+        """Return a copy of ``spec`` with ``decision`` written into it."""
+
+    def supernet(self, ctx: SearchContext) -> Supernet:
+        raise SearchError(f"space {self.name!r} has no relaxed face; use a black-box strategy")
