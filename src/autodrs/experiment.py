@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -40,6 +40,7 @@ def fit_spec(ds: Dataset, spec: ArchSpec, config: TrainConfig,
     """Build ``spec`` over the dataset's schema, train it with early stopping on validation
     AUC, and evaluate the best weights on the validation and test splits."""
     t0 = time.perf_counter()
+    config = with_training(config, spec)
     torch.manual_seed(config.seed)
     model = build_model(ds.schema, spec)
     trainer = Trainer(config, hooks or [])
@@ -47,6 +48,15 @@ def fit_spec(ds: Dataset, spec: ArchSpec, config: TrainConfig,
     metrics = {"valid": fit.valid, "test": trainer.evaluate(model, ds.test)}
     return Outcome(model=model, fit=fit, metrics=metrics, params=count_parameters(model),
                    seconds=time.perf_counter() - t0)
+
+
+def with_training(config: TrainConfig, spec: ArchSpec) -> TrainConfig:
+    """``config`` with the training hyper-parameters the spec sets (a searched lr, batch
+    size or weight decay) in place of the command's."""
+    t = spec.training
+    changes = {k: v for k, v in (("lr", t.lr), ("batch_size", t.batch_size),
+                                 ("weight_decay", t.weight_decay)) if v is not None}
+    return replace(config, **changes) if changes else config
 
 
 def machine_info(config: TrainConfig | None = None) -> dict[str, Any]:

@@ -44,6 +44,15 @@ class LossSpec:
 
 
 @dataclass
+class TrainingSpec:
+    """Training hyper-parameters a search chose; ``None`` keeps the command's setting."""
+
+    lr: float | None = None
+    batch_size: int | None = None
+    weight_decay: float | None = None
+
+
+@dataclass
 class ArchSpec:
     """A complete model description.
 
@@ -69,6 +78,7 @@ class ArchSpec:
     interactions: list[Interaction] | None = None
     loss: LossSpec = field(default_factory=LossSpec)
     l2_embedding: float = 0.0
+    training: TrainingSpec = field(default_factory=TrainingSpec)
     provenance: list[dict[str, Any]] = field(default_factory=list)
 
     # ------------------------------------------------------------------ JSON
@@ -89,6 +99,8 @@ class ArchSpec:
             ]
         if isinstance(kwargs.get("loss"), dict):
             kwargs["loss"] = LossSpec(**kwargs["loss"])
+        if isinstance(kwargs.get("training"), dict):
+            kwargs["training"] = TrainingSpec(**kwargs["training"])
         return cls(**kwargs)
 
     def to_json(self, path: str | Path | None = None) -> str:
@@ -99,9 +111,20 @@ class ArchSpec:
 
     @classmethod
     def from_json(cls, text_or_path: str | Path) -> ArchSpec:
-        p = Path(text_or_path)
-        text = p.read_text() if p.suffix == ".json" or p.exists() else str(text_or_path)
-        return cls.from_dict(json.loads(text))
+        if isinstance(text_or_path, str) and text_or_path.lstrip().startswith("{"):
+            text = text_or_path
+        else:
+            path = Path(text_or_path)
+            if not path.exists():
+                raise SpecError(f"spec file {path} not found")
+            text = path.read_text()
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise SpecError(f"spec is not valid JSON: {e}") from e
+        if not isinstance(data, dict):
+            raise SpecError("a spec must be a JSON object")
+        return cls.from_dict(data)
 
     def copy(self, **changes: Any) -> ArchSpec:
         return replace(ArchSpec.from_dict(self.to_dict()), **changes)
@@ -172,9 +195,24 @@ class ArchSpec:
             raise SpecError(f"unknown loss {self.loss.name!r}; choose from {LOSSES}")
         if self.l2_embedding < 0:
             raise SpecError("l2_embedding must be >= 0")
+        t = self.training
+        if t.lr is not None and not t.lr > 0:
+            raise SpecError(f"training.lr must be > 0, got {t.lr}")
+        if t.batch_size is not None and int(t.batch_size) <= 0:
+            raise SpecError(f"training.batch_size must be > 0, got {t.batch_size}")
+        if t.weight_decay is not None and t.weight_decay < 0:
+            raise SpecError(f"training.weight_decay must be >= 0, got {t.weight_decay}")
         if not (self.linear or self.fm or self.inner or self.mlp or self.cross_layers
                 or self.attention_layers):
             raise SpecError("spec has no tower: enable linear, fm, inner, mlp, cross or attention")
+        return self
+
+    def record(self, method: str, strategy: str, decided: list[str], seconds: float,
+               **details: Any) -> ArchSpec:
+        """Append a provenance entry: which method decided which spec keys, at what cost."""
+        entry = {"method": method, "strategy": strategy, "decided": sorted(decided),
+                 "seconds": round(float(seconds), 3)}
+        self.provenance.append(entry | details)
         return self
 
     def diff(self, other: ArchSpec) -> list[str]:

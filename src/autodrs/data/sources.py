@@ -59,7 +59,17 @@ class Table:
 
 
 def load_table(data: str, fmt: str | None = None, label: str | None = None) -> Table:
-    """Read ``data`` (a built-in name or a path) into a ``Table``."""
+    """Read ``data`` (a built-in name or a path) into a ``Table``; ``label`` overrides the
+    source's label column."""
+    table = _load(data, fmt)
+    if label:
+        table.label = label
+    if table.label not in table.df.columns:
+        raise DataError(f"label column {table.label!r} not found; columns are {table.df.columns}")
+    return table
+
+
+def _load(data: str, fmt: str | None) -> Table:
     name, _, query = data.partition("?")
     opts = dict(parse_qsl(query))
     if name == "movielens-100k":
@@ -97,8 +107,6 @@ def load_table(data: str, fmt: str | None = None, label: str | None = None) -> T
     else:
         raise DataError(f"unknown format {fmt!r}; use csv, tsv, parquet, criteo or avazu")
     table.identity = identity
-    if label:
-        table.label = label
     if table.df.height == 0:
         raise DataError(f"{path} has no data rows")
     return table
@@ -172,7 +180,8 @@ def read_avazu(path: Path) -> Table:
     if "click" not in df.columns or "hour" not in df.columns:
         raise DataError(f"{path}: not the Avazu layout (needs columns 'click' and 'hour')")
     df = _cast_or_line(df, path, "click", pl.Int64, header=True)
-    ts = df["hour"].str.strptime(pl.Datetime, "%y%m%d%H", strict=False)
+    # polars needs minutes beside hours in a format string
+    ts = (df["hour"] + "00").str.strptime(pl.Datetime, "%y%m%d%H%M", strict=False)
     if ts.null_count():
         row = int(ts.is_null().arg_true()[0])
         raise DataError(f"{path}: malformed row at line {row + 2}: bad hour {df['hour'][row]!r}")

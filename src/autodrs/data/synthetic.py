@@ -92,7 +92,7 @@ class SyntheticGenerator:
 
     def truth(self, rows: int) -> dict[str, Any]:
         cfg = self.cfg
-        return {
+        truth = {
             "rows": rows,
             "seed": self.seed,
             "relevant": [*cfg.relevant, "num0"],
@@ -103,6 +103,7 @@ class SyntheticGenerator:
             "nonmonotone": "num0",
             "config": asdict(cfg),
         }
+        return json.loads(json.dumps(truth))  # plain JSON types, as written to disk
 
     def kinds(self) -> dict[str, str]:
         kinds = {name: "categorical" for name in [*self.cfg.relevant, *self.cfg.noise,

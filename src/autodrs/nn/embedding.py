@@ -83,7 +83,7 @@ class NumericalEmbedding(nn.Module):
         if self.encoder == "linear":
             return x.unsqueeze(1) * self.vector
         if self.encoder == "bucket":
-            return self.table(torch.bucketize(x, self.boundaries))
+            return self.table(torch.bucketize(x.contiguous(), self.boundaries))
         return self.autodis(x)
 
 

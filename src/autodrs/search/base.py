@@ -9,12 +9,28 @@ A ``Method`` is what ``autodrs search --methods NAME`` runs: a space, a strategy
 performance-estimation setting, or an algorithm of its own; it reads the spec so far from
 the ``SearchContext`` and returns a ``StageResult`` with the refined spec and what it found.
 Adding a method means one new module with a ``@register_method`` class.
+
+The method contract (checked for every registered method by ``tests/test_conformance.py``):
+
+1. ``strategies`` lists every strategy the method accepts, the default first; names come
+   from ``autodrs.search.strategies.STRATEGIES``. ``resolve_strategy(ctx)`` rejects any other.
+2. ``search(ctx)`` starts from ``ctx.spec`` (never edits it in place) and returns a
+   ``StageResult`` whose ``spec`` validates against ``ctx.dataset.schema``.
+3. The same ``ctx.seed`` and data give the same spec: seed every sampler, generator and
+   ``torch`` initialisation from ``ctx.seed`` (``ctx.train.seed`` is the same number).
+4. ``ctx.trials`` caps the number of black-box trials (or candidates evaluated) and
+   ``ctx.budget_seconds`` the wall time: stop cleanly when either runs out and keep the best
+   so far (``ctx.out_of_budget()``). ``run_blackbox`` does both for black-box methods.
+5. ``ctx.options["fast"]`` asks for the cheapest run that still exercises the whole method
+   (tiny supernets, one epoch, few candidates): the conformance suite and smoke runs set it.
+6. Bad arguments raise ``SearchError`` (or ``SpecError``) with a message naming the problem.
 """
 
 from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -35,6 +51,15 @@ class SearchError(ValueError):
 
 @dataclass
 class SearchContext:
+    """Everything a stage needs: data, the spec so far, the training config, the budget.
+
+    ``out_dir`` is the stage's folder (its Optuna storage lives there); ``resume`` continues
+    a study found there; ``backend`` is ``local`` or ``ray`` (``ray_address`` joins an
+    existing cluster). ``options`` holds estimation settings shared by methods: ``fast``,
+    ``subsample`` (fraction or row count of train used per trial), ``epochs`` (per trial),
+    ``pruner`` (none, median, sha, hyperband), ``warm_start``, ``estimation``.
+    """
+
     dataset: Dataset
     spec: ArchSpec
     train: TrainConfig
@@ -45,6 +70,9 @@ class SearchContext:
     strategy: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
+    resume: bool = False
+    backend: str = "local"
+    ray_address: str | None = None
 
     def remaining(self) -> float | None:
         if self.budget_seconds is None:
@@ -54,6 +82,10 @@ class SearchContext:
     def out_of_budget(self) -> bool:
         left = self.remaining()
         return left is not None and left <= 0
+
+    @property
+    def fast(self) -> bool:
+        return bool(self.options.get("fast", False))
 
 
 @dataclass
@@ -141,6 +173,12 @@ class Supernet(nn.Module, ABC):
     def derive(self) -> dict[str, Any]:
         """Turn the architecture parameters back into a discrete decision."""
 
+    def fixed(self, decision: dict[str, Any]) -> AbstractContextManager[Supernet]:
+        """A context in which the supernet computes only the subnet of ``decision`` (weight
+        sharing: evaluate a candidate with the supernet's weights, no retraining).
+        Supernets that can express a single subnet override this."""
+        raise SearchError(f"{type(self).__name__} cannot pin a single subnet for weight sharing")
+
 
 class SearchSpace(ABC):
     """One part of the ArchSpec, searchable by black-box and (where relaxable) gradient."""
@@ -157,3 +195,11 @@ class SearchSpace(ABC):
 
     def supernet(self, ctx: SearchContext) -> Supernet:
         raise SearchError(f"space {self.name!r} has no relaxed face; use a black-box strategy")
+
+    def grid(self, ctx: SearchContext) -> dict[str, list[Any]]:
+        """The discrete choices of every parameter, for the grid strategy. By default they are
+        read by running ``suggest`` once on a probe trial (conditional parameters of other
+        branches are not seen; such spaces override this)."""
+        from autodrs.search.strategies import probe_grid
+
+        return probe_grid(self, ctx)

@@ -1,0 +1,179 @@
+"""What the interaction-search methods share: the candidate interactions, the FM/DeepFM-
+shaped supernet their interaction modules plug into, the same-batch optimiser hook, and the
+stage result (ranking best first, scores keyed ``"a*b"``, kept pairs in ``spec.interactions``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from itertools import combinations
+from typing import Any
+
+import torch
+from torch import nn
+
+from autodrs.data.dataset import Batch
+from autodrs.data.schema import Schema
+from autodrs.models.backbones import DEFAULT_MLP
+from autodrs.models.builder import LinearTerm
+from autodrs.nn.embedding import FieldEmbedding
+from autodrs.nn.layers import MLP
+from autodrs.search.base import SearchContext, SearchError, StageResult, Supernet
+from autodrs.spec import ArchSpec, Interaction
+from autodrs.train.trainer import TrainConfig, Trainer, TrainHook
+
+BACKBONES = ("deepfm", "fm")
+
+
+def interaction_key(fields: Sequence[str]) -> str:
+    return "*".join(fields)
+
+
+def candidate_interactions(names: Sequence[str], order: int = 2) -> list[tuple[int, ...]]:
+    """Every set of ``order`` distinct fields, as index tuples in field order."""
+    return list(combinations(range(len(names)), order))
+
+
+def option(ctx: SearchContext, key: str, default: Any, kind: type = float) -> Any:
+    """Read ``ctx.options[key]`` as ``kind``, with a clear error naming a bad value."""
+    value = ctx.options.get(key, default)
+    if value is None:
+        return None
+    try:
+        return kind(value)
+    except (TypeError, ValueError) as e:
+        raise SearchError(f"option {key}={value!r} is not a valid {kind.__name__}") from e
+
+
+def base_spec(ctx: SearchContext) -> ArchSpec:
+    """The spec the interaction stage searches and returns: ``ctx.spec``'s fields, crosses,
+    dims and encoders with an FM (``backbone=fm``) or DeepFM (``backbone=deepfm``, default)
+    head whose FM term models the chosen interactions."""
+    backbone = str(ctx.options.get("backbone", "deepfm")).lower()
+    if backbone not in BACKBONES:
+        raise SearchError(f"interaction search backbone must be one of {BACKBONES}, "
+                          f"got {backbone!r}")
+    spec = ctx.spec.copy(linear=True, fm=True, inner=False, interactions=None,
+                         cross_layers=0, attention_layers=0)
+    if backbone == "fm":
+        spec.mlp = []
+    elif not spec.mlp:
+        spec.mlp = list(DEFAULT_MLP)
+    spec.validate(ctx.dataset.schema)
+    return spec
+
+
+def search_config(ctx: SearchContext) -> TrainConfig:
+    """The context's training settings under the context's seed (the search's estimation
+    setting: same trainer, same early stopping on validation AUC)."""
+    epochs = option(ctx, "search_epochs", ctx.train.epochs, int)
+    if epochs < 1:
+        raise SearchError(f"search_epochs must be >= 1, got {epochs}")
+    return replace(ctx.train, seed=ctx.seed, epochs=epochs, checkpoint=None)
+
+
+@dataclass
+class InteractionOutput:
+    """What an interaction module adds: a logit term and/or features for the deep head."""
+
+    logit: torch.Tensor | None = None
+    features: torch.Tensor | None = None
+
+
+class InteractionSupernet(Supernet):
+    """FM/DeepFM-shaped supernet: field embeddings (projected to a common dim for the
+    interaction module) -> first-order term + the interaction module's logit term + an MLP
+    over the flat embeddings and the module's features (a linear read-out without MLP)."""
+
+    def __init__(self, schema: Schema, spec: ArchSpec, interaction: nn.Module,
+                 feature_dim: int = 0) -> None:
+        super().__init__()
+        self.spec = spec
+        self.embedding = FieldEmbedding(schema, spec)
+        self.field_names = list(self.embedding.names)
+        self.project = nn.ModuleDict({
+            n: nn.Linear(d, spec.embed_dim, bias=False)
+            for n, d in zip(self.field_names, self.embedding.dims, strict=True)
+            if d != spec.embed_dim
+        })
+        self.linear = LinearTerm(schema, spec) if spec.linear else None
+        self.bias = nn.Parameter(torch.zeros(())) if self.linear is None else None
+        self.interaction = interaction
+        self.mlp = None
+        self.head = None
+        if spec.mlp:
+            self.mlp = MLP(sum(self.embedding.dims) + feature_dim, spec.mlp, spec.dropout,
+                           spec.batch_norm)
+            self.head = nn.Linear(self.mlp.out_dim, 1)
+        elif feature_dim:
+            self.head = nn.Linear(feature_dim, 1)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        embeddings = self.embedding(batch)
+        stacked = torch.stack([
+            self.project[n](e) if n in self.project else e
+            for n, e in zip(self.field_names, embeddings, strict=True)
+        ], dim=1)
+        logit = self.linear(batch) if self.linear is not None else self.bias
+        out: InteractionOutput = self.interaction(stacked)
+        if out.logit is not None:
+            logit = logit + out.logit
+        if self.mlp is not None:
+            parts = [torch.cat(embeddings, dim=1)]
+            if out.features is not None:
+                parts.append(out.features)
+            logit = logit + self.head(self.mlp(torch.cat(parts, dim=1))).squeeze(1)
+        elif self.head is not None and out.features is not None:
+            logit = logit + self.head(out.features).squeeze(1)
+        return logit
+
+
+class OptimizerStep(TrainHook):
+    """Steps ``optimizer`` after every weight step on the gradients the trainer's backward
+    pass left on its parameters: the architecture update on the *same* training batch
+    (single level, AutoFIS/AutoGroup/OptInter) without a second forward pass. The trainer's
+    own optimiser holds only the weights, so these gradients are untouched by its step."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer) -> None:
+        self.optimizer = optimizer
+
+    def on_step(self, trainer: Trainer, model: nn.Module, step: int, batch: Batch,
+                loss: torch.Tensor) -> None:
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+
+def train_supernet(ctx: SearchContext, supernet: Supernet,
+                   hooks: Sequence[TrainHook] = ()) -> Trainer:
+    """Train the supernet's weights with the shared trainer (architecture parameters left to
+    ``hooks``); returns the trainer (its ``step`` counts weight steps)."""
+    trainer = Trainer(search_config(ctx), list(hooks))
+    trainer.fit(supernet, ctx.dataset.train, ctx.dataset.valid,
+                parameters=supernet.weight_parameters())
+    supernet.eval()
+    return trainer
+
+
+def ranked(scores: dict[tuple[str, ...], float]) -> list[tuple[str, ...]]:
+    """Interactions best first: by score, then by order, then by name (a stable tie-break)."""
+    return sorted(scores, key=lambda k: (-scores[k], len(k), k))
+
+
+def interaction_result(method: str, strategy: str, spec: ArchSpec,
+                       scores: dict[tuple[str, ...], float], kept: Sequence[Interaction],
+                       seconds: float, ranking: list[tuple[str, ...]] | None = None,
+                       extra: dict[str, Any] | None = None) -> StageResult:
+    """A StageResult with ``kept`` written into ``spec.interactions`` (pairs; see DESIGN.md
+    for the ranking and score shapes) and the decision recorded in the spec's provenance."""
+    out = spec.copy(interactions=list(kept))
+    order = ranking if ranking is not None else ranked(scores)
+    out.provenance.append({"method": method, "component": "interaction",
+                           "kept": [list(i.fields) for i in kept]})
+    return StageResult(
+        method=method, strategy=strategy, spec=out,
+        ranking=[list(k) for k in order],
+        scores={interaction_key(k): round(float(scores[k]), 6) for k in order},
+        seconds=seconds,
+        extra={"kept": [i.key for i in kept], "candidates": len(scores), **(extra or {})},
+    )

@@ -1,0 +1,97 @@
+"""The command line: the result.json contract and clear errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from autodrs.cli import app
+
+runner = CliRunner()
+SMALL = "synthetic?rows=3000&seed=2"
+
+
+def test_datasets_lists_builtins():
+    result = runner.invoke(app, ["datasets"])
+    assert result.exit_code == 0
+    assert "movielens-100k" in result.output and "synthetic" in result.output
+
+
+def test_train_writes_result_json_per_contract(tmp_run):
+    result = runner.invoke(app, ["train", "--data", SMALL, "--model", "fm", "--epochs", "1",
+                                 "--seed", "3", "--out", str(tmp_run), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_run / "result.json").read_text())
+    assert data["command"] == "train" and data["seed"] == 3
+    assert data["spec"]["fm"] is True
+    for split in ("test", "valid"):
+        assert set(data["metrics"][split]) == {"auc", "logloss"}
+    assert data["params"]["total"] >= data["params"]["embedding"] > 0
+    assert data["cost"]["train_samples_per_second"] > 0
+    assert data["data"]["sizes"] == {"train": 2400, "valid": 300, "test": 300}
+    for name in ("model.pt", "spec.json", "schema.json", "manifest.json"):
+        assert (tmp_run / name).exists()
+
+
+def test_train_same_seed_same_metrics(tmp_path):
+    outs = []
+    for k in range(2):
+        out = tmp_path / f"r{k}"
+        runner.invoke(app, ["train", "--data", SMALL, "--model", "lr", "--epochs", "1",
+                            "--out", str(out), "--no-progress"])
+        outs.append(json.loads((out / "result.json").read_text())["metrics"])
+    assert outs[0] == outs[1]
+
+
+def test_train_a_spec_file(tmp_path, tmp_run):
+    spec = {"linear": True, "fields": ["r0", "r1"]}
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    result = runner.invoke(app, ["train", "--data", SMALL, "--spec", str(tmp_path / "spec.json"),
+                                 "--epochs", "1", "--out", str(tmp_run), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_run / "result.json").read_text())["spec"]["fields"] == ["r0", "r1"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--model", "nope"], "unknown model 'nope'"),
+    (["--data", "/no/such/file.csv"], "neither a built-in"),
+    (["--label", "click"], "label column 'click' not found"),
+    (["--categorical", "ghost"], "'ghost' is not a column"),
+])
+def test_bad_arguments_exit_2_with_a_message(tmp_run, args, message):
+    base = {"--data": SMALL, "--model": "lr"}
+    pairs = dict(zip(args[::2], args[1::2], strict=True))
+    argv = ["train", *[x for k, v in (base | pairs).items() for x in (k, v)],
+            "--epochs", "1", "--out", str(tmp_run)]
+    result = runner.invoke(app, argv)
+    assert result.exit_code == 2
+    assert message in " ".join(result.output.split())
+
+
+def test_spec_naming_an_unknown_field_is_rejected(tmp_path, tmp_run):
+    (tmp_path / "spec.json").write_text(json.dumps({"linear": True, "fields": ["ghost"]}))
+    result = runner.invoke(app, ["train", "--data", SMALL, "--spec", str(tmp_path / "spec.json"),
+                                 "--out", str(tmp_run)])
+    assert result.exit_code == 2
+    assert "unknown field 'ghost'" in result.output
+
+
+def test_bench_writes_a_leaderboard(tmp_run):
+    result = runner.invoke(app, ["bench", "--data", SMALL, "--baselines", "lr,fm", "--seeds", "2",
+                                 "--epochs", "1", "--out", str(tmp_run)])
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_run / "result.json").read_text())
+    assert set(data["baselines"]) == {"lr", "fm"}
+    assert len(data["runs"]["fm"]) == 2
+    assert data["baselines"]["fm"]["spread"]["auc_std"] >= 0
+    assert "| fm |" in (tmp_run / "leaderboard.md").read_text()
+
+
+def test_console_script_is_installed():
+    out = subprocess.run([sys.executable, "-m", "autodrs.cli", "--help"], capture_output=True,
+                         text=True, check=True)
+    assert "train" in out.stdout and "datasets" in out.stdout

@@ -1,0 +1,142 @@
+"""Specs, the model builder and the backbones."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from autodrs.data.dataset import Batch
+from autodrs.experiment import fit_spec
+from autodrs.models import BACKBONES, backbone_spec, build_model, count_parameters
+from autodrs.spec import ArchSpec, Interaction, SpecError
+
+
+def _batch(ds, n: int = 64) -> Batch:
+    return ds.train.batch(slice(0, n))
+
+
+@pytest.mark.parametrize("name", list(BACKBONES))
+def test_every_backbone_builds_and_learns(name, tiny_synthetic, fast_config):
+    model = build_model(tiny_synthetic.schema, backbone_spec(name))
+    logits = model(_batch(tiny_synthetic))
+    assert logits.shape == (64,)
+    fast_config.epochs = 3
+    fast_config.lr = 1e-2
+    outcome = fit_spec(tiny_synthetic, backbone_spec(name), fast_config)
+    # planted signal is strong: any backbone beats chance clearly within a few epochs
+    assert outcome.metrics["valid"]["auc"] > 0.6
+    assert set(outcome.metrics["test"]) == {"auc", "logloss"}
+
+
+def test_spec_json_round_trip_and_diff():
+    spec = backbone_spec("deepfm")
+    spec.field_dims = {"r0": 8}
+    spec.interactions = [Interaction(["r0", "r1"], weight=0.5)]
+    again = ArchSpec.from_json(spec.to_json())
+    assert again == spec
+    other = again.copy(mlp=[64], fm=False)
+    lines = spec.diff(other)
+    assert "fm: true -> false" in lines
+    assert "mlp: [256, 128] -> [64]" in lines
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"fields": ["r0", "nope"]}, "unknown field 'nope'"),
+    ({"field_dims": {"r0": 0}}, "must be > 0"),
+    ({"embed_dim": -1}, "embed_dim must be > 0"),
+    ({"fields": ["r0", "r1"], "interactions": [Interaction(["r0", "r2"])]},
+     "names 'r2', which the spec does not use"),
+    ({"crosses": [["r0", "num0"]]}, "non-categorical"),
+    ({"linear": False, "fm": False, "mlp": []}, "no tower"),
+    ({"loss": {"name": "nope"}}, "unknown loss"),
+])
+def test_spec_validation_names_the_problem(tiny_synthetic, change, message):
+    data = backbone_spec("deepfm").to_dict() | change
+    spec = ArchSpec.from_dict(data)
+    with pytest.raises(SpecError, match=message):
+        spec.validate(tiny_synthetic.schema)
+
+
+def test_unknown_spec_key_and_unknown_model():
+    with pytest.raises(SpecError, match="unknown spec keys: colour"):
+        ArchSpec.from_dict({"colour": "red"})
+    with pytest.raises(ValueError, match="unknown model 'xgboost'"):
+        backbone_spec("xgboost")
+
+
+def test_per_field_dims_are_stored_at_their_own_size(tiny_synthetic):
+    schema = tiny_synthetic.schema
+    base = backbone_spec("deepfm")
+    mixed = base.copy(field_dims={"r0": 2, "n0": 4})
+    full_model, mixed_model = build_model(schema, base), build_model(schema, mixed)
+    tables = {t.embedding_dim: t.num_embeddings for t in mixed_model.embedding.tables}
+    assert tables[2] == schema.field("r0").vocab_size
+    assert tables[4] == schema.field("n0").vocab_size
+    saved = ((16 - 2) * schema.field("r0").vocab_size + (16 - 4) * schema.field("n0").vocab_size)
+    projections = 2 * 16 + 4 * 16
+    assert (count_parameters(full_model)["embedding"] - count_parameters(mixed_model)["embedding"]
+            == saved)
+    assert mixed_model(_batch(tiny_synthetic)).shape == (64,)
+    assert sum(p.numel() for p in mixed_model.project.parameters()) == projections
+
+
+def test_field_subset_and_pair_subset(tiny_synthetic):
+    spec = backbone_spec("fm").copy(fields=["r0", "r1", "r2"],
+                                    interactions=[Interaction(["r0", "r1"])])
+    model = build_model(tiny_synthetic.schema, spec)
+    batch = _batch(tiny_synthetic)
+    emb = model.embedding(batch)
+    expected = model.linear(batch) + (emb[0] * emb[1]).sum(1)
+    torch.testing.assert_close(model(batch), expected)
+    # changing a field the spec does not use leaves predictions unchanged
+    col = tiny_synthetic.schema.categorical.index("n0")
+    altered = Batch(batch.cat.clone(), batch.num, batch.seq, batch.label)
+    altered.cat[:, col] = 1
+    torch.testing.assert_close(model(batch), model(altered))
+
+
+def test_full_fm_matches_explicit_pairs(tiny_synthetic):
+    schema = tiny_synthetic.schema
+    spec = backbone_spec("fm")
+    names = spec.used_fields(schema)
+    pairs = [Interaction([a, b]) for i, a in enumerate(names) for b in names[i + 1:]]
+    torch.manual_seed(0)
+    full = build_model(schema, spec)
+    explicit = build_model(schema, spec.copy(interactions=pairs))
+    explicit.load_state_dict(full.state_dict())
+    batch = _batch(tiny_synthetic)
+    torch.testing.assert_close(full(batch), explicit(batch), rtol=1e-4, atol=1e-5)
+
+
+def test_crosses_get_their_own_ids(tiny_synthetic):
+    schema = tiny_synthetic.schema
+    spec = backbone_spec("lr").copy(crosses=[["r4", "r5"], ["r0", "n0"]], cross_buckets=5000)
+    model = build_model(schema, spec)
+    exact, hashed = model.embedding.crosses
+    assert exact.exact and exact.size == schema.field("r4").vocab_size * schema.field(
+        "r5").vocab_size
+    assert not hashed.exact and hashed.size == 5000
+    batch = _batch(tiny_synthetic, 256)
+    ids = exact(batch.cat)
+    r4 = batch.cat[:, schema.categorical.index("r4")]
+    r5 = batch.cat[:, schema.categorical.index("r5")]
+    assert torch.equal(ids, r4 * schema.field("r5").vocab_size + r5)
+    assert int(hashed(batch.cat).max()) < 5000
+    assert model(batch).shape == (256,)
+
+
+@pytest.mark.parametrize("encoder", ["linear", "bucket", "autodis"])
+def test_numerical_encoders(tiny_synthetic, encoder):
+    spec = backbone_spec("deepfm").copy(numerical={"num0": encoder})
+    model = build_model(tiny_synthetic.schema, spec)
+    assert model(_batch(tiny_synthetic)).shape == (64,)
+
+
+def test_sequence_fields_are_mean_pooled(movielens):
+    spec = backbone_spec("dnn").copy(fields=["genres"])
+    model = build_model(movielens.schema, spec)
+    batch = movielens.train.batch(slice(0, 8))
+    table = model.embedding.sequences["genres"]
+    ids = batch.seq["genres"][0]
+    ids = ids[ids != 0]
+    torch.testing.assert_close(model.embedding(batch)[0][0], table(ids).mean(0))
