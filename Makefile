@@ -10,7 +10,7 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[test,serve]"
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[test,serve,ray]"
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps recbole==1.2.1
 	touch $(STAMP)
 

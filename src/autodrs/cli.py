@@ -19,6 +19,12 @@ from autodrs.data.sources import BUILTINS
 from autodrs.experiment import fit_spec, machine_info
 from autodrs.models.backbones import BACKBONES, backbone_spec
 from autodrs.runfolder import ModelFileError, save_model, write_json
+from autodrs.serve.commands import (
+    export_command,
+    predict_command,
+    serve_command,
+    tune_serving_command,
+)
 from autodrs.spec import ArchSpec, SpecError
 from autodrs.train.trainer import TrainConfig, TrainingDiverged
 
@@ -253,6 +259,15 @@ def print_leaderboard(board: dict[str, dict[str, Any]]) -> None:
                       f"{row['test']['logloss']:.4f}", f"{row['params']['total']:,}",
                       f"{row['seconds']:.1f}")
     out.print(table)
+
+
+from autodrs.search.commands import search_command  # noqa: E402  (it uses the options above)
+
+app.command("search")(search_command)
+app.command("export")(user_errors(export_command))
+app.command("predict")(user_errors(predict_command))
+app.command("serve")(user_errors(serve_command))
+app.command("tune-serving")(user_errors(tune_serving_command))
 
 
 def main() -> None:

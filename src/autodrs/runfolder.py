@@ -67,6 +67,9 @@ def save_model(folder: str | Path, model: CTRModel, schema: Schema) -> None:
 
 def load_model(folder: str | Path) -> tuple[CTRModel, Schema]:
     folder = Path(folder)
+    if folder.is_file():
+        raise ModelFileError(f"{folder} is a file; a model is a folder holding "
+                             f"{', '.join(MODEL_FILES)} and manifest.json")
     if not folder.is_dir():
         raise ModelFileError(f"model folder {folder} not found")
     manifest_path = folder / "manifest.json"
@@ -74,15 +77,18 @@ def load_model(folder: str | Path) -> tuple[CTRModel, Schema]:
         raise ModelFileError(f"{folder} has no manifest.json; not an autodrs model folder")
     try:
         manifest = json.loads(manifest_path.read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ModelFileError(f"{manifest_path} is not valid JSON ({e})") from e
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ModelFileError(f"{manifest_path} is not an autodrs model manifest")
+    checksums = manifest.get("files")
+    if not isinstance(checksums, dict):
+        raise ModelFileError(f"{manifest_path} has no checksums (files)")
     for name in MODEL_FILES:
         path = folder / name
         if not path.exists():
             raise ModelFileError(f"{folder} is missing {name}")
-        if sha256(path) != manifest["files"].get(name):
+        if sha256(path) != checksums.get(name):
             raise ModelFileError(f"{path} does not match its checksum: tampered or truncated")
     try:
         spec = ArchSpec.from_json(folder / "spec.json")
@@ -90,10 +96,16 @@ def load_model(folder: str | Path) -> tuple[CTRModel, Schema]:
         state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
     except Exception as e:
         raise ModelFileError(f"cannot load the model in {folder}: {e}") from e
-    model = build_model(schema, spec)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor)
+                                              for v in state.values()):
+        raise ModelFileError(f"{folder}/model.pt is not a state dict of tensors")
+    try:
+        model = build_model(schema, spec)
+    except ValueError as e:
+        raise ModelFileError(f"{folder}/spec.json does not fit its schema.json: {e}") from e
     try:
         model.load_state_dict(state)
-    except RuntimeError as e:
+    except (RuntimeError, KeyError, TypeError) as e:
         raise ModelFileError(f"{folder}/model.pt does not fit its spec: {e}") from e
     model.eval()
     return model, schema

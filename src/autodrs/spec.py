@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from autodrs.nn.pruned import MaskError, decode_mask
+
 if TYPE_CHECKING:
     from autodrs.data.schema import Schema
 
@@ -53,6 +55,15 @@ class TrainingSpec:
 
 
 @dataclass
+class ControllerSpec:
+    """AdaFS per-sample field controller: scores every embedded field per example and
+    re-weights the embeddings (``k=None``, soft) or keeps each example's top ``k`` (hard)."""
+
+    k: int | None = None
+    dropout: float = 0.2
+
+
+@dataclass
 class ArchSpec:
     """A complete model description.
 
@@ -65,6 +76,9 @@ class ArchSpec:
     cross_buckets: int = 50_000
     embed_dim: int = 16
     field_dims: dict[str, int] = field(default_factory=dict)
+    # per-value pruning: field -> kept-entry mask of its [vocab x dim] table, as the compact
+    # text of ``autodrs.nn.pruned.encode_mask``; the table is stored sparsely (kept entries)
+    pruning: dict[str, str] = field(default_factory=dict)
     numerical: dict[str, str] = field(default_factory=dict)
     linear: bool = False
     fm: bool = False
@@ -78,7 +92,9 @@ class ArchSpec:
     interactions: list[Interaction] | None = None
     loss: LossSpec = field(default_factory=LossSpec)
     l2_embedding: float = 0.0
+    l2_fields: dict[str, float] = field(default_factory=dict)  # per-field L2 (lambda-Opt)
     training: TrainingSpec = field(default_factory=TrainingSpec)
+    controller: ControllerSpec | None = None
     provenance: list[dict[str, Any]] = field(default_factory=list)
 
     # ------------------------------------------------------------------ JSON
@@ -101,6 +117,8 @@ class ArchSpec:
             kwargs["loss"] = LossSpec(**kwargs["loss"])
         if isinstance(kwargs.get("training"), dict):
             kwargs["training"] = TrainingSpec(**kwargs["training"])
+        if isinstance(kwargs.get("controller"), dict):
+            kwargs["controller"] = ControllerSpec(**kwargs["controller"])
         return cls(**kwargs)
 
     def to_json(self, path: str | Path | None = None) -> str:
@@ -167,6 +185,14 @@ class ArchSpec:
                 raise SpecError(f"field_dims names unknown field {name!r}")
             if int(dim) <= 0:
                 raise SpecError(f"embedding dim of {name!r} must be > 0, got {dim}")
+        for name, text in self.pruning.items():
+            if name not in used or schema.field(name).kind != "categorical":
+                raise SpecError(f"pruning names {name!r}, which is not a categorical field "
+                                "the spec uses")
+            try:
+                decode_mask(text, schema.field(name).vocab_size, self.dim_of(name), name)
+            except MaskError as e:
+                raise SpecError(str(e)) from e
         for name, enc in self.numerical.items():
             if name not in known:
                 raise SpecError(f"numerical encoder for unknown field {name!r}")
@@ -195,6 +221,11 @@ class ArchSpec:
             raise SpecError(f"unknown loss {self.loss.name!r}; choose from {LOSSES}")
         if self.l2_embedding < 0:
             raise SpecError("l2_embedding must be >= 0")
+        for name, lam in self.l2_fields.items():
+            if name not in available:
+                raise SpecError(f"l2_fields names {name!r}, which the spec does not use")
+            if float(lam) < 0:
+                raise SpecError(f"l2 strength of {name!r} must be >= 0, got {lam}")
         t = self.training
         if t.lr is not None and not t.lr > 0:
             raise SpecError(f"training.lr must be > 0, got {t.lr}")
@@ -202,6 +233,15 @@ class ArchSpec:
             raise SpecError(f"training.batch_size must be > 0, got {t.batch_size}")
         if t.weight_decay is not None and t.weight_decay < 0:
             raise SpecError(f"training.weight_decay must be >= 0, got {t.weight_decay}")
+        if self.controller is not None:
+            embedded = len(used) + len(self.crosses)
+            k = self.controller.k
+            if k is not None and not 1 <= int(k) <= embedded:
+                raise SpecError(f"controller.k must be in 1..{embedded} (the embedded fields), "
+                                f"got {k}")
+            if not 0.0 <= self.controller.dropout < 1.0:
+                raise SpecError(f"controller.dropout must be in [0, 1), got "
+                                f"{self.controller.dropout}")
         if not (self.linear or self.fm or self.inner or self.mlp or self.cross_layers
                 or self.attention_layers):
             raise SpecError("spec has no tower: enable linear, fm, inner, mlp, cross or attention")

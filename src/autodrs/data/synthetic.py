@@ -145,3 +145,18 @@ def write_synthetic(path: str | Path, rows: int, seed: int = 0) -> dict[str, Any
     truth = gen.truth(rows)
     Path(f"{path}.truth.json").write_text(json.dumps(truth, indent=2))
     return truth
+
+
+def oracle_spec(truth: dict[str, Any], embed_dim: int = 16) -> Any:
+    """The structure the data was generated with: only the relevant fields, a first-order
+    term, an FM over only the planted pairs, and the non-monotone numerical field
+    bucketised. Trained with the same trainer, it shows what a structure search can reach
+    with the data at hand."""
+    from autodrs.spec import ArchSpec, Interaction
+
+    return ArchSpec(
+        fields=list(truth["relevant"]), embed_dim=embed_dim, linear=True, fm=True,
+        interactions=[Interaction(list(p)) for p in truth["pairs"]],
+        numerical={truth["nonmonotone"]: "bucket"},
+        provenance=[{"method": "oracle", "note": "planted structure"}],
+    )

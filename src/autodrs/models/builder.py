@@ -15,7 +15,9 @@ from torch import nn
 
 from autodrs.data.dataset import Batch
 from autodrs.data.schema import Schema
+from autodrs.nn.controller import FieldController
 from autodrs.nn.embedding import FieldEmbedding
+from autodrs.nn.regularization import field_l2_penalty, owned_parameters
 from autodrs.nn.layers import (
     MLP,
     CrossNetV2,
@@ -44,6 +46,9 @@ class CTRModel(nn.Module):
         spec.validate(schema)
         self.spec = spec
         self.embedding = FieldEmbedding(schema, spec)
+        self.controller = (FieldController(self.embedding.dims, spec.controller.k,
+                                           spec.controller.dropout)
+                           if spec.controller is not None else None)
         names, dims = self.embedding.names, self.embedding.dims
         self.field_names = names
         common = spec.embed_dim
@@ -99,6 +104,8 @@ class CTRModel(nn.Module):
 
     def forward(self, batch: Batch) -> torch.Tensor:
         embeddings = self.embedding(batch)
+        if self.controller is not None:
+            embeddings = self.controller(embeddings)
         logit = self.linear(batch) if self.linear is not None else self.bias
         stacked = self.stacked(embeddings) if self.needs_stack else None
         if self.fm is not None:
@@ -119,6 +126,16 @@ class CTRModel(nn.Module):
             logit = logit + self.head(torch.cat(parts, dim=1)).squeeze(1)
         return logit
 
+    def regularization(self) -> torch.Tensor | float:
+        """Per-field L2 on the embedding tables when the spec sets ``l2_fields``."""
+        if not self.spec.l2_fields:
+            return 0.0
+        if not hasattr(self, "_l2_owned"):
+            self._l2_owned = owned_parameters(self.embedding)
+            self._l2_strengths = torch.tensor(
+                [float(self.spec.l2_fields.get(n, 0.0)) for n in self.embedding.names])
+        return field_l2_penalty(self._l2_owned, self._l2_strengths)
+
     def embedding_parameters(self) -> int:
         n = self.embedding.embedding_parameters()
         if self.linear is not None:
@@ -135,3 +152,20 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
     total = sum(p.numel() for p in model.parameters())
     emb = model.embedding_parameters() if isinstance(model, CTRModel) else 0
     return {"embedding": int(emb), "total": int(total)}
+
+
+def state_bytes(module: nn.Module) -> int:
+    """Bytes of the tensors ``module.state_dict()`` holds (what ``model.pt`` stores)."""
+    return int(sum(t.numel() * t.element_size() for t in module.state_dict().values()))
+
+
+def count_bytes(model: nn.Module) -> dict[str, int]:
+    """Stored bytes of the embedding tables (first-order weights included, as in
+    ``count_parameters``) and of the whole model; a pruned table counts its kept entries and
+    its sparse index."""
+    emb = 0
+    if isinstance(model, CTRModel):
+        emb = state_bytes(model.embedding)
+        if model.linear is not None:
+            emb += state_bytes(model.linear.weights)
+    return {"embedding": emb, "total": state_bytes(model)}

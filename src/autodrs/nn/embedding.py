@@ -3,7 +3,8 @@
 Categorical fields and crosses of the same dim share one table with per-field offsets, so a
 batch costs one lookup per distinct dim. Sequences are mean-pooled over their non-padding
 ids. Numerical fields are embedded as ``x * v`` (``linear``), by equal-frequency buckets
-(``bucket``) or by AutoDis meta-embeddings (``autodis``).
+(``bucket``) or by AutoDis meta-embeddings (``autodis``). Categorical fields the spec prunes
+per value (``spec.pruning``) are stored sparsely, kept entries only (``nn.pruned``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from torch import nn
 
 from autodrs.data.dataset import Batch
 from autodrs.data.schema import PAD, Schema
+from autodrs.nn.pruned import PrunedTable, decode_mask, initial_values
 from autodrs.spec import ArchSpec, cross_name
 
 AUTODIS_BUCKETS = 16
@@ -106,9 +108,20 @@ class FieldEmbedding(nn.Module):
         # categorical fields and crosses, grouped by dim into shared tables
         self.crosses = nn.ModuleList()
         sources: list[tuple[str, int, int, int]] = []  # (name, dim, vocab, source index)
+        # per-value pruned fields keep their own sparse table; the linear term (dim 1) is dense
+        pruning = spec.pruning if dim_override is None else {}
+        self.pruned = nn.ModuleDict()
+        self._pruned_cols: dict[str, int] = {}
         for name in used:
             f = schema.field(name)
-            if f.kind == "categorical":
+            if f.kind == "categorical" and name in pruning:
+                mask = decode_mask(pruning[name], f.vocab_size, dim_of(name), name)
+                # seeded per field: built under a search's seed, it starts from that search's
+                # step-0 weights times the mask (lottery-ticket retrain)
+                values = initial_values(torch.initial_seed(), name, mask, init_std)
+                self.pruned[name] = PrunedTable(mask, values)
+                self._pruned_cols[name] = cat_cols[name]
+            elif f.kind == "categorical":
                 sources.append((name, dim_of(name), f.vocab_size, cat_cols[name]))
         for cross in spec.crosses:
             vocab = [schema.field(n).vocab_size for n in cross]
@@ -170,6 +183,8 @@ class FieldEmbedding(nn.Module):
             vectors = table(ids + offsets)
             for k, (name, _) in enumerate(slots):
                 out[name] = vectors[:, k]
+        for name, pruned in self.pruned.items():
+            out[name] = pruned(cat[:, self._pruned_cols[name]])
         for name, table in self.sequences.items():
             ids = batch.seq[name]
             mask = (ids != PAD).unsqueeze(-1).to(table.weight.dtype)

@@ -9,14 +9,18 @@ AutoFIS, AutoGroup, OptInter) is a per-method setting (``ArchStep.mode``), never
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from autodrs.data.dataset import Batch, EncodedData
-from autodrs.train.trainer import Trainer, TrainHook
+from autodrs.search.base import SearchContext, SearchError, SearchSpace, Supernet
+from autodrs.spec import ArchSpec
+from autodrs.train.losses import make_loss
+from autodrs.train.trainer import Trainer, TrainHook, TrainResult
 
 
 @dataclass
@@ -108,3 +112,58 @@ class ArchStep(TrainHook):
         arch_loss.backward()
         self.optimizer.step()
         self.arch_steps += 1
+
+
+@dataclass
+class GradientResult:
+    """What a one-shot search derived, and the trained supernet (for weight sharing)."""
+
+    decision: dict[str, Any]
+    spec: ArchSpec
+    supernet: Supernet
+    fit: TrainResult | None
+    arch_steps: int
+    stopped_by_budget: bool = False
+
+
+def run_gradient(space: SearchSpace, ctx: SearchContext, mode: str = "bilevel",
+                 every: int = 10, arch_lr: float = 3e-3,
+                 epochs: int | None = None) -> GradientResult:
+    """One-shot search of ``space``'s relaxed face (DARTS, Liu et al., ICLR 2019, first
+    order): weights w take Adam steps on training batches, architecture parameters a take
+    steps of their own Adam optimiser on ``grad_a L(w, a)`` over a validation batch every
+    ``every`` steps (``bilevel``) or over the same training batch (``same_batch``).
+    Temperatures the supernet exposes as ``temperatures`` advance per weight step. The
+    decision is ``supernet.derive()``, written into ``ctx.spec`` by ``space.apply``."""
+    from autodrs.search.estimation import BudgetExhausted, Deadline, low_fidelity
+
+    torch.manual_seed(ctx.seed)
+    supernet = space.supernet(ctx)
+    arch = supernet.arch_parameters()
+    if not arch:
+        raise SearchError(f"the supernet of {space.name!r} has no architecture parameters")
+    optimizer = torch.optim.Adam(arch, lr=arch_lr)
+    loss = make_loss(ctx.spec.loss.name, ctx.spec.loss.params)
+
+    def arch_loss(model: nn.Module, batch: Batch) -> torch.Tensor:
+        value = loss(model(batch), batch.label)
+        reg = getattr(model, "regularization", None)
+        return value + reg() if reg is not None else value
+
+    default_epochs = 1 if ctx.fast else ctx.train.epochs
+    config = low_fidelity(ctx.train, epochs or int(ctx.options.get("epochs", default_epochs)))
+    config = replace(config, patience=max(2, ctx.train.patience))
+    hook = ArchStep(optimizer, arch_loss, mode=mode, every=every,
+                    valid=ctx.dataset.valid if mode == "bilevel" else None,
+                    batch_size=config.batch_size, seed=ctx.seed,
+                    temperatures=list(getattr(supernet, "temperatures", [])))
+    trainer = Trainer(config, [hook, Deadline(ctx)])
+    fit, stopped = None, False
+    try:
+        fit = trainer.fit(supernet, ctx.dataset.train, ctx.dataset.valid,
+                          parameters=supernet.weight_parameters())
+    except BudgetExhausted:
+        stopped = True  # derive from the architecture parameters reached so far
+    decision = supernet.derive()
+    spec = space.apply(ctx.spec, decision)
+    return GradientResult(decision, spec, supernet, fit, hook.arch_steps, stopped)

@@ -95,6 +95,7 @@ class Trainer:
         self.device = resolve_device(self.config.device)
         torch.set_num_threads(self.config.threads or default_threads())
         self.step = 0
+        self.optimizer: torch.optim.Optimizer | None = None
 
     # ---------------------------------------------------------------- training
     def make_optimizer(self, model: nn.Module,
@@ -125,7 +126,10 @@ class Trainer:
         generator = seed_everything(cfg.seed)
         model.to(self.device)
         optimizer = self.make_optimizer(model, parameters)
+        self.optimizer = optimizer  # hooks doing look-ahead steps read its state
         loss_fn = self.loss_fn(model)
+        # a model (or a search wrapper) may define its own training loss, e.g. AutoLoss
+        custom_loss = getattr(model, "training_loss", None)
         best_auc, best_epoch, best_state = -1.0, -1, None
         history: list[dict[str, float]] = []
         train_seconds, samples, bad_epochs = 0.0, 0, 0
@@ -139,7 +143,8 @@ class Trainer:
                 for batch in train.batches(cfg.batch_size, shuffle=True, generator=generator):
                     batch = batch.to(self.device) if self.device.type != "cpu" else batch
                     logits = model(batch)
-                    loss = loss_fn(logits, batch.label)
+                    loss = (custom_loss(logits, batch) if custom_loss is not None
+                            else loss_fn(logits, batch.label))
                     reg = getattr(model, "regularization", None)
                     if reg is not None:
                         loss = loss + reg()

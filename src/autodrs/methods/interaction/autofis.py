@@ -26,8 +26,11 @@ from autodrs.methods.interaction.common import (
     OptimizerStep,
     base_spec,
     candidate_interactions,
+    embedded_names,
     interaction_result,
     option,
+    planned_steps,
+    search_config,
     train_supernet,
 )
 from autodrs.nn.layers import PairProducts
@@ -39,6 +42,8 @@ from autodrs.train.grda import GRDA
 GRDA_DEFAULTS = {"deepfm": (5e-4, 0.8), "fm": (5e-3, 0.6)}
 GATE_INIT = 0.6
 GATE_SPREAD = 0.001
+SEARCH_EPOCHS = 2
+FINAL_THRESHOLD = 0.9
 
 
 class GatedPairInteraction(nn.Module):
@@ -72,8 +77,13 @@ class AutoFISSupernet(InteractionSupernet):
 class AutoFIS(Method):
     """AutoFIS: gates on every pair trained by GRDA on the same batches; zero gates pruned.
 
-    Options: ``backbone`` (deepfm | fm), ``c``, ``mu``, ``gate_lr`` (GRDA; defaults per
-    backbone from the official code), ``search_epochs``.
+    Options: ``backbone`` (deepfm | fm), ``search_epochs`` (default 2), ``gate_lr`` (1.0),
+    ``mu`` (per backbone, from the official code), and the threshold scale: ``c`` when
+    given, else ``max(c_paper, threshold / (gate_lr^(0.5+mu) T^mu))`` over the T planned
+    search steps, ``threshold`` defaulting to 0.9. The official ``c`` was set for runs of
+    tens of thousands of steps, where the threshold ends well above the initial gate (0.6);
+    on a smaller run it would end near zero and prune nothing, so the threshold is scaled to
+    reach ``threshold`` at the last planned step, and never below the official ``c``.
     """
 
     name = "autofis"
@@ -85,23 +95,28 @@ class AutoFIS(Method):
         t0 = time.perf_counter()
         spec = base_spec(ctx)
         backbone = "fm" if not spec.mlp else "deepfm"
-        c_default, mu_default = GRDA_DEFAULTS[backbone]
-        c = option(ctx, "c", c_default)
+        config = search_config(ctx, default_epochs=SEARCH_EPOCHS)
+        c_paper, mu_default = GRDA_DEFAULTS[backbone]
         mu = option(ctx, "mu", mu_default)
         gate_lr = option(ctx, "gate_lr", 1.0)
-        torch.manual_seed(ctx.seed)
-        probe = InteractionSupernet(ctx.dataset.schema, spec, nn.Identity())
-        names = probe.field_names
+        threshold = option(ctx, "threshold", FINAL_THRESHOLD)
+        if threshold < 0:
+            raise SearchError(f"threshold must be >= 0, got {threshold}")
+        steps = planned_steps(ctx, config)
+        c = option(ctx, "c", None)
+        if c is None:
+            c = max(c_paper, threshold / (gate_lr ** (0.5 + mu) * steps ** mu))
+        names = embedded_names(ctx.dataset.schema, spec)
         pairs = candidate_interactions(names, 2)
         if not pairs:
             raise SearchError("interaction search needs at least two fields")
         torch.manual_seed(ctx.seed)
         supernet = AutoFISSupernet(ctx.dataset.schema, spec, GatedPairInteraction(pairs))
         grda = GRDA(supernet.arch_parameters(), lr=gate_lr, c=c, mu=mu)
-        trainer = train_supernet(ctx, supernet, [OptimizerStep(grda)])
+        trainer = train_supernet(ctx, supernet, [OptimizerStep(grda)], config)
         gates = supernet.interaction.gate.detach().tolist()
         scores = {(names[i], names[j]): abs(g) for (i, j), g in zip(pairs, gates, strict=True)}
-        kept = [Interaction(fields=[names[i], names[j]], weight=round(g, 6))
+        kept = [Interaction(fields=[names[i], names[j]], weight=g)
                 for (i, j), g in zip(pairs, gates, strict=True) if g != 0.0]
         kept.sort(key=lambda inter: -abs(inter.weight or 0.0))
         return interaction_result(

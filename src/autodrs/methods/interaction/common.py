@@ -20,7 +20,7 @@ from autodrs.models.builder import LinearTerm
 from autodrs.nn.embedding import FieldEmbedding
 from autodrs.nn.layers import MLP
 from autodrs.search.base import SearchContext, SearchError, StageResult, Supernet
-from autodrs.spec import ArchSpec, Interaction
+from autodrs.spec import ArchSpec, Interaction, cross_name
 from autodrs.train.trainer import TrainConfig, Trainer, TrainHook
 
 BACKBONES = ("deepfm", "fm")
@@ -33,6 +33,11 @@ def interaction_key(fields: Sequence[str]) -> str:
 def candidate_interactions(names: Sequence[str], order: int = 2) -> list[tuple[int, ...]]:
     """Every set of ``order`` distinct fields, as index tuples in field order."""
     return list(combinations(range(len(names)), order))
+
+
+def embedded_names(schema: Schema, spec: ArchSpec) -> list[str]:
+    """The names a spec embeds, in model order: used fields, then crosses."""
+    return spec.used_fields(schema) + [cross_name(c) for c in spec.crosses]
 
 
 def option(ctx: SearchContext, key: str, default: Any, kind: type = float) -> Any:
@@ -64,10 +69,13 @@ def base_spec(ctx: SearchContext) -> ArchSpec:
     return spec
 
 
-def search_config(ctx: SearchContext) -> TrainConfig:
+def search_config(ctx: SearchContext, default_epochs: int | None = None) -> TrainConfig:
     """The context's training settings under the context's seed (the search's estimation
-    setting: same trainer, same early stopping on validation AUC)."""
-    epochs = option(ctx, "search_epochs", ctx.train.epochs, int)
+    setting: same trainer, same early stopping on validation AUC); ``search_epochs``
+    (default: the method's ``default_epochs``, else the context's epochs) bounds the search."""
+    fallback = ctx.train.epochs if default_epochs is None else min(default_epochs,
+                                                                    ctx.train.epochs)
+    epochs = option(ctx, "search_epochs", fallback, int)
     if epochs < 1:
         raise SearchError(f"search_epochs must be >= 1, got {epochs}")
     return replace(ctx.train, seed=ctx.seed, epochs=epochs, checkpoint=None)
@@ -144,13 +152,42 @@ class OptimizerStep(TrainHook):
         self.optimizer.zero_grad(set_to_none=True)
 
 
-def train_supernet(ctx: SearchContext, supernet: Supernet,
-                   hooks: Sequence[TrainHook] = ()) -> Trainer:
+def planned_steps(ctx: SearchContext, config: TrainConfig) -> int:
+    """Weight steps a search with ``config`` takes if it does not stop early."""
+    steps = config.epochs * -(-len(ctx.dataset.train) // config.batch_size)
+    return steps if config.max_steps is None else min(steps, config.max_steps)
+
+
+class ArchSnapshot(TrainHook):
+    """Records the architecture parameters at every epoch end, so the search's decision is
+    read from its *last* state even though the trainer restores the weights of the best
+    validation epoch (an early epoch's gates have not yet seen the later evidence)."""
+
+    def __init__(self, parameters: Sequence[nn.Parameter]) -> None:
+        self.parameters = list(parameters)
+        self.values = [p.detach().clone() for p in self.parameters]
+
+    def on_epoch_end(self, trainer: Trainer, model: nn.Module, epoch: int,
+                     metrics: dict[str, float]) -> None:
+        self.values = [p.detach().clone() for p in self.parameters]
+
+    def restore(self) -> None:
+        """Write the last recorded values back into the parameters."""
+        with torch.no_grad():
+            for p, v in zip(self.parameters, self.values, strict=True):
+                p.copy_(v)
+
+
+def train_supernet(ctx: SearchContext, supernet: Supernet, hooks: Sequence[TrainHook] = (),
+                   config: TrainConfig | None = None) -> Trainer:
     """Train the supernet's weights with the shared trainer (architecture parameters left to
-    ``hooks``); returns the trainer (its ``step`` counts weight steps)."""
-    trainer = Trainer(search_config(ctx), list(hooks))
+    ``hooks``) and leave the architecture parameters at their last state; returns the
+    trainer (its ``step`` counts weight steps)."""
+    snapshot = ArchSnapshot(supernet.arch_parameters())
+    trainer = Trainer(config or search_config(ctx), [*hooks, snapshot])
     trainer.fit(supernet, ctx.dataset.train, ctx.dataset.valid,
                 parameters=supernet.weight_parameters())
+    snapshot.restore()
     supernet.eval()
     return trainer
 

@@ -1,0 +1,133 @@
+"""AutoDim (Zhao et al., WWW 2021, "Memory-efficient Embedding for Recommendations"):
+one embedding dim per field, searched by gradient.
+
+Every candidate dim d_k of field f has its own table E_{f,k}, a projection to the largest
+dim and a batch norm without affine: ``x_{f,k} = BN_k(W_{f,k} E_{f,k}[id] + b_{f,k})``. The
+field's embedding is ``e_f = sum_k p_{f,k} x_{f,k}`` with
+``p_f = softmax((log_softmax(alpha_f) + g) / tau)`` (Gumbel noise g, tau = max(0.01,
+1 - 5e-5 t) per weight step). Weights take Adam steps on training batches; alpha takes an
+Adam step on a validation batch every 10 steps (first-order bi-level). Each field keeps
+``argmax_k alpha_{f,k}``; the chosen spec (``field_dims``) is retrained from scratch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+from autodrs.data.schema import Schema
+from autodrs.methods.embedding.common import (
+    EmbeddingSupernet,
+    arch_every,
+    candidate_dims,
+    dims_result,
+    option,
+    searched_fields,
+)
+from autodrs.methods.embedding.space import EmbeddingDimSpace
+from autodrs.nn.mixed import CandidateTables, SearchedEmbedding
+from autodrs.search.base import Method, SearchContext, StageResult, register_method
+from autodrs.search.gradient import Temperature, gumbel_softmax, run_gradient
+from autodrs.spec import ArchSpec
+
+
+class AutoDimEmbedding(SearchedEmbedding):
+    """Candidate tables per searched field, mixed by Gumbel-softmax weights per field."""
+
+    def __init__(self, schema: Schema, spec: ArchSpec, fields: list[str],
+                 candidates: list[int], temperature: Temperature) -> None:
+        super().__init__(schema, spec, fields, max(candidates))
+        self.candidates = list(candidates)
+        self.fields = nn.ModuleList(CandidateTables(schema.field(f).vocab_size, candidates)
+                                    for f in fields)
+        self.alpha = nn.Parameter(torch.zeros(len(fields), len(candidates)))
+        self.temperature = temperature
+        self.pinned: torch.Tensor | None = None
+
+    def weights(self, index: int) -> torch.Tensor:
+        if self.pinned is not None:
+            return nn.functional.one_hot(self.pinned[index], len(self.candidates)).float()
+        return gumbel_softmax(self.alpha[index], self.temperature.value, training=self.training)
+
+    def embed_field(self, index: int, ids: torch.Tensor) -> torch.Tensor:
+        mixed = self.fields[index](ids)
+        return (self.weights(index).unsqueeze(-1) * mixed).sum(1)
+
+
+class AutoDimSupernet(EmbeddingSupernet):
+    def __init__(self, schema: Schema, spec: ArchSpec, fields: list[str],
+                 candidates: list[int]) -> None:
+        temperature = Temperature()
+        super().__init__(schema, spec,
+                         AutoDimEmbedding(schema, spec, fields, candidates, temperature))
+        self.temperatures = [temperature]
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return [self.embedding.alpha]
+
+    def probabilities(self) -> dict[str, list[float]]:
+        p = torch.softmax(self.embedding.alpha.detach(), dim=1)
+        return {f: [round(float(v), 4) for v in p[i]]
+                for i, f in enumerate(self.embedding.searched)}
+
+    def derive(self) -> dict[str, Any]:
+        emb = self.embedding
+        best = emb.alpha.detach().argmax(1)
+        return {f: emb.candidates[int(best[i])] for i, f in enumerate(emb.searched)}
+
+    @contextmanager
+    def fixed(self, decision: dict[str, Any]) -> Iterator[AutoDimSupernet]:
+        """Weight sharing: every field pinned to its decided candidate."""
+        emb = self.embedding
+        emb.pinned = torch.tensor([emb.candidates.index(int(decision[f])) for f in emb.searched])
+        try:
+            yield self
+        finally:
+            emb.pinned = None
+
+
+class AutoDimSpace(EmbeddingDimSpace):
+    """Per-field dims whose relaxed face is the AutoDim supernet."""
+
+    name = "autodim"
+
+    def __init__(self, schema: Schema, base: ArchSpec, fields: list[str],
+                 candidates: list[int]) -> None:
+        super().__init__(schema, base, fields, candidates)
+        self.schema = schema
+
+    def supernet(self, ctx: SearchContext) -> AutoDimSupernet:
+        return AutoDimSupernet(self.schema, ctx.spec, self.fields, self.candidates)
+
+
+@register_method
+class AutoDim(Method):
+    """``--methods autodim``: options ``candidates`` (default 2,4,8,16,32,64), ``arch_lr``
+    (3e-3), ``arch_every`` (10 weight steps per architecture step, fewer on short epochs:
+    ``common.arch_every``), ``epochs``."""
+
+    name = "autodim"
+    component = "embedding"
+    strategies = ("gradient",)
+
+    def search(self, ctx: SearchContext) -> StageResult:
+        strategy = self.resolve_strategy(ctx)
+        t0 = time.perf_counter()
+        space = AutoDimSpace(ctx.dataset.schema, ctx.spec, searched_fields(ctx),
+                             candidate_dims(ctx))
+        found = run_gradient(space, ctx, mode="bilevel",
+                             every=arch_every(ctx, 10),
+                             arch_lr=option(ctx, "arch_lr", 3e-3))
+        supernet = found.supernet
+        assert isinstance(supernet, AutoDimSupernet)
+        probs = supernet.probabilities()
+        dims = {f: int(d) for f, d in found.decision.items()}
+        return dims_result(
+            self.name, strategy, ctx, found.spec, dims, time.perf_counter() - t0,
+            extra={"probabilities": probs, "candidates": space.candidates,
+                   "arch_steps": found.arch_steps, "stopped_by_budget": found.stopped_by_budget})

@@ -1,0 +1,140 @@
+"""What the embedding methods share: the supernet wrapper, stored sizes, budgets, and the
+stage result (``dims`` per field and the stored ``bytes``; DESIGN.md)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from autodrs.data.dataset import Batch
+from autodrs.data.schema import Schema
+from autodrs.models.builder import CTRModel, build_model, count_bytes, count_parameters
+from autodrs.nn.mixed import SearchedEmbedding
+from autodrs.search.base import SearchContext, SearchError, StageResult, Supernet
+from autodrs.spec import ArchSpec
+
+DEFAULT_CANDIDATES = (2, 4, 8, 16, 32, 64)
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30}
+
+
+class EmbeddingSupernet(Supernet):
+    """A model of ``spec`` whose searched fields are embedded by ``embedding`` (a
+    ``SearchedEmbedding`` at width ``embedding.width``); the towers are ``build_model``'s."""
+
+    def __init__(self, schema: Schema, spec: ArchSpec, embedding: SearchedEmbedding) -> None:
+        super().__init__()
+        widths = {n: embedding.width for n in embedding.searched}
+        # the Trainer reads the loss and the l2 strength from ``spec``
+        self.spec = spec.copy(field_dims={**spec.field_dims, **widths},
+                              pruning={k: v for k, v in spec.pruning.items() if k not in widths})
+        self.model: CTRModel = build_model(schema, self.spec)
+        self.model.embedding = embedding
+
+    @property
+    def embedding(self) -> SearchedEmbedding:
+        return self.model.embedding  # type: ignore[return-value]
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return self.model(batch)
+
+
+def parse_bytes(value: Any) -> int:
+    """``2MB`` (10^6), ``512KiB`` (2^10), ``1.5e6`` or an int, as a positive byte count."""
+    if isinstance(value, bool):
+        raise SearchError(f"memory budget must be a size like 2MB, got {value!r}")
+    if isinstance(value, int | float):
+        n = float(value)
+    else:
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([a-zA-Z]*)\s*", str(value))
+        unit = match.group(2).lower() if match else None
+        if match is None or unit not in _UNITS:
+            raise SearchError(f"memory budget {value!r} is not a size; write e.g. 2MB, 500KB, "
+                              "1MiB or a byte count")
+        n = float(match.group(1)) * _UNITS[unit]
+    if not n > 0:
+        raise SearchError(f"memory budget must be > 0 bytes, got {value!r}")
+    return int(n)
+
+
+def candidate_dims(ctx: SearchContext, default: Sequence[int] = DEFAULT_CANDIDATES) -> list[int]:
+    """The candidate dims (``ctx.options["candidates"]``: a list or ``2,4,8``), sorted."""
+    raw = ctx.options.get("candidates", default)
+    if isinstance(raw, str):
+        raw = [v for v in raw.split(",") if v.strip()]
+    try:
+        dims = sorted({int(v) for v in raw})
+    except (TypeError, ValueError) as e:
+        raise SearchError(f"candidate dims must be integers, got {raw!r}") from e
+    if not dims or dims[0] <= 0:
+        raise SearchError(f"candidate dims must be positive integers, got {raw!r}")
+    return dims
+
+
+def option(ctx: SearchContext, key: str, default: Any, kind: type = float) -> Any:
+    """``ctx.options[key]`` converted to ``kind``; a clear error naming the option."""
+    value = ctx.options.get(key, default)
+    try:
+        return kind(value)
+    except (TypeError, ValueError) as e:
+        raise SearchError(f"option {key!r} must be {kind.__name__}, got {value!r}") from e
+
+
+def searched_fields(ctx: SearchContext) -> list[str]:
+    """The categorical fields of the spec so far; a clear error when there are none."""
+    schema = ctx.dataset.schema
+    fields = [n for n in ctx.spec.used_fields(schema) if schema.field(n).kind == "categorical"]
+    if not fields:
+        raise SearchError("embedding search needs at least one categorical field; the spec "
+                          "uses none")
+    return fields
+
+
+def measure(schema: Schema, spec: ArchSpec) -> dict[str, int]:
+    """Embedding parameters and stored bytes of the model ``spec`` describes."""
+    with torch.random.fork_rng():
+        model = build_model(schema, spec)
+    params, size = count_parameters(model), count_bytes(model)
+    return {"params": params["embedding"], "bytes": size["embedding"],
+            "total_params": params["total"], "total_bytes": size["total"]}
+
+
+def dims_result(method: str, strategy: str, ctx: SearchContext, spec: ArchSpec,
+                dims: dict[str, float], seconds: float, scores: dict[str, float] | None = None,
+                extra: dict[str, Any] | None = None, trials: list[dict[str, Any]] | None = None,
+                pareto: list[dict[str, Any]] | None = None) -> StageResult:
+    """A StageResult for an embedding stage: ``dims`` per field (a dim, or a kept fraction
+    for per-value pruning), fields ranked by it, ``bytes`` the stored embedding size of the
+    refined spec, and the decision recorded in the spec's provenance."""
+    size = measure(ctx.dataset.schema, spec)
+    base = measure(ctx.dataset.schema, ctx.spec)
+    out = spec.copy()
+    out.provenance.append({"method": method, "component": "embedding", "dims": dims,
+                           "bytes": size["bytes"]})
+    ranking = sorted(dims, key=lambda f: (-dims[f], f))
+    return StageResult(
+        method=method, strategy=strategy, spec=out, ranking=ranking,
+        scores={f: round(float((scores or dims)[f]), 6) for f in ranking},
+        dims={f: (round(float(v), 4) if isinstance(v, float) else v) for f, v in dims.items()},
+        bytes=size["bytes"], trials=trials or [], pareto=pareto, seconds=seconds,
+        extra={"embedding_params": size["params"], "baseline_bytes": base["bytes"],
+               "baseline_embedding_params": base["params"],
+               "compression": round(base["bytes"] / max(1, size["bytes"]), 3),
+               **(extra or {})},
+    )
+
+
+def arch_every(ctx: SearchContext, paper: int) -> int:
+    """Weight steps per architecture step: ``ctx.options["arch_every"]``, else the paper's
+    interval, shortened when an epoch is short so the architecture still gets about 100
+    steps an epoch (the papers' data sets have thousands of steps an epoch; ours may not)."""
+    if "arch_every" in ctx.options:
+        every = option(ctx, "arch_every", paper, int)
+        if every < 1:
+            raise SearchError(f"option 'arch_every' must be >= 1, got {every}")
+        return every
+    steps = -(-len(ctx.dataset.train) // ctx.train.batch_size)
+    return max(1, min(paper, steps // 100))

@@ -1,0 +1,154 @@
+"""What every field-selection method shares: its options, and the path from a score per
+field to the stage result.
+
+A method only scores the candidate fields (``SelectionMethod.score_fields``). The shared
+path first finds redundant copies (near-bijections of another field's ids), lets the method
+score one representative per group, ranks the representatives (best first) with each copy
+right after its representative (sharing its score), chooses the subset (a fixed ``k``, the best subset a black-box search found, or the ERASE
+rule: the smallest k whose retrained validation AUC is within ``tolerance`` of the best),
+writes it into ``spec.fields`` and reports ranking, scores and the ERASE curve.
+
+Options (``ctx.options``): ``k`` (keep exactly the top k), ``k_grid`` (ks of the ERASE
+curve, default every k up to 12 fields), ``tolerance`` (default 0.002), ``redundancy``
+(purity threshold of the near-bijection test, default 0.98; 0 turns it off), ``fast``.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import abstractmethod
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from autodrs.methods.selection.erase import EraseCurve, erase_curve
+from autodrs.methods.selection.redundancy import find_redundant, place_copies, redundant_copies
+from autodrs.methods.selection.subset import with_fields
+from autodrs.search.base import Method, SearchContext, SearchError, StageResult
+from autodrs.train.trainer import TrainConfig
+
+
+@dataclass
+class SelectionConfig:
+    k: int | None = None
+    k_grid: list[int] | None = None
+    tolerance: float = 0.002
+    redundancy: float = 0.98
+    fast: bool = False
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any], n_fields: int) -> SelectionConfig:
+        cfg = cls(fast=bool(options.get("fast", False)))
+        try:
+            if options.get("k") is not None:
+                cfg.k = int(options["k"])
+            grid = options.get("k_grid")
+            if grid is not None:
+                items = grid.split(",") if isinstance(grid, str) else grid
+                cfg.k_grid = sorted({int(k) for k in items})
+            cfg.tolerance = float(options.get("tolerance", cfg.tolerance))
+            cfg.redundancy = float(options.get("redundancy", cfg.redundancy) or 0.0)
+        except (TypeError, ValueError) as e:
+            raise SearchError(f"bad selection option: {e}") from e
+        if cfg.k is not None and not 1 <= cfg.k <= n_fields:
+            raise SearchError(f"option k={cfg.k} must be in 1..{n_fields} (the candidate fields)")
+        if cfg.k_grid is not None and not all(1 <= k <= n_fields for k in cfg.k_grid):
+            raise SearchError(f"option k_grid={cfg.k_grid} must lie in 1..{n_fields}")
+        if cfg.tolerance < 0:
+            raise SearchError(f"option tolerance must be >= 0, got {cfg.tolerance}")
+        if not 0.0 <= cfg.redundancy <= 1.0:
+            raise SearchError(f"option redundancy must be in [0, 1], got {cfg.redundancy}")
+        return cfg
+
+
+@dataclass
+class FieldScores:
+    """A method's verdict: a score per candidate field (higher is better), optionally the
+    subset its own search preferred, and anything worth reporting."""
+
+    scores: dict[str, float]
+    subset: list[str] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def candidate_fields(ctx: SearchContext) -> list[str]:
+    fields = ctx.spec.used_fields(ctx.dataset.schema)
+    if len(fields) < 2:
+        raise SearchError(f"field selection needs two or more candidate fields, got {fields}")
+    return fields
+
+
+def rank(scores: dict[str, float], order: list[str]) -> list[str]:
+    """Fields by score, best first; ties keep the candidate order (deterministic)."""
+    return sorted(order, key=lambda f: (-scores[f], order.index(f)))
+
+
+class SelectionMethod(Method):
+    """A field-selection method: subclasses score the candidate fields."""
+
+    component = "selection"
+
+    @abstractmethod
+    def score_fields(self, ctx: SearchContext, fields: list[str], strategy: str) -> FieldScores:
+        """Score every field of ``fields`` (higher keeps it sooner)."""
+
+    def search(self, ctx: SearchContext) -> StageResult:
+        strategy = self.resolve_strategy(ctx)
+        t0 = time.perf_counter()
+        fields = candidate_fields(ctx)
+        cfg = SelectionConfig.from_options(ctx.options, len(fields))
+        # copies are found first and scored through their representative: a method that
+        # saw both would split the credit between them (permuting one, the model still
+        # reads the other) and rank both too low
+        pairs = (find_redundant(ctx.dataset.schema, ctx.dataset.train, fields, cfg.redundancy)
+                 if cfg.redundancy > 0 else [])
+        copies = redundant_copies(fields, pairs)
+        kept = [f for f in fields if f not in copies]
+        scored = self.score_fields(replace(ctx, spec=with_fields(ctx.spec, kept)), kept,
+                                   strategy)
+        missing = [f for f in kept if f not in scored.scores]
+        if missing:
+            raise SearchError(f"method {self.name!r} left fields unscored: {missing}")
+        order = rank(scored.scores, kept)
+        ranking = place_copies(order, copies)
+        scores = {f: float(scored.scores[copies.get(f, f)]) for f in ranking}
+        curve: EraseCurve | None = None
+        if cfg.k is not None:
+            chosen = order[:cfg.k]
+        elif scored.subset is not None:
+            chosen = [f for f in order if f in scored.subset]
+        else:
+            grid = cfg.k_grid
+            if grid is None and cfg.fast:
+                grid = [max(1, len(order) // 2), len(order)]
+            grid = [k for k in grid if k <= len(order)] if grid is not None else None
+            curve = erase_curve(ctx.dataset, order, ctx.spec, ctx.train, ks=grid or None,
+                                tolerance=cfg.tolerance, stop=ctx.out_of_budget)
+            chosen = curve.chosen.fields
+        seconds = time.perf_counter() - t0
+        spec = with_fields(ctx.spec, chosen).record(self.name, strategy, ["fields"], seconds,
+                                                    kept=len(chosen), of=len(fields))
+        spec.validate(ctx.dataset.schema)
+        extra: dict[str, Any] = {"selected": chosen, "redundant": copies}
+        if curve is not None:
+            extra["erase"] = curve.to_dict()
+        extra.update(scored.extra)
+        return StageResult(method=self.name, strategy=strategy, spec=spec, ranking=ranking,
+                           scores=scores, seconds=seconds, extra=extra)
+
+
+def search_config(ctx: SearchContext, epochs: int | None = None) -> TrainConfig:
+    """The training config of a method's own search: the command's, seeded from
+    ``ctx.seed``, for ``search_epochs`` (option) epochs, one epoch when ``fast``."""
+    n = 1 if ctx.fast else int(ctx.options.get("search_epochs", epochs or ctx.train.epochs))
+    if n < 1:
+        raise SearchError(f"option search_epochs must be >= 1, got {n}")
+    return replace(ctx.train, epochs=n, seed=ctx.seed)
+
+
+def option(ctx: SearchContext, key: str, default: Any, kind: type = float) -> Any:
+    """``ctx.options[key]`` as ``kind``, with an error naming a bad value."""
+    value = ctx.options.get(key, default)
+    try:
+        return kind(value)
+    except (TypeError, ValueError) as e:
+        raise SearchError(f"option {key}={value!r} is not a valid {kind.__name__}") from e

@@ -1,0 +1,117 @@
+"""The ERASE evaluation protocol (Jia et al., KDD 2024) for any field ranking.
+
+For each k of a grid, the model of the spec is retrained from scratch on the top-k fields
+of the ranking (``experiment.fit_spec``: same trainer, split and early stopping as every
+baseline), giving validation and test AUC against k. The area under the test-AUC curve is
+the trapezoid integral over the fraction of fields kept, divided by the width of the grid:
+the mean test AUC over the grid, so curves of different grids stay comparable. The pipeline
+picks k as the smallest k whose validation AUC is within ``tolerance`` of the best one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from autodrs.data.dataset import Dataset
+from autodrs.experiment import fit_spec
+from autodrs.methods.selection.subset import with_fields
+from autodrs.spec import ArchSpec
+from autodrs.train.trainer import TrainConfig
+
+MAX_POINTS = 12
+
+
+@dataclass
+class ErasePoint:
+    k: int
+    fields: list[str]
+    valid_auc: float
+    test_auc: float
+    valid_logloss: float
+    test_logloss: float
+    seconds: float
+
+
+@dataclass
+class EraseCurve:
+    points: list[ErasePoint]
+    n_fields: int
+    tolerance: float
+
+    @property
+    def area(self) -> float:
+        return curve_area([p.k for p in self.points], [p.test_auc for p in self.points],
+                          self.n_fields)
+
+    @property
+    def chosen(self) -> ErasePoint:
+        return pick_k(self.points, self.tolerance)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "k": [p.k for p in self.points],
+            "valid_auc": [round(p.valid_auc, 6) for p in self.points],
+            "test_auc": [round(p.test_auc, 6) for p in self.points],
+            "area": round(self.area, 6),
+            "chosen_k": self.chosen.k,
+            "tolerance": self.tolerance,
+            "points": [asdict(p) for p in self.points],
+        }
+
+
+def default_grid(n_fields: int, max_points: int = MAX_POINTS) -> list[int]:
+    """Every k from 1 to ``n_fields`` when that is few enough, else evenly spaced ks that
+    always include 1 and ``n_fields``."""
+    if n_fields <= max_points:
+        return list(range(1, n_fields + 1))
+    return sorted({int(round(k)) for k in np.linspace(1, n_fields, max_points)})
+
+
+def curve_area(ks: list[int], aucs: list[float], n_fields: int) -> float:
+    """Mean of the AUC-vs-(k / n_fields) curve over its span (trapezoid rule)."""
+    if not ks:
+        raise ValueError("an ERASE curve needs at least one point")
+    if len(ks) == 1:
+        return float(aucs[0])
+    x = np.asarray(ks, dtype=float) / n_fields
+    y = np.asarray(aucs, dtype=float)
+    return float(np.trapezoid(y, x) / (x[-1] - x[0]))
+
+
+def pick_k(points: list[ErasePoint], tolerance: float) -> ErasePoint:
+    """The smallest k whose validation AUC is within ``tolerance`` of the best."""
+    best = max(p.valid_auc for p in points)
+    return min((p for p in points if p.valid_auc >= best - tolerance), key=lambda p: p.k)
+
+
+def erase_curve(ds: Dataset, ranking: list[str], spec: ArchSpec, config: TrainConfig,
+                ks: list[int] | None = None, tolerance: float = 0.002,
+                stop: Callable[[], bool] | None = None) -> EraseCurve:
+    """Retrain ``spec`` on the top-k fields of ``ranking`` for each k of ``ks`` (ascending).
+
+    ``stop`` is asked before each retrain after the first (a search budget): the curve then
+    holds the points measured so far.
+    """
+    if not ranking:
+        raise ValueError("an ERASE curve needs a non-empty ranking")
+    grid = sorted(set(ks or default_grid(len(ranking))))
+    bad = [k for k in grid if not 1 <= k <= len(ranking)]
+    if bad:
+        raise ValueError(f"k values {bad} are outside 1..{len(ranking)} (the ranked fields)")
+    points: list[ErasePoint] = []
+    for k in grid:
+        if points and stop is not None and stop():
+            break
+        fields = ranking[:k]
+        outcome = fit_spec(ds, with_fields(spec, fields), config)
+        m = outcome.metrics
+        points.append(ErasePoint(k=k, fields=fields, valid_auc=m["valid"]["auc"],
+                                 test_auc=m["test"]["auc"],
+                                 valid_logloss=m["valid"]["logloss"],
+                                 test_logloss=m["test"]["logloss"],
+                                 seconds=round(outcome.seconds, 3)))
+    return EraseCurve(points=points, n_fields=len(ranking), tolerance=tolerance)

@@ -1,0 +1,156 @@
+"""Per-value pruned embedding tables stored sparsely, so pruning really shrinks memory.
+
+A pruned table keeps, for each row (value), only its kept entries: a CSR layout with a
+``row_ptr`` ([N + 1]), the kept column of each entry (``cols``, [nnz]) and the kept values
+(``values``, [nnz], the only trainable tensor). A lookup scatters a row's kept entries into a
+zero vector of the table's width, so the rest of the model sees ordinary ``[B, d]``
+embeddings; nothing dense of size ``N x d`` is ever held. Rows with no kept entry (pruned
+values) embed to zeros.
+
+Which entries a table keeps is written into the spec (``ArchSpec.pruning``) as a compact,
+compressed bit mask, so ``build_model(schema, spec)`` rebuilds the same structure and
+``model.pt`` holds just the kept values. Initial values are drawn per field from a generator
+seeded by (seed, field): a pruned model built under the seed of the search that produced
+its mask starts from that search's step-0 weights times the mask (the lottery-ticket retrain
+of PEP).
+"""
+
+from __future__ import annotations
+
+import base64
+import zlib
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+MASK_PREFIX = "z1:"
+
+
+class MaskError(ValueError):
+    """A pruning mask that cannot describe the table it is meant for."""
+
+
+def encode_mask(mask: torch.Tensor | np.ndarray) -> str:
+    """A boolean ``[N, d]`` mask as text: row-major packed bits, zlib, base64."""
+    bits = np.packbits(np.asarray(mask, dtype=bool).reshape(-1))
+    return MASK_PREFIX + base64.b64encode(zlib.compress(bits.tobytes(), 9)).decode("ascii")
+
+
+def decode_mask(text: str, rows: int, dim: int, name: str = "table") -> torch.Tensor:
+    """The boolean ``[rows, dim]`` mask ``encode_mask`` wrote; a clear error when it does not
+    fit the table."""
+    if not isinstance(text, str) or not text.startswith(MASK_PREFIX):
+        raise MaskError(f"pruning mask of {name!r} is not an autodrs mask ('{MASK_PREFIX}...')")
+    try:
+        raw = zlib.decompress(base64.b64decode(text[len(MASK_PREFIX):], validate=True))
+    except (ValueError, zlib.error) as e:
+        raise MaskError(f"pruning mask of {name!r} is corrupt ({e})") from e
+    expected = -(-rows * dim // 8)
+    if len(raw) != expected:
+        raise MaskError(f"pruning mask of {name!r} holds {len(raw) * 8} bits; a table of "
+                        f"{rows} rows x {dim} dims needs {rows * dim}")
+    bits = np.unpackbits(np.frombuffer(raw, dtype=np.uint8))[: rows * dim]
+    return torch.from_numpy(bits.astype(bool).reshape(rows, dim))
+
+
+def mask_bytes(text: str) -> int:
+    """Bytes a mask takes in the spec."""
+    return len(text.encode("ascii"))
+
+
+def field_generator(seed: int, name: str) -> torch.Generator:
+    """A generator for one field's initial table, independent of module construction order."""
+    return torch.Generator().manual_seed((int(seed) * 1_000_003 + zlib.crc32(name.encode()))
+                                         % (2**63 - 1))
+
+
+INIT_CHUNK_ROWS = 4096
+
+
+def _initial_chunks(seed: int, name: str, rows: int, dim: int,
+                    std: float) -> Iterator[tuple[int, torch.Tensor]]:
+    # drawn chunk by chunk so a large pruned table never needs its dense size in memory
+    generator = field_generator(seed, name)
+    for start in range(0, rows, INIT_CHUNK_ROWS):
+        n = min(INIT_CHUNK_ROWS, rows - start)
+        yield start, torch.randn(n, dim, generator=generator) * std
+
+
+def initial_table(seed: int, name: str, rows: int, dim: int, std: float = 0.01) -> torch.Tensor:
+    """The step-0 dense table of field ``name`` under ``seed`` (normal, ``std``)."""
+    parts = [chunk for _, chunk in _initial_chunks(seed, name, rows, dim, std)]
+    return torch.cat(parts) if parts else torch.zeros(0, dim)
+
+
+def initial_values(seed: int, name: str, mask: torch.Tensor, std: float = 0.01) -> torch.Tensor:
+    """The kept entries (row-major) of ``initial_table(seed, name, ...)`` under ``mask``."""
+    rows, dim = mask.shape
+    parts = [chunk[mask[start:start + len(chunk)]]
+             for start, chunk in _initial_chunks(seed, name, int(rows), int(dim), std)]
+    return torch.cat(parts) if parts else torch.zeros(0)
+
+
+class PrunedTable(nn.Module):
+    """An embedding table of ``rows x dim`` that stores only the entries ``mask`` keeps;
+    ``values`` are the kept entries in row-major order (zeros when not given)."""
+
+    def __init__(self, mask: torch.Tensor, values: torch.Tensor | None = None) -> None:
+        super().__init__()
+        if mask.dim() != 2:
+            raise MaskError(f"a pruning mask is 2-d [rows, dim], got shape {tuple(mask.shape)}")
+        mask = mask.to(torch.bool).cpu()
+        self.rows, self.dim = int(mask.shape[0]), int(mask.shape[1])
+        kept = int(mask.sum())
+        if values is not None and tuple(values.shape) != (kept,):
+            raise MaskError(f"{tuple(values.shape)} initial values for a mask that keeps {kept}")
+        counts = mask.sum(1)
+        row_ptr = torch.zeros(self.rows + 1, dtype=torch.long)
+        row_ptr[1:] = torch.cumsum(counts, 0)
+        # int32 offsets and uint8 columns: the structure costs 4 bytes a row + 1 a kept entry
+        self.register_buffer("row_ptr", row_ptr.to(torch.int32))
+        col_dtype = torch.uint8 if self.dim <= 256 else torch.int16
+        self.register_buffer("cols", mask.nonzero()[:, 1].to(col_dtype))
+        start = torch.zeros(kept) if values is None else values.detach().cpu()
+        self.values = nn.Parameter(start.float().contiguous())
+
+    @property
+    def nnz(self) -> int:
+        return int(self.values.numel())
+
+    def row_dims(self) -> torch.Tensor:
+        """Kept entries per row."""
+        return (self.row_ptr[1:] - self.row_ptr[:-1]).long()
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        flat = ids.reshape(-1)
+        start = self.row_ptr[flat].long()
+        length = self.row_ptr[flat + 1].long() - start
+        n = flat.numel()
+        out = self.values.new_zeros(n, self.dim)
+        if self.nnz:
+            rows = torch.repeat_interleave(torch.arange(n, device=flat.device), length)
+            first = torch.cumsum(length, 0) - length
+            # entry k of the batch belongs to row rows[k]; its index in ``values`` is the row's
+            # start plus its position inside the row
+            entry = torch.arange(rows.numel(), device=flat.device) + (start - first)[rows]
+            out = out.index_put((rows, self.cols[entry].long()), self.values[entry])
+        return out.reshape(*ids.shape, self.dim)
+
+    def mask(self) -> torch.Tensor:
+        m = torch.zeros(self.rows, self.dim, dtype=torch.bool, device=self.values.device)
+        rows = torch.repeat_interleave(torch.arange(self.rows, device=m.device), self.row_dims())
+        m[rows, self.cols.long()] = True
+        return m
+
+    def to_dense(self) -> torch.Tensor:
+        dense = self.values.new_zeros(self.rows, self.dim)
+        dense[self.mask()] = self.values.detach()
+        return dense
+
+    def stored_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.row_ptr, self.cols, self.values))
+
+    def extra_repr(self) -> str:
+        return f"rows={self.rows}, dim={self.dim}, kept={self.nnz}"

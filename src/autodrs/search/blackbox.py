@@ -1,0 +1,205 @@
+"""Black-box search of a space's discrete face with an Optuna study.
+
+``run_blackbox`` asks the strategy's sampler for a decision (``space.suggest``), writes it
+into the spec (``space.apply``), scores the spec (``evaluate``; by default a cheap training
+run, see ``estimation.Estimator``) and tells the study. Trials run one after the other, so
+the same seed gives the same trials; they stop at ``ctx.trials`` or ``ctx.budget_seconds``,
+whichever comes first, and the best spec so far is kept. A trial that raises or returns NaN
+is recorded as failed and the search goes on. With ``ctx.out_dir`` the study lives in
+``out_dir/search.db`` (SQLite) and ``ctx.resume`` continues it; with ``ctx.backend="ray"``
+trials run as Ray Tune trials (``search.raytune``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from autodrs.search.base import SearchContext, SearchError, SearchSpace
+from autodrs.search.estimation import Estimator
+from autodrs.search.strategies import BLACKBOX_STRATEGIES, check_strategy, make_pruner, make_sampler
+from autodrs.spec import ArchSpec
+
+DEFAULT_TRIALS = 20
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+Evaluate = Callable[[ArchSpec, optuna.Trial], float | tuple[float, ...]]
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@dataclass
+class BlackBoxResult:
+    """The best spec found, every trial, and the Pareto front of a multi-objective search."""
+
+    best_spec: ArchSpec
+    best_value: float | tuple[float, ...] | None
+    trials: list[dict[str, Any]]
+    pareto: list[dict[str, Any]] | None
+    study: optuna.Study
+    best_decision: dict[str, Any] | None = None
+
+    @property
+    def completed(self) -> int:
+        return sum(t["state"] == "COMPLETE" for t in self.trials)
+
+
+def storage_url(out_dir: Path) -> str:
+    return f"sqlite:///{Path(out_dir).resolve() / 'search.db'}"
+
+
+def open_study(ctx: SearchContext, name: str, directions: tuple[str, ...],
+               sampler: optuna.samplers.BaseSampler,
+               pruner: optuna.pruners.BasePruner) -> optuna.Study:
+    """Create the study (in ``ctx.out_dir/search.db`` when there is a run folder). Without
+    ``ctx.resume`` an old study of the same name is replaced; with it, the study is
+    continued and trials left running by a killed process are marked failed."""
+    storage: optuna.storages.BaseStorage | None = None
+    if ctx.out_dir is not None:
+        Path(ctx.out_dir).mkdir(parents=True, exist_ok=True)
+        storage = optuna.storages.RDBStorage(storage_url(ctx.out_dir))
+        names = {s.study_name for s in optuna.get_all_study_summaries(storage)}
+        if name in names and not ctx.resume:
+            optuna.delete_study(study_name=name, storage=storage)
+    study = optuna.create_study(storage=storage, study_name=name, sampler=sampler,
+                                pruner=pruner, directions=list(directions),
+                                load_if_exists=True)
+    if [d.name.lower() for d in study.directions] != list(directions):
+        raise SearchError(f"the stored study {name!r} optimises {study.directions}, not "
+                          f"{list(directions)}; start a new run folder")
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study._storage.set_trial_user_attr(t._trial_id, "error", "interrupted")
+        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+    return study
+
+
+def run_blackbox(space: SearchSpace, ctx: SearchContext, strategy: str,
+                 evaluate: Evaluate | None = None,
+                 directions: tuple[str, ...] = ("maximize",), method: str = "") -> BlackBoxResult:
+    """Search ``space`` from ``ctx.spec`` with a black-box ``strategy``.
+
+    ``evaluate(spec, trial)`` returns one value per direction; by default it is an
+    ``Estimator`` returning validation AUC (and embedding parameters when two directions
+    are given, e.g. ``("maximize", "minimize")``). It may call ``trial.report`` and raise
+    ``optuna.TrialPruned``; the trial's decision is in ``trial.user_attrs["decision"]``.
+    """
+    check_strategy(strategy, BLACKBOX_STRATEGIES)
+    if not directions or any(d not in ("maximize", "minimize") for d in directions):
+        raise SearchError(f"directions must be 'maximize' or 'minimize', got {directions}")
+    if evaluate is None:
+        if len(directions) > 2:
+            raise SearchError("the default evaluation has at most two objectives "
+                              "(AUC, embedding parameters); pass evaluate=")
+        estimator = Estimator(ctx, ("auc", "embedding_params")[: len(directions)])
+        if ctx.backend == "ray":
+            # one thread per trial, so concurrent trials share the CPUs instead of fighting
+            estimator.config = replace(estimator.config, threads=1)
+        evaluate = estimator
+    name = f"{method or space.name}-{strategy}"
+    sampler = make_sampler(strategy, space, ctx, len(directions))
+    epochs = int(ctx.options.get("epochs", 1 if ctx.fast else min(ctx.train.epochs, 3)))
+    pruner = make_pruner(ctx.options.get("pruner") if len(directions) == 1 else None, epochs)
+    study = open_study(ctx, name, directions, sampler, pruner)
+
+    done = len(study.get_trials(deepcopy=False, states=FINISHED))
+    if ctx.trials is not None and ctx.trials <= 0:
+        raise SearchError(f"trials must be > 0, got {ctx.trials}")
+    wanted = ctx.trials if ctx.trials is not None else (
+        None if ctx.budget_seconds is not None else DEFAULT_TRIALS)
+    remaining = None if wanted is None else max(0, wanted - done)
+    extra: dict[int, dict[str, Any]] = {}
+    if (remaining is None or remaining > 0) and not ctx.out_of_budget():
+        if ctx.backend == "ray":
+            from autodrs.search.raytune import run_ray
+
+            extra = run_ray(space, ctx, study, evaluate, directions, remaining)
+        elif ctx.backend == "local":
+            objective = make_objective(space, ctx, evaluate)
+            study.optimize(objective, n_trials=remaining, timeout=ctx.remaining(),
+                           catch=(Exception,), show_progress_bar=False)
+        else:
+            raise SearchError(f"unknown backend {ctx.backend!r}; use local or ray")
+    return summarise(space, ctx, study, extra)
+
+
+def make_objective(space: SearchSpace, ctx: SearchContext,
+                   evaluate: Evaluate) -> Callable[[optuna.Trial], float | tuple[float, ...]]:
+    def objective(trial: optuna.Trial) -> float | tuple[float, ...]:
+        try:
+            decision = space.suggest(trial, ctx)
+            trial.set_user_attr("decision", decision)
+            spec = space.apply(ctx.spec, decision)
+            spec.validate(ctx.dataset.schema)
+            return evaluate(spec, trial)
+        except optuna.TrialPruned:
+            raise
+        except Exception as e:
+            trial.set_user_attr("error", f"{type(e).__name__}: {e}")
+            raise
+
+    return objective
+
+
+def trial_record(t: FrozenTrial, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    seconds = ((t.datetime_complete - t.datetime_start).total_seconds()
+               if t.datetime_complete and t.datetime_start else None)
+    record: dict[str, Any] = {
+        "number": t.number, "params": dict(t.params), "values": t.values,
+        "state": t.state.name, "seconds": None if seconds is None else round(seconds, 3),
+    }
+    attrs = {**t.user_attrs, **(extra or {})}
+    for key in ("decision", "error", "valid", "model_params", "epochs"):
+        if key in attrs:
+            record[key] = attrs[key]
+    if t.state == TrialState.PRUNED and t.intermediate_values:
+        record["last_value"] = t.intermediate_values[max(t.intermediate_values)]
+    return record
+
+
+def summarise(space: SearchSpace, ctx: SearchContext, study: optuna.Study,
+              extra: dict[int, dict[str, Any]]) -> BlackBoxResult:
+    trials = study.get_trials(deepcopy=False)
+    records = [trial_record(t, extra.get(t.number)) for t in trials]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values is not None
+                and all(math.isfinite(v) for v in t.values)]
+    pareto = None
+    multi = len(study.directions) > 1
+    sign = [1.0 if d == optuna.study.StudyDirection.MAXIMIZE else -1.0 for d in study.directions]
+    best: FrozenTrial | None = None
+    if complete:
+        if multi:
+            front = sorted(study.best_trials, key=lambda t: t.number)
+            pareto = [{"number": t.number, "values": t.values, "params": dict(t.params),
+                       "decision": t.user_attrs.get("decision")} for t in front]
+            candidates = front
+        else:
+            candidates = complete
+        # best first objective; the earliest trial wins a tie, so the choice is reproducible
+        best = max(candidates, key=lambda t: (sign[0] * t.values[0], -t.number))
+    else:
+        pruned = [t for t in trials if t.state == TrialState.PRUNED and t.intermediate_values
+                  and "decision" in t.user_attrs]
+        if pruned:
+            best = max(pruned, key=lambda t: (
+                sign[0] * t.intermediate_values[max(t.intermediate_values)], -t.number))
+        else:
+            errors = [t.user_attrs.get("error") for t in trials if t.state == TrialState.FAIL
+                      and t.user_attrs.get("error") not in (None, "interrupted")]
+            if errors and not ctx.out_of_budget():
+                raise SearchError(f"all {len(errors)} trials of {study.study_name} failed; "
+                                  f"first error: {errors[0]}")
+    if best is None:
+        return BlackBoxResult(ctx.spec.copy(), None, records, pareto, study, None)
+    decision = best.user_attrs["decision"]
+    spec = space.apply(ctx.spec, decision)
+    value: float | tuple[float, ...] | None
+    if best.state == TrialState.COMPLETE:
+        value = tuple(best.values) if multi else best.values[0]
+    else:
+        value = best.intermediate_values[max(best.intermediate_values)]
+    return BlackBoxResult(spec, value, records, pareto, study, decision)

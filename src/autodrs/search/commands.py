@@ -1,0 +1,187 @@
+"""``autodrs search``: run search stages, retrain the final spec from scratch, evaluate it
+on test next to hand-crafted baselines trained with the same config, and write the run
+folder (``result.json`` per DESIGN.md, the model files, and the Optuna studies)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from autodrs.cli import (
+    BatchSize,
+    Categorical,
+    Data,
+    Device,
+    EmbedDim,
+    Epochs,
+    Fmt,
+    Group,
+    Label,
+    Lr,
+    MinCount,
+    Numerical,
+    Patience,
+    Progress,
+    SchemaFile,
+    Seed,
+    Sequence,
+    Split,
+    Threads,
+    Time,
+    _split_list,
+    console,
+    dataset_from,
+    out,
+    result_skeleton,
+    user_errors,
+)
+from autodrs.experiment import fit_spec, machine_info, with_training
+from autodrs.models.backbones import BACKBONES, backbone_spec
+from autodrs.runfolder import save_model, write_json
+from autodrs.search.base import METHODS, SearchContext, SearchError, StageResult
+from autodrs.search.stages import run_stages
+from autodrs.search.strategies import STRATEGIES
+from autodrs.train.trainer import TrainConfig
+
+UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+
+
+def parse_budget(text: str | None) -> float | None:
+    """``90s``, ``10m``, ``1.5h`` or plain seconds -> seconds (None stays None)."""
+    if text is None or text == "":
+        return None
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(s|m|min|h)?\s*", text.lower())
+    if not match:
+        raise SearchError(f"cannot read budget {text!r}; write it like 90s, 10m or 1h")
+    seconds = float(match.group(1)) * UNITS[match.group(2) or ""]
+    if seconds <= 0:
+        raise SearchError(f"budget must be > 0, got {text!r}")
+    return seconds
+
+
+def search_command(
+    data: Data = "movielens-100k",
+    out_dir: Annotated[Path, typer.Option("--out", help="run folder")] = Path("runs/search"),
+    methods: Annotated[str | None, typer.Option(help="comma-separated search methods, run "
+                                                     "as stages in order")] = None,
+    strategy: Annotated[str | None, typer.Option(
+        help=f"{'|'.join(STRATEGIES)} (default: each method's own)")] = None,
+    budget: Annotated[str | None, typer.Option(help="wall time for the search, e.g. 90s, "
+                                                    "10m, 1h")] = None,
+    trials: Annotated[int | None, typer.Option(help="black-box trials per stage")] = None,
+    backend: Annotated[str, typer.Option(help="local or ray")] = "local",
+    ray_address: Annotated[str | None, typer.Option(help="address of an existing Ray "
+                                                         "cluster (default: start one)")] = None,
+    resume: Annotated[bool, typer.Option(help="continue the search in --out")] = False,
+    model: Annotated[str, typer.Option(help=f"backbone the search starts from: "
+                                            f"{', '.join(BACKBONES)}")] = "deepfm",
+    baselines: Annotated[str, typer.Option(help="comma-separated backbones to compare with, "
+                                                "or 'none'")] = "deepfm",
+    subsample: Annotated[float | None, typer.Option(help="train rows per trial: a fraction "
+                                                         "(<= 1) or a count")] = None,
+    trial_epochs: Annotated[int | None, typer.Option(help="epochs per trial")] = None,
+    pruner: Annotated[str, typer.Option(help="none, median, sha or hyperband")] = "none",
+    warm_start: Annotated[bool, typer.Option(help="start trials from the parent's "
+                                                  "weights")] = False,
+    fast: Annotated[bool, typer.Option(help="the cheapest run of each method "
+                                            "(smoke tests)")] = False,
+    label: Label = None, fmt: Fmt = None, categorical: Categorical = None,
+    numerical: Numerical = None, sequence: Sequence = None, schema: SchemaFile = None,
+    group: Group = None, time_col: Time = None, split: Split = "random", min_count: MinCount = 1,
+    seed: Seed = 2026, epochs: Epochs = 10, batch_size: BatchSize = 1024, lr: Lr = 1e-3,
+    patience: Patience = 2, embed_dim: EmbedDim = 16, device: Device = "auto",
+    threads: Threads = None, progress: Progress = True,
+) -> None:
+    """Search a recommender's design, retrain it and compare it with baselines."""
+    run_search(**locals())
+
+
+@user_errors
+def run_search(data: str, out_dir: Path, methods: str | None, strategy: str | None,
+               budget: str | None, trials: int | None, backend: str, ray_address: str | None,
+               resume: bool, model: str, baselines: str, subsample: float | None,
+               trial_epochs: int | None, pruner: str, warm_start: bool, fast: bool,
+               label: str | None, fmt: str | None, categorical: str | None,
+               numerical: str | None, sequence: str | None, schema: Path | None,
+               group: str | None, time_col: str | None, split: str, min_count: int,
+               seed: int, epochs: int, batch_size: int, lr: float, patience: int,
+               embed_dim: int, device: str, threads: int | None, progress: bool) -> None:
+    names = _split_list(methods)
+    if not names:
+        raise SearchError(f"give --methods M1,M2,... (available: {', '.join(sorted(METHODS))})")
+    if strategy is not None and strategy not in STRATEGIES:
+        raise SearchError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
+    if backend not in ("local", "ray"):
+        raise SearchError(f"unknown backend {backend!r}; use local or ray")
+    if trials is not None and trials <= 0:
+        raise SearchError(f"--trials must be > 0, got {trials}")
+    seconds = parse_budget(budget)
+    baseline_names = [] if baselines == "none" else _split_list(baselines) or []
+    base = backbone_spec(model, embed_dim)
+    base_specs = {n: backbone_spec(n, embed_dim) for n in baseline_names}
+    ds = dataset_from(data, label, fmt, categorical, numerical, sequence, schema, group,
+                      time_col, split, seed, min_count)
+    base.validate(ds.schema)
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
+                         seed=seed, device=device, threads=threads,
+                         progress=progress and sys.stderr.isatty())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        shutil.rmtree(out_dir / "stages", ignore_errors=True)
+    options: dict[str, Any] = {"pruner": pruner, "warm_start": warm_start, "fast": fast}
+    if subsample is not None:
+        options["subsample"] = subsample
+    if trial_epochs is not None:
+        options["epochs"] = trial_epochs
+    ctx = SearchContext(dataset=ds, spec=base, train=config, seed=seed, out_dir=out_dir,
+                        budget_seconds=seconds, trials=trials, strategy=strategy,
+                        options=options, resume=resume, backend=backend,
+                        ray_address=ray_address)
+
+    def report(index: int, stage: StageResult) -> None:
+        console.print(f"stage {index + 1}/{len(names)} {stage.method} ({stage.strategy}): "
+                      f"{stage.seconds:.1f}s; best first: {stage.ranking[:3]}", highlight=False)
+
+    t0 = time.perf_counter()
+    stages = run_stages(ctx, names, on_stage=report)
+    search_seconds = time.perf_counter() - t0
+    spec = stages[-1].spec
+    final = fit_spec(ds, spec, config)
+    save_model(out_dir, final.model, ds.schema)
+    compared: dict[str, Any] = {}
+    for name, bspec in base_specs.items():
+        outcome = fit_spec(ds, bspec, config)
+        compared[name] = {**outcome.metrics, "params": outcome.params,
+                          "seconds": round(outcome.seconds, 3)}
+    result = result_skeleton("search", ds, seed)
+    result |= {
+        "methods": names, "strategy": strategy, "backend": backend, "model": model,
+        "spec": spec.to_dict(),
+        "metrics": final.metrics,
+        "baselines": compared,
+        "params": final.params,
+        "cost": {"search_seconds": round(search_seconds, 3),
+                 "retrain_seconds": round(final.seconds, 3),
+                 "train_samples_per_second": round(final.fit.samples_per_second, 1),
+                 "budget_seconds": seconds, "trials_per_stage": trials},
+        "stages": [s.to_dict() for s in stages],
+        "config": {**vars(with_training(config, spec)), "progress": False},
+        "history": final.fit.history,
+        "machine": machine_info(config),
+    }
+    write_json(out_dir / "result.json", result)
+    t = final.metrics["test"]
+    line = (f"searched model: test AUC {t['auc']:.4f}  logloss {t['logloss']:.4f}  "
+            f"({final.params['total']:,} parameters; search {search_seconds:.1f}s, "
+            f"retrain {final.seconds:.1f}s)")
+    out.print(line, highlight=False)
+    for name, row in compared.items():
+        out.print(f"{name:>15}: test AUC {row['test']['auc']:.4f}  logloss "
+                  f"{row['test']['logloss']:.4f}", highlight=False)
+    out.print(f"-> {out_dir / 'result.json'}", highlight=False)

@@ -1,0 +1,138 @@
+"""Black-box trials as Ray Tune trials, with Optuna as the search algorithm.
+
+``OptunaSearch`` asks the study (the same sampler and SQLite storage as the local backend)
+for each trial's decision through a define-by-run function; Ray runs up to
+``ctx.options["ray_concurrency"]`` (default 2) trials at once, each in a worker process
+that applies the decision to the spec and calls ``evaluate``. Ray is started locally with
+``ctx.options["ray_cpus"]`` CPUs unless ``ctx.ray_address`` names an existing cluster.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from autodrs.search.base import SearchContext, SearchError, SearchSpace
+from autodrs.search.blackbox import Evaluate
+
+METRIC = "objective"
+
+
+class TuneTrial:
+    """What ``evaluate`` sees of its trial inside a Ray worker: intermediate values go to
+    Ray Tune as results, user attributes come back with the final result."""
+
+    def __init__(self, number: int, params: dict[str, Any], decision: dict[str, Any]) -> None:
+        self.number = number
+        self.params = params
+        self.user_attrs: dict[str, Any] = {"decision": decision}
+
+    def report(self, value: float, step: int) -> None:
+        from ray import tune
+
+        tune.report({METRIC: float(value), "step": step})
+
+    def should_prune(self) -> bool:
+        return False
+
+    def set_user_attr(self, key: str, value: Any) -> None:
+        self.user_attrs[key] = value
+
+
+class DefineByRun:
+    """The searcher's define-by-run function: the space suggests a decision through the
+    Optuna trial. Ray pickles the searcher for its own checkpoints; the study already lives
+    in Optuna's storage, so the context (and its data) is left out of that pickle."""
+
+    def __init__(self, space: SearchSpace, ctx: SearchContext | None) -> None:
+        self.space = space
+        self.ctx = ctx
+
+    def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
+        if self.ctx is None:
+            raise SearchError("a restored Ray searcher cannot suggest; resume with --resume")
+        decision = self.space.suggest(trial, self.ctx)
+        trial.set_user_attr("decision", decision)
+        return {"__decision__": decision, "__number__": trial.number}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"space": self.space, "ctx": None}
+
+
+def _trainable(config: dict[str, Any], space: SearchSpace, base: Any, evaluate: Evaluate,
+               schema: Any, n_objectives: int) -> None:
+    from ray import tune
+
+    decision = config["__decision__"]
+    trial = TuneTrial(config["__number__"], {k: v for k, v in config.items()
+                                             if not k.startswith("__")}, decision)
+    t0 = time.perf_counter()
+    spec = space.apply(base, decision)
+    spec.validate(schema)
+    value = evaluate(spec, trial)  # type: ignore[arg-type]
+    values = value if isinstance(value, tuple) else (value,)
+    if len(values) != n_objectives:
+        raise SearchError(f"evaluate returned {len(values)} values for {n_objectives} objectives")
+    metrics = {f"{METRIC}_{i}": float(v) for i, v in enumerate(values)}
+    metrics[METRIC] = float(values[0])
+    tune.report(metrics | {"user_attrs": trial.user_attrs,
+                           "trial_seconds": time.perf_counter() - t0})
+
+
+def run_ray(space: SearchSpace, ctx: SearchContext, study: optuna.Study, evaluate: Evaluate,
+            directions: tuple[str, ...], remaining: int | None) -> dict[int, dict[str, Any]]:
+    """Run up to ``remaining`` trials of ``study`` on Ray Tune; return the user attributes
+    the workers set, by trial number (Ray's searcher does not store them in the study)."""
+    try:
+        import ray
+        from ray import tune
+        from ray.tune.search.optuna import OptunaSearch
+    except ImportError as e:
+        raise SearchError("--backend ray needs Ray Tune: pip install 'autodrs[ray]'") from e
+    if remaining is None and ctx.budget_seconds is None:
+        raise SearchError("a Ray search needs --trials or --budget")
+
+    multi = len(directions) > 1
+    metric: str | list[str] = [f"{METRIC}_{i}" for i in range(len(directions))] if multi \
+        else METRIC
+    modes = ["max" if d == "maximize" else "min" for d in directions]
+    searcher = OptunaSearch(space=DefineByRun(space, ctx), metric=metric, mode=modes if multi else modes[0],
+                            sampler=study.sampler, storage=study._storage,
+                            study_name=study.study_name)
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=ctx.ray_address, include_dashboard=False, log_to_driver=False,
+                 num_cpus=None if ctx.ray_address else int(ctx.options.get("ray_cpus", 2)),
+                 configure_logging=False)
+    try:
+        trainable = tune.with_parameters(_trainable, space=space, base=ctx.spec,
+                                         evaluate=evaluate, schema=ctx.dataset.schema,
+                                         n_objectives=len(directions))
+        tuner = tune.Tuner(
+            tune.with_resources(trainable, {"cpu": 1}),
+            tune_config=tune.TuneConfig(
+                search_alg=searcher,
+                num_samples=remaining if remaining is not None else -1,
+                max_concurrent_trials=int(ctx.options.get("ray_concurrency", 2)),
+                time_budget_s=ctx.remaining()),
+            run_config=tune.RunConfig(
+                name=study.study_name, verbose=0,
+                storage_path=str(Path(ctx.out_dir).resolve() / "ray") if ctx.out_dir else None),
+        )
+        grid = tuner.fit()
+    finally:
+        if started_here:
+            ray.shutdown()
+    extra: dict[int, dict[str, Any]] = {}
+    for result in grid:
+        number = result.config.get("__number__") if result.config else None
+        if number is None:
+            continue
+        attrs = dict((result.metrics or {}).get("user_attrs") or {})
+        if result.error is not None:
+            attrs["error"] = f"{type(result.error).__name__}: {result.error}"
+        extra[int(number)] = attrs
+    return extra

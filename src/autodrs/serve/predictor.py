@@ -1,0 +1,108 @@
+"""Raw rows in, probabilities out: a model with the encoders it was trained with.
+
+Every serving path (``predict`` over files, the HTTP endpoint, ``tune-serving``) goes
+through ``Predictor``, so a row is encoded exactly as the training split was: the schema
+fitted on train maps unseen categories to the OOV id and missing values to MISSING (or the
+train mean for numbers).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+from torch import nn
+
+from autodrs.data.dataset import Batch, EncodedData
+from autodrs.data.errors import DataError
+from autodrs.data.schema import FIRST_ID, Schema
+from autodrs.runfolder import load_model
+
+
+class Predictor:
+    """A loaded model and its fitted schema. ``model`` is any module whose ``forward`` takes
+    a ``Batch`` and returns one logit per row (every ``CTRModel`` does)."""
+
+    def __init__(self, model: nn.Module, schema: Schema) -> None:
+        if not schema.fitted:
+            raise DataError("the schema is not fitted; a predictor needs the train encoders")
+        self.model = model.eval()
+        self.schema = schema
+
+    @classmethod
+    def from_folder(cls, folder: str | Path) -> Predictor:
+        """Load a saved model folder (checksums verified, no code executed)."""
+        model, schema = load_model(folder)
+        return cls(model, schema)
+
+    @property
+    def feature_names(self) -> list[str]:
+        return self.schema.field_names
+
+    def missing_columns(self, columns: list[str]) -> list[str]:
+        present = set(columns)
+        return [n for n in self.feature_names if n not in present]
+
+    def check_columns(self, columns: list[str], where: str = "the table") -> None:
+        missing = self.missing_columns(columns)
+        if missing:
+            raise DataError(f"columns missing from {where}: {', '.join(missing)} "
+                            f"(the model needs {', '.join(self.feature_names)})")
+
+    def encode(self, df: pl.DataFrame) -> Batch:
+        """Encode raw rows with the train encoders; the label column is never needed."""
+        self.check_columns(df.columns)
+        arrays = self.schema.transform(df.select(self.feature_names), require_label=False)
+        data = EncodedData.from_arrays(arrays)
+        return Batch(data.cat, data.num, data.seq)
+
+    @torch.inference_mode()
+    def predict_batch(self, batch: Batch) -> np.ndarray:
+        """Click probabilities of an encoded batch."""
+        return torch.sigmoid(self.model(batch)).float().numpy().astype(np.float64)
+
+    def predict_frame(self, df: pl.DataFrame) -> np.ndarray:
+        """Click probabilities of raw rows."""
+        return self.predict_batch(self.encode(df))
+
+
+def sample_batch(schema: Schema, rows: int, seed: int = 0) -> Batch:
+    """Random valid encoded inputs for ``schema``: ids drawn over each field's whole table
+    (reserved ids included), standardised numbers, sequences with random padding."""
+    g = torch.Generator().manual_seed(seed)
+    cats = [torch.randint(0, schema.field(n).vocab_size, (rows,), generator=g)
+            for n in schema.categorical]
+    cat = torch.stack(cats, 1) if cats else torch.zeros((rows, 0), dtype=torch.long)
+    num = torch.randn((rows, len(schema.numerical)), generator=g)
+    seq = {}
+    for name in schema.sequence:
+        f = schema.field(name)
+        ids = torch.randint(FIRST_ID, max(f.vocab_size, FIRST_ID + 1), (rows, f.max_len),
+                            generator=g)
+        lengths = torch.randint(1, f.max_len + 1, (rows, 1), generator=g)
+        seq[name] = torch.where(torch.arange(f.max_len) < lengths, ids, 0)
+    return Batch(cat, num, seq)
+
+
+def sample_rows(schema: Schema, rows: int, seed: int = 0) -> pl.DataFrame:
+    """Random raw rows for ``schema`` (known values and some unseen ones), for measuring
+    the whole serving path from raw rows."""
+    rng = np.random.default_rng(seed)
+    columns: dict[str, pl.Series] = {}
+    for f in schema.fields:
+        if f.kind == "numerical":
+            values = rng.normal(f.mean, f.std, rows)
+            if f.transform == "log":
+                values = np.expm1(np.abs(values))
+            columns[f.name] = pl.Series(f.name, values, dtype=pl.Float64)
+            continue
+        vocab = f.vocab or [f"v{i}" for i in range(max(1, f.hash_buckets))]
+        picks = [vocab[i] if i < len(vocab) else f"unseen-{i}"
+                 for i in rng.integers(0, len(vocab) + 1, rows)]
+        if f.kind == "categorical":
+            columns[f.name] = pl.Series(f.name, picks, dtype=pl.String)
+        else:
+            columns[f.name] = pl.Series(f.name, [[p] for p in picks], dtype=pl.List(pl.String))
+    return pl.DataFrame(columns)

@@ -1,0 +1,282 @@
+"""The search engine: strategies, budgets, failures, persistence, estimation, one-shot."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import optuna
+import pytest
+import torch
+
+from autodrs.data.dataset import Dataset
+from autodrs.methods.hparams import HParamSpace, HParamSupernet
+from autodrs.models.backbones import backbone_spec
+from autodrs.models.builder import build_model
+from autodrs.search.base import SearchContext, SearchError, SearchSpace
+from autodrs.search.blackbox import run_blackbox
+from autodrs.search.commands import parse_budget
+from autodrs.search.estimation import (
+    Estimator,
+    inherit_weights,
+    subsample,
+    weight_sharing_evaluator,
+)
+from autodrs.search.gradient import run_gradient
+from autodrs.search.rl import ReinforceSampler
+from autodrs.search.strategies import make_pruner
+from autodrs.spec import ArchSpec, SpecError, TrainingSpec
+from autodrs.train.trainer import TrainConfig
+
+GOOD = {"a": 2, "b": "y", "c": 1}
+
+
+class ToySpace(SearchSpace):
+    """Three discrete choices written into the spec's embedding dim and MLP; the toy
+    objective below rewards the ``GOOD`` combination."""
+
+    name = "toy"
+
+    def suggest(self, trial: optuna.Trial, ctx: SearchContext) -> dict[str, Any]:
+        return {"a": trial.suggest_categorical("a", [0, 1, 2, 3]),
+                "b": trial.suggest_categorical("b", ["x", "y"]),
+                "c": trial.suggest_int("c", 0, 2)}
+
+    def apply(self, spec: ArchSpec, decision: dict[str, Any]) -> ArchSpec:
+        return spec.copy(embed_dim=4 + decision["a"], mlp=[8 + decision["c"]])
+
+
+def score(spec: ArchSpec, trial: optuna.Trial) -> float:
+    d = trial.user_attrs["decision"]
+    return sum(d[k] == v for k, v in GOOD.items()) + 0.01 * d["a"]
+
+
+@pytest.fixture()
+def ctx(tiny_synthetic: Dataset, fast_config: TrainConfig) -> SearchContext:
+    return SearchContext(tiny_synthetic, backbone_spec("deepfm", 8), fast_config, seed=3,
+                         trials=8, options={"fast": True})
+
+
+def decisions(result: Any) -> list[Any]:
+    return [t["params"] for t in result.trials]
+
+
+@pytest.mark.parametrize("strategy", ["random", "grid", "tpe", "evolution", "rl"])
+def test_every_blackbox_strategy_is_seeded_and_capped(ctx: SearchContext, strategy: str) -> None:
+    first = run_blackbox(ToySpace(), ctx, strategy, score)
+    second = run_blackbox(ToySpace(), ctx, strategy, score)
+    assert len(first.trials) == 8
+    assert decisions(first) == decisions(second)
+    assert first.best_spec == second.best_spec
+    best = max(t["values"][0] for t in first.trials)
+    assert first.best_value == best
+    first.best_spec.validate(ctx.dataset.schema)
+
+
+def test_grid_visits_every_point_once(ctx: SearchContext) -> None:
+    ctx.trials = 100
+    result = run_blackbox(ToySpace(), ctx, "grid", score)
+    seen = {tuple(sorted(t["params"].items())) for t in result.trials}
+    assert len(result.trials) == len(seen) == 4 * 2 * 3
+    assert result.best_decision == GOOD | {"a": 2}
+
+
+def test_rl_controller_learns_the_rewarded_choices(ctx: SearchContext) -> None:
+    ctx.trials = 60
+    result = run_blackbox(ToySpace(), ctx, "rl", score)
+    sampler = result.study.sampler
+    assert isinstance(sampler, ReinforceSampler)
+    policy = sampler.policy()
+    assert policy["b"][["x", "y"].index("y")] > 0.7
+    assert policy["c"][1] == max(policy["c"])
+    late = [t["params"] for t in result.trials[-15:]]
+    early = [t["params"] for t in result.trials[:15]]
+    assert sum(p["b"] == "y" for p in late) > sum(p["b"] == "y" for p in early)
+
+
+def test_evolution_returns_a_pareto_front(ctx: SearchContext) -> None:
+    def two(spec: ArchSpec, trial: optuna.Trial) -> tuple[float, float]:
+        return float(score(spec, trial)), float(spec.embed_dim)
+
+    ctx.trials = 20
+    result = run_blackbox(ToySpace(), ctx, "evolution", two, ("maximize", "minimize"))
+    assert result.pareto
+    front = [tuple(p["values"]) for p in result.pareto]
+    done = [tuple(t["values"]) for t in result.trials if t["state"] == "COMPLETE"]
+    for f in front:  # nothing finished dominates a front member
+        assert not any(o[0] >= f[0] and o[1] <= f[1] and o != f for o in done)
+    with pytest.raises(SearchError, match="one objective"):
+        run_blackbox(ToySpace(), ctx, "rl", two, ("maximize", "minimize"))
+
+
+def test_failed_and_diverged_trials_are_recorded_and_the_search_goes_on(
+        ctx: SearchContext) -> None:
+    def flaky(spec: ArchSpec, trial: optuna.Trial) -> float:
+        if trial.number % 3 == 0:
+            raise RuntimeError("boom")
+        if trial.number % 3 == 1:
+            return math.nan
+        return score(spec, trial)
+
+    ctx.trials = 9
+    result = run_blackbox(ToySpace(), ctx, "random", flaky)
+    states = [t["state"] for t in result.trials]
+    assert states.count("FAIL") == 6 and states.count("COMPLETE") == 3
+    assert result.trials[0]["error"] == "RuntimeError: boom"
+    assert result.best_value is not None and math.isfinite(result.best_value)
+
+    def broken(spec: ArchSpec, trial: optuna.Trial) -> float:
+        raise ValueError("bad candidate")
+
+    with pytest.raises(SearchError, match="bad candidate"):
+        run_blackbox(ToySpace(), ctx, "random", broken)
+
+
+def test_budget_stops_the_search_and_keeps_the_best(ctx: SearchContext) -> None:
+    def slow(spec: ArchSpec, trial: optuna.Trial) -> float:
+        time.sleep(0.2)
+        return score(spec, trial)
+
+    ctx.trials = None
+    ctx.budget_seconds = 0.5
+    result = run_blackbox(ToySpace(), ctx, "tpe", slow)
+    assert 1 <= len(result.trials) < 20
+    assert result.best_value == max(t["values"][0] for t in result.trials if t["values"])
+
+
+def test_resumed_study_keeps_finished_trials_and_rl_samples_as_if_uninterrupted(
+        ctx: SearchContext, tmp_path: Any) -> None:
+    ctx.out_dir = tmp_path / "straight"
+    ctx.trials = 10
+    straight = run_blackbox(ToySpace(), ctx, "rl", score)
+    ctx.out_dir = tmp_path / "resumed"
+    ctx.trials = 4
+    part = run_blackbox(ToySpace(), ctx, "rl", score)
+    ctx.trials, ctx.resume = 10, True
+    resumed = run_blackbox(ToySpace(), ctx, "rl", score)
+    assert decisions(resumed)[:4] == decisions(part)
+    assert decisions(resumed) == decisions(straight)
+    assert (tmp_path / "resumed" / "search.db").exists()
+
+
+def test_bad_arguments_are_named(ctx: SearchContext) -> None:
+    with pytest.raises(SearchError, match="unknown strategy 'annealing'"):
+        run_blackbox(ToySpace(), ctx, "annealing", score)
+    with pytest.raises(SearchError, match="not available"):
+        run_blackbox(ToySpace(), ctx, "gradient", score)
+    with pytest.raises(SearchError, match="directions"):
+        run_blackbox(ToySpace(), ctx, "random", score, ("up",))
+    with pytest.raises(SearchError, match="no relaxed face"):
+        run_gradient(ToySpace(), ctx)
+    with pytest.raises(SearchError, match="unknown pruner"):
+        make_pruner("asha", 3)
+
+
+def test_parse_budget() -> None:
+    assert parse_budget("90s") == 90
+    assert parse_budget("10m") == 600
+    assert parse_budget("1.5h") == 5400
+    assert parse_budget("45") == 45
+    assert parse_budget(None) is None
+    with pytest.raises(SearchError, match="10 minutes"):
+        parse_budget("10 minutes")
+
+
+def test_spec_training_round_trip_validation_and_provenance(tiny_synthetic: Dataset) -> None:
+    spec = backbone_spec("deepfm", 8)
+    spec.training = TrainingSpec(lr=3e-3, batch_size=256)
+    spec.record("hparams", "tpe", ["lr", "batch_size"], 1.23456, trials=4)
+    back = ArchSpec.from_json(spec.to_json())
+    assert back == spec
+    assert back.provenance[-1] == {"method": "hparams", "strategy": "tpe",
+                                   "decided": ["batch_size", "lr"], "seconds": 1.235,
+                                   "trials": 4}
+    with pytest.raises(SpecError, match="training.batch_size"):
+        spec.copy(training=TrainingSpec(batch_size=0)).validate(tiny_synthetic.schema)
+
+
+# ------------------------------------------------------------------ estimation
+def test_subsample_is_seeded_and_sized(tiny_synthetic: Dataset) -> None:
+    train = tiny_synthetic.train
+    half = subsample(train, 0.5, seed=1)
+    assert len(half) == round(len(train) * 0.5)
+    assert torch.equal(half.label, subsample(train, 0.5, seed=1).label)
+    assert len(subsample(train, 100, seed=1)) == 100
+    assert subsample(train, None, seed=1) is train
+    with pytest.raises(SearchError, match="subsample"):
+        subsample(train, -1, seed=1)
+
+
+def test_warm_start_copies_matching_and_sliced_weights(tiny_synthetic: Dataset) -> None:
+    parent = build_model(tiny_synthetic.schema, backbone_spec("deepfm", 8))
+    child = build_model(tiny_synthetic.schema, backbone_spec("deepfm", 8).copy(mlp=[64, 32]))
+    state = parent.state_dict()
+    copied = inherit_weights(child, state)
+    assert copied > 0
+    w = child.mlp.net[0].weight
+    assert torch.equal(w, state["mlp.net.0.weight"][:64])
+    assert torch.equal(child.embedding.tables[0].weight, state["embedding.tables.0.weight"])
+
+
+def test_median_pruner_stops_poor_trials(ctx: SearchContext) -> None:
+    def curve(spec: ArchSpec, trial: optuna.Trial) -> float:
+        level = score(spec, trial)
+        for step in range(1, 4):
+            trial.report(level, step)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return level
+
+    ctx.trials, ctx.options = 16, {"pruner": "median"}
+    result = run_blackbox(ToySpace(), ctx, "random", curve)
+    states = [t["state"] for t in result.trials]
+    assert "PRUNED" in states and "COMPLETE" in states
+
+
+def test_estimator_trains_on_a_subsample_and_reports_each_epoch(ctx: SearchContext) -> None:
+    ctx.options = {"subsample": 0.25, "epochs": 2, "pruner": "median"}
+    ctx.trials = 3
+    est = Estimator(ctx)
+    assert len(est.train) == round(len(ctx.dataset.train) * 0.25)
+    result = run_blackbox(HParamSpace(ctx.spec, fast=True), ctx, "random", est)
+    study_trial = result.study.trials[0]
+    assert study_trial.intermediate_values  # per-epoch validation AUC for the pruner
+    assert 0.5 < result.best_value <= 1.0
+    assert result.trials[0]["model_params"]["total"] > 0
+
+
+def test_weight_sharing_scores_subnets_without_training(ctx: SearchContext) -> None:
+    space = HParamSpace(ctx.spec, fast=True, arch_only=True)
+    supernet = space.supernet(ctx)
+    supernet.sample_paths = True
+    from autodrs.train.trainer import Trainer
+
+    Trainer(ctx.train).fit(supernet, ctx.dataset.train, ctx.dataset.valid,
+                           parameters=supernet.weight_parameters())
+    supernet.sample_paths = False
+    before = {k: v.clone() for k, v in supernet.state_dict().items()}
+    evaluate = weight_sharing_evaluator(supernet, ctx.dataset.valid, ctx.train)
+    ctx.trials = 8
+    result = run_blackbox(space, ctx, "grid", evaluate)
+    assert all(torch.equal(before[k], v) for k, v in supernet.state_dict().items())
+    values = {round(t["values"][0], 6) for t in result.trials}
+    assert len(values) > 1  # different subnets really are scored differently
+    assert result.best_value > 0.55
+
+
+def test_gradient_strategy_derives_a_valid_deterministic_decision(ctx: SearchContext) -> None:
+    space = HParamSpace(ctx.spec, fast=True, arch_only=True)
+    first = run_gradient(space, ctx, every=2)
+    second = run_gradient(space, ctx, every=2)
+    assert first.decision == second.decision
+    assert first.arch_steps > 0
+    first.spec.validate(ctx.dataset.schema)
+    assert isinstance(first.supernet, HParamSupernet)
+    moved = [float(p.abs().sum()) for p in first.supernet.arch_parameters()]
+    assert all(m > 0 for m in moved)
+    single = run_gradient(space, ctx, mode="same_batch")
+    assert single.arch_steps > first.arch_steps
+    with pytest.raises(SearchError, match="black-box"):
+        ctx.spec = backbone_spec("dcnv2", 8)
+        run_gradient(space, ctx)
