@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.autodrs-installed
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup browser run test lint clean
 
 setup: $(STAMP)
 
@@ -17,10 +17,15 @@ $(STAMP): pyproject.toml
 run: setup
 	$(VENV)/bin/autodrs bench --data movielens-100k --baselines all --seeds 1 --out runs/quickstart
 
+# headless Chromium renders report.html in the report tests (Debian's package)
+browser:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks
 
-test: setup lint
+test: setup lint browser
 	$(PY) -m pytest tests
 
 clean:

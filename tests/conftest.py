@@ -36,6 +36,21 @@ def movielens() -> Dataset:
     return load_dataset("movielens-100k", seed=2026)
 
 
+@pytest.fixture(scope="session")
+def saved_model(tiny_synthetic: Dataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A DeepFM trained for one epoch on ``tiny_synthetic`` and saved as a model folder
+    (shared: copy it before changing its files)."""
+    from autodrs.experiment import fit_spec
+    from autodrs.models.backbones import backbone_spec
+    from autodrs.runfolder import save_model
+
+    config = TrainConfig(epochs=1, batch_size=128, lr=1e-2, progress=False, threads=1, seed=0)
+    outcome = fit_spec(tiny_synthetic, backbone_spec("deepfm", 8), config)
+    folder = tmp_path_factory.mktemp("saved_model")
+    save_model(folder, outcome.model, tiny_synthetic.schema)
+    return folder
+
+
 @pytest.fixture()
 def fast_config() -> TrainConfig:
     return TrainConfig(epochs=2, batch_size=512, patience=1, progress=False, threads=1, seed=0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from autodrs.data.errors import DataError
 from autodrs.data.sources import BUILTINS
 from autodrs.experiment import fit_spec, machine_info
 from autodrs.models.backbones import BACKBONES, backbone_spec
+from autodrs.report.html import build_report
 from autodrs.runfolder import ModelFileError, save_model, write_json
 from autodrs.serve.commands import (
     export_command,
@@ -30,7 +32,7 @@ from autodrs.train.trainer import TrainConfig, TrainingDiverged
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Automated design of deep recommender systems for CTR prediction.")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 out = Console()
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -173,6 +175,7 @@ def train(
         "machine": machine_info(config),
     }
     write_json(out_dir / "result.json", result)
+    build_report(result, out_dir / "report.html")
     t = outcome.metrics["test"]
     out.print(f"{model}: test AUC {t['auc']:.4f}  logloss {t['logloss']:.4f}  "
               f"({outcome.params['total']:,} parameters, best epoch {outcome.fit.best_epoch}) "
@@ -222,8 +225,20 @@ def bench(
     write_json(out_dir / "result.json", result)
     markdown = leaderboard_markdown(board, first.info["name"])
     (out_dir / "leaderboard.md").write_text(markdown)
+    build_report(result, out_dir / "leaderboard.html")
     print_leaderboard(board)
     out.print(f"leaderboard -> {out_dir / 'leaderboard.md'}")
+
+
+@app.command()
+@user_errors
+def report(run_dir: Annotated[Path, typer.Argument(help="a run folder with result.json")]) -> None:
+    """Render DIR/report.html from DIR/result.json."""
+    path = run_dir / "result.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found; is {run_dir} a run folder?")
+    names = build_report(json.loads(path.read_text()), run_dir / "report.html")
+    out.print(f"{len(names)} plots -> {run_dir / 'report.html'}")
 
 
 def leaderboard(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
@@ -261,9 +276,8 @@ def print_leaderboard(board: dict[str, dict[str, Any]]) -> None:
     out.print(table)
 
 
-from autodrs.search.commands import search_command  # noqa: E402  (it uses the options above)
+import autodrs.search.commands  # noqa: E402, F401  (registers `search`; uses the options above)
 
-app.command("search")(search_command)
 app.command("export")(user_errors(export_command))
 app.command("predict")(user_errors(predict_command))
 app.command("serve")(user_errors(serve_command))

@@ -3,3 +3,4 @@ registers every method with ``autodrs.search.base.METHODS``."""
 from autodrs.methods import hparams  # noqa: F401, E402
 from autodrs.methods.training import autoloss, lambdaopt  # noqa: F401
 from autodrs.methods import embedding  # noqa: F401, E402
+from autodrs.methods import interaction  # noqa: F401, E402

@@ -28,6 +28,7 @@ The method contract (checked for every registered method by ``tests/test_conform
 
 from __future__ import annotations
 
+import re
 import time
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
@@ -47,6 +48,22 @@ if TYPE_CHECKING:
 
 class SearchError(ValueError):
     """A search was asked for something it cannot do (bad method, strategy or budget)."""
+
+
+BUDGET_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+
+
+def parse_budget(text: str | None) -> float | None:
+    """``90s``, ``10m``, ``1.5h`` or plain seconds -> seconds (None stays None)."""
+    if text is None or text == "":
+        return None
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(s|m|min|h)?\s*", text.lower())
+    if not match:
+        raise SearchError(f"cannot read budget {text!r}; write it like 90s, 10m or 1h")
+    seconds = float(match.group(1)) * BUDGET_UNITS[match.group(2) or ""]
+    if seconds <= 0:
+        raise SearchError(f"budget must be > 0, got {text!r}")
+    return seconds
 
 
 @dataclass

@@ -106,7 +106,9 @@ def run_blackbox(space: SearchSpace, ctx: SearchContext, strategy: str,
     pruner = make_pruner(ctx.options.get("pruner") if len(directions) == 1 else None, epochs)
     study = open_study(ctx, name, directions, sampler, pruner)
 
-    done = len(study.get_trials(deepcopy=False, states=FINISHED))
+    # a trial cut short by a killed process does not use up the trial budget
+    done = sum(t.user_attrs.get("error") != "interrupted"
+               for t in study.get_trials(deepcopy=False, states=FINISHED))
     if ctx.trials is not None and ctx.trials <= 0:
         raise SearchError(f"trials must be > 0, got {ctx.trials}")
     wanted = ctx.trials if ctx.trials is not None else (

@@ -1,10 +1,11 @@
 """``autodrs search``: run search stages, retrain the final spec from scratch, evaluate it
 on test next to hand-crafted baselines trained with the same config, and write the run
-folder (``result.json`` per DESIGN.md, the model files, and the Optuna studies)."""
+folder (``result.json`` per DESIGN.md, the model files, and the Optuna studies).
+
+The command registers itself on ``autodrs.cli.app`` (which imports this module)."""
 
 from __future__ import annotations
 
-import re
 import shutil
 import sys
 import time
@@ -35,6 +36,7 @@ from autodrs.cli import (
     Threads,
     Time,
     _split_list,
+    app,
     console,
     dataset_from,
     out,
@@ -44,27 +46,13 @@ from autodrs.cli import (
 from autodrs.experiment import fit_spec, machine_info, with_training
 from autodrs.models.backbones import BACKBONES, backbone_spec
 from autodrs.runfolder import save_model, write_json
-from autodrs.search.base import METHODS, SearchContext, SearchError, StageResult
+from autodrs.search.base import METHODS, SearchContext, SearchError, StageResult, parse_budget
 from autodrs.search.stages import run_stages
 from autodrs.search.strategies import STRATEGIES
 from autodrs.train.trainer import TrainConfig
 
-UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
 
-
-def parse_budget(text: str | None) -> float | None:
-    """``90s``, ``10m``, ``1.5h`` or plain seconds -> seconds (None stays None)."""
-    if text is None or text == "":
-        return None
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(s|m|min|h)?\s*", text.lower())
-    if not match:
-        raise SearchError(f"cannot read budget {text!r}; write it like 90s, 10m or 1h")
-    seconds = float(match.group(1)) * UNITS[match.group(2) or ""]
-    if seconds <= 0:
-        raise SearchError(f"budget must be > 0, got {text!r}")
-    return seconds
-
-
+@app.command("search")
 def search_command(
     data: Data = "movielens-100k",
     out_dir: Annotated[Path, typer.Option("--out", help="run folder")] = Path("runs/search"),

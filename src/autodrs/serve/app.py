@@ -20,8 +20,9 @@ from fastapi.responses import JSONResponse
 
 from autodrs.data.errors import DataError
 from autodrs.serve.batching import MicroBatcher
+from autodrs.serve.encoder import merge_columns
 from autodrs.serve.predictor import Predictor
-from autodrs.serve.rows import RowError, TooLarge, parse_json, rows_to_frame
+from autodrs.serve.rows import RowError, TooLarge, parse_json, rows_to_columns
 from autodrs.serve.tuning import ServingConfig
 
 BYTES_PER_ROW = 16_384  # generous bound on one JSON row, for the body size limit
@@ -30,7 +31,8 @@ BYTES_PER_ROW = 16_384  # generous bound on one JSON row, for the body size limi
 def create_app(predictor: Predictor, config: ServingConfig | None = None) -> FastAPI:
     """An app serving ``predictor`` with ``config`` (micro-batch size, threads, limits)."""
     config = (config or ServingConfig()).check()
-    batcher = MicroBatcher(predictor.predict_frame, max_rows=config.batch_size,
+    batcher = MicroBatcher(lambda parts: predictor.predict_columns(merge_columns(parts)),
+                           max_rows=config.batch_size,
                            max_wait_ms=config.max_wait_ms, threads=config.threads)
     max_body = config.max_request_rows * BYTES_PER_ROW
 
@@ -63,13 +65,15 @@ def create_app(predictor: Predictor, config: ServingConfig | None = None) -> Fas
     async def predict(request: Request) -> JSONResponse:
         try:
             body = await _read_body(request, max_body)
-            frame = rows_to_frame(parse_json(body), predictor.schema, config.max_request_rows)
+            columns = rows_to_columns(parse_json(body), predictor.schema,
+                                      config.max_request_rows)
         except RowError as e:
             return JSONResponse({"detail": str(e)}, status_code=e.status)
-        if frame.height == 0:
+        rows = len(columns[predictor.feature_names[0]])
+        if rows == 0:
             return JSONResponse({"probabilities": []})
         try:
-            probs = await batcher.submit(frame)
+            probs = await batcher.submit(columns, rows)
         except DataError as e:
             return JSONResponse({"detail": str(e)}, status_code=422)
         return JSONResponse({"probabilities": probs.tolist()})

@@ -14,22 +14,26 @@ import asyncio
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-import polars as pl
 import torch
 
 
 @dataclass
 class _Request:
-    frame: pl.DataFrame
+    payload: Any
+    rows: int
     future: asyncio.Future[np.ndarray]
 
 
 class MicroBatcher:
-    """An asyncio queue of requests drained into batches by one background task."""
+    """An asyncio queue of requests drained into batches by one background task.
 
-    def __init__(self, predict: Callable[[pl.DataFrame], np.ndarray], max_rows: int,
+    ``predict`` takes the payloads of one batch, in order, and returns the probabilities of
+    all their rows, in order."""
+
+    def __init__(self, predict: Callable[[list[Any]], np.ndarray], max_rows: int,
                  max_wait_ms: float, threads: int = 1) -> None:
         if max_rows < 1:
             raise ValueError(f"max_rows must be >= 1, got {max_rows}")
@@ -68,12 +72,12 @@ class MicroBatcher:
         if self._executor is not None:
             self._executor.shutdown(wait=True)
 
-    async def submit(self, frame: pl.DataFrame) -> np.ndarray:
-        """Queue ``frame`` (rows in the canonical dtypes) and wait for its probabilities."""
+    async def submit(self, payload: Any, rows: int) -> np.ndarray:
+        """Queue a request of ``rows`` rows and wait for its probabilities."""
         if self._queue is None:
             raise RuntimeError("the micro-batcher is not started")
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Request(frame, future))
+        await self._queue.put(_Request(payload, rows, future))
         return await future
 
     async def _loop(self) -> None:
@@ -83,7 +87,7 @@ class MicroBatcher:
         while True:
             first = carry if carry is not None else await self._queue.get()
             carry = None
-            batch, rows = [first], first.frame.height
+            batch, rows = [first], first.rows
             deadline = loop.time() + self.max_wait
             while rows < self.max_rows:
                 try:
@@ -96,18 +100,18 @@ class MicroBatcher:
                         request = self._queue.get_nowait()
                 except TimeoutError:
                     break
-                if rows + request.frame.height > self.max_rows:
+                if rows + request.rows > self.max_rows:
                     carry = request
                     break
                 batch.append(request)
-                rows += request.frame.height
+                rows += request.rows
             await self._run(batch)
 
     async def _run(self, batch: list[_Request]) -> None:
         loop = asyncio.get_running_loop()
-        frame = batch[0].frame if len(batch) == 1 else pl.concat([r.frame for r in batch])
+        payloads = [r.payload for r in batch]
         try:
-            probs = await loop.run_in_executor(self._executor, self.predict, frame)
+            probs = await loop.run_in_executor(self._executor, self.predict, payloads)
         except Exception as e:
             if len(batch) == 1:
                 if not batch[0].future.done():
@@ -121,7 +125,7 @@ class MicroBatcher:
         self.requests += len(batch)
         start = 0
         for request in batch:
-            end = start + request.frame.height
+            end = start + request.rows
             if not request.future.done():  # the client may have gone away
                 request.future.set_result(probs[start:end])
             start = end

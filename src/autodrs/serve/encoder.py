@@ -85,6 +85,21 @@ class RowEncoder:
         return out
 
 
+def columns_to_frame(columns: Columns, schema: Schema) -> pl.DataFrame:
+    """Canonical columns as a table in the dtypes ``Schema.transform`` reads."""
+    dtypes = {"categorical": pl.String, "numerical": pl.Float64,
+              "sequence": pl.List(pl.String)}
+    return pl.DataFrame([pl.Series(f.name, columns[f.name], dtype=dtypes[f.kind])
+                         for f in schema.fields])
+
+
+def merge_columns(parts: list[Columns]) -> Columns:
+    """The rows of several requests as one set of columns, in order."""
+    if len(parts) == 1:
+        return parts[0]
+    return {name: [v for part in parts for v in part[name]] for name in parts[0]}
+
+
 def _hash_ids(f: Field, values: list[str]) -> list[int]:
     """Ids of hashed values, by the same Polars hash the schema uses."""
     if not values:

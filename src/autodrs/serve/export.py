@@ -95,7 +95,9 @@ def export_model(model: nn.Module, schema: Schema, path: str | Path, fmt: str) -
     args = (example.cat, example.num, *(example.seq[n] for n in schema.sequence))
     tmp = path.with_name(path.name + ".tmp")
     try:
-        with torch.no_grad(), warnings.catch_warnings():
+        # grad stays on: under no_grad, eval-mode attention takes a fused fast path
+        # (aten::_native_multi_head_attention) that ONNX has no operator for
+        with torch.enable_grad(), warnings.catch_warnings():
             # jit.trace and the TorchScript-based ONNX exporter announce their deprecation
             warnings.simplefilter("ignore", category=DeprecationWarning)
             warnings.simplefilter("ignore", category=FutureWarning)
@@ -155,7 +157,9 @@ def _load_runner(path: Path, fmt: str, names: list[str],
                  threads: int | None) -> tuple[Runner, list[str]]:
     """A function from named input arrays to probabilities, and the inputs it reads."""
     if fmt == "torchscript":
-        module = torch.jit.load(str(path), map_location="cpu")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", category=DeprecationWarning)
+            module = torch.jit.load(str(path), map_location="cpu")
         module.eval()
 
         def run_torchscript(arrays: dict[str, np.ndarray]) -> np.ndarray:

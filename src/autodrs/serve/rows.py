@@ -1,10 +1,10 @@
-"""Rows from a JSON request, checked and turned into a table the schema can encode.
+"""Rows from a JSON request, checked and turned into canonical columns.
 
 A request is a JSON array of row objects (or ``{"rows": [...]}``), each with a value for
-every field of the schema; other keys (an id, the label) are ignored. Values become the
-dtypes a training table would have given the same values (categorical: text, as Polars
-writes numbers and booleans; numerical: float; sequence: a list of text tokens), so a row
-served over HTTP is encoded exactly like the same row read from a file.
+every field of the schema; other keys (an id, the label) are ignored. Values become what a
+training table would hold for the same values after the schema's casts (categorical: text,
+as Polars writes numbers and booleans; numerical: float; sequence: a list of text tokens),
+so a row served over HTTP is encoded exactly like the same row read from a file.
 """
 
 from __future__ import annotations
@@ -63,21 +63,6 @@ def rows_to_columns(payload: Any, schema: Schema, max_rows: int) -> Columns:
         if missing:
             raise RowError(f"row {i} is missing fields: {', '.join(missing)}")
     return {f.name: _column(f, [row[f.name] for row in rows]) for f in schema.fields}
-
-
-def columns_to_frame(columns: Columns, schema: Schema) -> pl.DataFrame:
-    """Canonical columns as a table in the dtypes ``Schema.transform`` reads."""
-    dtypes = {"categorical": pl.String, "numerical": pl.Float64,
-              "sequence": pl.List(pl.String)}
-    return pl.DataFrame([pl.Series(f.name, columns[f.name], dtype=dtypes[f.kind])
-                         for f in schema.fields])
-
-
-def merge_columns(parts: list[Columns]) -> Columns:
-    """The rows of several requests as one set of columns, in order."""
-    if len(parts) == 1:
-        return parts[0]
-    return {name: [v for part in parts for v in part[name]] for name in parts[0]}
 
 
 def _column(f: Field, values: list[Any]) -> list[Any]:

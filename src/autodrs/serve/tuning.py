@@ -3,9 +3,11 @@
 DeepRecSys (Gupta et al., ISCA 2020) measures recommendation inference on its DeepRecInfra
 harness and schedules it (DeepRecSched) by picking the batch size and parallelism that
 maximise throughput while the tail latency stays under a target.
+
 Here: for every batch size ``b`` and thread count ``t``, score random raw rows drawn from the
-model's own encoders (encoding + model, no HTTP) repeatedly and record per-batch latency
-percentiles and throughput ``b / mean latency``; the choice is
+model's own encoders repeatedly along the server's path (``Predictor.predict_columns``:
+encoding + model, no HTTP or JSON) and record per-batch latency percentiles and throughput
+``b / mean latency``; the choice is
 
     argmax_{(b, t): p95(b, t) <= target} throughput(b, t)
 
@@ -23,9 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
 import torch
 
 from autodrs.runfolder import ModelFileError, write_json
+from autodrs.serve.encoder import Columns
 from autodrs.serve.predictor import Predictor, sample_rows
 
 SERVING_FILE = "serving.json"
@@ -78,20 +82,21 @@ def measure(predictor: Predictor, batch_sizes: list[int], threads: list[int],
     if any(b < 1 for b in batch_sizes) or any(t < 1 for t in threads):
         raise ValueError("batch sizes and thread counts must be >= 1")
     before = torch.get_num_threads()
-    frames = {b: sample_rows(predictor.schema, b, seed=seed + b) for b in batch_sizes}
+    requests = {b: _columns(sample_rows(predictor.schema, b, seed=seed + b))
+                for b in batch_sizes}
     out = []
     try:
         for t in threads:
             torch.set_num_threads(t)
             for b in batch_sizes:
-                frame = frames[b]
+                columns = requests[b]
                 for _ in range(WARMUP):
-                    predictor.predict_frame(frame)
+                    predictor.predict_columns(columns)
                 latencies: list[float] = []
                 start = time.perf_counter()
                 while len(latencies) < max(3, max_iterations):
                     t0 = time.perf_counter()
-                    predictor.predict_frame(frame)
+                    predictor.predict_columns(columns)
                     latencies.append(time.perf_counter() - t0)
                     if len(latencies) >= 3 and time.perf_counter() - start >= seconds:
                         break
@@ -105,6 +110,10 @@ def measure(predictor: Predictor, batch_sizes: list[int], threads: list[int],
     finally:
         torch.set_num_threads(before)
     return out
+
+
+def _columns(frame: pl.DataFrame) -> Columns:
+    return {name: frame[name].to_list() for name in frame.columns}
 
 
 def choose(measurements: list[Measurement], p95_ms: float) -> Measurement:

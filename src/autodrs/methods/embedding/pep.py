@@ -1,0 +1,215 @@
+"""PEP, Plug-in Embedding Pruning (Liu, Gao, Chen, Jin, Li; ICLR 2021, "Learnable Embedding
+Sizes for Recommender Systems"): learned soft thresholds prune embedding entries.
+
+Every searched field's table V is re-parametrised as ``V_hat = sign(V) * ReLU(|V| - g(s))``
+with ``g = sigmoid`` and a learnable threshold s, one per entry (``feature_dim``, the
+default) or per value, field, dim, field x dim or one global (``threshold``). The model
+looks up V_hat; V, s and every other weight take steps of one Adam optimiser with weight
+decay (1e-5, on s too, which is what drives the thresholds up from s = -15). Whenever the
+non-zero entries of V_hat fall to a target sparsity level, the mask ``|sign(V_hat)|`` is
+kept. The chosen level's masks go into ``spec.pruning``; building the spec under the same
+seed starts from the step-0 weights times the mask (lottery ticket, ``nn.pruned``), which
+the retrain then trains without thresholds (g = 0), stored as kept entries only.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from autodrs.data.schema import Schema
+from autodrs.methods.embedding.common import (
+    EmbeddingSupernet,
+    dims_result,
+    option,
+    searched_fields,
+)
+from autodrs.nn.mixed import SearchedEmbedding
+from autodrs.nn.pruned import encode_mask, initial_table
+from autodrs.search.base import Method, SearchContext, SearchError, StageResult, register_method
+from autodrs.search.estimation import BudgetExhausted, Deadline
+from autodrs.spec import ArchSpec
+from autodrs.train.trainer import Trainer, TrainHook
+
+GRANULARITIES = ("feature_dim", "feature", "field_dim", "field", "dimension", "global")
+DEFAULT_LEVELS = (0.5, 0.8, 0.9, 0.95)
+
+
+class PEPEmbedding(SearchedEmbedding):
+    """Soft-thresholded tables; ``threshold_scale`` multiplies s's Adam steps (s is stored
+    divided by it), so short searches on small data still reach the target sparsity."""
+
+    def __init__(self, schema: Schema, spec: ArchSpec, fields: list[str], width: int,
+                 seed: int, granularity: str, init: float, scale: float) -> None:
+        super().__init__(schema, spec, fields, width)
+        self.granularity = granularity
+        self.scale = scale
+        self.v = nn.ParameterList(
+            nn.Parameter(initial_table(seed, f, schema.field(f).vocab_size, width))
+            for f in fields)
+        start = init / scale
+        shared = {"global": (1,), "dimension": (width,)}.get(granularity)
+        self.s_shared = nn.Parameter(torch.full(shared, start)) if shared else None
+        self.s = nn.ParameterList()
+        if shared is None:
+            for f in fields:
+                rows = schema.field(f).vocab_size
+                shape = {"field": (1,), "field_dim": (width,), "feature": (rows, 1),
+                         "feature_dim": (rows, width)}[granularity]
+                self.s.append(nn.Parameter(torch.full(shape, start)))
+
+    def thresholds(self) -> list[nn.Parameter]:
+        return [self.s_shared] if self.s_shared is not None else list(self.s)
+
+    def threshold(self, index: int, ids: torch.Tensor | None = None) -> torch.Tensor:
+        s = self.s_shared if self.s_shared is not None else self.s[index]
+        if self.granularity in ("feature", "feature_dim") and ids is not None:
+            s = s[ids]
+        return torch.sigmoid(s * self.scale)
+
+    def embed_field(self, index: int, ids: torch.Tensor) -> torch.Tensor:
+        # thresholding only the looked-up rows gives the same gradients as the whole table
+        v = self.v[index][ids]
+        return torch.sign(v) * torch.relu(v.abs() - self.threshold(index, ids))
+
+    @torch.no_grad()
+    def masks(self) -> list[torch.Tensor]:
+        return [v.abs() > self.threshold(i) for i, v in enumerate(self.v)]
+
+
+class PEPSupernet(EmbeddingSupernet):
+    def __init__(self, schema: Schema, spec: ArchSpec, fields: list[str], width: int,
+                 seed: int, granularity: str, init: float, scale: float) -> None:
+        super().__init__(schema, spec, PEPEmbedding(schema, spec, fields, width, seed,
+                                                    granularity, init, scale))
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return self.embedding.thresholds()
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        # PEP trains thresholds and weights with one optimiser
+        return list(self.parameters())
+
+    def derive(self) -> dict[str, Any]:
+        return {f: encode_mask(m) for f, m in zip(self.embedding.searched,
+                                                 self.embedding.masks(), strict=True)}
+
+
+class SparsitySnapshots(TrainHook):
+    """Keeps the masks when the kept share of entries first falls to each target level, and
+    ends the search once the last level is reached."""
+
+    def __init__(self, embedding: PEPEmbedding, levels: list[float], every: int = 5) -> None:
+        self.embedding = embedding
+        self.levels = sorted(levels)
+        self.every = every
+        self.total = sum(v.numel() for v in embedding.v)
+        self.snapshots: dict[float, dict[str, Any]] = {}
+        self.curve: list[tuple[int, float]] = []
+
+    def sparsity(self) -> tuple[float, list[torch.Tensor]]:
+        masks = self.embedding.masks()
+        return 1.0 - sum(int(m.sum()) for m in masks) / self.total, masks
+
+    def on_step(self, trainer: Trainer, model: nn.Module, step: int, batch: Any,
+                loss: torch.Tensor) -> None:
+        if step % self.every:
+            return
+        sparsity, masks = self.sparsity()
+        self.curve.append((step, round(sparsity, 4)))
+        for level in self.levels:
+            if level not in self.snapshots and sparsity >= level:
+                self.snapshots[level] = {"step": step, "sparsity": sparsity,
+                                         "masks": [m.cpu() for m in masks]}
+        if len(self.snapshots) == len(self.levels):
+            trainer.config.max_steps = step  # every level reached: the search is done
+
+
+def parse_levels(ctx: SearchContext) -> list[float]:
+    raw = ctx.options.get("levels", DEFAULT_LEVELS)
+    if isinstance(raw, str):
+        raw = [v for v in raw.split(",") if v.strip()]
+    try:
+        levels = sorted({float(v) for v in raw})
+    except (TypeError, ValueError) as e:
+        raise SearchError(f"PEP levels must be sparsities in (0, 1), got {raw!r}") from e
+    if not levels or levels[0] <= 0 or levels[-1] >= 1:
+        raise SearchError(f"PEP levels must be sparsities in (0, 1), got {raw!r}")
+    return levels
+
+
+@register_method
+class PEP(Method):
+    """``--methods pep``: options ``sparsity`` (the level whose masks are returned, 0.9),
+    ``levels`` (snapshot levels, 0.5,0.8,0.9,0.95; ``sparsity`` is added), ``threshold``
+    (granularity, ``feature_dim``), ``threshold_init`` (-15), ``threshold_scale`` (10),
+    ``weight_decay`` (1e-5), ``epochs`` (the search's cap, default 3x the training
+    epochs)."""
+
+    name = "pep"
+    component = "embedding"
+    strategies = ("gradient",)
+
+    def search(self, ctx: SearchContext) -> StageResult:
+        strategy = self.resolve_strategy(ctx)
+        t0 = time.perf_counter()
+        schema, spec = ctx.dataset.schema, ctx.spec
+        fields = searched_fields(ctx)
+        granularity = str(ctx.options.get("threshold", "feature_dim"))
+        if granularity not in GRANULARITIES:
+            raise SearchError(f"unknown PEP threshold granularity {granularity!r}; choose "
+                              f"from {', '.join(GRANULARITIES)}")
+        target = option(ctx, "sparsity", 0.9)
+        if not 0.0 < target < 1.0:
+            raise SearchError(f"sparsity must be in (0, 1), got {target}")
+        levels = sorted({*parse_levels(ctx), target})
+        scale = option(ctx, "threshold_scale", 10.0)
+        if scale <= 0:
+            raise SearchError(f"threshold_scale must be > 0, got {scale}")
+        widths = {spec.dim_of(f) for f in fields}
+        if len(widths) != 1:
+            raise SearchError("PEP prunes tables of one width; the spec's fields have dims "
+                              f"{sorted(widths)}")
+        width = widths.pop()
+        # the seed of the retrain's build (fit_spec seeds with the training seed), so the
+        # pruned model starts from these step-0 weights
+        seed = ctx.train.seed
+        torch.manual_seed(seed)
+        supernet = PEPSupernet(schema, spec, fields, width, seed, granularity,
+                               option(ctx, "threshold_init", -15.0), scale)
+        epochs = option(ctx, "epochs", 1 if ctx.fast else 3 * ctx.train.epochs, int)
+        config = replace(ctx.train, epochs=epochs, patience=epochs + 1, progress=False,
+                         checkpoint=None, max_steps=None,
+                         weight_decay=option(ctx, "weight_decay", 1e-5))
+        snapshots = SparsitySnapshots(supernet.embedding, levels)
+        stopped = False
+        try:
+            Trainer(config, [snapshots, Deadline(ctx)]).fit(
+                supernet, ctx.dataset.train, ctx.dataset.valid,
+                parameters=supernet.weight_parameters())
+        except BudgetExhausted:
+            stopped = True
+
+        reached = sorted(snapshots.snapshots)
+        if target in snapshots.snapshots:
+            chosen = snapshots.snapshots[target]
+        elif reached:
+            chosen = snapshots.snapshots[reached[-1]]
+        else:
+            sparsity, masks = snapshots.sparsity()
+            chosen = {"step": None, "sparsity": sparsity, "masks": masks}
+        out = spec.copy(pruning={**spec.pruning, **{
+            f: encode_mask(m) for f, m in zip(fields, chosen["masks"], strict=True)}})
+        dims = {f: float(m.float().mean()) for f, m in zip(fields, chosen["masks"], strict=True)}
+        return dims_result(
+            self.name, strategy, ctx, out, dims, time.perf_counter() - t0,
+            extra={"sparsity": round(float(chosen["sparsity"]), 4), "target": target,
+                   "levels": {str(k): {"step": v["step"], "sparsity": round(v["sparsity"], 4)}
+                              for k, v in sorted(snapshots.snapshots.items())},
+                   "reached_target": target in snapshots.snapshots,
+                   "curve": snapshots.curve[:: max(1, len(snapshots.curve) // 50)],
+                   "threshold": granularity, "stopped_by_budget": stopped})

@@ -1,0 +1,216 @@
+"""``report.html``: a self-contained page (plots embedded as PNG) explaining what a run
+chose and why, built from the run's ``result.json``.
+
+Each plot is a ``<figure class="plot">``; a small inline script marks on ``<body>`` how many
+plot images the browser actually decoded (``data-plots-drawn`` of ``data-plots-total``),
+which the test reads from headless Chromium.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from autodrs.report import plots
+
+STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;background:#f6f7f9;
+color:#1d2330}
+header{background:#1d2330;color:#fff;padding:18px 32px}
+header h1{margin:0;font-size:22px} header p{margin:4px 0 0;color:#c9d1e0}
+main{max-width:1100px;margin:0 auto;padding:16px 32px}
+section{background:#fff;border-radius:8px;padding:16px 20px;margin:16px 0;
+box-shadow:0 1px 3px rgba(0,0,0,.08)}
+h2{font-size:18px;margin:0 0 8px} h3{font-size:15px;margin:12px 0 6px}
+table{border-collapse:collapse;font-size:14px} td,th{padding:4px 10px;
+border-bottom:1px solid #e3e6eb;text-align:right} td:first-child,th:first-child{text-align:left}
+tr.searched td{font-weight:600;color:#b3261e}
+figure{margin:10px 0} figure img{max-width:100%} figcaption{font-size:13px;color:#5b6475}
+.kv{color:#5b6475;font-size:13px} pre{background:#f0f2f5;padding:10px;overflow:auto;font-size:12px}
+"""
+
+SCRIPT = """
+window.addEventListener('load', function () {
+  var imgs = document.querySelectorAll('figure.plot img');
+  var drawn = 0;
+  imgs.forEach(function (img) { if (img.complete && img.naturalWidth > 0) drawn++; });
+  document.body.setAttribute('data-plots-drawn', String(drawn));
+  document.body.setAttribute('data-plots-total', String(imgs.length));
+});
+"""
+
+
+class _Page:
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.plot_names: list[str] = []
+
+    def add(self, text: str) -> None:
+        self.parts.append(text)
+
+    def figure(self, name: str, png: bytes, caption: str) -> None:
+        data = base64.b64encode(png).decode()
+        self.plot_names.append(name)
+        self.add(f'<figure class="plot" data-plot="{html.escape(name)}">'
+                 f'<img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
+                 f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return html.escape(str(value))
+
+
+def _label(item: Any) -> str:
+    return "*".join(item) if isinstance(item, list) else str(item)
+
+
+def build_report(result: dict[str, Any], out: str | Path) -> list[str]:
+    """Write the report to ``out``; returns the names of the plots it holds."""
+    page = _Page()
+    data = result.get("data", {})
+    title = f"autodrs {result.get('command', 'run')} on {data.get('name', 'data')}"
+    page.add(f"<header><h1>{html.escape(title)}</h1><p>seed {result.get('seed')} · "
+             f"{data.get('rows', '?')} rows · split {data.get('split', '?')}</p></header><main>")
+    _summary(page, result)
+    for i, stage in enumerate(result.get("stages", [])):
+        _stage(page, i, stage, data.get("truth"))
+    if result.get("spec"):
+        page.add("<section><h2>The chosen spec</h2><details><summary>ArchSpec JSON</summary>"
+                 f"<pre>{html.escape(json.dumps(result['spec'], indent=2))}</pre>"
+                 "</details></section>")
+    page.add("</main>")
+    doc = ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+           f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>"
+           + "".join(page.parts) + f"<script>{SCRIPT}</script></body></html>")
+    Path(out).write_text(doc)
+    return page.plot_names
+
+
+def _summary(page: _Page, result: dict[str, Any]) -> None:
+    page.add("<section><h2>Searched model against the baselines</h2>")
+    rows: list[tuple[str, float, float, bool]] = []
+    table = ["<table><tr><th>model</th><th>test AUC</th><th>± std</th><th>test logloss</th>"
+             "<th>parameters</th><th>embedding</th></tr>"]
+    test = result.get("metrics", {}).get("test")
+    if test:
+        params = result.get("params", {})
+        spread = result.get("spread", {})
+        name = "searched" if result.get("command") == "search" else result.get("model", "model")
+        rows.append((name, test["auc"], spread.get("auc_std", 0.0), True))
+        table.append(f"<tr class='searched'><td>{html.escape(str(name))}</td>"
+                     f"<td>{_fmt(test['auc'])}</td><td>{_fmt(spread.get('auc_std', 0.0))}</td>"
+                     f"<td>{_fmt(test['logloss'])}</td><td>{_fmt(params.get('total', ''))}</td>"
+                     f"<td>{_fmt(params.get('embedding', ''))}</td></tr>")
+    for name, base in result.get("baselines", {}).items():
+        t = base.get("test", {})
+        std = base.get("spread", {}).get("auc_std", 0.0)
+        rows.append((name, t.get("auc", float("nan")), std, False))
+        p = base.get("params", {})
+        table.append(f"<tr><td>{html.escape(name)}</td><td>{_fmt(t.get('auc'))}</td>"
+                     f"<td>{_fmt(std)}</td><td>{_fmt(t.get('logloss'))}</td>"
+                     f"<td>{_fmt(p.get('total', ''))}</td><td>{_fmt(p.get('embedding', ''))}"
+                     "</td></tr>")
+    page.add("".join(table) + "</table>")
+    cost = result.get("cost", {})
+    if cost:
+        page.add("<p class='kv'>" + " · ".join(
+            f"{html.escape(k.replace('_', ' '))}: {_fmt(v, 1)}" for k, v in cost.items())
+            + "</p>")
+    if rows:
+        page.figure("comparison", plots.model_comparison(rows),
+                    "Test AUC of the searched model (red) and each baseline (blue)")
+    page.add("</section>")
+
+
+def _stage(page: _Page, index: int, stage: dict[str, Any], truth: dict[str, Any] | None) -> None:
+    method = stage.get("method", "?")
+    page.add(f"<section><h2>Stage {index + 1}: {html.escape(method)}</h2><p class='kv'>"
+             f"strategy {html.escape(str(stage.get('strategy', '?')))} · "
+             f"{_fmt(float(stage.get('seconds', 0.0)), 1)} s</p>")
+    ranking = stage.get("ranking") or []
+    scores = stage.get("scores") or {}
+    pair_keys = [k for k in scores if "*" in k]
+    if pair_keys and len(pair_keys) == len(scores):
+        _pair_heatmap(page, method, scores)
+    elif ranking and scores:
+        names = [_label(r) for r in ranking]
+        vals = [float(scores.get(n, np.nan)) for n in names]
+        relevant = set(truth["relevant"]) if truth else None
+        page.figure(f"{method}-ranking", plots.scores_bar(
+            names, vals, f"{method}: ranking, best first", highlight=relevant),
+            "Scores of the ranked items" + (" (planted relevant fields in red)"
+                                            if relevant else ""))
+    curve_rows = stage.get("curve")
+    if curve_rows:
+        ks = [c["k"] for c in curve_rows]
+        series = {key.replace("_", " "): [c[key] for c in curve_rows]
+                  for key in ("valid_auc", "test_auc") if key in curve_rows[0]}
+        page.figure(f"{method}-auc-vs-k", plots.curve(
+            ks, series, f"{method}: AUC against the number of kept fields k", "k", "AUC"),
+            "Retrained on the top-k fields of the ranking")
+    dims = stage.get("dims")
+    if dims:
+        names = sorted(dims, key=lambda n: -float(dims[n]))
+        page.figure(f"{method}-dims", plots.scores_bar(
+            names, [float(dims[n]) for n in names], f"{method}: embedding size per field",
+            xlabel="dim (or kept fraction)"), "Chosen embedding dim per field")
+    front = stage.get("pareto")
+    if front:
+        _pareto(page, method, front)
+    trials = stage.get("trials")
+    if trials:
+        values = [_trial_value(t) for t in trials]
+        if any(v == v for v in values):
+            page.figure(f"{method}-progress", plots.progress(values, f"{method}: search progress"),
+                        "Validation AUC of each trial and the best so far")
+    if stage.get("dag"):
+        nodes = stage["dag"].get("nodes", []) if isinstance(stage["dag"], dict) else stage["dag"]
+        if nodes:
+            page.figure(f"{method}-dag", plots.dag(nodes, f"{method}: chosen block DAG"),
+                        "Blocks and their inputs, left to right")
+    page.add("</section>")
+
+
+def _trial_value(trial: dict[str, Any]) -> float:
+    values = trial.get("values") or ([trial["value"]] if "value" in trial else None)
+    if not values or values[0] is None:
+        return float("nan")
+    return float(values[0])
+
+
+def _pair_heatmap(page: _Page, method: str, scores: dict[str, float]) -> None:
+    fields: list[str] = []
+    for key in scores:
+        for name in key.split("*"):
+            if name not in fields:
+                fields.append(name)
+    index = {n: i for i, n in enumerate(fields)}
+    matrix = np.full((len(fields), len(fields)), np.nan)
+    for key, value in scores.items():
+        parts = key.split("*")
+        if len(parts) == 2:
+            i, j = index[parts[0]], index[parts[1]]
+            matrix[i, j] = matrix[j, i] = abs(float(value))
+    page.figure(f"{method}-pairs", plots.heatmap(fields, matrix, f"{method}: pair scores"),
+                "Score of each field pair (absolute value)")
+
+
+def _pareto(page: _Page, method: str, front: list[dict[str, Any]]) -> None:
+    auc_key = next((k for k in ("valid_auc", "auc", "value") if k in front[0]), None)
+    for cost_key, label in (("bytes", "embedding bytes"), ("params", "embedding parameters"),
+                            ("latency_ms", "latency (ms)")):
+        if auc_key and cost_key in front[0]:
+            points = [(float(p[cost_key]), float(p[auc_key]), bool(p.get("front", True)))
+                      for p in front]
+            page.figure(f"{method}-pareto-{cost_key}", plots.pareto(
+                points, f"{method}: AUC against {label}", label),
+                f"Pareto front of validation AUC against {label}")

@@ -1,0 +1,143 @@
+"""Plots for the report, each returned as PNG bytes (matplotlib, no display needed)."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+COLORS = {"searched": "#d62728", "baseline": "#1f77b4", "accent": "#2ca02c"}
+
+
+def _png(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def model_comparison(rows: Sequence[tuple[str, float, float, bool]]) -> bytes:
+    """Test AUC with spread (name, auc, std, is_searched), best at the top."""
+    rows = sorted(rows, key=lambda r: r[1])
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.4))
+    y = np.arange(len(rows))
+    colors = [COLORS["searched"] if r[3] else COLORS["baseline"] for r in rows]
+    ax.barh(y, [r[1] for r in rows], xerr=[r[2] for r in rows], color=colors, capsize=3)
+    ax.set_yticks(y, [r[0] for r in rows])
+    lo = min(r[1] - r[2] for r in rows)
+    hi = max(r[1] + r[2] for r in rows)
+    pad = max(0.002, (hi - lo) * 0.15)
+    ax.set_xlim(lo - pad, hi + pad)
+    ax.set_xlabel("test AUC (mean ± std over seeds where run)")
+    ax.set_title("searched model against hand-crafted baselines")
+    return _png(fig)
+
+
+def scores_bar(names: Sequence[str], scores: Sequence[float], title: str,
+               xlabel: str = "score", highlight: set[str] | None = None) -> bytes:
+    """Horizontal bars, best first (top), for a ranking of fields or crosses."""
+    names, scores = list(names)[:30], list(scores)[:30]
+    fig, ax = plt.subplots(figsize=(7, 0.32 * len(names) + 1.4))
+    y = np.arange(len(names))[::-1]
+    colors = [COLORS["searched"] if highlight and n in highlight else COLORS["baseline"]
+              for n in names]
+    ax.barh(y, scores, color=colors)
+    ax.set_yticks(y, names)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    return _png(fig)
+
+
+def curve(xs: Sequence[float], series: dict[str, Sequence[float]], title: str, xlabel: str,
+          ylabel: str) -> bytes:
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for label, ys in series.items():
+        ax.plot(xs[:len(ys)], ys, marker="o", label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _png(fig)
+
+
+def heatmap(fields: Sequence[str], matrix: np.ndarray, title: str) -> bytes:
+    fig, ax = plt.subplots(figsize=(0.42 * len(fields) + 2.5, 0.42 * len(fields) + 1.8))
+    image = ax.imshow(matrix, cmap="viridis")
+    ax.set_xticks(range(len(fields)), fields, rotation=60, ha="right")
+    ax.set_yticks(range(len(fields)), fields)
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    ax.set_title(title)
+    return _png(fig)
+
+
+def progress(values: Sequence[float], title: str, ylabel: str = "validation AUC") -> bytes:
+    """Each trial's value and the best so far."""
+    vals = np.asarray(values, dtype=float)
+    best = np.maximum.accumulate(np.where(np.isnan(vals), -np.inf, vals))
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    x = np.arange(1, len(vals) + 1)
+    ax.scatter(x, vals, s=14, color=COLORS["baseline"], label="trial")
+    ax.plot(x, np.where(np.isinf(best), np.nan, best), color=COLORS["searched"],
+            label="best so far")
+    ax.set_xlabel("trial")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _png(fig)
+
+
+def pareto(points: Sequence[tuple[float, float, bool]], title: str, xlabel: str) -> bytes:
+    """(cost, auc, on_front) points; the front is drawn as a step line."""
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    xs = [p[0] for p in points]
+    ys = [p[1] for p in points]
+    ax.scatter(xs, ys, s=16, color="#999999", label="evaluated")
+    front = sorted((p for p in points if p[2]), key=lambda p: p[0])
+    if front:
+        ax.step([p[0] for p in front], [p[1] for p in front], where="post",
+                color=COLORS["searched"], marker="o", label="Pareto front")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("validation AUC")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _png(fig)
+
+
+def dag(nodes: Sequence[dict[str, Any]], title: str) -> bytes:
+    """A block DAG: ``nodes`` have ``id``, ``label`` and ``inputs`` (ids of earlier nodes or
+    the string ``"embeddings"``); drawn left to right by depth."""
+    depth: dict[str, int] = {"embeddings": 0}
+    for node in nodes:
+        depth[node["id"]] = 1 + max((depth.get(i, 0) for i in node.get("inputs", [])), default=0)
+    columns: dict[int, list[str]] = {}
+    for key, d in depth.items():
+        columns.setdefault(d, []).append(key)
+    pos = {key: (d, i - (len(col) - 1) / 2) for d, col in columns.items()
+           for i, key in enumerate(col)}
+    labels = {"embeddings": "embeddings"} | {n["id"]: n.get("label", n["id"]) for n in nodes}
+    fig, ax = plt.subplots(figsize=(2.2 * (max(columns) + 1) + 1, 1.1 * max(
+        len(c) for c in columns.values()) + 1.5))
+    for node in nodes:
+        for src in node.get("inputs", []):
+            (x0, y0), (x1, y1) = pos[src], pos[node["id"]]
+            ax.annotate("", xy=(x1 - 0.18, y1), xytext=(x0 + 0.18, y0),
+                        arrowprops={"arrowstyle": "->", "color": "#555555"})
+    for key, (x, y) in pos.items():
+        ax.text(x, y, labels[key], ha="center", va="center", fontsize=9,
+                bbox={"boxstyle": "round,pad=0.4", "fc": "#e8f0fb", "ec": COLORS["baseline"]})
+    ax.set_xlim(-0.6, max(columns) + 0.6)
+    ys = [p[1] for p in pos.values()]
+    ax.set_ylim(min(ys) - 0.8, max(ys) + 0.8)
+    ax.axis("off")
+    ax.set_title(title)
+    return _png(fig)

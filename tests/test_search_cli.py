@@ -1,0 +1,131 @@
+"""``autodrs search`` end to end: the result.json contract, clear errors, and a search
+killed with SIGKILL that resumes without losing a finished trial."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from autodrs.cli import app
+from autodrs.data.dataset import Dataset
+from autodrs.runfolder import load_model
+from autodrs.spec import ArchSpec
+
+DATA = "synthetic?rows=4000&seed=1"
+COMMON = ["--data", DATA, "--seed", "0", "--epochs", "2", "--threads", "1", "--no-progress"]
+
+
+def test_search_writes_the_result_contract_and_a_loadable_model(
+        tmp_path: Path, tiny_synthetic: Dataset) -> None:
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["search", *COMMON, "--methods", "hparams", "--strategy",
+                                      "rl", "--trials", "3", "--fast", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    r = json.loads((out / "result.json").read_text())
+    assert r["command"] == "search" and r["seed"] == 0
+    for key in ("spec", "metrics", "baselines", "params", "cost", "stages", "data"):
+        assert key in r
+    assert set(r["metrics"]) == {"valid", "test"}
+    assert 0.5 < r["metrics"]["test"]["auc"] <= 1.0
+    assert set(r["baselines"]) == {"deepfm"} and "auc" in r["baselines"]["deepfm"]["test"]
+    for key in ("search_seconds", "retrain_seconds", "train_samples_per_second"):
+        assert r["cost"][key] > 0
+    stage = r["stages"][0]
+    assert stage["method"] == "hparams" and stage["strategy"] == "rl"
+    assert len(stage["trials"]) == 3 and stage["ranking"]
+    spec = ArchSpec.from_dict(r["spec"]).validate(tiny_synthetic.schema)
+    assert spec.provenance[-1]["method"] == "hparams"
+    assert spec.embed_dim in (4, 8) and spec.training.lr in (1e-3, 3e-3)
+    assert r["config"]["lr"] == spec.training.lr  # the retrain used the searched lr
+    model, _ = load_model(out)
+    assert model.spec == spec
+
+
+def test_search_rejects_bad_arguments_clearly(tmp_path: Path) -> None:
+    runner = CliRunner()
+    cases = [
+        (["--methods", "hparams", "--strategy", "annealing"], "unknown strategy 'annealing'"),
+        (["--methods", "hparams", "--budget", "ten minutes"], "cannot read budget"),
+        (["--methods", "nosuch"], "unknown method 'nosuch'"),
+        (["--methods", "hparams", "--trials", "0"], "--trials must be > 0"),
+        (["--methods", "hparams", "--backend", "spark"], "unknown backend 'spark'"),
+    ]
+    for extra, message in cases:
+        result = runner.invoke(app, ["search", *COMMON, *extra, "--out", str(tmp_path / "x")])
+        assert result.exit_code == 2, (extra, result.output)
+        assert message in " ".join(result.output.split()), result.output
+
+
+def _finished(db: Path) -> list[tuple[int, str, float | None]]:
+    """(number, state, value) of the finished trials, read straight from the SQLite file."""
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as con:
+        rows = con.execute(
+            "SELECT t.number, t.state, v.value FROM trials t LEFT JOIN trial_values v "
+            "ON v.trial_id = t.trial_id WHERE t.state IN ('COMPLETE', 'PRUNED', 'FAIL') "
+            "ORDER BY t.number").fetchall()
+    return [(int(n), str(s), v) for n, s, v in rows]
+
+
+def _params(db: Path) -> dict[int, list[tuple[str, float]]]:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as con:
+        rows = con.execute("SELECT t.number, p.param_name, p.param_value FROM trial_params p "
+                           "JOIN trials t ON t.trial_id = p.trial_id").fetchall()
+    out: dict[int, list[tuple[str, float]]] = {}
+    for n, name, value in rows:
+        out.setdefault(int(n), []).append((name, value))
+    return {n: sorted(v) for n, v in out.items()}
+
+
+def test_search_killed_with_sigkill_resumes_without_losing_finished_trials(
+        tmp_path: Path, tiny_synthetic: Dataset) -> None:
+    out = tmp_path / "run"
+    db = out / "stages" / "00-hparams" / "search.db"
+    args = [sys.executable, "-c", "from autodrs.cli import main; main()", "search", *COMMON, "--methods", "hparams",
+            "--strategy", "tpe", "--baselines", "none", "--out", str(out)]
+    proc = subprocess.Popen([*args, "--trials", "40"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=os.environ.copy())
+    try:
+        deadline = time.monotonic() + 240
+        before: list[tuple[int, str, float | None]] = []
+        while time.monotonic() < deadline and proc.poll() is None:
+            if db.exists():
+                try:
+                    before = [t for t in _finished(db) if t[1] == "COMPLETE"]
+                except sqlite3.OperationalError:
+                    before = []
+                if len(before) >= 3:
+                    break
+            time.sleep(0.2)
+        assert proc.poll() is None, "the search ended before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    kept = [t for t in _finished(db) if t[1] == "COMPLETE"]
+    params_before = _params(db)
+    assert len(kept) >= 3 and len(kept) < 40
+    assert not (out / "result.json").exists()
+
+    target = len(kept) + 2
+    done = subprocess.run([*args, "--trials", str(target), "--resume"], capture_output=True,
+                          text=True, env=os.environ.copy(), timeout=300)
+    assert done.returncode == 0, done.stderr
+    after = _finished(db)
+    after_complete = [t for t in after if t[1] == "COMPLETE"]
+    assert after_complete[: len(kept)] == kept  # every finished trial is still there, unchanged
+    params_after = _params(db)
+    assert all(params_after[n] == params_before[n] for n, _, _ in kept)
+    r = json.loads((out / "result.json").read_text())
+    trials = r["stages"][0]["trials"]
+    not_interrupted = [t for t in trials if t.get("error") != "interrupted"]
+    assert len(not_interrupted) == target
+    assert all(t["state"] == "COMPLETE" for t in not_interrupted)
