@@ -279,3 +279,35 @@ def test_gradient_strategy_derives_a_valid_deterministic_decision(ctx: SearchCon
     with pytest.raises(SearchError, match="black-box"):
         ctx.spec = backbone_spec("dcnv2", 8)
         run_gradient(space, ctx)
+
+
+def test_hparams_with_weight_sharing_trains_no_candidate(ctx: SearchContext) -> None:
+    from autodrs.search.base import get_method
+
+    ctx.strategy, ctx.trials = "tpe", 4
+    ctx.options = {"fast": True, "estimation": "weight_sharing"}
+    stage = get_method("hparams").search(ctx)
+    stage.spec.validate(ctx.dataset.schema)
+    assert len(stage.trials) == 4
+    assert all("model_params" not in t for t in stage.trials)  # scored, never trained
+    assert set(stage.extra["best"]) == {"embed_dim", "mlp_width", "mlp_depth"}
+    assert stage.spec.training == ctx.spec.training  # lr and batch size were not searched
+
+
+def test_stages_refine_the_spec_in_order_and_resume_after_finished_stages(
+        ctx: SearchContext, tmp_path: Any) -> None:
+    from autodrs.search.stages import load_stage, run_stages, stage_dir
+
+    ctx.out_dir, ctx.trials, ctx.strategy = tmp_path, 2, "random"
+    first = run_stages(ctx, ["hparams", "hparams"])
+    assert [s.method for s in first] == ["hparams", "hparams"]
+    assert first[1].spec.provenance[-2]["method"] == "hparams"  # stage 2 started from stage 1
+    saved = load_stage(stage_dir(tmp_path, 1, "hparams"))
+    assert saved is not None and saved.spec == first[1].spec
+    ctx.resume = True
+    again = run_stages(ctx, ["hparams", "hparams"])
+    assert [s.seconds for s in again] == [s.seconds for s in first]  # read back, not rerun
+    assert again[1].spec == first[1].spec
+    with pytest.raises(SearchError, match="does not support strategy"):
+        ctx.strategy = "annealing"
+        run_stages(ctx, ["hparams"])

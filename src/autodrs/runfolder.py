@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -93,9 +94,18 @@ def load_model(folder: str | Path) -> tuple[CTRModel, Schema]:
     try:
         spec = ArchSpec.from_json(folder / "spec.json")
         schema = Schema.load(folder / "schema.json")
-        state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
     except Exception as e:
         raise ModelFileError(f"cannot load the model in {folder}: {e}") from e
+    try:
+        state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ModelFileError(f"cannot load {folder}/model.pt: it holds objects other than "
+                             "tensors, and autodrs loads weights only (no code from a file "
+                             "runs)") from e
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelFileError(f"cannot load {folder}/model.pt: not a PyTorch weights file "
+                             f"({first})") from e
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor)
                                               for v in state.values()):
         raise ModelFileError(f"{folder}/model.pt is not a state dict of tensors")

@@ -18,7 +18,10 @@ if TYPE_CHECKING:
     from autodrs.data.schema import Schema
 
 NUMERICAL_ENCODERS = ("linear", "bucket", "autodis")
-INTERACTION_FUNCTIONS = ("product",)
+# "product": an inner product of the fields' embeddings (the FM / inner towers);
+# "memorise": the embedding of the fields' cross feature (OptInter), so the cross must be
+# one of ``spec.crosses``; pairs that are not listed are not modelled ("naive")
+INTERACTION_FUNCTIONS = ("product", "memorise")
 LOSSES = ("bce", "focal", "hinge", "squared")
 
 
@@ -211,6 +214,9 @@ class ArchSpec:
                     raise SpecError(f"interaction {inter.key} needs two or more fields")
                 if inter.function not in INTERACTION_FUNCTIONS:
                     raise SpecError(f"unknown interaction function {inter.function!r}")
+                if inter.function == "memorise" and inter.fields not in self.crosses:
+                    raise SpecError(f"interaction {inter.key} is memorised, but the spec has "
+                                    f"no cross {inter.fields}; add it to crosses")
         if any(int(w) <= 0 for w in self.mlp):
             raise SpecError(f"MLP widths must be > 0, got {self.mlp}")
         if not 0.0 <= self.dropout < 1.0:

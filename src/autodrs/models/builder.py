@@ -56,14 +56,16 @@ class CTRModel(nn.Module):
         pairs: list[tuple[int, int]] | None = None
         pair_weights: list[float] | None = None
         if spec.interactions is not None:
+            # memorised interactions are modelled by their cross feature's embedding
+            products = [i for i in spec.interactions if i.function != "memorise"]
             pairs = []
-            for inter in spec.interactions:
+            for inter in products:
                 if len(inter.fields) != 2:
                     raise SpecError(f"interaction {inter.key}: only pairs are supported by fm/inner")
                 pairs.append((index[inter.fields[0]], index[inter.fields[1]]))
-            if any(i.weight is not None for i in spec.interactions):
+            if any(i.weight is not None for i in products):
                 pair_weights = [1.0 if i.weight is None else float(i.weight)
-                                for i in spec.interactions]
+                                for i in products]
         self.needs_stack = bool(spec.fm or spec.inner or spec.attention_layers)
         self.project = nn.ModuleDict()
         if self.needs_stack:

@@ -137,6 +137,14 @@ def make_objective(space: SearchSpace, ctx: SearchContext,
             trial.set_user_attr("decision", decision)
             spec = space.apply(ctx.spec, decision)
             spec.validate(ctx.dataset.schema)
+            if ctx.options.get("reuse_duplicates", True):
+                # samplers revisit points (small spaces, converged populations); a seeded
+                # evaluation would repeat the same training, so its values are reused
+                for done in trial.study.get_trials(deepcopy=False,
+                                                   states=(TrialState.COMPLETE,)):
+                    if done.params == trial.params and done.values is not None:
+                        trial.set_user_attr("repeat_of", done.number)
+                        return done.values[0] if len(done.values) == 1 else tuple(done.values)
             return evaluate(spec, trial)
         except optuna.TrialPruned:
             raise
@@ -155,7 +163,7 @@ def trial_record(t: FrozenTrial, extra: dict[str, Any] | None = None) -> dict[st
         "state": t.state.name, "seconds": None if seconds is None else round(seconds, 3),
     }
     attrs = {**t.user_attrs, **(extra or {})}
-    for key in ("decision", "error", "valid", "model_params", "epochs"):
+    for key in ("decision", "error", "valid", "model_params", "epochs", "repeat_of"):
         if key in attrs:
             record[key] = attrs[key]
     if t.state == TrialState.PRUNED and t.intermediate_values:

@@ -79,6 +79,11 @@ def search_command(
                                                   "weights")] = False,
     fast: Annotated[bool, typer.Option(help="the cheapest run of each method "
                                             "(smoke tests)")] = False,
+    estimation: Annotated[str, typer.Option(help="train (each trial trains cheaply) or "
+                                                 "weight_sharing (one supernet scores all "
+                                                 "candidates; methods that have one)")] = "train",
+    objectives: Annotated[str, typer.Option(help="auc, or auc,embedding_params for a Pareto "
+                                                 "front (evolution, tpe, random)")] = "auc",
     label: Label = None, fmt: Fmt = None, categorical: Categorical = None,
     numerical: Numerical = None, sequence: Sequence = None, schema: SchemaFile = None,
     group: Group = None, time_col: Time = None, split: Split = "random", min_count: MinCount = 1,
@@ -95,6 +100,7 @@ def run_search(data: str, out_dir: Path, methods: str | None, strategy: str | No
                budget: str | None, trials: int | None, backend: str, ray_address: str | None,
                resume: bool, model: str, baselines: str, subsample: float | None,
                trial_epochs: int | None, pruner: str, warm_start: bool, fast: bool,
+               estimation: str, objectives: str,
                label: str | None, fmt: str | None, categorical: str | None,
                numerical: str | None, sequence: str | None, schema: Path | None,
                group: str | None, time_col: str | None, split: str, min_count: int,
@@ -122,7 +128,11 @@ def run_search(data: str, out_dir: Path, methods: str | None, strategy: str | No
     out_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
         shutil.rmtree(out_dir / "stages", ignore_errors=True)
-    options: dict[str, Any] = {"pruner": pruner, "warm_start": warm_start, "fast": fast}
+    if estimation not in ("train", "weight_sharing"):
+        raise SearchError(f"unknown estimation {estimation!r}; use train or weight_sharing")
+    options: dict[str, Any] = {"pruner": pruner, "warm_start": warm_start, "fast": fast,
+                               "estimation": estimation,
+                               "objectives": tuple(_split_list(objectives) or ["auc"])}
     if subsample is not None:
         options["subsample"] = subsample
     if trial_epochs is not None:

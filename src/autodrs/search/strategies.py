@@ -3,6 +3,8 @@
 ``random`` (RandomSampler), ``grid`` (GridSampler over the space's discrete choices),
 ``tpe`` (Bayesian, TPESampler), ``evolution`` (NSGA-II, single- or multi-objective) and
 ``rl`` (``ReinforceSampler``) are black-box; ``gradient`` trains a space's supernet.
+``beam`` (AutoCross's beam search) and ``importance`` (a ranking read from a fitted model:
+Lasso, GBDT, permutation importance) name methods' own algorithms.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from autodrs.search.base import SearchContext, SearchError, SearchSpace
 from autodrs.search.rl import ReinforceSampler
 
 BLACKBOX_STRATEGIES = ("random", "grid", "tpe", "evolution", "rl")
-STRATEGIES = (*BLACKBOX_STRATEGIES, "gradient")
+OWN_STRATEGIES = ("beam", "importance")
+STRATEGIES = (*BLACKBOX_STRATEGIES, "gradient", *OWN_STRATEGIES)
 MULTI_OBJECTIVE = ("random", "tpe", "evolution")
 
 

@@ -88,6 +88,9 @@ def serve_command(
     predictor = Predictor.from_folder(model)
     config = _override(load_serving_config(model), batch_size, threads, max_wait_ms, max_rows)
     app = create_app(predictor, config)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        console.print(f"[yellow]warning:[/yellow] listening on {host} exposes the endpoint "
+                      "beyond this machine; it has no authentication", highlight=False)
     console.print(f"serving {model} on http://{host}:{port} (batch {config.batch_size}, "
                   f"{config.threads} threads, from {config.source}); POST /predict, GET /health",
                   highlight=False)

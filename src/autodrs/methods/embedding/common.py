@@ -5,16 +5,22 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
+from torch import nn
 
 from autodrs.data.dataset import Batch
 from autodrs.data.schema import Schema
 from autodrs.models.builder import CTRModel, build_model, count_bytes, count_parameters
 from autodrs.nn.mixed import SearchedEmbedding
 from autodrs.search.base import SearchContext, SearchError, StageResult, Supernet
+from autodrs.search.estimation import BudgetExhausted, Deadline
+from autodrs.search.gradient import ArchStep
 from autodrs.spec import ArchSpec
+from autodrs.train.losses import make_loss
+from autodrs.train.trainer import Trainer
 
 DEFAULT_CANDIDATES = (2, 4, 8, 16, 32, 64)
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9,
@@ -138,3 +144,35 @@ def arch_every(ctx: SearchContext, paper: int) -> int:
         return every
     steps = -(-len(ctx.dataset.train) // ctx.train.batch_size)
     return max(1, min(paper, steps // 100))
+
+
+def train_supernet(ctx: SearchContext, supernet: Supernet, optimizer: torch.optim.Optimizer,
+                   every: int, mode: str = "bilevel", warm_epochs: int = 0,
+                   epochs: int | None = None) -> tuple[int, bool]:
+    """Warm start (weights only, ``warm_epochs``), then train the weights with an
+    architecture step of ``optimizer`` every ``every`` weight steps (on validation batches
+    for ``bilevel``). Stops cleanly when the search budget runs out. Returns the number of
+    architecture steps and whether the budget stopped it."""
+    loss = make_loss(ctx.spec.loss.name, ctx.spec.loss.params)
+
+    def arch_loss(model: nn.Module, batch: Batch) -> torch.Tensor:
+        return loss(model(batch), batch.label)
+
+    base = replace(ctx.train, progress=False, checkpoint=None)
+    epochs = epochs if epochs is not None else option(
+        ctx, "epochs", 1 if ctx.fast else base.epochs, int)
+    data = ctx.dataset
+    hook = ArchStep(optimizer, arch_loss, mode=mode, every=every,
+                    valid=data.valid if mode == "bilevel" else None,
+                    batch_size=base.batch_size, seed=ctx.seed,
+                    temperatures=list(getattr(supernet, "temperatures", [])))
+    try:
+        if warm_epochs > 0:
+            Trainer(replace(base, epochs=warm_epochs), [Deadline(ctx)]).fit(
+                supernet, data.train, data.valid, parameters=supernet.weight_parameters())
+        Trainer(replace(base, epochs=epochs, patience=max(2, base.patience)),
+                [hook, Deadline(ctx)]).fit(supernet, data.train, data.valid,
+                                          parameters=supernet.weight_parameters())
+    except BudgetExhausted:
+        return hook.arch_steps, True
+    return hook.arch_steps, False

@@ -18,28 +18,23 @@ The pruned spec is retrained from scratch.
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from typing import Any
 
 import torch
 from torch import nn
 
-from autodrs.data.dataset import Batch
 from autodrs.data.schema import Schema
 from autodrs.methods.embedding.common import (
     EmbeddingSupernet,
     dims_result,
     option,
     searched_fields,
+    train_supernet,
 )
 from autodrs.nn.mixed import SearchedEmbedding, value_counts
 from autodrs.nn.pruned import encode_mask
 from autodrs.search.base import Method, SearchContext, SearchError, StageResult, register_method
-from autodrs.search.estimation import BudgetExhausted, Deadline
-from autodrs.search.gradient import ArchStep
 from autodrs.spec import ArchSpec
-from autodrs.train.losses import make_loss
-from autodrs.train.trainer import Trainer
 
 
 def frequency_groups(counts: torch.Tensor, groups: int) -> torch.Tensor:
@@ -167,33 +162,9 @@ class DNIS(Method):
         groups_of = [frequency_groups(c, groups) for c in counts]
         torch.manual_seed(ctx.seed)
         supernet = DNISSupernet(schema, spec, fields, groups_of, width, block, groups)
-        loss = make_loss(spec.loss.name, spec.loss.params)
-
-        def arch_loss(model: nn.Module, batch: Batch) -> torch.Tensor:
-            return loss(model(batch), batch.label)
-
-        base = replace(ctx.train, progress=False, checkpoint=None)
-        epochs = option(ctx, "epochs", 1 if ctx.fast else base.epochs, int)
-        warm = option(ctx, "warm_epochs", 1, int)
-        data = ctx.dataset
-        stopped = False
-        arch_steps = 0
-        try:
-            if warm > 0:
-                Trainer(replace(base, epochs=warm), [Deadline(ctx)]).fit(
-                    supernet, data.train, data.valid, parameters=supernet.weight_parameters())
-            hook = ArchStep(RowNormalisedSGD(supernet.arch_parameters(),
-                                             lr=option(ctx, "arch_lr", 0.01)),
-                            arch_loss, mode="bilevel", every=1, valid=data.valid,
-                            batch_size=base.batch_size, seed=ctx.seed)
-            try:
-                Trainer(replace(base, epochs=epochs, patience=max(2, base.patience)),
-                        [hook, Deadline(ctx)]).fit(supernet, data.train, data.valid,
-                                                  parameters=supernet.weight_parameters())
-            finally:
-                arch_steps = hook.arch_steps
-        except BudgetExhausted:
-            stopped = True  # prune with the alpha reached so far
+        optimizer = RowNormalisedSGD(supernet.arch_parameters(), lr=option(ctx, "arch_lr", 0.01))
+        arch_steps, stopped = train_supernet(ctx, supernet, optimizer, every=1,
+                                             warm_epochs=option(ctx, "warm_epochs", 1, int))
 
         alpha = supernet.embedding.alpha.detach()
         rows = torch.stack([torch.bincount(g, minlength=groups) for g in groups_of]).float()

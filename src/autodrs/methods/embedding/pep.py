@@ -83,9 +83,18 @@ class PEPEmbedding(SearchedEmbedding):
 
 class PEPSupernet(EmbeddingSupernet):
     def __init__(self, schema: Schema, spec: ArchSpec, fields: list[str], width: int,
-                 seed: int, granularity: str, init: float, scale: float) -> None:
+                 seed: int, granularity: str, init: float, scale: float,
+                 threshold_decay: float) -> None:
         super().__init__(schema, spec, PEPEmbedding(schema, spec, fields, width, seed,
                                                     granularity, init, scale))
+        self.threshold_decay = threshold_decay
+
+    def regularization(self) -> torch.Tensor:
+        """PEP's weight decay on the thresholds s themselves (not on their stored, scaled
+        form), so a faster threshold step does not weaken the pull that raises them."""
+        emb = self.embedding
+        return 0.5 * self.threshold_decay * sum((s * emb.scale).pow(2).sum()
+                                                for s in emb.thresholds())
 
     def arch_parameters(self) -> list[nn.Parameter]:
         return self.embedding.thresholds()
@@ -110,6 +119,7 @@ class SparsitySnapshots(TrainHook):
         self.total = sum(v.numel() for v in embedding.v)
         self.snapshots: dict[float, dict[str, Any]] = {}
         self.curve: list[tuple[int, float]] = []
+        self.last: dict[str, Any] | None = None
 
     def sparsity(self) -> tuple[float, list[torch.Tensor]]:
         masks = self.embedding.masks()
@@ -121,6 +131,8 @@ class SparsitySnapshots(TrainHook):
             return
         sparsity, masks = self.sparsity()
         self.curve.append((step, round(sparsity, 4)))
+        # the Trainer restores its best epoch's weights at the end; keep what the search reached
+        self.last = {"step": step, "sparsity": sparsity, "masks": [m.cpu() for m in masks]}
         for level in self.levels:
             if level not in self.snapshots and sparsity >= level:
                 self.snapshots[level] = {"step": step, "sparsity": sparsity,
@@ -179,12 +191,12 @@ class PEP(Method):
         # pruned model starts from these step-0 weights
         seed = ctx.train.seed
         torch.manual_seed(seed)
+        decay = option(ctx, "weight_decay", 1e-5)
         supernet = PEPSupernet(schema, spec, fields, width, seed, granularity,
-                               option(ctx, "threshold_init", -15.0), scale)
+                               option(ctx, "threshold_init", -15.0), scale, decay)
         epochs = option(ctx, "epochs", 1 if ctx.fast else 3 * ctx.train.epochs, int)
         config = replace(ctx.train, epochs=epochs, patience=epochs + 1, progress=False,
-                         checkpoint=None, max_steps=None,
-                         weight_decay=option(ctx, "weight_decay", 1e-5))
+                         checkpoint=None, max_steps=None, weight_decay=decay)
         snapshots = SparsitySnapshots(supernet.embedding, levels)
         stopped = False
         try:
@@ -199,6 +211,8 @@ class PEP(Method):
             chosen = snapshots.snapshots[target]
         elif reached:
             chosen = snapshots.snapshots[reached[-1]]
+        elif snapshots.last is not None:
+            chosen = snapshots.last
         else:
             sparsity, masks = snapshots.sparsity()
             chosen = {"step": None, "sparsity": sparsity, "masks": masks}

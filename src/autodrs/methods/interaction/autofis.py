@@ -20,6 +20,7 @@ import time
 import torch
 from torch import nn
 
+from autodrs.data.dataset import Batch
 from autodrs.methods.interaction.common import (
     InteractionOutput,
     InteractionSupernet,
@@ -43,7 +44,7 @@ GRDA_DEFAULTS = {"deepfm": (5e-4, 0.8), "fm": (5e-3, 0.6)}
 GATE_INIT = 0.6
 GATE_SPREAD = 0.001
 SEARCH_EPOCHS = 2
-FINAL_THRESHOLD = 0.9
+FINAL_THRESHOLD = 2 * GATE_INIT
 
 
 class GatedPairInteraction(nn.Module):
@@ -56,7 +57,7 @@ class GatedPairInteraction(nn.Module):
         self.gate = nn.Parameter(torch.empty(len(pairs)).uniform_(GATE_INIT - GATE_SPREAD,
                                                                   GATE_INIT + GATE_SPREAD))
 
-    def forward(self, stacked: torch.Tensor) -> InteractionOutput:
+    def forward(self, stacked: torch.Tensor, batch: Batch) -> InteractionOutput:
         return InteractionOutput(logit=(self.norm(self.products(stacked)) * self.gate).sum(1))
 
 

@@ -20,6 +20,7 @@ from autodrs.models.builder import LinearTerm
 from autodrs.nn.embedding import FieldEmbedding
 from autodrs.nn.layers import MLP
 from autodrs.search.base import SearchContext, SearchError, StageResult, Supernet
+from autodrs.search.gradient import Temperature
 from autodrs.spec import ArchSpec, Interaction, cross_name
 from autodrs.train.trainer import TrainConfig, Trainer, TrainHook
 
@@ -124,7 +125,7 @@ class InteractionSupernet(Supernet):
             for n, e in zip(self.field_names, embeddings, strict=True)
         ], dim=1)
         logit = self.linear(batch) if self.linear is not None else self.bias
-        out: InteractionOutput = self.interaction(stacked)
+        out: InteractionOutput = self.interaction(stacked, batch)
         if out.logit is not None:
             logit = logit + out.logit
         if self.mlp is not None:
@@ -140,16 +141,21 @@ class InteractionSupernet(Supernet):
 class OptimizerStep(TrainHook):
     """Steps ``optimizer`` after every weight step on the gradients the trainer's backward
     pass left on its parameters: the architecture update on the *same* training batch
-    (single level, AutoFIS/AutoGroup/OptInter) without a second forward pass. The trainer's
-    own optimiser holds only the weights, so these gradients are untouched by its step."""
+    (single level: AutoFIS, OptInter) without a second forward pass. The trainer's own
+    optimiser holds only the weights, so these gradients are untouched by its step.
+    ``temperatures`` advance once per step."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer) -> None:
+    def __init__(self, optimizer: torch.optim.Optimizer,
+                 temperatures: Sequence[Temperature] = ()) -> None:
         self.optimizer = optimizer
+        self.temperatures = list(temperatures)
 
     def on_step(self, trainer: Trainer, model: nn.Module, step: int, batch: Batch,
                 loss: torch.Tensor) -> None:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        for t in self.temperatures:
+            t.advance()
 
 
 def planned_steps(ctx: SearchContext, config: TrainConfig) -> int:

@@ -5,12 +5,19 @@ Each field f has two logits ``a_f`` (drop, keep), initialised to [0.5, 0.5]. A f
 draws ``g_f = GumbelSoftmax(a_f, tau)[keep]`` once per field and feeds ``g_f * e_f`` to the
 backbone (the embedding and, where the backbone has one, the first-order term). Update rule,
 first-order bi-level DARTS as in the ERASE re-implementation: Adam on the weights on every
-training batch; every ``update_every`` = 10 steps, one Adam step (lr 1e-3) on the gates on
-the loss of one validation batch; ``tau = max(0.01, 1 - 5e-5 t)`` with t counted per weight
+training batch; every ``update_every`` = 10 steps (more often when that would give fewer
+than ``min_arch_steps`` = 100 gate steps), one Adam step (lr 1e-3) on the gates on the loss
+of one validation batch; ``tau = max(0.01, 1 - 5e-5 t)`` with t counted per weight
 step. Fields are ranked by keep probability ``softmax(a_f)[keep]``; the subset is chosen by
 the shared ERASE rule and retrained from scratch by ``experiment.fit_spec``.
 
-Options: ``arch_lr`` (1e-3), ``update_every`` (10), ``search_epochs``, ``decay`` (5e-5).
+The search runs one epoch by default, as ERASE's ``fs_run`` does: every batch is then new
+to the model, so the validation gradient of a gate measures the field's use rather than how
+much its embedding over-fitted in earlier epochs (which drives the gates of large
+vocabularies down on small tables).
+
+Options: ``arch_lr`` (1e-3), ``update_every`` (10), ``min_arch_steps`` (100),
+``search_epochs`` (1), ``decay`` (5e-5).
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from autodrs.data.schema import Schema
 from autodrs.methods.selection.common import (
     FieldScores,
     SelectionMethod,
+    arch_interval,
     option,
     search_config,
 )
@@ -125,7 +133,7 @@ class AutoField(SelectionMethod):
     strategies = ("gradient",)
 
     def score_fields(self, ctx: SearchContext, fields: list[str], strategy: str) -> FieldScores:
-        config = search_config(ctx)
+        config = search_config(ctx, epochs=1)
         torch.manual_seed(ctx.seed)
         temperature = Temperature(decay=option(ctx, "decay", 5e-5))
         supernet = AutoFieldSupernet(ctx.dataset.schema, ctx.spec, fields, temperature)
@@ -133,7 +141,7 @@ class AutoField(SelectionMethod):
         arch_step = ArchStep(
             torch.optim.Adam(supernet.arch_parameters(), lr=option(ctx, "arch_lr", 1e-3)),
             lambda model, batch: loss(model(batch), batch.label),
-            mode="bilevel", every=option(ctx, "update_every", 10, int),
+            mode="bilevel", every=arch_interval(ctx, config),
             valid=ctx.dataset.valid, batch_size=config.batch_size, seed=ctx.seed,
             temperatures=[temperature])
         last = _LastGates(supernet)

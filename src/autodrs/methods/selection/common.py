@@ -24,6 +24,7 @@ from autodrs.methods.selection.erase import EraseCurve, erase_curve
 from autodrs.methods.selection.redundancy import find_redundant, place_copies, redundant_copies
 from autodrs.methods.selection.subset import with_fields
 from autodrs.search.base import Method, SearchContext, SearchError, StageResult
+from autodrs.spec import ArchSpec
 from autodrs.train.trainer import TrainConfig
 
 
@@ -68,6 +69,7 @@ class FieldScores:
     scores: dict[str, float]
     subset: list[str] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    trials: list[dict[str, Any]] = field(default_factory=list)
 
 
 def candidate_fields(ctx: SearchContext) -> list[str]:
@@ -86,10 +88,16 @@ class SelectionMethod(Method):
     """A field-selection method: subclasses score the candidate fields."""
 
     component = "selection"
+    decides: tuple[str, ...] = ("fields",)
 
     @abstractmethod
     def score_fields(self, ctx: SearchContext, fields: list[str], strategy: str) -> FieldScores:
         """Score every field of ``fields`` (higher keeps it sooner)."""
+
+    def finish_spec(self, spec: ArchSpec, scored: FieldScores) -> ArchSpec:
+        """The stage's spec once its fields are chosen; methods that add a module (AdaFS's
+        controller) override this."""
+        return spec
 
     def search(self, ctx: SearchContext) -> StageResult:
         strategy = self.resolve_strategy(ctx)
@@ -125,21 +133,22 @@ class SelectionMethod(Method):
                                 tolerance=cfg.tolerance, stop=ctx.out_of_budget)
             chosen = curve.chosen.fields
         seconds = time.perf_counter() - t0
-        spec = with_fields(ctx.spec, chosen).record(self.name, strategy, ["fields"], seconds,
-                                                    kept=len(chosen), of=len(fields))
+        spec = self.finish_spec(with_fields(ctx.spec, chosen), scored)
+        spec.record(self.name, strategy, list(self.decides), seconds, kept=len(chosen),
+                    of=len(fields))
         spec.validate(ctx.dataset.schema)
         extra: dict[str, Any] = {"selected": chosen, "redundant": copies}
         if curve is not None:
             extra["erase"] = curve.to_dict()
         extra.update(scored.extra)
         return StageResult(method=self.name, strategy=strategy, spec=spec, ranking=ranking,
-                           scores=scores, seconds=seconds, extra=extra)
+                           scores=scores, trials=scored.trials, seconds=seconds, extra=extra)
 
 
 def search_config(ctx: SearchContext, epochs: int | None = None) -> TrainConfig:
     """The training config of a method's own search: the command's, seeded from
     ``ctx.seed``, for ``search_epochs`` (option) epochs, one epoch when ``fast``."""
-    n = 1 if ctx.fast else int(ctx.options.get("search_epochs", epochs or ctx.train.epochs))
+    n = 1 if ctx.fast else option(ctx, "search_epochs", epochs or ctx.train.epochs, int)
     if n < 1:
         raise SearchError(f"option search_epochs must be >= 1, got {n}")
     return replace(ctx.train, epochs=n, seed=ctx.seed)
@@ -152,3 +161,18 @@ def option(ctx: SearchContext, key: str, default: Any, kind: type = float) -> An
         return kind(value)
     except (TypeError, ValueError) as e:
         raise SearchError(f"option {key}={value!r} is not a valid {kind.__name__}") from e
+
+
+def arch_interval(ctx: SearchContext, config: TrainConfig) -> int:
+    """Weight steps between architecture steps of a bi-level search: ``update_every`` (10),
+    or fewer when the search has too few weight steps to give ``min_arch_steps`` (100)
+    architecture steps. The reference setting assumes millions of rows; on a small table it
+    would leave the architecture parameters near their start."""
+    every = option(ctx, "update_every", 10, int)
+    floor = option(ctx, "min_arch_steps", 100, int)
+    if every < 1 or floor < 0:
+        raise SearchError("options update_every and min_arch_steps must be >= 1 and >= 0")
+    planned = -(-len(ctx.dataset.train) // config.batch_size) * config.epochs
+    if floor and planned // every < floor:
+        every = max(1, planned // floor)
+    return every

@@ -1,0 +1,151 @@
+"""Black-box embedding-dim search over ``EmbeddingDimSpace``, through the engine's
+``run_blackbox``.
+
+- ``nis`` (NIS-style; Joglekar et al., KDD 2020, "Neural Input Search for Large Scale
+  Recommendation Models"): a REINFORCE controller (the engine's ``rl`` strategy) samples one
+  dim per field; the reward is ``valid AUC - lambda * bytes / bytes_max`` (``memory_penalty``
+  lambda, bytes_max the space's largest spec), so the policy trades accuracy for memory.
+- ``rule`` (RULE-style; Chen et al., KDD 2021, "Learning Elastic Embeddings for Customizing
+  On-Device Recommenders"): evolutionary search (NSGA-II, the engine's ``evolution``
+  strategy) over per-field dims with two objectives, valid AUC up and stored bytes down,
+  under a hard ``memory_budget`` (e.g. ``2MB``): every candidate is repaired into the budget
+  before it is trained, so the returned spec (the most accurate point of the Pareto front)
+  never exceeds it. The Pareto front of AUC against bytes is reported.
+
+Both score a candidate with the engine's cheap estimation (few epochs, optional subsample).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import optuna
+
+from autodrs.methods.embedding.common import (
+    candidate_dims,
+    dims_result,
+    option,
+    parse_bytes,
+    searched_fields,
+)
+from autodrs.methods.embedding.space import EmbeddingDimSpace
+from autodrs.search.base import Method, SearchContext, SearchError, StageResult, register_method
+from autodrs.search.blackbox import BlackBoxResult, run_blackbox
+from autodrs.search.estimation import Estimator
+from autodrs.spec import ArchSpec
+
+
+def make_space(ctx: SearchContext, budget: int | None) -> EmbeddingDimSpace:
+    return EmbeddingDimSpace(ctx.dataset.schema, ctx.spec, searched_fields(ctx),
+                             candidate_dims(ctx), budget)
+
+
+def memory_budget(ctx: SearchContext) -> int | None:
+    raw = ctx.options.get("memory_budget")
+    return None if raw is None else parse_bytes(raw)
+
+
+def pareto_front(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The points no other point beats on both AUC (higher) and bytes (lower), by bytes."""
+    front = [p for p in points
+             if not any(q["auc"] >= p["auc"] and q["bytes"] <= p["bytes"]
+                        and (q["auc"] > p["auc"] or q["bytes"] < p["bytes"]) for q in points)]
+    return sorted(front, key=lambda p: (p["bytes"], -p["auc"]))
+
+
+def trial_points(result: BlackBoxResult) -> list[dict[str, Any]]:
+    points = []
+    for t in result.study.get_trials(deepcopy=False,
+                                     states=(optuna.trial.TrialState.COMPLETE,)):
+        if "auc" in t.user_attrs and "bytes" in t.user_attrs:
+            points.append({"number": t.number, "auc": round(float(t.user_attrs["auc"]), 6),
+                           "bytes": int(t.user_attrs["bytes"]),
+                           "dims": t.user_attrs.get("decision")})
+    return points
+
+
+def fallback(space: EmbeddingDimSpace, spec: ArchSpec) -> ArchSpec:
+    """The spec so far, repaired into the budget (when no trial finished)."""
+    current = {f: spec.dim_of(f) for f in space.fields}
+    return space.apply(spec, space.repair(current))
+
+
+def stage(method: str, strategy: str, ctx: SearchContext, space: EmbeddingDimSpace,
+          result: BlackBoxResult, spec: ArchSpec, t0: float,
+          extra: dict[str, Any]) -> StageResult:
+    points = trial_points(result)
+    dims = {f: spec.dim_of(f) for f in space.fields}
+    return dims_result(method, strategy, ctx, spec, dims, time.perf_counter() - t0,
+                       trials=result.trials, pareto=pareto_front(points),
+                       extra={"completed_trials": result.completed,
+                              "candidates": space.candidates, **extra})
+
+
+@register_method
+class NIS(Method):
+    """``--methods nis``: options ``candidates`` (2,4,8,16,32,64), ``memory_penalty``
+    (lambda, 0.02), ``memory_budget`` (optional hard cap), and the engine's estimation
+    options (``epochs``, ``subsample``, ``rl_lr``)."""
+
+    name = "nis"
+    component = "embedding"
+    strategies = ("rl", "random", "tpe", "evolution", "grid")
+
+    def search(self, ctx: SearchContext) -> StageResult:
+        strategy = self.resolve_strategy(ctx)
+        t0 = time.perf_counter()
+        space = make_space(ctx, memory_budget(ctx))
+        penalty = option(ctx, "memory_penalty", 0.02)
+        if penalty < 0:
+            raise SearchError(f"memory_penalty must be >= 0, got {penalty}")
+        largest = space.bytes_of(dict.fromkeys(space.fields, space.candidates[-1]))
+        estimate = Estimator(ctx, ("auc",))
+
+        def reward(spec: ArchSpec, trial: optuna.Trial) -> float:
+            auc = float(estimate(spec, trial))  # type: ignore[arg-type]
+            trial.set_user_attr("auc", auc)
+            return auc - penalty * trial.user_attrs["bytes"] / largest
+
+        result = run_blackbox(space, ctx, strategy, reward, method=self.name)
+        spec = result.best_spec if result.best_value is not None else fallback(space, ctx.spec)
+        return stage(self.name, strategy, ctx, space, result, spec, t0,
+                     {"memory_penalty": penalty, "reward": result.best_value,
+                      "memory_budget": space.budget})
+
+
+@register_method
+class RULE(Method):
+    """``--methods rule --memory-budget 2MB``: options ``memory_budget`` (required),
+    ``candidates``, and the engine's estimation and evolution options (``epochs``,
+    ``subsample``, ``population_size``)."""
+
+    name = "rule"
+    component = "embedding"
+    strategies = ("evolution", "random", "tpe")
+
+    def search(self, ctx: SearchContext) -> StageResult:
+        strategy = self.resolve_strategy(ctx)
+        t0 = time.perf_counter()
+        budget = memory_budget(ctx)
+        if budget is None:
+            raise SearchError("rule searches under a memory budget: pass --memory-budget "
+                              "(e.g. 2MB)")
+        space = make_space(ctx, budget)
+        # two objectives: the estimator must not report intermediate values to the trial
+        estimate = Estimator(ctx, ("auc", "embedding_params"))
+
+        def objectives(spec: ArchSpec, trial: optuna.Trial) -> tuple[float, float]:
+            auc = float(estimate(spec, trial)[0])  # type: ignore[index]
+            trial.set_user_attr("auc", auc)
+            return auc, float(trial.user_attrs["bytes"])
+
+        result = run_blackbox(space, ctx, strategy, objectives,
+                              directions=("maximize", "minimize"), method=self.name)
+        spec = result.best_spec if result.best_value is not None else fallback(space, ctx.spec)
+        stored = space.bytes_of({f: spec.dim_of(f) for f in space.fields})
+        if stored > budget:
+            raise SearchError(f"internal error: rule chose a spec of {stored:,} bytes over the "
+                              f"budget of {budget:,}")
+        return stage(self.name, strategy, ctx, space, result, spec, t0,
+                     {"memory_budget": budget})

@@ -1,0 +1,165 @@
+"""OptInter (Lyu, Tang, Guo, Tang, He, Zhang, Liu; ICDE 2022, "Memorize, Factorize, or be
+Naive"): per field pair, choose how the pair is modelled.
+
+Each pair (i, j) has three candidates: *memorise* (a dedicated embedding of the cross
+feature i x j, hashed), *factorise* (the Hadamard product of per-field "addition"
+embeddings, ``e'_i * e'_j``) and *naive* (nothing). The supernet feeds the mixture
+
+    p_ij = a_mem E_cross[i x j] + a_fac (e'_i * e'_j) + a_naive 0,   a = softmax(alpha_ij / t)
+
+of every pair into the MLP next to the field embeddings, with ``t = max(0.01, 1 - tau*step)``
+annealed per step (no Gumbel noise). Weights (Adam) and alpha (Adam, ``arch_lr``) step on the
+*same* training batch. The architecture is the argmax per pair; memorised pairs become cross
+features of the spec (``Interaction(function="memorise")``), factorised pairs inner-product
+interactions, naive pairs are dropped.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from torch import nn
+
+from autodrs.data.dataset import Batch
+from autodrs.data.schema import Schema
+from autodrs.methods.interaction.common import (
+    InteractionOutput,
+    InteractionSupernet,
+    OptimizerStep,
+    base_spec,
+    candidate_interactions,
+    embedded_names,
+    interaction_key,
+    interaction_result,
+    option,
+    train_supernet,
+)
+from autodrs.nn.embedding import FieldEmbedding
+from autodrs.search.base import Method, SearchContext, SearchError, StageResult, register_method
+from autodrs.search.gradient import Temperature
+from autodrs.spec import ArchSpec, Interaction, cross_name
+
+CHOICES = ("memorise", "factorise", "naive")
+SEARCH_CROSS_BUCKETS = 8192  # hashed ids per pair in the supernet (collisions are tolerable)
+
+
+class PairChoice(nn.Module):
+    """Every pair modelled by the softmax(alpha / t) mixture of its three candidates."""
+
+    def __init__(self, schema: Schema, spec: ArchSpec, names: list[str],
+                 pairs: list[tuple[int, ...]], pair_dim: int, buckets: int,
+                 temperature: Temperature) -> None:
+        super().__init__()
+        kinds = {f.name: f.kind for f in schema.fields}
+        self.memorisable = [p for p, (i, j) in enumerate(pairs)
+                            if kinds.get(names[i]) == "categorical"
+                            and kinds.get(names[j]) == "categorical"]
+        crosses = [[names[pairs[p][0]], names[pairs[p][1]]] for p in self.memorisable]
+        self.memory = FieldEmbedding(
+            schema, ArchSpec(fields=[], crosses=crosses, cross_buckets=buckets,
+                             embed_dim=pair_dim))
+        self.factors = FieldEmbedding(schema, spec, dim_override=pair_dim)
+        self.register_buffer("left", torch.tensor([p[0] for p in pairs]), persistent=False)
+        self.register_buffer("right", torch.tensor([p[1] for p in pairs]), persistent=False)
+        self.register_buffer("mem_index", torch.tensor(self.memorisable, dtype=torch.long),
+                             persistent=False)
+        # pairs without a cross feature (numerical or sequence fields) cannot be memorised
+        mask = torch.zeros(len(pairs), len(CHOICES))
+        mask[:, 0] = float("-inf")
+        mask[self.memorisable, 0] = 0.0
+        self.register_buffer("mask", mask, persistent=False)
+        self.alpha = nn.Parameter(nn.init.xavier_normal_(torch.empty(len(pairs), len(CHOICES))))
+        self.temperature = temperature
+        self.n_pairs = len(pairs)
+        self.pair_dim = pair_dim
+
+    def weights(self) -> torch.Tensor:
+        return torch.softmax((self.alpha + self.mask) / self.temperature.value, dim=-1)
+
+    def forward(self, stacked: torch.Tensor, batch: Batch) -> InteractionOutput:
+        w = self.weights()
+        factors = torch.stack(self.factors(batch), dim=1)
+        factorised = factors.index_select(1, self.left) * factors.index_select(1, self.right)
+        pairs = w[:, 1, None] * factorised
+        if self.memorisable:
+            memorised = torch.stack(self.memory(batch), dim=1)
+            pairs = pairs.index_add(1, self.mem_index, w[self.mem_index, 0, None] * memorised)
+        return InteractionOutput(features=pairs.flatten(1))
+
+
+class OptInterSupernet(InteractionSupernet):
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return [self.interaction.alpha]
+
+    def derive(self) -> dict[str, str]:
+        choice = self.interaction.weights().argmax(-1).tolist()
+        names = self.field_names
+        pairs = zip(self.interaction.left.tolist(), self.interaction.right.tolist(),
+                    strict=True)
+        return {interaction_key((names[i], names[j])): CHOICES[c]
+                for (i, j), c in zip(pairs, choice, strict=True)}
+
+
+@register_method
+class OptInter(Method):
+    """OptInter: memorise / factorise / naive per pair, by annealed softmax, same batch.
+
+    Options: ``backbone`` (deepfm | fm), ``pair_dim`` (default embed_dim // 2),
+    ``arch_lr`` (1e-3), ``tau`` (temperature decay per step, 5e-5), ``cross_buckets``
+    (hashed ids per memorised pair in the supernet, default 8192), ``search_epochs``.
+    """
+
+    name = "optinter"
+    component = "interaction"
+    strategies = ("gradient",)
+
+    def search(self, ctx: SearchContext) -> StageResult:
+        strategy = self.resolve_strategy(ctx)
+        t0 = time.perf_counter()
+        spec = base_spec(ctx)
+        pair_dim = option(ctx, "pair_dim", max(1, spec.embed_dim // 2), int)
+        arch_lr = option(ctx, "arch_lr", 1e-3)
+        tau = option(ctx, "tau", 5e-5)
+        buckets = option(ctx, "cross_buckets", min(spec.cross_buckets, SEARCH_CROSS_BUCKETS),
+                         int)
+        if pair_dim < 1 or buckets < 1 or arch_lr <= 0 or tau < 0:
+            raise SearchError("optinter needs pair_dim >= 1, cross_buckets >= 1, arch_lr > 0 "
+                              "and tau >= 0")
+        schema = ctx.dataset.schema
+        names = embedded_names(schema, spec)
+        pairs = candidate_interactions(names, 2)
+        if not pairs:
+            raise SearchError("interaction search needs at least two fields")
+        temperature = Temperature(start=1.0, decay=tau, floor=0.01)
+        torch.manual_seed(ctx.seed)
+        module = PairChoice(schema, spec, names, pairs, pair_dim, buckets, temperature)
+        supernet = OptInterSupernet(schema, spec, module,
+                                    feature_dim=len(pairs) * pair_dim)
+        arch_opt = torch.optim.Adam(supernet.arch_parameters(), lr=arch_lr)
+        train_supernet(ctx, supernet, [OptimizerStep(arch_opt, [temperature])])
+        with torch.no_grad():
+            weights = module.weights()
+        chosen = weights.argmax(-1).tolist()
+        scores: dict[tuple[str, ...], float] = {}
+        methods: dict[str, str] = {}
+        kept: list[Interaction] = []
+        crosses = [list(c) for c in spec.crosses]
+        for (i, j), c, w in zip(pairs, chosen, weights.tolist(), strict=True):
+            key = (names[i], names[j])
+            scores[key] = 1.0 - w[2]  # the probability that the pair is modelled at all
+            methods[interaction_key(key)] = CHOICES[c]
+            if CHOICES[c] == "memorise":
+                if list(key) not in crosses:
+                    crosses.append(list(key))
+                kept.append(Interaction(fields=list(key), function="memorise"))
+            elif CHOICES[c] == "factorise":
+                kept.append(Interaction(fields=list(key), function="product"))
+        kept.sort(key=lambda inter: -scores[tuple(inter.fields)])
+        spec = spec.copy(crosses=crosses)
+        return interaction_result(
+            self.name, strategy, spec, scores, kept, time.perf_counter() - t0,
+            extra={"functions": methods, "temperature": temperature.value,
+                   "memorised_crosses": [cross_name(i.fields) for i in kept
+                                         if i.function == "memorise"]},
+        )

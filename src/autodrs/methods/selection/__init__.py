@@ -1,0 +1,17 @@
+"""Raw-field selection: AutoField, AdaFS, MARLFS-style agents and black-box search over the
+keep/drop space, and the Lasso, GBDT and permutation baselines, all ranked and cut by the
+shared ERASE protocol (``erase.py``)."""
+
+from autodrs.methods.selection import (  # noqa: F401  (registers the methods)
+    adafs,
+    autofield,
+    gbdt,
+    lasso,
+    marlfs,
+    permutation,
+)
+from autodrs.methods.selection.erase import EraseCurve, erase_curve, pick_k
+from autodrs.methods.selection.space import FieldSelectionSpace
+from autodrs.methods.selection.truth import planted_recovery
+
+__all__ = ["EraseCurve", "FieldSelectionSpace", "erase_curve", "pick_k", "planted_recovery"]
