@@ -132,7 +132,8 @@ def main() -> None:
         data_rows, curves[data] = run(data, args.seeds, args.trials, args.subsample,
                                       args.trial_epochs, args.epochs, args.threads)
         rows += data_rows
-    print(markdown_table(["data", "strategy", "best trial valid AUC", "retrained test AUC",
+    print(markdown_table(["data", "strategy", "best valid AUC (trial; gradient: retrained)",
+                          "retrained test AUC",
                           "trials", "search s"], rows))
     args.plot.parent.mkdir(parents=True, exist_ok=True)
     plot(curves, args.plot)

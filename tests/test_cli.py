@@ -92,6 +92,8 @@ def test_bench_writes_a_leaderboard(tmp_run):
 
 
 def test_console_script_is_installed():
-    out = subprocess.run([sys.executable, "-m", "autodrs.cli", "--help"], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "autodrs", "--help"], capture_output=True,
                          text=True, check=True)
-    assert "train" in out.stdout and "datasets" in out.stdout
+    for command in ("datasets", "train", "bench", "search", "report", "predict", "serve",
+                    "export", "tune-serving"):
+        assert command in out.stdout

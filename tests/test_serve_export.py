@@ -16,6 +16,7 @@ from autodrs.data.dataset import Batch, Dataset
 from autodrs.data.sources import load_table
 from autodrs.experiment import fit_spec
 from autodrs.models.backbones import BACKBONES, backbone_spec
+from autodrs.nn.pruned import PrunedTable, encode_mask
 from autodrs.runfolder import load_model
 from autodrs.serve.export import (
     FORMATS,
@@ -26,7 +27,7 @@ from autodrs.serve.export import (
     sidecar_paths,
 )
 from autodrs.serve.predictor import Predictor
-from autodrs.spec import ArchSpec, Interaction
+from autodrs.spec import ArchSpec, ControllerSpec, Interaction
 from autodrs.train.trainer import TrainConfig, Trainer
 
 TRAIN = TrainConfig(epochs=1, batch_size=128, lr=1e-2, progress=False, threads=1, seed=0)
@@ -65,12 +66,26 @@ SEARCHED = {
         embed_dim=8, fm=True, inner=True, mlp=[32], field_dims={"r1": 4},
         interactions=[Interaction(["r0", "r1"], weight=0.7), Interaction(["r0", "r2"]),
                       Interaction(["r3", "r5"], weight=1.6)]),
+    # AdaFS soft field controller (per-example field weights)
+    "field_controller": ArchSpec(embed_dim=8, controller=ControllerSpec(), fm=True, mlp=[32]),
 }
 
 
 @pytest.mark.parametrize("case", list(SEARCHED))
 def test_searched_specs_export(case: str, tiny_synthetic: Dataset, tmp_path: Path) -> None:
     model = fit_spec(tiny_synthetic, SEARCHED[case], TRAIN).model
+    assert_export_matches(model, tiny_synthetic, tmp_path)
+
+
+def test_pruned_tables_export(tiny_synthetic: Dataset, tmp_path: Path) -> None:
+    """Per-value pruned tables (stored sparsely) with a different kept width per value."""
+    g = torch.Generator().manual_seed(0)
+    masks = {name: encode_mask(torch.rand(tiny_synthetic.schema.field(name).vocab_size, 8,
+                                          generator=g) < 0.4)
+             for name in ("r0", "r1", "n0")}
+    spec = ArchSpec(embed_dim=8, pruning=masks, linear=True, fm=True, mlp=[32])
+    model = fit_spec(tiny_synthetic, spec, TRAIN).model
+    assert sum(isinstance(m, PrunedTable) for m in model.modules()) == 3
     assert_export_matches(model, tiny_synthetic, tmp_path)
 
 

@@ -286,7 +286,3 @@ app.command("tune-serving")(user_errors(tune_serving_command))
 
 def main() -> None:
     app()
-
-
-if __name__ == "__main__":
-    main()

@@ -20,8 +20,11 @@ if TYPE_CHECKING:
 NUMERICAL_ENCODERS = ("linear", "bucket", "autodis")
 # "product": an inner product of the fields' embeddings (the FM / inner towers);
 # "memorise": the embedding of the fields' cross feature (OptInter), so the cross must be
-# one of ``spec.crosses``; pairs that are not listed are not modelled ("naive")
-INTERACTION_FUNCTIONS = ("product", "memorise")
+# one of ``spec.crosses``; pairs that are not listed are not modelled ("naive");
+# the per-pair functions of SIF / AutoFeature / AIM (``autodrs.nn.functions``) are summed
+# into the logit by a tower of their own
+PAIR_FUNCTIONS = ("multiply", "plus", "max", "min", "concat", "generalised")
+INTERACTION_FUNCTIONS = ("product", "memorise", *PAIR_FUNCTIONS)
 LOSSES = ("bce", "focal", "hinge", "squared")
 
 
@@ -98,6 +101,8 @@ class ArchSpec:
     l2_fields: dict[str, float] = field(default_factory=dict)  # per-field L2 (lambda-Opt)
     training: TrainingSpec = field(default_factory=TrainingSpec)
     controller: ControllerSpec | None = None
+    # a block DAG over the embeddings in place of the towers (``autodrs.models.dag``)
+    dag: dict[str, Any] | None = None
     provenance: list[dict[str, Any]] = field(default_factory=list)
 
     # ------------------------------------------------------------------ JSON
@@ -217,6 +222,9 @@ class ArchSpec:
                 if inter.function == "memorise" and inter.fields not in self.crosses:
                     raise SpecError(f"interaction {inter.key} is memorised, but the spec has "
                                     f"no cross {inter.fields}; add it to crosses")
+                if inter.function in PAIR_FUNCTIONS and len(inter.fields) != 2:
+                    raise SpecError(f"interaction {inter.key}: function {inter.function!r} "
+                                    "joins exactly two fields")
         if any(int(w) <= 0 for w in self.mlp):
             raise SpecError(f"MLP widths must be > 0, got {self.mlp}")
         if not 0.0 <= self.dropout < 1.0:
@@ -248,8 +256,19 @@ class ArchSpec:
             if not 0.0 <= self.controller.dropout < 1.0:
                 raise SpecError(f"controller.dropout must be in [0, 1), got "
                                 f"{self.controller.dropout}")
+        if self.dag is not None:
+            from autodrs.models.dag import BlockGraph  # models import this module
+
+            BlockGraph.from_dict(self.dag).validate(
+                used + [cross_name(c) for c in self.crosses])
+            towers = [name for name, on in (("fm", self.fm), ("inner", self.inner),
+                                            ("mlp", self.mlp), ("cross", self.cross_layers),
+                                            ("attention", self.attention_layers)) if on]
+            if towers:
+                raise SpecError(f"a block DAG replaces the towers; turn off {', '.join(towers)}")
+        pair_functions = any(i.function in PAIR_FUNCTIONS for i in self.interactions or [])
         if not (self.linear or self.fm or self.inner or self.mlp or self.cross_layers
-                or self.attention_layers):
+                or self.attention_layers or self.dag is not None or pair_functions):
             raise SpecError("spec has no tower: enable linear, fm, inner, mlp, cross or attention")
         return self
 

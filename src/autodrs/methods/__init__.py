@@ -6,3 +6,5 @@ from autodrs.methods.training import autoloss, lambdaopt  # noqa: F401
 from autodrs.methods import embedding  # noqa: F401, E402
 from autodrs.methods import interaction  # noqa: F401, E402
 from autodrs.methods import selection  # noqa: F401, E402
+from autodrs.methods import crossing  # noqa: F401, E402
+from autodrs.methods import blocks  # noqa: F401, E402

@@ -3,7 +3,9 @@
 A model is a sum of towers over the field embeddings: a first-order ``linear`` term, an
 ``fm`` term, and a deep head over the concatenation of an ``mlp`` (optionally fed with
 ``inner`` pair products, as in IPNN), ``cross`` layers (DCN-V2) and ``attention`` layers
-(AutoInt). Each hand-crafted backbone is a preset of these switches.
+(AutoInt). Each hand-crafted backbone is a preset of these switches. Interactions with a
+function of their own (``autodrs.nn.functions``) add a tower of per-pair logit terms, and a
+``dag`` (``autodrs.models.dag``) replaces the towers by a graph of blocks.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from torch import nn
 
 from autodrs.data.dataset import Batch
 from autodrs.data.schema import Schema
+from autodrs.models.dag import BlockDAG, BlockGraph
 from autodrs.nn.controller import FieldController
 from autodrs.nn.embedding import FieldEmbedding
-from autodrs.nn.regularization import field_l2_penalty, owned_parameters
+from autodrs.nn.functions import PairFunctionTower
 from autodrs.nn.layers import (
     MLP,
     CrossNetV2,
@@ -25,7 +28,8 @@ from autodrs.nn.layers import (
     PairProducts,
     SelfAttentionInteraction,
 )
-from autodrs.spec import ArchSpec, SpecError
+from autodrs.nn.regularization import field_l2_penalty, owned_parameters
+from autodrs.spec import PAIR_FUNCTIONS, ArchSpec, SpecError
 
 
 class LinearTerm(nn.Module):
@@ -55,9 +59,11 @@ class CTRModel(nn.Module):
         index = {n: i for i, n in enumerate(names)}
         pairs: list[tuple[int, int]] | None = None
         pair_weights: list[float] | None = None
+        self.functions = None
         if spec.interactions is not None:
-            # memorised interactions are modelled by their cross feature's embedding
-            products = [i for i in spec.interactions if i.function != "memorise"]
+            # memorised interactions are modelled by their cross feature's embedding, pairs
+            # with a function of their own by the pair-function tower
+            products = [i for i in spec.interactions if i.function == "product"]
             pairs = []
             for inter in products:
                 if len(inter.fields) != 2:
@@ -66,7 +72,17 @@ class CTRModel(nn.Module):
             if any(i.weight is not None for i in products):
                 pair_weights = [1.0 if i.weight is None else float(i.weight)
                                 for i in products]
-        self.needs_stack = bool(spec.fm or spec.inner or spec.attention_layers)
+            own = [i for i in spec.interactions if i.function in PAIR_FUNCTIONS]
+            if own:
+                self.functions = PairFunctionTower(
+                    [(index[i.fields[0]], index[i.fields[1]]) for i in own],
+                    [i.function for i in own], common,
+                    [1.0 if i.weight is None else float(i.weight) for i in own]
+                    if any(i.weight is not None for i in own) else None)
+        self.dag = (BlockDAG(BlockGraph.from_dict(spec.dag), names, dims, common)
+                    if spec.dag is not None else None)
+        self.needs_stack = bool(spec.fm or spec.inner or spec.attention_layers
+                                or self.functions is not None)
         self.project = nn.ModuleDict()
         if self.needs_stack:
             for n, d in zip(names, dims, strict=True):
@@ -112,6 +128,10 @@ class CTRModel(nn.Module):
         stacked = self.stacked(embeddings) if self.needs_stack else None
         if self.fm is not None:
             logit = logit + self.fm(stacked)
+        if self.functions is not None:
+            logit = logit + self.functions(stacked)
+        if self.dag is not None:
+            logit = logit + self.dag(embeddings)
         if self.head is not None:
             flat = torch.cat(embeddings, dim=1)
             parts = []

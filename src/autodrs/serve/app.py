@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import asdict
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -45,8 +46,6 @@ def create_app(predictor: Predictor, config: ServingConfig | None = None) -> Fas
             await batcher.stop()
 
     app = FastAPI(title="autodrs", lifespan=lifespan)
-    app.state.batcher = batcher
-    app.state.config = config
     fields = {f.name: f.kind for f in predictor.schema.fields}
 
     @app.get("/health")
@@ -54,10 +53,7 @@ def create_app(predictor: Predictor, config: ServingConfig | None = None) -> Fas
         return {
             "status": "ok",
             "fields": fields,
-            "config": {"batch_size": config.batch_size, "threads": config.threads,
-                       "max_wait_ms": config.max_wait_ms,
-                       "max_request_rows": config.max_request_rows,
-                       "p95_ms": config.p95_ms, "source": config.source},
+            "config": asdict(config),
             "served": {"requests": batcher.requests, "model_calls": batcher.calls},
         }
 

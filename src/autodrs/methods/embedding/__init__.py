@@ -4,6 +4,6 @@ under a memory budget (black-box over ``EmbeddingDimSpace``). Per value: PEP (le
 thresholds) and AutoEmb (frequency-aware soft selection). Numerical fields: AutoDis against
 normalised-linear and equal-frequency bucketising."""
 
-from autodrs.methods.embedding import autodim, autoemb, blackbox, dnis, pep  # noqa: F401
+from autodrs.methods.embedding import autodim, autodis, autoemb, blackbox, dnis, pep  # noqa: F401
 
-__all__ = ["autodim", "autoemb", "blackbox", "dnis", "pep"]
+__all__ = ["autodim", "autodis", "autoemb", "blackbox", "dnis", "pep"]

@@ -25,6 +25,7 @@ import optuna
 from autodrs.methods.embedding.common import (
     candidate_dims,
     dims_result,
+    measure,
     option,
     parse_bytes,
     searched_fields,
@@ -90,7 +91,8 @@ class NIS(Method):
 
     name = "nis"
     component = "embedding"
-    strategies = ("rl", "random", "tpe", "evolution", "grid")
+    # no grid: the product of per-field choices is far too large to enumerate
+    strategies = ("rl", "random", "tpe", "evolution")
 
     def search(self, ctx: SearchContext) -> StageResult:
         strategy = self.resolve_strategy(ctx)
@@ -116,8 +118,8 @@ class NIS(Method):
 
 @register_method
 class RULE(Method):
-    """``--methods rule --memory-budget 2MB``: options ``memory_budget`` (required),
-    ``candidates``, and the engine's estimation and evolution options (``epochs``,
+    """``--methods rule --memory-budget 2MB``: options ``memory_budget`` (default: the
+    stored size of the spec so far), ``candidates``, and the engine's estimation and evolution options (``epochs``,
     ``subsample``, ``population_size``)."""
 
     name = "rule"
@@ -127,10 +129,8 @@ class RULE(Method):
     def search(self, ctx: SearchContext) -> StageResult:
         strategy = self.resolve_strategy(ctx)
         t0 = time.perf_counter()
-        budget = memory_budget(ctx)
-        if budget is None:
-            raise SearchError("rule searches under a memory budget: pass --memory-budget "
-                              "(e.g. 2MB)")
+        # without --memory-budget the spec so far's stored size is the cap: it may only shrink
+        budget = memory_budget(ctx) or measure(ctx.dataset.schema, ctx.spec)["bytes"]
         space = make_space(ctx, budget)
         # two objectives: the estimator must not report intermediate values to the trial
         estimate = Estimator(ctx, ("auc", "embedding_params"))

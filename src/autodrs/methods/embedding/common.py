@@ -3,6 +3,7 @@ stage result (``dims`` per field and the stored ``bytes``; DESIGN.md)."""
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Sequence
 from dataclasses import replace
@@ -99,13 +100,24 @@ def searched_fields(ctx: SearchContext) -> list[str]:
     return fields
 
 
+def file_bytes(model: nn.Module) -> int:
+    """Size of the ``model.pt`` that ``runfolder.save_model`` writes for ``model``: its
+    tensors plus the file format's per-tensor records (exact up to the archive name that
+    each record repeats)."""
+    buffer = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buffer)
+    return len(buffer.getvalue())
+
+
 def measure(schema: Schema, spec: ArchSpec) -> dict[str, int]:
-    """Embedding parameters and stored bytes of the model ``spec`` describes."""
+    """Embedding parameters, stored bytes (tensors) and ``model.pt`` size of the model
+    ``spec`` describes (shapes, and so sizes, do not change with training)."""
     with torch.random.fork_rng():
         model = build_model(schema, spec)
     params, size = count_parameters(model), count_bytes(model)
     return {"params": params["embedding"], "bytes": size["embedding"],
-            "total_params": params["total"], "total_bytes": size["total"]}
+            "total_params": params["total"], "total_bytes": size["total"],
+            "file_bytes": file_bytes(model)}
 
 
 def dims_result(method: str, strategy: str, ctx: SearchContext, spec: ArchSpec,
@@ -118,8 +130,8 @@ def dims_result(method: str, strategy: str, ctx: SearchContext, spec: ArchSpec,
     size = measure(ctx.dataset.schema, spec)
     base = measure(ctx.dataset.schema, ctx.spec)
     out = spec.copy()
-    out.provenance.append({"method": method, "component": "embedding", "dims": dims,
-                           "bytes": size["bytes"]})
+    out.provenance.append({"method": method, "strategy": strategy, "component": "embedding",
+                           "dims": dims, "bytes": size["bytes"]})
     ranking = sorted(dims, key=lambda f: (-dims[f], f))
     return StageResult(
         method=method, strategy=strategy, spec=out, ranking=ranking,
@@ -129,6 +141,9 @@ def dims_result(method: str, strategy: str, ctx: SearchContext, spec: ArchSpec,
         extra={"embedding_params": size["params"], "baseline_bytes": base["bytes"],
                "baseline_embedding_params": base["params"],
                "compression": round(base["bytes"] / max(1, size["bytes"]), 3),
+               "model_bytes": size["total_bytes"], "baseline_model_bytes": base["total_bytes"],
+               "file_bytes": size["file_bytes"], "baseline_file_bytes": base["file_bytes"],
+               "file_compression": round(base["file_bytes"] / size["file_bytes"], 3),
                **(extra or {})},
     )
 

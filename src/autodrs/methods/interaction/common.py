@@ -5,7 +5,7 @@ stage result (ranking best first, scores keyed ``"a*b"``, kept pairs in ``spec.i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from itertools import combinations
 from typing import Any
@@ -22,6 +22,7 @@ from autodrs.nn.layers import MLP
 from autodrs.search.base import SearchContext, SearchError, StageResult, Supernet
 from autodrs.search.gradient import Temperature
 from autodrs.spec import ArchSpec, Interaction, cross_name
+from autodrs.train.losses import make_loss
 from autodrs.train.trainer import TrainConfig, Trainer, TrainHook
 
 BACKBONES = ("deepfm", "fm")
@@ -182,6 +183,23 @@ class ArchSnapshot(TrainHook):
         with torch.no_grad():
             for p, v in zip(self.parameters, self.values, strict=True):
                 p.copy_(v)
+
+
+def arch_loss(spec: ArchSpec) -> Callable[[nn.Module, Batch], torch.Tensor]:
+    """The spec's training loss on a batch, for architecture steps on other batches."""
+    loss = make_loss(spec.loss.name, spec.loss.params)
+
+    def fn(model: nn.Module, batch: Batch) -> torch.Tensor:
+        return loss(model(batch), batch.label)
+
+    return fn
+
+
+def rescaled(paper_value: float, paper_steps: float, steps: int) -> float:
+    """A per-step constant of a paper (a learning rate, a temperature decay) rescaled so that
+    a run of ``steps`` travels as far as the paper's run of ``paper_steps`` did; unchanged
+    for runs at least that long."""
+    return paper_value * max(1.0, paper_steps / max(1, steps))
 
 
 def train_supernet(ctx: SearchContext, supernet: Supernet, hooks: Sequence[TrainHook] = (),

@@ -27,21 +27,30 @@ from autodrs.methods.interaction.common import (
     InteractionOutput,
     InteractionSupernet,
     OptimizerStep,
+    arch_loss,
     base_spec,
     candidate_interactions,
     embedded_names,
     interaction_key,
     interaction_result,
     option,
+    planned_steps,
+    rescaled,
+    search_config,
     train_supernet,
 )
 from autodrs.nn.embedding import FieldEmbedding
 from autodrs.search.base import Method, SearchContext, SearchError, StageResult, register_method
-from autodrs.search.gradient import Temperature
+from autodrs.search.gradient import ArchStep, Temperature
 from autodrs.spec import ArchSpec, Interaction, cross_name
+from autodrs.train.trainer import TrainHook
 
 CHOICES = ("memorise", "factorise", "naive")
-SEARCH_CROSS_BUCKETS = 8192  # hashed ids per pair in the supernet (collisions are tolerable)
+SEARCH_CROSS_BUCKETS = 4096  # hashed ids per pair in the supernet (collisions are tolerable)
+# the official per-step constants and the run length they anneal over (1 / tau steps)
+PAPER_ARCH_LR = 1e-3
+PAPER_TAU = 5e-5
+PAPER_STEPS = 1 / PAPER_TAU
 
 
 class PairChoice(nn.Module):
@@ -106,8 +115,12 @@ class OptInter(Method):
     """OptInter: memorise / factorise / naive per pair, by annealed softmax, same batch.
 
     Options: ``backbone`` (deepfm | fm), ``pair_dim`` (default embed_dim // 2),
-    ``arch_lr`` (1e-3), ``tau`` (temperature decay per step, 5e-5), ``cross_buckets``
-    (hashed ids per memorised pair in the supernet, default 8192), ``search_epochs``.
+    ``arch_lr`` and ``tau`` (temperature decay per step): the official 1e-3 and 5e-5,
+    rescaled to the planned number of search steps when the search is shorter than the
+    official anneal (1/tau = 20k steps), so that the temperature still reaches its floor
+    and alpha can move as far; ``cross_buckets`` (hashed ids per memorised pair in the
+    supernet, default 4096), ``mode`` (same_batch, the paper's default, or bilevel),
+    ``search_epochs``.
     """
 
     name = "optinter"
@@ -118,9 +131,14 @@ class OptInter(Method):
         strategy = self.resolve_strategy(ctx)
         t0 = time.perf_counter()
         spec = base_spec(ctx)
+        config = search_config(ctx)
+        steps = planned_steps(ctx, config)
         pair_dim = option(ctx, "pair_dim", max(1, spec.embed_dim // 2), int)
-        arch_lr = option(ctx, "arch_lr", 1e-3)
-        tau = option(ctx, "tau", 5e-5)
+        arch_lr = option(ctx, "arch_lr", rescaled(PAPER_ARCH_LR, PAPER_STEPS, steps))
+        tau = option(ctx, "tau", rescaled(PAPER_TAU, PAPER_STEPS, steps))
+        mode = str(ctx.options.get("mode", "same_batch"))
+        if mode not in ("same_batch", "bilevel"):
+            raise SearchError(f"optinter mode must be same_batch or bilevel, got {mode!r}")
         buckets = option(ctx, "cross_buckets", min(spec.cross_buckets, SEARCH_CROSS_BUCKETS),
                          int)
         if pair_dim < 1 or buckets < 1 or arch_lr <= 0 or tau < 0:
@@ -137,7 +155,14 @@ class OptInter(Method):
         supernet = OptInterSupernet(schema, spec, module,
                                     feature_dim=len(pairs) * pair_dim)
         arch_opt = torch.optim.Adam(supernet.arch_parameters(), lr=arch_lr)
-        train_supernet(ctx, supernet, [OptimizerStep(arch_opt, [temperature])])
+        if mode == "same_batch":
+            hook: TrainHook = OptimizerStep(arch_opt, [temperature])
+        else:
+            # the bi-level variant of the official code: alpha steps on validation batches
+            hook = ArchStep(arch_opt, arch_loss(spec), mode="bilevel", every=1,
+                            valid=ctx.dataset.valid, batch_size=config.batch_size,
+                            seed=ctx.seed, temperatures=[temperature])
+        train_supernet(ctx, supernet, [hook], config)
         with torch.no_grad():
             weights = module.weights()
         chosen = weights.argmax(-1).tolist()

@@ -1,0 +1,106 @@
+"""``PairFunctionSpace``: one interaction function per field pair (SIF, AutoFeature).
+
+The pairs are the ones the spec so far keeps (``spec.interactions`` from an earlier
+interaction stage, memorised pairs excepted), else every pair of the embedded fields. The
+discrete face suggests a function per pair (``fn:<a*b>`` trial parameters; ``none`` drops
+the pair); the relaxed face is SIF's supernet, which mixes the candidate functions of every
+pair with binarised weights (``methods.blocks.sif``). ``apply`` writes the decision into
+``spec.interactions``: ``product`` pairs go to the FM term, the others to the pair-function
+tower (``autodrs.nn.functions``), and the rest of the spec (fields, dims, deep part) stays.
+"""
+
+from __future__ import annotations
+
+from itertools import combinations
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from autodrs.data.schema import Schema
+from autodrs.methods.blocks.common import NONE
+from autodrs.methods.interaction.common import embedded_names, interaction_key
+from autodrs.models.backbones import DEFAULT_MLP
+from autodrs.nn.functions import FUNCTIONS
+from autodrs.search.base import SearchContext, SearchError, SearchSpace, Supernet
+from autodrs.spec import ArchSpec, Interaction
+
+if TYPE_CHECKING:
+    import optuna
+
+BACKBONES = ("fm", "deepfm")
+
+
+def searched_pairs(schema: Schema, spec: ArchSpec) -> list[tuple[str, str]]:
+    """The spec's kept pairs (an earlier stage's decision), else every embedded pair."""
+    if spec.interactions is not None:
+        pairs = [(i.fields[0], i.fields[1]) for i in spec.interactions
+                 if len(i.fields) == 2 and i.function != "memorise"]
+    else:
+        pairs = list(combinations(embedded_names(schema, spec), 2))
+    if not pairs:
+        raise SearchError("interaction-function search needs at least one field pair; the "
+                          "spec keeps none")
+    return pairs
+
+
+class PairFunctionSpace(SearchSpace):
+    """A function per pair from ``choices`` (names of ``autodrs.nn.functions`` or ``none``)."""
+
+    name = "pair_functions"
+
+    def __init__(self, schema: Schema, base: ArchSpec, choices: tuple[str, ...],
+                 backbone: str = "deepfm") -> None:
+        bad = [c for c in choices if c not in (*FUNCTIONS, NONE)]
+        if bad or len(choices) < 2:
+            raise SearchError(f"pair-function choices must be two or more of "
+                              f"{', '.join((*FUNCTIONS, NONE))}; got {list(choices)}")
+        if backbone not in BACKBONES:
+            raise SearchError(f"pair-function search backbone must be one of {BACKBONES}, "
+                              f"got {backbone!r}")
+        self.schema = schema
+        self.choices = tuple(choices)
+        self.backbone = backbone
+        # the deep part of the model stays; pair terms replace the FM / inner towers
+        self.base = base.copy(dag=None, inner=False, fm=False, cross_layers=0,
+                              attention_layers=0)
+        if backbone == "fm":
+            self.base.mlp = []
+        elif not self.base.mlp:
+            self.base.mlp = list(DEFAULT_MLP)
+        self.base.linear = True
+        self.pairs = searched_pairs(schema, base)
+        self.memorised = [i for i in base.interactions or [] if i.function == "memorise"]
+
+    def keys(self) -> list[str]:
+        return [interaction_key(p) for p in self.pairs]
+
+    def suggest(self, trial: optuna.Trial, ctx: SearchContext) -> dict[str, Any]:
+        return {key: trial.suggest_categorical(f"fn:{key}", list(self.choices))
+                for key in self.keys()}
+
+    def grid(self, ctx: SearchContext) -> dict[str, list[Any]]:
+        return {f"fn:{key}": list(self.choices) for key in self.keys()}
+
+    def apply(self, spec: ArchSpec, decision: dict[str, Any]) -> ArchSpec:
+        unknown = sorted(set(decision) - set(self.keys()))
+        if unknown:
+            raise SearchError(f"pair-function decision names pairs outside the space: "
+                              f"{unknown[:3]}")
+        kept = []
+        for pair, key in zip(self.pairs, self.keys(), strict=True):
+            function = decision.get(key, NONE)
+            if function not in self.choices:
+                raise SearchError(f"pair {key}: function {function!r} is not one of "
+                                  f"{list(self.choices)}")
+            if function != NONE:
+                kept.append(Interaction(fields=list(pair), function=function))
+        out = self.base.copy(interactions=[*self.memorised, *kept],
+                             fm=any(i.function == "product" for i in kept),
+                             provenance=list(spec.provenance))
+        return out
+
+    def supernet(self, ctx: SearchContext) -> Supernet:
+        from autodrs.methods.blocks.sif import SIFSupernet
+
+        torch.manual_seed(ctx.seed)
+        return SIFSupernet(self.schema, self.base, self.pairs, self.choices)

@@ -1,0 +1,347 @@
+"""Block DAGs: a model's interaction part written as a graph of blocks over the embeddings
+(AutoCTR, Song et al., KDD 2020; AutoPI, Meng et al., SIGIR 2021).
+
+``spec.dag`` holds the graph as JSON::
+
+    {"nodes": [{"id": "b0", "type": "fm", "inputs": ["embeddings"], "label": "FM"},
+               {"id": "b1", "type": "mlp", "inputs": ["embeddings", "b0"], "width": 128,
+                "label": "MLP 128"}],
+     "output": ["b0", "b1"]}
+
+Each block reads ``"embeddings"`` (optionally only the embedded ``fields`` listed) and/or the
+outputs of earlier blocks, so the graph is acyclic by construction. Blocks of two kinds:
+
+- vector blocks see the concatenation of their inputs (the selected field embeddings
+  flattened, then each earlier block's output): ``mlp`` (``layers`` x Linear(``width``) +
+  ReLU) and ``crossnet`` (``layers`` DCN-V2 cross layers, ``x_{l+1} = x_0 * (W x_l + b) +
+  x_l``);
+- token blocks see a stack of D-dim tokens: the selected field embeddings (projected to the
+  spec's ``embed_dim``) plus one learned projection of each earlier block's output:
+  ``fm`` (the FM bi-interaction vector ``0.5 ((sum t)^2 - sum t^2)``), ``dot`` (the inner
+  products of every token pair, DLRM's dot processor) and ``attention`` (``layers`` of
+  AutoInt multi-head self-attention with ``heads`` heads, flattened).
+
+The outputs of the ``output`` blocks (and the flat embeddings, if listed) are concatenated
+and read out by one linear layer into the logit. Every block must feed the output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from itertools import combinations
+from typing import Any
+
+import torch
+from torch import nn
+
+from autodrs.nn.layers import CrossNetV2, SelfAttentionInteraction
+from autodrs.spec import SpecError
+
+EMBEDDINGS = "embeddings"
+VECTOR_BLOCKS = ("mlp", "crossnet")
+TOKEN_BLOCKS = ("fm", "dot", "attention")
+BLOCK_TYPES = ("mlp", "fm", "dot", "crossnet", "attention")
+# the micro parameters each block type takes, with their defaults
+PARAMS: dict[str, dict[str, int]] = {
+    "mlp": {"width": 128, "layers": 1},
+    "crossnet": {"layers": 1},
+    "attention": {"heads": 2, "layers": 1},
+    "fm": {},
+    "dot": {},
+}
+NODE_KEYS = {"id", "type", "inputs", "fields", "label", "width", "layers", "heads"}
+
+
+@dataclass
+class Block:
+    """One node of a block DAG (see the module docstring)."""
+
+    id: str
+    type: str
+    inputs: list[str]
+    fields: list[str] | None = None
+    width: int | None = None
+    layers: int | None = None
+    heads: int | None = None
+    label: str = ""
+
+    def param(self, name: str) -> int:
+        value = getattr(self, name)
+        return int(PARAMS[self.type][name] if value is None else value)
+
+    def sources(self) -> list[str]:
+        """The earlier blocks this block reads (its inputs other than the embeddings)."""
+        return [i for i in self.inputs if i != EMBEDDINGS]
+
+    def default_label(self) -> str:
+        names = {"mlp": "MLP", "fm": "FM", "dot": "Dot", "crossnet": "Cross",
+                 "attention": "Attention"}
+        text = names.get(self.type, self.type)
+        if self.type == "mlp":
+            text += f" {self.param('width')}" + (f"x{self.param('layers')}"
+                                                 if self.param("layers") > 1 else "")
+        elif self.type == "crossnet":
+            text += f" x{self.param('layers')}"
+        elif self.type == "attention":
+            text += f" {self.param('heads')}h" + (f"x{self.param('layers')}"
+                                                  if self.param("layers") > 1 else "")
+        if self.fields is not None:
+            text += f" ({len(self.fields)} fields)"
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": self.id, "type": self.type, "inputs": list(self.inputs)}
+        if self.fields is not None:
+            out["fields"] = list(self.fields)
+        for name in PARAMS.get(self.type, {}):
+            out[name] = self.param(name)
+        out["label"] = self.label or self.default_label()
+        return out
+
+
+@dataclass
+class BlockGraph:
+    """A block DAG: ``nodes`` in an order where every block reads only earlier ones, and the
+    ``output`` blocks whose outputs are read out into the logit (default: the blocks no other
+    block reads)."""
+
+    nodes: list[Block]
+    output: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> BlockGraph:
+        if not isinstance(data, dict):
+            raise SpecError(f"dag must be an object with 'nodes' and 'output', got "
+                            f"{type(data).__name__}")
+        unknown = sorted(set(data) - {"nodes", "output"})
+        if unknown:
+            raise SpecError(f"unknown dag keys: {', '.join(unknown)}")
+        raw = data.get("nodes")
+        if not isinstance(raw, list) or not raw:
+            raise SpecError("dag needs a non-empty list of nodes")
+        nodes = []
+        for k, node in enumerate(raw):
+            if not isinstance(node, dict):
+                raise SpecError(f"dag node {k} must be an object, got {type(node).__name__}")
+            bad = sorted(set(node) - NODE_KEYS)
+            if bad:
+                raise SpecError(f"dag node {node.get('id', k)!r} has unknown keys: "
+                                f"{', '.join(bad)}")
+            missing = [key for key in ("id", "type", "inputs") if key not in node]
+            if missing:
+                raise SpecError(f"dag node {node.get('id', k)!r} needs {', '.join(missing)}")
+            nodes.append(Block(**node))
+        output = data.get("output")
+        if output is None:
+            read = {s for n in nodes for s in n.sources()}
+            output = [n.id for n in nodes if n.id not in read]
+        if not isinstance(output, list):
+            raise SpecError("dag output must be a list of block ids")
+        return cls(nodes, list(output))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"nodes": [n.to_dict() for n in self.nodes], "output": list(self.output)}
+
+    def validate(self, names: list[str]) -> BlockGraph:
+        """Raise ``SpecError`` naming the problem when the graph is not a valid DAG over the
+        embedded fields ``names``."""
+        known = set(names)
+        seen: dict[str, Block] = {}
+        for node in self.nodes:
+            where = f"dag block {node.id!r}"
+            if not isinstance(node.id, str) or not node.id or node.id == EMBEDDINGS:
+                raise SpecError(f"dag block id must be a non-empty string other than "
+                                f"{EMBEDDINGS!r}, got {node.id!r}")
+            if node.id in seen:
+                raise SpecError(f"dag block id {node.id!r} is used twice")
+            if node.type not in BLOCK_TYPES:
+                raise SpecError(f"{where} has unknown type {node.type!r}; choose from "
+                                f"{', '.join(BLOCK_TYPES)}")
+            if not isinstance(node.inputs, list) or not node.inputs:
+                raise SpecError(f"{where} needs a non-empty list of inputs")
+            if len(set(node.inputs)) != len(node.inputs):
+                raise SpecError(f"{where} lists an input twice")
+            for src in node.inputs:
+                if src != EMBEDDINGS and src not in seen:
+                    raise SpecError(f"{where} reads {src!r}, which is neither "
+                                    f"{EMBEDDINGS!r} nor an earlier block")
+            if node.fields is not None:
+                if EMBEDDINGS not in node.inputs:
+                    raise SpecError(f"{where} lists fields but does not read {EMBEDDINGS!r}")
+                if not isinstance(node.fields, list) or not node.fields:
+                    raise SpecError(f"{where} needs a non-empty list of fields (or none)")
+                for name in node.fields:
+                    if name not in known:
+                        raise SpecError(f"{where} names field {name!r}, which the spec does "
+                                        f"not embed; embedded: {names}")
+                if len(set(node.fields)) != len(node.fields):
+                    raise SpecError(f"{where} lists a field twice")
+            for name in ("width", "layers", "heads"):
+                value = getattr(node, name)
+                if value is None:
+                    continue
+                if name not in PARAMS[node.type]:
+                    raise SpecError(f"{where}: {name} does not apply to {node.type} blocks")
+                if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                    raise SpecError(f"{where}: {name} must be an integer >= 1, got {value!r}")
+            if node.type in ("fm", "dot") and self.tokens(node, names) < 2:
+                raise SpecError(f"{where}: a {node.type} block needs at least two tokens "
+                                "(fields or inputs) to interact")
+            seen[node.id] = node
+        if not self.output:
+            raise SpecError("dag output lists no blocks")
+        if len(set(self.output)) != len(self.output):
+            raise SpecError("dag output lists a block twice")
+        for key in self.output:
+            if key != EMBEDDINGS and key not in seen:
+                raise SpecError(f"dag output names {key!r}, which is not a block")
+        used = set(self.output) | {s for n in self.nodes for s in n.sources()}
+        for node in self.nodes:
+            if node.id not in used:
+                raise SpecError(f"dag block {node.id!r} feeds no other block and is not an "
+                                "output")
+        return self
+
+    @staticmethod
+    def tokens(node: Block, names: list[str]) -> int:
+        fields = len(node.fields if node.fields is not None else names)
+        return (fields if EMBEDDINGS in node.inputs else 0) + len(node.sources())
+
+
+class _BlockModule(nn.Module):
+    """Assembles a block's input from the embeddings and earlier outputs."""
+
+    def __init__(self, block: Block, names: list[str], dims: list[int],
+                 source_dims: list[int], common: int, tokens: bool) -> None:
+        super().__init__()
+        selected = block.fields if block.fields is not None else names
+        index = {n: i for i, n in enumerate(names)}
+        self.reads_embeddings = EMBEDDINGS in block.inputs
+        self.field_index = [index[n] for n in selected] if self.reads_embeddings else []
+        self.register_buffer("fields", torch.tensor(self.field_index, dtype=torch.long),
+                             persistent=False)
+        self.sources = block.sources()
+        self.tokens = tokens
+        if tokens:
+            # each earlier output becomes one token of the common dim
+            self.to_token = nn.ModuleList(nn.Linear(d, common) for d in source_dims)
+            self.n_tokens = len(self.field_index) + len(source_dims)
+            self.in_dim = common
+        else:
+            self.in_dim = sum(dims[i] for i in self.field_index) + sum(source_dims)
+
+    def gather(self, flat: list[torch.Tensor], stacked: torch.Tensor | None,
+               outputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.tokens:
+            parts = []
+            if self.field_index:
+                assert stacked is not None
+                parts.append(stacked.index_select(1, self.fields))
+            for proj, src in zip(self.to_token, self.sources, strict=True):
+                parts.append(proj(outputs[src]).unsqueeze(1))
+            return torch.cat(parts, dim=1)
+        parts = [flat[i] for i in self.field_index] + [outputs[s] for s in self.sources]
+        return torch.cat(parts, dim=1)
+
+
+class MLPBlock(_BlockModule):
+    def __init__(self, block: Block, *args: Any) -> None:
+        super().__init__(block, *args, tokens=False)
+        layers: list[nn.Module] = []
+        d = self.in_dim
+        for _ in range(block.param("layers")):
+            layers += [nn.Linear(d, block.param("width")), nn.ReLU()]
+            d = block.param("width")
+        self.net = nn.Sequential(*layers)
+        self.out_dim = d
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class CrossBlock(_BlockModule):
+    def __init__(self, block: Block, *args: Any) -> None:
+        super().__init__(block, *args, tokens=False)
+        self.net = CrossNetV2(self.in_dim, block.param("layers"))
+        self.out_dim = self.in_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class FMBlock(_BlockModule):
+    def __init__(self, block: Block, *args: Any) -> None:
+        super().__init__(block, *args, tokens=True)
+        self.out_dim = self.in_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (x.sum(1).pow(2) - x.pow(2).sum(1))
+
+
+class DotBlock(_BlockModule):
+    def __init__(self, block: Block, *args: Any) -> None:
+        super().__init__(block, *args, tokens=True)
+        pairs = list(combinations(range(self.n_tokens), 2))
+        self.register_buffer("left", torch.tensor([p[0] for p in pairs], dtype=torch.long),
+                             persistent=False)
+        self.register_buffer("right", torch.tensor([p[1] for p in pairs], dtype=torch.long),
+                             persistent=False)
+        self.out_dim = len(pairs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.index_select(1, self.left) * x.index_select(1, self.right)).sum(-1)
+
+
+class AttentionBlock(_BlockModule):
+    def __init__(self, block: Block, *args: Any) -> None:
+        super().__init__(block, *args, tokens=True)
+        self.net = SelfAttentionInteraction(self.in_dim, self.n_tokens, block.param("layers"),
+                                            block.param("heads"))
+        self.out_dim = self.net.out_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+BLOCK_MODULES: dict[str, type[_BlockModule]] = {
+    "mlp": MLPBlock, "crossnet": CrossBlock, "fm": FMBlock, "dot": DotBlock,
+    "attention": AttentionBlock,
+}
+
+
+class BlockDAG(nn.Module):
+    """The module of a block DAG: embeddings (one ``[B, d_f]`` tensor per field) -> logit."""
+
+    def __init__(self, graph: BlockGraph, names: list[str], dims: list[int],
+                 common: int) -> None:
+        super().__init__()
+        graph.validate(names)
+        self.graph = graph
+        self.names = list(names)
+        self.project = nn.ModuleDict({n: nn.Linear(d, common, bias=False)
+                                      for n, d in zip(names, dims, strict=True) if d != common})
+        self.needs_tokens = any(n.type in TOKEN_BLOCKS and EMBEDDINGS in n.inputs
+                                for n in graph.nodes)
+        self.blocks = nn.ModuleDict()
+        out_dims: dict[str, int] = {EMBEDDINGS: sum(dims)}
+        for node in graph.nodes:
+            module = BLOCK_MODULES[node.type](node, names, dims,
+                                              [out_dims[s] for s in node.sources()], common)
+            self.blocks[node.id] = module
+            out_dims[node.id] = module.out_dim
+        self.output = list(graph.output)
+        self.head = nn.Linear(sum(out_dims[k] for k in self.output), 1)
+
+    def forward(self, embeddings: list[torch.Tensor]) -> torch.Tensor:
+        stacked = None
+        if self.needs_tokens:
+            stacked = torch.stack([
+                self.project[n](e) if n in self.project else e
+                for n, e in zip(self.names, embeddings, strict=True)
+            ], dim=1)
+        outputs: dict[str, torch.Tensor] = {}
+        for key, block in self.blocks.items():
+            outputs[key] = block(block.gather(embeddings, stacked, outputs))
+        if EMBEDDINGS in self.output:
+            outputs[EMBEDDINGS] = torch.cat(embeddings, dim=1)
+        return self.head(torch.cat([outputs[k] for k in self.output], dim=1)).squeeze(1)
