@@ -37,6 +37,8 @@ from autodrs.train.trainer import TrainConfig
 
 HOST = "127.0.0.1"
 WARMUP_REQUESTS = 50
+# the `autodrs` entry point, run by this interpreter
+SERVE_MAIN = "from autodrs.cli import main; main()"
 
 
 def main() -> None:
@@ -95,7 +97,7 @@ def start_server(model: Path, batch: int, wait_ms: float,
                  threads: int) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "autodrs.cli", "serve", "--model", str(model), "--host", HOST,
+        [sys.executable, "-c", SERVE_MAIN, "serve", "--model", str(model), "--host", HOST,
          "--port", str(port), "--batch-size", str(batch), "--max-wait-ms", str(wait_ms),
          "--threads", str(threads)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -215,6 +215,10 @@ def test_malformed_requests_get_4xx_and_serving_goes_on(predictor: Predictor,
 
 
 # ---------------------------------------------------------------- a real server
+# the `autodrs` entry point, run by this interpreter
+SERVE_MAIN = "from autodrs.cli import main; main()"
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -230,7 +234,7 @@ def test_real_server_on_loopback(saved_model: Path, predictor: Predictor,
                                               source="tune-serving"))
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen([sys.executable, "-m", "autodrs.cli", "serve", "--model",
+    proc = subprocess.Popen([sys.executable, "-c", SERVE_MAIN, "serve", "--model",
                              str(folder), "--port", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:

@@ -49,20 +49,27 @@ class CrossIds(nn.Module):
 
 class AutoDisEmbedding(nn.Module):
     """AutoDis (Guo et al., KDD 2021): a scalar is softly assigned to H buckets,
-    ``p = softmax((W h + alpha h) / tau)`` with ``h = LeakyReLU(w x)``, and embedded as the
-    p-weighted average of H meta-embeddings."""
+    ``p = softmax((W h + b + alpha h) / tau)`` with ``h = LeakyReLU(w x + c)``, and embedded
+    as the p-weighted average of H meta-embeddings.
+
+    The biases b and c (which common implementations keep and the paper's equations leave
+    out) give each bucket its own kink: without them every logit is linear through x = 0 on
+    each side, so the assignment only sharpens with |x| and a non-monotone effect of x
+    cannot be represented."""
 
     def __init__(self, dim: int, buckets: int = AUTODIS_BUCKETS, temperature: float = 1.0,
                  alpha: float = 0.1) -> None:
         super().__init__()
-        self.w = nn.Parameter(torch.randn(buckets) * 0.1)
-        self.proj = nn.Linear(buckets, buckets, bias=False)
+        # slopes and kinks spread over the standardised range (nn.Linear(1, H)'s draw)
+        self.w = nn.Parameter(torch.empty(buckets).uniform_(-1.0, 1.0))
+        self.c = nn.Parameter(torch.empty(buckets).uniform_(-1.0, 1.0))
+        self.proj = nn.Linear(buckets, buckets)
         self.meta = nn.Parameter(torch.randn(buckets, dim) * 0.01)
         self.alpha = alpha
         self.temperature = temperature
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = nn.functional.leaky_relu(x.unsqueeze(1) * self.w)
+        h = nn.functional.leaky_relu(x.unsqueeze(1) * self.w + self.c)
         logits = self.proj(h) + self.alpha * h
         p = torch.softmax(logits / self.temperature, dim=1)
         return p @ self.meta
@@ -118,7 +125,7 @@ class FieldEmbedding(nn.Module):
                 mask = decode_mask(pruning[name], f.vocab_size, dim_of(name), name)
                 # seeded per field: built under a search's seed, it starts from that search's
                 # step-0 weights times the mask (lottery-ticket retrain)
-                values = initial_values(torch.initial_seed(), name, mask, init_std)
+                values = initial_values(torch.initial_seed(), name, mask)
                 self.pruned[name] = PrunedTable(mask, values)
                 self._pruned_cols[name] = cat_cols[name]
             elif f.kind == "categorical":

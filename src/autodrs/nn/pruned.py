@@ -9,10 +9,10 @@ values) embed to zeros.
 
 Which entries a table keeps is written into the spec (``ArchSpec.pruning``) as a compact,
 compressed bit mask, so ``build_model(schema, spec)`` rebuilds the same structure and
-``model.pt`` holds just the kept values. Initial values are drawn per field from a generator
-seeded by (seed, field): a pruned model built under the seed of the search that produced
-its mask starts from that search's step-0 weights times the mask (the lottery-ticket retrain
-of PEP).
+``model.pt`` holds the kept values and the sparse index. Initial values are drawn per field
+(normal, std 0.01, like every other table) from a generator seeded by (seed, field): a
+pruned model built under the seed of the search that produced its mask starts from that
+search's step-0 weights times the mask (the lottery-ticket retrain of PEP).
 """
 
 from __future__ import annotations
@@ -67,28 +67,30 @@ def field_generator(seed: int, name: str) -> torch.Generator:
 
 
 INIT_CHUNK_ROWS = 4096
+INIT_STD = 0.01
 
 
-def _initial_chunks(seed: int, name: str, rows: int, dim: int,
-                    std: float) -> Iterator[tuple[int, torch.Tensor]]:
+def _initial_chunks(seed: int, name: str, rows: int,
+                    dim: int) -> Iterator[tuple[int, torch.Tensor]]:
     # drawn chunk by chunk so a large pruned table never needs its dense size in memory
     generator = field_generator(seed, name)
     for start in range(0, rows, INIT_CHUNK_ROWS):
         n = min(INIT_CHUNK_ROWS, rows - start)
-        yield start, torch.randn(n, dim, generator=generator) * std
+        yield start, torch.randn(n, dim, generator=generator) * INIT_STD
 
 
-def initial_table(seed: int, name: str, rows: int, dim: int, std: float = 0.01) -> torch.Tensor:
-    """The step-0 dense table of field ``name`` under ``seed`` (normal, ``std``)."""
-    parts = [chunk for _, chunk in _initial_chunks(seed, name, rows, dim, std)]
+def initial_table(seed: int, name: str, rows: int, dim: int) -> torch.Tensor:
+    """The step-0 dense table of field ``name`` under ``seed`` (normal, std 0.01, as every
+    ``FieldEmbedding`` table)."""
+    parts = [chunk for _, chunk in _initial_chunks(seed, name, rows, dim)]
     return torch.cat(parts) if parts else torch.zeros(0, dim)
 
 
-def initial_values(seed: int, name: str, mask: torch.Tensor, std: float = 0.01) -> torch.Tensor:
+def initial_values(seed: int, name: str, mask: torch.Tensor) -> torch.Tensor:
     """The kept entries (row-major) of ``initial_table(seed, name, ...)`` under ``mask``."""
     rows, dim = mask.shape
     parts = [chunk[mask[start:start + len(chunk)]]
-             for start, chunk in _initial_chunks(seed, name, int(rows), int(dim), std)]
+             for start, chunk in _initial_chunks(seed, name, int(rows), int(dim))]
     return torch.cat(parts) if parts else torch.zeros(0)
 
 

@@ -45,15 +45,32 @@ from autodrs.cli import (
 )
 from autodrs.experiment import fit_spec, machine_info, with_training
 from autodrs.models.backbones import BACKBONES, backbone_spec
+from autodrs.pipeline import (
+    DEFAULT_BASELINES,
+    DEFAULT_PIPELINE,
+    load_config,
+    merge_config,
+    save_config,
+)
+from autodrs.report.html import build_report
 from autodrs.runfolder import save_model, write_json
 from autodrs.search.base import METHODS, SearchContext, SearchError, StageResult, parse_budget
 from autodrs.search.stages import run_stages
 from autodrs.search.strategies import STRATEGIES
 from autodrs.train.trainer import TrainConfig
 
+EFFECTIVE_KEYS = (
+    "data", "methods", "strategy", "budget", "trials", "backend", "ray_address", "model",
+    "baselines", "subsample", "trial_epochs", "pruner", "warm_start", "fast", "estimation",
+    "objectives", "label", "fmt", "categorical", "numerical", "sequence", "schema", "group",
+    "time_col", "split", "min_count", "seed", "epochs", "batch_size", "lr", "patience",
+    "embed_dim", "device", "threads", "names",
+)
+
 
 @app.command("search")
 def search_command(
+    click_ctx: typer.Context,
     data: Data = "movielens-100k",
     out_dir: Annotated[Path, typer.Option("--out", help="run folder")] = Path("runs/search"),
     methods: Annotated[str | None, typer.Option(help="comma-separated search methods, run "
@@ -70,7 +87,7 @@ def search_command(
     model: Annotated[str, typer.Option(help=f"backbone the search starts from: "
                                             f"{', '.join(BACKBONES)}")] = "deepfm",
     baselines: Annotated[str, typer.Option(help="comma-separated backbones to compare with, "
-                                                "or 'none'")] = "deepfm",
+                                                "or 'none'")] = DEFAULT_BASELINES,
     subsample: Annotated[float | None, typer.Option(help="train rows per trial: a fraction "
                                                          "(<= 1) or a count")] = None,
     trial_epochs: Annotated[int | None, typer.Option(help="epochs per trial")] = None,
@@ -90,9 +107,17 @@ def search_command(
     seed: Seed = 2026, epochs: Epochs = 10, batch_size: BatchSize = 1024, lr: Lr = 1e-3,
     patience: Patience = 2, embed_dim: EmbedDim = 16, device: Device = "auto",
     threads: Threads = None, progress: Progress = True,
+    config: Annotated[Path | None, typer.Option(help="YAML file of settings (keys are option "
+                                                     "names); flags win")] = None,
 ) -> None:
-    """Search a recommender's design, retrain it and compare it with baselines."""
-    run_search(**locals())
+    """Search a recommender's design, retrain it and compare it with baselines.
+
+    Without --methods, runs the default pipeline (feature selection, embedding dims,
+    interactions) on the data (movielens-100k by default)."""
+    params = {k: v for k, v in locals().items() if k not in ("click_ctx", "config")}
+    if config is not None:
+        params = user_errors(merge_config)(click_ctx, params, load_config(config))
+    run_search(**params)
 
 
 @user_errors
@@ -106,9 +131,13 @@ def run_search(data: str, out_dir: Path, methods: str | None, strategy: str | No
                group: str | None, time_col: str | None, split: str, min_count: int,
                seed: int, epochs: int, batch_size: int, lr: float, patience: int,
                embed_dim: int, device: str, threads: int | None, progress: bool) -> None:
-    names = _split_list(methods)
-    if not names:
-        raise SearchError(f"give --methods M1,M2,... (available: {', '.join(sorted(METHODS))})")
+    import autodrs.methods  # noqa: F401  (fills the registry)
+
+    names = _split_list(methods) or list(DEFAULT_PIPELINE)
+    unknown = [n for n in names if n not in METHODS]
+    if unknown:
+        raise SearchError(f"unknown method {unknown[0]!r}; available: "
+                          f"{', '.join(sorted(METHODS))}")
     if strategy is not None and strategy not in STRATEGIES:
         raise SearchError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
     if backend not in ("local", "ray"):
@@ -126,6 +155,7 @@ def run_search(data: str, out_dir: Path, methods: str | None, strategy: str | No
                          seed=seed, device=device, threads=threads,
                          progress=progress and sys.stderr.isatty())
     out_dir.mkdir(parents=True, exist_ok=True)
+    save_config(out_dir, {k: v for k, v in locals().items() if k in EFFECTIVE_KEYS})
     if not resume:
         shutil.rmtree(out_dir / "stages", ignore_errors=True)
     if estimation not in ("train", "weight_sharing"):
@@ -174,6 +204,7 @@ def run_search(data: str, out_dir: Path, methods: str | None, strategy: str | No
         "machine": machine_info(config),
     }
     write_json(out_dir / "result.json", result)
+    build_report(result, out_dir / "report.html")
     t = final.metrics["test"]
     line = (f"searched model: test AUC {t['auc']:.4f}  logloss {t['logloss']:.4f}  "
             f"({final.params['total']:,} parameters; search {search_seconds:.1f}s, "

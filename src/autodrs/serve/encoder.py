@@ -1,10 +1,9 @@
 """Encoding a few rows fast: the schema's fitted encoders as plain Python lookups.
 
 ``Schema.transform`` encodes a table with a few Polars operations per field; each costs a
-fixed overhead, which dominates the latency of a request of one or a few rows (about 9 ms
-for 13 fields against 0.7 ms for the model, measured on 1 row). ``RowEncoder`` applies the
-same encoders with dictionary lookups on the canonical values of ``rows.py`` (text, float,
-token lists): ids for known values, OOV for unseen ones, MISSING for nulls, Polars' hash for
+fixed overhead, which for a request of one or a few rows outweighs the model itself many
+times over. ``RowEncoder`` applies the same encoders with dictionary lookups on the
+canonical values of ``rows.py`` (text, float, token lists): ids for known values, OOV for unseen ones, MISSING for nulls, Polars' hash for
 hashed fields, ``(x - mean) / std`` (after ``log1p`` for log fields) for numbers with the
 train mean for nulls, and sequences cut to the field's length, padded, MISSING when empty.
 Tests check it agrees with ``Schema.transform``.

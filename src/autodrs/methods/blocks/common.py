@@ -21,7 +21,8 @@ NONE = "none"
 
 def function_result(method: str, strategy: str, spec: ArchSpec,
                     scores: dict[tuple[str, str], float], functions: dict[str, str],
-                    seconds: float, extra: dict[str, Any] | None = None) -> StageResult:
+                    seconds: float, trials: list[dict[str, Any]] | None = None,
+                    extra: dict[str, Any] | None = None) -> StageResult:
     """A function method's StageResult, with its decision recorded in the spec."""
     order = sorted(scores, key=lambda p: (functions.get(interaction_key(p), NONE) == NONE,
                                           -scores[p], p))
@@ -33,7 +34,7 @@ def function_result(method: str, strategy: str, spec: ArchSpec,
         method=method, strategy=strategy, spec=out,
         ranking=[list(p) for p in order],
         scores={interaction_key(p): round(float(scores[p]), 6) for p in order},
-        seconds=seconds,
+        seconds=seconds, trials=trials or [],
         extra={"functions": {interaction_key(p): functions.get(interaction_key(p), NONE)
                              for p in order}, **(extra or {})},
     )

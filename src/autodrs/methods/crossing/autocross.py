@@ -2,7 +2,10 @@
 beam search, each candidate scored by field-wise LR with successive halving over data.
 
 The current model is an LR over the spec's categorical fields, its bucketed numerical
-fields and the crosses it already has (``fieldwise.OffsetModel``). Each round:
+fields and the crosses it already has (``fieldwise.OffsetModel``). Fields whose ids are a
+near-bijection of another's (``selection.redundancy``) are not crossed: their crosses
+repeat the other field's; nor is a field crossed with one that determines it (an item with
+its release year): that cross is the item again. Each round:
 
 1. candidates: every cross of two features of the current set (a feature may itself be a
    cross, so crosses grow to ``max_order`` fields), not yet in the set;
@@ -20,7 +23,7 @@ last round's other candidates by gain; scores are validation logloss gains.
 AutoCross also discretises numerical fields at several granularities to cross them; the
 spec crosses categorical fields only, so numerical fields enter the LR but no cross.
 
-Options: ``max_crosses`` (10), ``max_order`` (3), ``min_gain`` (1e-4), ``l2`` (5.0),
+Options: ``max_crosses`` (10), ``max_order`` (3), ``min_gain`` (5e-4), ``l2`` (5.0),
 ``beam`` (1), ``min_rows`` (first block, 2,000).
 """
 
@@ -30,7 +33,14 @@ import time
 from itertools import combinations
 from typing import Any
 
+import torch
+
 from autodrs.methods.crossing.fieldwise import OffsetModel, successive_halving
+from autodrs.methods.selection.redundancy import (
+    determined_pairs,
+    find_redundant,
+    redundant_copies,
+)
 from autodrs.search.base import (
     Method,
     SearchContext,
@@ -38,6 +48,7 @@ from autodrs.search.base import (
     StageResult,
     register_method,
 )
+from autodrs.train.trainer import default_threads
 
 Feature = tuple[str, ...]
 
@@ -54,18 +65,26 @@ def base_model(ctx: SearchContext, l2: float) -> tuple[OffsetModel, list[Feature
     """The LR the crosses extend (backfitted) and the crossable features it holds."""
     schema = ctx.dataset.schema
     used = ctx.spec.used_fields(schema)
-    crossable = [(f,) for f in used if schema.field(f).kind == "categorical"]
+    categorical = [f for f in used if schema.field(f).kind == "categorical"]
     existing = [tuple(c) for c in ctx.spec.crosses]
-    if len(crossable) < 2:
+    if len(categorical) < 2:
         raise SearchError(f"crossing needs two or more categorical fields; the spec uses "
-                          f"{len(crossable)}")
+                          f"{len(categorical)}")
     model = OffsetModel(schema, ctx.dataset.train, ctx.dataset.valid,
                         ctx.spec.cross_buckets, l2)
     numerical = [(f,) for f in used if schema.field(f).kind == "numerical"]
-    for feature in [*crossable, *numerical, *existing]:
+    for feature in [*[(f,) for f in categorical], *numerical, *existing]:
         model.add(feature)
     model.backfit()
-    return model, [*crossable, *existing]
+    # a copy of a field crosses like the field itself (and with it, into nothing new)
+    copies = redundant_copies(categorical, find_redundant(schema, ctx.dataset.train,
+                                                          categorical))
+    return model, [*[(f,) for f in categorical if f not in copies], *existing]
+
+
+def degenerate(cross: Feature, determined: set[tuple[str, str]]) -> bool:
+    """Whether a field of ``cross`` is a function of another of its fields."""
+    return any((a, b) in determined for a in cross for b in cross if a != b)
 
 
 def merge(a: Feature, b: Feature, order: dict[str, int]) -> Feature:
@@ -81,9 +100,11 @@ class AutoCross(Method):
     def search(self, ctx: SearchContext) -> StageResult:
         strategy = self.resolve_strategy(ctx)
         t0 = time.perf_counter()
+        # many small tensor ops: extra threads only contend (the trainer sets this too)
+        torch.set_num_threads(ctx.train.threads or default_threads())
         max_crosses = option(ctx, "max_crosses", 2 if ctx.fast else 10, int)
         max_order = option(ctx, "max_order", 3, int)
-        min_gain = option(ctx, "min_gain", 1e-4)
+        min_gain = option(ctx, "min_gain", 5e-4)
         l2 = option(ctx, "l2", 5.0)
         beam = option(ctx, "beam", 1, int)
         min_rows = option(ctx, "min_rows", 2_000, int)
@@ -92,6 +113,8 @@ class AutoCross(Method):
                               "l2 > 0 and min_rows >= 1")
         order = {n: i for i, n in enumerate(ctx.dataset.schema.field_names)}
         model, pool = base_model(ctx, l2)
+        determined = determined_pairs(ctx.dataset.schema, ctx.dataset.train,
+                                      [p[0] for p in pool if len(p) == 1])
         start_logloss = model.valid_logloss()
         accepted: list[Feature] = []
         gains: dict[Feature, float] = {}
@@ -102,7 +125,8 @@ class AutoCross(Method):
                 break
             candidates = sorted({merge(a, b, order) for a, b in combinations(pool, 2)}
                                 - set(pool), key=lambda c: (len(c), [order[n] for n in c]))
-            candidates = [c for c in candidates if len(c) <= max_order]
+            candidates = [c for c in candidates
+                          if len(c) <= max_order and not degenerate(c, determined)]
             if ctx.trials is not None:
                 candidates = candidates[:max(0, ctx.trials - evaluated)]
             if not candidates:

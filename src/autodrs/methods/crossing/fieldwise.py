@@ -48,6 +48,16 @@ def feature_ids(data: EncodedData, schema: Schema, feature: tuple[str, ...],
     return module(data.cat), module.size
 
 
+def compact(train: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Renumber ids to ``0..k-1`` over the ids seen in ``train``; valid ids unseen there map
+    to ``k``, a slot no train row touches, whose weight therefore stays 0. Newton steps then
+    cost O(rows) however many buckets a hashed cross has."""
+    seen, train_c = torch.unique(train, return_inverse=True)
+    pos = torch.searchsorted(seen, valid.contiguous()).clamp(max=len(seen) - 1)
+    valid_c = torch.where(seen[pos] == valid, pos, len(seen))
+    return train_c, valid_c, len(seen) + 1
+
+
 def newton_weights(ids: torch.Tensor, offset: torch.Tensor, y: torch.Tensor, size: int,
                    l2: float, start: torch.Tensor | None = None,
                    steps: int = NEWTON_STEPS) -> torch.Tensor:
@@ -84,26 +94,29 @@ class OffsetModel:
         bias = float(np.log(prior / (1 - prior)))
         self.logit_train = torch.full((len(self.train),), bias, dtype=torch.float64)
         self.logit_valid = torch.full((len(self.valid),), bias, dtype=torch.float64)
+        self._compact: list[tuple[torch.Tensor, torch.Tensor, int]] = []
 
-    def ids(self, feature: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor, int]:
-        train, size = feature_ids(self.train, self.schema, feature, self.buckets)
+    def ids(self, feature: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw ids of a feature on train and valid."""
+        train, _ = feature_ids(self.train, self.schema, feature, self.buckets)
         valid, _ = feature_ids(self.valid, self.schema, feature, self.buckets)
-        return train, valid, size
+        return train, valid
 
     def add(self, feature: tuple[str, ...]) -> None:
         """Add a feature, fitting only its weights over the current logit."""
-        tr, va, size = self.ids(feature)
+        tr, va, size = compact(*self.ids(feature))
         w = newton_weights(tr, self.logit_train, self.train.label, size, self.l2)
         self.features.append(feature)
         self.weights.append(w)
+        self._compact.append((tr, va, size))
         self.logit_train += w[tr]
         self.logit_valid += w[va]
 
     def backfit(self, sweeps: int = BACKFIT_SWEEPS) -> None:
         """Refit every feature's weights given the others (coordinate-wise Newton)."""
         for _ in range(sweeps):
-            for i, feature in enumerate(self.features):
-                tr, va, size = self.ids(feature)
+            for i in range(len(self.features)):
+                tr, va, size = self._compact[i]
                 w = self.weights[i]
                 self.logit_train -= w[tr]
                 self.logit_valid -= w[va]
@@ -117,7 +130,7 @@ class OffsetModel:
         return logloss(self.logit_valid, self.valid.label)
 
 
-Ids = dict[tuple[str, ...], tuple[torch.Tensor, torch.Tensor, int]]
+Ids = dict[tuple[str, ...], tuple[torch.Tensor, torch.Tensor]]
 
 
 def cross_gains(model: OffsetModel, candidates: list[tuple[str, ...]], rows: int,
@@ -133,8 +146,8 @@ def cross_gains(model: OffsetModel, candidates: list[tuple[str, ...]], rows: int
     for cand in candidates:
         if cand not in cache:
             cache[cand] = model.ids(cand)
-        tr, va, size = cache[cand]
-        w = newton_weights(tr[sub], offset, y, size, model.l2)
+        tr, va, size = compact(cache[cand][0][sub], cache[cand][1])
+        w = newton_weights(tr, offset, y, size, model.l2)
         gains[cand] = base - logloss(model.logit_valid + w[va], model.valid.label)
     return gains
 

@@ -158,13 +158,15 @@ def parse_levels(ctx: SearchContext) -> list[float]:
 class PEP(Method):
     """``--methods pep``: options ``sparsity`` (the level whose masks are returned, 0.9),
     ``levels`` (snapshot levels, 0.5,0.8,0.9,0.95; ``sparsity`` is added), ``threshold``
-    (granularity, ``feature_dim``), ``threshold_init`` (-15), ``threshold_scale`` (10),
-    ``weight_decay`` (1e-5), ``epochs`` (the search's cap, default 3x the training
+    (granularity, ``feature_dim``), ``threshold_init`` (-15), ``threshold_scale`` (15),
+    ``weight_decay`` (1e-5, every weight), ``threshold_decay`` (the decay on s, which sets
+    how sparse the search ends; default ``weight_decay``), ``epochs`` (the search's cap, default 3x the training
     epochs)."""
 
     name = "pep"
     component = "embedding"
     strategies = ("gradient",)
+    level_specs: dict[float, ArchSpec]
 
     def search(self, ctx: SearchContext) -> StageResult:
         strategy = self.resolve_strategy(ctx)
@@ -179,7 +181,7 @@ class PEP(Method):
         if not 0.0 < target < 1.0:
             raise SearchError(f"sparsity must be in (0, 1), got {target}")
         levels = sorted({*parse_levels(ctx), target})
-        scale = option(ctx, "threshold_scale", 10.0)
+        scale = option(ctx, "threshold_scale", 15.0)
         if scale <= 0:
             raise SearchError(f"threshold_scale must be > 0, got {scale}")
         widths = {spec.dim_of(f) for f in fields}
@@ -193,7 +195,8 @@ class PEP(Method):
         torch.manual_seed(seed)
         decay = option(ctx, "weight_decay", 1e-5)
         supernet = PEPSupernet(schema, spec, fields, width, seed, granularity,
-                               option(ctx, "threshold_init", -15.0), scale, decay)
+                               option(ctx, "threshold_init", -15.0), scale,
+                               option(ctx, "threshold_decay", decay))
         epochs = option(ctx, "epochs", 1 if ctx.fast else 3 * ctx.train.epochs, int)
         config = replace(ctx.train, epochs=epochs, patience=epochs + 1, progress=False,
                          checkpoint=None, max_steps=None, weight_decay=decay)
@@ -206,18 +209,21 @@ class PEP(Method):
         except BudgetExhausted:
             stopped = True
 
-        reached = sorted(snapshots.snapshots)
+        def pruned(masks: list[torch.Tensor]) -> ArchSpec:
+            return spec.copy(pruning={**spec.pruning, **{
+                f: encode_mask(m) for f, m in zip(fields, masks, strict=True)}})
+
+        # the spec at every level reached, for comparing levels without searching again
+        self.level_specs = {level: pruned(snap["masks"])
+                            for level, snap in sorted(snapshots.snapshots.items())}
         if target in snapshots.snapshots:
             chosen = snapshots.snapshots[target]
-        elif reached:
-            chosen = snapshots.snapshots[reached[-1]]
-        elif snapshots.last is not None:
+        elif snapshots.last is not None:  # the sparsest point the search reached
             chosen = snapshots.last
         else:
             sparsity, masks = snapshots.sparsity()
             chosen = {"step": None, "sparsity": sparsity, "masks": masks}
-        out = spec.copy(pruning={**spec.pruning, **{
-            f: encode_mask(m) for f, m in zip(fields, chosen["masks"], strict=True)}})
+        out = pruned(chosen["masks"])
         dims = {f: float(m.float().mean()) for f, m in zip(fields, chosen["masks"], strict=True)}
         return dims_result(
             self.name, strategy, ctx, out, dims, time.perf_counter() - t0,

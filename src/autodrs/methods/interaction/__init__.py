@@ -1,6 +1,15 @@
 """Feature-interaction search: which interactions to keep, of which order, and (OptInter)
 how each is modelled. Importing this package registers its methods."""
 
-from autodrs.methods.interaction import autofis, optinter
+from autodrs.methods.interaction import (
+    autofis,
+    autogroup,
+    fives,
+    optinter,
+    pairsearch,
+    profit,
+)
+from autodrs.methods.interaction.space import PairSelectionSpace
 
-__all__ = ["autofis", "optinter"]
+__all__ = ["PairSelectionSpace", "autofis", "autogroup", "fives", "optinter", "pairsearch",
+           "profit"]

@@ -74,9 +74,12 @@ def base_spec(ctx: SearchContext) -> ArchSpec:
 def search_config(ctx: SearchContext, default_epochs: int | None = None) -> TrainConfig:
     """The context's training settings under the context's seed (the search's estimation
     setting: same trainer, same early stopping on validation AUC); ``search_epochs``
-    (default: the method's ``default_epochs``, else the context's epochs) bounds the search."""
+    (default: the method's ``default_epochs``, else the context's epochs; 1 with the
+    ``fast`` option) bounds the search."""
     fallback = ctx.train.epochs if default_epochs is None else min(default_epochs,
                                                                     ctx.train.epochs)
+    if ctx.fast:
+        fallback = 1
     epochs = option(ctx, "search_epochs", fallback, int)
     if epochs < 1:
         raise SearchError(f"search_epochs must be >= 1, got {epochs}")

@@ -164,15 +164,17 @@ class OptInter(Method):
                             seed=ctx.seed, temperatures=[temperature])
         train_supernet(ctx, supernet, [hook], config)
         with torch.no_grad():
-            weights = module.weights()
-        chosen = weights.argmax(-1).tolist()
+            logits = (module.alpha + module.mask).tolist()
+        chosen = module.weights().argmax(-1).tolist()
         scores: dict[tuple[str, ...], float] = {}
         methods: dict[str, str] = {}
         kept: list[Interaction] = []
         crosses = [list(c) for c in spec.crosses]
-        for (i, j), c, w in zip(pairs, chosen, weights.tolist(), strict=True):
+        for (i, j), c, a in zip(pairs, chosen, logits, strict=True):
             key = (names[i], names[j])
-            scores[key] = 1.0 - w[2]  # the probability that the pair is modelled at all
+            # how strongly modelling the pair beats leaving it out (not the annealed
+            # softmax, which saturates at low temperature)
+            scores[key] = max(a[0], a[1]) - a[2]
             methods[interaction_key(key)] = CHOICES[c]
             if CHOICES[c] == "memorise":
                 if list(key) not in crosses:

@@ -2,15 +2,17 @@
 field to the stage result.
 
 A method only scores the candidate fields (``SelectionMethod.score_fields``). The shared
-path first finds redundant copies (near-bijections of another field's ids), lets the method
-score one representative per group, ranks the representatives (best first) with each copy
-right after its representative (sharing its score), chooses the subset (a fixed ``k``, the best subset a black-box search found, or the ERASE
-rule: the smallest k whose retrained validation AUC is within ``tolerance`` of the best),
-writes it into ``spec.fields`` and reports ranking, scores and the ERASE curve.
+path first finds redundant copies (near-bijections of another field's ids) and lets the
+method score one representative per group. It ranks the representatives (best first), with
+each copy right after its representative and sharing its score, and chooses the subset: a
+fixed ``k``, the best subset a black-box search found, or the ERASE rule (the smallest k
+whose retrained validation AUC is within ``tolerance`` of the best). The subset goes into
+``spec.fields`` (in schema order); ranking, scores and the ERASE curve go into the result.
 
 Options (``ctx.options``): ``k`` (keep exactly the top k), ``k_grid`` (ks of the ERASE
-curve, default every k up to 12 fields), ``tolerance`` (default 0.002), ``redundancy``
-(purity threshold of the near-bijection test, default 0.98; 0 turns it off), ``fast``.
+curve; default every k up to 12 fields, else 12 evenly spaced ks), ``tolerance`` (0.002),
+``redundancy`` (purity threshold of the near-bijection test, 0.98; 0 turns it off),
+``fast`` (an ERASE curve of two points).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 
 from autodrs.methods.selection.erase import EraseCurve, erase_curve
 from autodrs.methods.selection.redundancy import find_redundant, place_copies, redundant_copies
-from autodrs.methods.selection.subset import with_fields
+from autodrs.methods.selection.subset import in_schema_order, with_fields
 from autodrs.search.base import Method, SearchContext, SearchError, StageResult
 from autodrs.spec import ArchSpec
 from autodrs.train.trainer import TrainConfig
@@ -121,9 +123,10 @@ class SelectionMethod(Method):
         scores = {f: float(scored.scores[copies.get(f, f)]) for f in ranking}
         curve: EraseCurve | None = None
         if cfg.k is not None:
-            chosen = order[:cfg.k]
+            chosen = in_schema_order(ctx.dataset.schema, order[:cfg.k])
         elif scored.subset is not None:
-            chosen = [f for f in order if f in scored.subset]
+            chosen = in_schema_order(ctx.dataset.schema,
+                                     [f for f in order if f in scored.subset])
         else:
             grid = cfg.k_grid
             if grid is None and cfg.fast:

@@ -1,8 +1,9 @@
 """The ERASE evaluation protocol (Jia et al., KDD 2024) for any field ranking.
 
 For each k of a grid, the model of the spec is retrained from scratch on the top-k fields
-of the ranking (``experiment.fit_spec``: same trainer, split and early stopping as every
-baseline), giving validation and test AUC against k. The area under the test-AUC curve is
+of the ranking, taken in schema order so that a subset always builds the same model
+(``experiment.fit_spec``: same trainer, split and early stopping as every baseline),
+giving validation and test AUC against k. The area under the test-AUC curve is
 the trapezoid integral over the fraction of fields kept, divided by the width of the grid:
 the mean test AUC over the grid, so curves of different grids stay comparable. The pipeline
 picks k as the smallest k whose validation AUC is within ``tolerance`` of the best one.
@@ -18,7 +19,7 @@ import numpy as np
 
 from autodrs.data.dataset import Dataset
 from autodrs.experiment import fit_spec
-from autodrs.methods.selection.subset import with_fields
+from autodrs.methods.selection.subset import in_schema_order, with_fields
 from autodrs.spec import ArchSpec
 from autodrs.train.trainer import TrainConfig
 
@@ -90,11 +91,14 @@ def pick_k(points: list[ErasePoint], tolerance: float) -> ErasePoint:
 
 def erase_curve(ds: Dataset, ranking: list[str], spec: ArchSpec, config: TrainConfig,
                 ks: list[int] | None = None, tolerance: float = 0.002,
-                stop: Callable[[], bool] | None = None) -> EraseCurve:
+                stop: Callable[[], bool] | None = None,
+                cache: dict[frozenset[str], ErasePoint] | None = None) -> EraseCurve:
     """Retrain ``spec`` on the top-k fields of ``ranking`` for each k of ``ks`` (ascending).
 
     ``stop`` is asked before each retrain after the first (a search budget): the curve then
-    holds the points measured so far.
+    holds the points measured so far. ``cache`` reuses the point of a field set measured
+    before with the same data, spec and config (rankings of different methods share their
+    all-fields point, and often more).
     """
     if not ranking:
         raise ValueError("an ERASE curve needs a non-empty ranking")
@@ -106,7 +110,11 @@ def erase_curve(ds: Dataset, ranking: list[str], spec: ArchSpec, config: TrainCo
     for k in grid:
         if points and stop is not None and stop():
             break
-        fields = ranking[:k]
+        fields = in_schema_order(ds.schema, ranking[:k])
+        key = frozenset(fields)
+        if cache is not None and key in cache:
+            points.append(cache[key])
+            continue
         outcome = fit_spec(ds, with_fields(spec, fields), config)
         m = outcome.metrics
         points.append(ErasePoint(k=k, fields=fields, valid_auc=m["valid"]["auc"],
@@ -114,4 +122,6 @@ def erase_curve(ds: Dataset, ranking: list[str], spec: ArchSpec, config: TrainCo
                                  valid_logloss=m["valid"]["logloss"],
                                  test_logloss=m["test"]["logloss"],
                                  seconds=round(outcome.seconds, 3)))
+        if cache is not None:
+            cache[key] = points[-1]
     return EraseCurve(points=points, n_fields=len(ranking), tolerance=tolerance)

@@ -57,6 +57,19 @@ def find_redundant(schema: Schema, data: EncodedData, fields: list[str],
     return out
 
 
+def determined_pairs(schema: Schema, data: EncodedData, fields: list[str],
+                     threshold: float = 0.98) -> set[tuple[str, str]]:
+    """Ordered pairs ``(a, b)`` of categorical ``fields`` where ``b`` is (nearly) a function
+    of ``a`` (purity of ``a -> b`` at least ``threshold``): a cross of ``a`` and ``b`` then
+    holds no more than ``a`` alone (an item and its release year, a user and their age)."""
+    cat_index = {n: i for i, n in enumerate(schema.categorical)}
+    names = [f for f in fields if f in cat_index]
+    rows = min(len(data), MAX_ROWS)
+    columns = {n: data.cat[:rows, cat_index[n]].numpy() for n in names}
+    return {(a, b) for a in names for b in names
+            if a != b and purity(columns[a], columns[b]) >= threshold}
+
+
 def redundant_copies(fields: list[str], pairs: list[tuple[str, str]]) -> dict[str, str]:
     """``{copy: representative}``: each group of mutually redundant fields is represented by
     its first field in ``fields`` order; the others are its copies."""

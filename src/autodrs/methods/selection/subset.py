@@ -25,6 +25,13 @@ def with_fields(spec: ArchSpec, fields: list[str]) -> ArchSpec:
     return out
 
 
+def in_schema_order(schema: Schema, fields: list[str]) -> list[str]:
+    """``fields`` in the schema's order: a subset's model does not depend on how a ranking
+    ordered its fields, so the same subset always builds the same model."""
+    chosen = set(fields)
+    return [f for f in schema.field_names if f in chosen]
+
+
 def field_column(data: EncodedData, schema: Schema, name: str) -> torch.Tensor:
     """The encoded column of one field: ids ``[N]`` (categorical), values ``[N]``
     (numerical) or padded ids ``[N, L]`` (sequence)."""

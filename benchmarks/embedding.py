@@ -1,0 +1,190 @@
+"""Embedding search: stored size against accuracy, every method next to the full-dim model.
+
+For each dataset and seed: train DeepFM at dim 16 (the full-dim baseline), then run each
+embedding method from that spec and retrain what it found with the shared ``fit_spec`` and
+the same training config (PEP's retrain starts from its step-0 weights times the mask, the
+others from scratch). Prints, per method, embedding parameters, stored embedding bytes
+(tensors as saved), test AUC (mean ± std over seeds) and search plus retrain seconds; on
+``synthetic`` also the Bayes-optimal AUC and the dims AutoDim and DNIS give the planted
+relevant high-cardinality fields against the noise fields; and, on ``num0`` (synthetic's
+non-monotone numerical field), AutoDis against normalised-linear and equal-frequency
+bucketising. Writes a plot of test AUC against bytes and the raw figures as JSON.
+
+    python benchmarks/embedding.py --data movielens-100k synthetic --seeds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import numpy as np
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from _common import machine_line, markdown_table, mean_std  # noqa: E402
+from autodrs.data.dataset import Dataset, load_dataset  # noqa: E402
+from autodrs.experiment import fit_spec  # noqa: E402
+from autodrs.models.backbones import backbone_spec  # noqa: E402
+from autodrs.models.builder import count_bytes  # noqa: E402
+from autodrs.search.base import SearchContext, get_method  # noqa: E402
+from autodrs.train.trainer import TrainConfig  # noqa: E402
+
+METHODS = ("autodim", "dnis", "pep", "autoemb", "nis", "rule")
+RELEVANT_HIGH = ("r0", "r1", "r2")
+NOISE = ("n0", "n1", "n2", "n3")
+
+
+def options_for(method: str, trials_epochs: int, baseline_bytes: int) -> dict[str, Any]:
+    """Per-method settings of this benchmark (everything else is the method's default)."""
+    return {
+        "pep": {"sparsity": 0.97, "levels": "0.8,0.9,0.95,0.97", "threshold_scale": 20},
+        "nis": {"epochs": trials_epochs},
+        "rule": {"epochs": trials_epochs, "memory_budget": baseline_bytes // 2},
+    }.get(method, {})
+
+
+def run_dataset(data: str, seeds: int, epochs: int, trials: int, trial_epochs: int,
+                methods: tuple[str, ...], threads: int) -> dict[str, Any]:
+    runs: dict[str, list[dict[str, Any]]] = {m: [] for m in ("full-dim", *methods)}
+    truth: dict[str, list[float]] = {}
+    encoders: dict[str, list[float]] = {}
+    bayes: list[float] = []
+    for k in range(seeds):
+        seed = 2026 + k
+        ds = load_dataset(data, seed=seed)
+        config = TrainConfig(epochs=epochs, batch_size=1024, patience=2, seed=seed,
+                             progress=False, threads=threads)
+        base_spec = backbone_spec("deepfm", 16)
+        base = fit_spec(ds, base_spec, config)
+        base_bytes = count_bytes(base.model)["embedding"]
+        runs["full-dim"].append(record(base, 0.0, None))
+        report(data, seed, "full-dim", runs["full-dim"][-1])
+        if "truth" in ds.info:
+            bayes.append(ds.info["truth"]["bayes_auc"])
+            compare_encoders(ds, base_spec, config, encoders)
+        for method in methods:
+            ctx = SearchContext(ds, base_spec, config, seed=seed, trials=trials,
+                                options=options_for(method, trial_epochs, base_bytes))
+            t0 = time.perf_counter()
+            stage = get_method(method).search(ctx)
+            search = time.perf_counter() - t0
+            final = fit_spec(ds, stage.spec, config)
+            runs[method].append(record(final, search, stage.dims))
+            runs[method][-1]["stage_bytes"] = stage.bytes
+            report(data, seed, method, runs[method][-1])
+            if "truth" in ds.info and method in ("autodim", "dnis") and stage.dims:
+                truth.setdefault(f"{method}: relevant r0-r2", []).append(
+                    float(np.mean([stage.dims[f] for f in RELEVANT_HIGH])))
+                truth.setdefault(f"{method}: noise n0-n3", []).append(
+                    float(np.mean([stage.dims[f] for f in NOISE])))
+    return {"runs": runs, "truth": truth, "encoders": encoders, "bayes": bayes}
+
+
+def record(outcome: Any, search_seconds: float, dims: dict[str, float] | None) -> dict[str, Any]:
+    return {"test_auc": outcome.metrics["test"]["auc"],
+            "test_logloss": outcome.metrics["test"]["logloss"],
+            "embedding_params": outcome.params["embedding"],
+            "bytes": count_bytes(outcome.model)["embedding"],
+            "search_seconds": search_seconds, "retrain_seconds": outcome.seconds,
+            "dims": dims}
+
+
+def report(data: str, seed: int, method: str, r: dict[str, Any]) -> None:
+    print(f"  {data} seed {seed} {method:>8}: test AUC {r['test_auc']:.4f}, "
+          f"{r['embedding_params']:,} embedding params, {r['bytes']:,} bytes, "
+          f"search {r['search_seconds']:.1f}s + retrain {r['retrain_seconds']:.1f}s", flush=True)
+
+
+def compare_encoders(ds: Dataset, spec: Any, config: TrainConfig,
+                     out: dict[str, list[float]]) -> None:
+    """num0 (and the numerical noise field) with each numerical encoder, all else equal."""
+    for encoder in ("autodis", "linear", "bucket"):
+        candidate = spec.copy(numerical={"num0": encoder, "num_noise": encoder})
+        result = fit_spec(ds, candidate, config)
+        out.setdefault(encoder, []).append(result.metrics["test"]["auc"])
+        print(f"  num0 encoder {encoder:>8}: test AUC {result.metrics['test']['auc']:.4f}",
+              flush=True)
+
+
+def summarise(data: str, found: dict[str, Any]) -> str:
+    runs = found["runs"]
+    base_auc = np.mean([r["test_auc"] for r in runs["full-dim"]])
+    base_params = np.mean([r["embedding_params"] for r in runs["full-dim"]])
+    rows = []
+    for method, items in runs.items():
+        if not items:
+            continue
+        aucs = [r["test_auc"] for r in items]
+        params = np.mean([r["embedding_params"] for r in items])
+        rows.append([method, mean_std(aucs), f"{np.mean(aucs) - base_auc:+.4f}",
+                     f"{params:,.0f}", f"{1 - params / base_params:.1%}",
+                     f"{np.mean([r['bytes'] for r in items]):,.0f}",
+                     f"{np.mean([r['search_seconds'] for r in items]):.1f}",
+                     f"{np.mean([r['retrain_seconds'] for r in items]):.1f}"])
+    text = [f"## {data} (DeepFM, dim 16 baseline; {len(runs['full-dim'])} seeds)", "",
+            markdown_table(["method", "test AUC", "vs full", "emb. params", "fewer",
+                            "emb. bytes", "search s", "retrain s"], rows)]
+    if found["bayes"]:
+        text += ["", f"Bayes-optimal test AUC: {mean_std(found['bayes'])}"]
+    if found["truth"]:
+        text += ["", markdown_table(["planted truth", "mean dim (over seeds)"],
+                                    [[k, mean_std(v)] for k, v in found["truth"].items()])]
+    if found["encoders"]:
+        text += ["", markdown_table(["num0 encoder", "test AUC"],
+                                    [[k, mean_std(v)] for k, v in found["encoders"].items()])]
+    return "\n".join(text)
+
+
+def plot(results: dict[str, dict[str, Any]], path: Path) -> None:
+    fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4.5), squeeze=False)
+    for ax, (data, found) in zip(axes[0], results.items(), strict=True):
+        for method, items in found["runs"].items():
+            if not items:
+                continue
+            x = [r["bytes"] for r in items]
+            y = [r["test_auc"] for r in items]
+            ax.errorbar(np.mean(x), np.mean(y), yerr=np.std(y), fmt="o", capsize=3)
+            ax.annotate(method, (np.mean(x), np.mean(y)), textcoords="offset points",
+                        xytext=(5, 4), fontsize=8)
+        ax.set_xscale("log")
+        ax.set_xlabel("stored embedding bytes (log)")
+        ax.set_ylabel("test AUC")
+        ax.set_title(data)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", nargs="+",
+                        default=["movielens-100k", "synthetic?rows=50000&seed=1"])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--trials", type=int, default=12, help="trials of nis and rule")
+    parser.add_argument("--trial-epochs", type=int, default=2)
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=Path("runs/bench-embedding"))
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    methods = tuple(m for m in args.methods.split(",") if m)
+    print(machine_line())
+    results = {}
+    for data in args.data:
+        results[data] = run_dataset(data, args.seeds, args.epochs, args.trials,
+                                    args.trial_epochs, methods, args.threads)
+        print(summarise(data, results[data]), flush=True)
+    plot(results, args.out / "auc_vs_bytes.png")
+    (args.out / "embedding.json").write_text(json.dumps(results, indent=2, default=float))
+    print(f"plot -> {args.out / 'auc_vs_bytes.png'}; figures -> {args.out / 'embedding.json'}")
+
+
+if __name__ == "__main__":
+    main()

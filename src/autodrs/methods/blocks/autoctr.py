@@ -1,0 +1,373 @@
+"""AutoCTR (Song, Cheng, Zhou, Yang, Tian, Hu; KDD 2020, "Towards Automated Neural
+Interaction Discovery for CTR Prediction"): evolutionary search over block DAGs.
+
+An architecture is ``blocks`` blocks b0..b(n-1); each block has tokens ``type`` (mlp, fm,
+dot, crossnet, attention), ``fields`` (a binary mask over the embedded fields it reads),
+``inputs`` (a binary mask over the earlier blocks it reads; none for b0) and micro tokens
+of its type (``width`` of an MLP, ``layers`` of a cross net, ``heads`` and ``layers`` of
+self-attention). Blocks no later block reads are the outputs (``autodrs.models.dag``).
+As in the official code (``nasrec/evolutionary_controller.py``):
+
+- **mutation**: pick a block, pick one of its tokens (``inputs`` not for b0), resample it
+  until it differs (categorical tokens uniformly, masks by Bernoulli(0.5) per bit), and
+  redraw until the graph is valid;
+- **parent selection**: the population ranked by validation logloss, score r = P for the
+  best down to 1, drawn with probability ``C(r+c-1, c) / C(P+c, c+1)`` (the hockey-stick
+  normalised rank distribution; P population, c candidate size);
+- **learning-to-rank guide** (optional): ``mutants`` distinct, never-trained mutants of the
+  parent are scored by a gradient-boosted regressor on architecture features (one-hot
+  types, masks, micro tokens) fitted to the rank of every trained architecture's logloss;
+  only the best-predicted mutant is trained (the paper uses a LightGBM lambdarank model);
+- **survival** ('comb'): of the youngest 2P, keep the P with the lowest
+  ``0.1 rank(logloss)/n + age/n + 0.1 rank(cost)/n`` (cost: the DAG's parameters);
+- **low fidelity**: every candidate trains for a few epochs on a seeded subsample of the
+  training rows, a child starting from its parent's weights where names and shapes match
+  (warm start); the search returns the architecture with the lowest validation logloss,
+  which the search command retrains from scratch on all rows.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from autodrs.methods.blocks.common import dag_result
+from autodrs.methods.interaction.common import embedded_names, option
+from autodrs.models.dag import BLOCK_TYPES, EMBEDDINGS, Block, BlockGraph
+from autodrs.search.base import Method, SearchContext, SearchError, StageResult, register_method
+from autodrs.search.estimation import (
+    BudgetExhausted,
+    Deadline,
+    low_fidelity,
+    subsample,
+    train_candidate,
+)
+from autodrs.spec import ArchSpec, SpecError
+
+MICRO: dict[str, dict[str, tuple[int, ...]]] = {
+    "mlp": {"width": (32, 64, 128, 256, 512)},
+    "crossnet": {"layers": (1, 2, 3)},
+    "attention": {"heads": (1, 2), "layers": (1, 2)},
+    "fm": {},
+    "dot": {},
+}
+DEFAULT_CANDIDATES = 40
+RANKER_MIN_HISTORY = 10
+MAX_REDRAWS = 200
+
+Token = dict[str, Any]  # one block: type, fields (mask), inputs (mask), micro tokens
+
+
+def base_dag_spec(spec: ArchSpec) -> ArchSpec:
+    """``spec`` with its towers off, ready to take a DAG (fields, dims, linear term kept)."""
+    return spec.copy(fm=False, inner=False, mlp=[], cross_layers=0, attention_layers=0,
+                     dag=None)
+
+
+class DagEncoding:
+    """Architectures as token lists over fixed block slots, their graphs and features."""
+
+    def __init__(self, names: list[str], blocks: int, types: tuple[str, ...]) -> None:
+        if blocks < 1:
+            raise SearchError(f"autoctr needs blocks >= 1, got {blocks}")
+        bad = [t for t in types if t not in BLOCK_TYPES]
+        if bad or not types:
+            raise SearchError(f"block types must be among {', '.join(BLOCK_TYPES)}; got "
+                              f"{list(types)}")
+        self.names = names
+        self.blocks = blocks
+        self.types = types
+
+    # ------------------------------------------------------------- graphs
+    def graph(self, arch: list[Token]) -> BlockGraph:
+        nodes = []
+        for k, tok in enumerate(arch):
+            fields = [n for n, bit in zip(self.names, tok["fields"], strict=True) if bit]
+            inputs = ([EMBEDDINGS] if fields else []) + [
+                f"b{j}" for j, bit in enumerate(tok["inputs"]) if bit]
+            micro = {name: tok[name] for name in MICRO[tok["type"]]}
+            nodes.append(Block(id=f"b{k}", type=tok["type"], inputs=inputs,
+                               fields=fields if fields and len(fields) < len(self.names)
+                               else None, **micro))
+        read = {s for n in nodes for s in n.sources()}
+        return BlockGraph(nodes, [n.id for n in nodes if n.id not in read])
+
+    def valid(self, arch: list[Token]) -> bool:
+        try:
+            self.graph(arch).validate(self.names)
+        except SpecError:
+            return False
+        return True
+
+    def key(self, arch: list[Token]) -> str:
+        """A canonical text of the architecture (what makes two candidates the same)."""
+        return str(self.graph(arch).to_dict())
+
+    # ------------------------------------------------------------- sampling
+    def random_block(self, k: int, rng: random.Random) -> Token:
+        kind = rng.choice(self.types)
+        tok: Token = {"type": kind,
+                      "fields": tuple(rng.random() < 0.5 for _ in self.names),
+                      "inputs": tuple(rng.random() < 0.5 for _ in range(k))}
+        for kind_ in MICRO.values():
+            for name, choices in kind_.items():
+                tok.setdefault(name, rng.choice(choices))
+        return tok
+
+    def random_arch(self, rng: random.Random) -> list[Token]:
+        for _ in range(MAX_REDRAWS):
+            arch = [self.random_block(k, rng) for k in range(self.blocks)]
+            if self.valid(arch):
+                return arch
+        raise SearchError("could not draw a valid block DAG; allow more block types or "
+                          "fields")
+
+    def tokens_of(self, k: int, tok: Token) -> list[str]:
+        names = ["type", "fields"] + (["inputs"] if k > 0 else [])
+        return names + list(MICRO[tok["type"]])
+
+    def mutate(self, arch: list[Token], rng: random.Random) -> list[Token]:
+        """Pick a block and one of its tokens; resample the token until it differs and the
+        graph is valid."""
+        for _ in range(MAX_REDRAWS):
+            k = rng.randrange(self.blocks)
+            name = rng.choice(self.tokens_of(k, arch[k]))
+            old = arch[k][name]
+            for _ in range(MAX_REDRAWS):
+                if name == "type":
+                    new: Any = rng.choice(self.types)
+                elif name in ("fields", "inputs"):
+                    new = tuple(rng.random() < 0.5 for _ in old)
+                else:
+                    new = rng.choice(next(m[name] for m in MICRO.values() if name in m))
+                if new != old:
+                    break
+            else:
+                continue  # a token with a single value cannot change; pick another
+            child = [dict(t) for t in arch]
+            child[k][name] = new
+            if self.valid(child):
+                return child
+        raise SearchError("could not mutate the block DAG into a valid one")
+
+    # ------------------------------------------------------------- features
+    def features(self, arch: list[Token]) -> list[float]:
+        """The architecture vector of the ranking model: per block slot, one-hot type,
+        field mask, input mask (padded to the slot count) and micro tokens (log2 width)."""
+        out: list[float] = []
+        for tok in arch:
+            out += [float(tok["type"] == t) for t in BLOCK_TYPES]
+            out += [float(b) for b in tok["fields"]]
+            out += [float(b) for b in tok["inputs"]] + [0.0] * (self.blocks - len(tok["inputs"]))
+            out += [math.log2(tok["width"]) if tok["type"] == "mlp" else 0.0,
+                    float(tok["layers"]) if tok["type"] in ("crossnet", "attention") else 0.0,
+                    float(tok["heads"]) if tok["type"] == "attention" else 0.0]
+        return out
+
+
+@dataclass
+class Candidate:
+    """A trained architecture: its tokens, validation metrics, cost and (while alive in
+    the population) weights."""
+
+    number: int
+    arch: list[Token]
+    spec: ArchSpec
+    logloss: float
+    auc: float
+    cost: int
+    seconds: float
+    parent: int | None = None
+    state: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+
+
+def hockey_stick_pick(ranked: list[int], candidates: int, rng: random.Random) -> int:
+    """Pick from ``ranked`` (best first): score r = P for the best down to 1, drawn with
+    probability ``C(r + c - 1, c) / C(P + c, c + 1)`` (these sum to one by the hockey-stick
+    identity)."""
+    size = len(ranked)
+    weights = [math.comb(r + candidates - 1, candidates) for r in range(size, 0, -1)]
+    return rng.choices(ranked, weights=weights, k=1)[0]
+
+
+def survivors(history: list[Candidate], population: list[int], size: int) -> list[int]:
+    """AutoCTR's 'comb' survival: of the youngest ``2 size`` members, keep the ``size`` with
+    the lowest ``0.1 rank(logloss)/n + age/n + 0.1 rank(cost)/n``."""
+    young = sorted(population, reverse=True)[: 2 * size]
+    if len(young) <= size:
+        return sorted(young)
+    n = len(young)
+    by_loss = {c: r for r, c in enumerate(sorted(young, key=lambda c: history[c].logloss))}
+    by_cost = {c: r for r, c in enumerate(sorted(young, key=lambda c: history[c].cost))}
+    by_age = {c: r for r, c in enumerate(young)}  # 0 for the newest
+    score = {c: 0.1 * by_loss[c] / n + by_age[c] / n + 0.1 * by_cost[c] / n for c in young}
+    return sorted(sorted(young, key=lambda c: (score[c], c))[:size])
+
+
+class MutantRanker:
+    """The learning-to-rank guide: a gradient-boosted regressor from architecture features
+    to the rank of the validation logloss among trained architectures (0 = best)."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def best(self, encoding: DagEncoding, history: list[Candidate],
+             mutants: list[list[Token]]) -> int:
+        from sklearn.ensemble import HistGradientBoostingRegressor
+
+        x = np.array([encoding.features(c.arch) for c in history])
+        order = np.argsort([c.logloss for c in history], kind="stable")
+        rank = np.empty(len(history))
+        rank[order] = np.arange(len(history))
+        model = HistGradientBoostingRegressor(max_depth=3, learning_rate=0.05, max_iter=200,
+                                              min_samples_leaf=2, random_state=self.seed)
+        model.fit(x, rank)
+        predicted = model.predict(np.array([encoding.features(m) for m in mutants]))
+        return int(np.argmin(predicted))
+
+
+@register_method
+class AutoCTR(Method):
+    """AutoCTR: evolution over block DAGs (``random``: the same space sampled at random).
+
+    Options: ``blocks`` (block slots, 4; the paper uses 7), ``block_types``
+    (comma-separated, default all five), ``population`` (P, 20), ``candidate_size`` (c, 10),
+    ``ranker`` (the learning-to-rank guide, on), ``mutants`` (mutants the guide ranks, 50),
+    ``subsample`` (train rows per candidate, 0.5), ``epochs`` (per candidate, 2),
+    ``warm_start`` (children start from the parent's weights, on). The search stops at
+    ``trials`` candidates, the wall-time budget, or 40 candidates when neither is given.
+    """
+
+    name = "autoctr"
+    component = "blocks"
+    strategies = ("evolution", "random")
+
+    def search(self, ctx: SearchContext) -> StageResult:
+        strategy = self.resolve_strategy(ctx)
+        t0 = time.perf_counter()
+        schema = ctx.dataset.schema
+        base = base_dag_spec(ctx.spec)
+        names = embedded_names(schema, base)
+        raw_types = ctx.options.get("block_types", BLOCK_TYPES)
+        types = tuple(t.strip() for t in (raw_types.split(",") if isinstance(raw_types, str)
+                                          else raw_types) if t.strip())
+        encoding = DagEncoding(names, option(ctx, "blocks", 2 if ctx.fast else 4, int), types)
+        population_size = option(ctx, "population", 2 if ctx.fast else 20, int)
+        candidate_size = option(ctx, "candidate_size", 10, int)
+        use_ranker = bool(ctx.options.get("ranker", True))
+        n_mutants = option(ctx, "mutants", 50, int)
+        warm = bool(ctx.options.get("warm_start", True))
+        if population_size < 1 or candidate_size < 0 or n_mutants < 1:
+            raise SearchError("autoctr needs population >= 1, candidate_size >= 0 and "
+                              "mutants >= 1")
+        limit = ctx.trials if ctx.trials is not None else (
+            None if ctx.budget_seconds is not None else (3 if ctx.fast else DEFAULT_CANDIDATES))
+        train_rows = subsample(ctx.dataset.train, ctx.options.get("subsample", 0.5), ctx.seed)
+        config = replace(low_fidelity(ctx.train, option(ctx, "epochs", 1 if ctx.fast else 2, int)),
+                         seed=ctx.seed)
+        rng = random.Random(ctx.seed)
+        ranker = MutantRanker(ctx.seed)
+        history: list[Candidate] = []
+        population: list[int] = []
+        seen: set[str] = set()
+        stopped = False
+
+        def evaluate(arch: list[Token], parent: Candidate | None) -> Candidate | None:
+            spec = base.copy(dag=encoding.graph(arch).to_dict())
+            start = time.perf_counter()
+            try:
+                model, fit = train_candidate(ctx.dataset, spec, config, train_rows,
+                                             ctx.dataset.valid, [Deadline(ctx)],
+                                             parent.state if parent is not None and warm
+                                             else None)
+            except BudgetExhausted:
+                return None
+            dag_params = sum(p.numel() for p in model.dag.parameters())  # type: ignore[union-attr]
+            cand = Candidate(len(history), arch, spec, float(fit.valid["logloss"]),
+                             float(fit.valid["auc"]), int(dag_params),
+                             time.perf_counter() - start,
+                             parent.number if parent is not None else None,
+                             {k: v.detach().clone() for k, v in model.state_dict().items()})
+            history.append(cand)
+            seen.add(encoding.key(arch))
+            return cand
+
+        while limit is None or len(history) < limit:
+            if ctx.out_of_budget():
+                stopped = True
+                break
+            parent: Candidate | None = None
+            if strategy == "random" or len(population) < population_size:
+                arch = self.fresh(encoding, rng, seen)
+            else:
+                ranked = sorted(population, key=lambda c: (history[c].logloss, c))
+                parent = history[hockey_stick_pick(ranked, candidate_size, rng)]
+                arch = self.child(encoding, parent, rng, seen, history,
+                                  ranker if use_ranker and len(history) >= RANKER_MIN_HISTORY
+                                  else None, n_mutants)
+            cand = evaluate(arch, parent)
+            if cand is None:
+                stopped = True
+                break
+            population.append(cand.number)
+            if strategy == "evolution" and len(population) > population_size:
+                population = survivors(history, population, population_size)
+            alive = set(population)
+            for c in history:
+                if c.number not in alive:
+                    c.state = None  # only the population's weights can be inherited
+        if not history:
+            raise SearchError("autoctr trained no candidate inside the budget; give it more "
+                              "time or fewer epochs")
+        ordered = sorted(history, key=lambda c: (c.logloss, c.number))
+        best = ordered[0]
+        labels = [f"#{c.number}: " + " | ".join(n.default_label() for n in
+                                                BlockGraph.from_dict(c.spec.dag).nodes)
+                  for c in ordered[:10]]
+        return dag_result(
+            self.name, strategy, best.spec, labels,
+            {lab: c.auc for lab, c in zip(labels, ordered, strict=False)},
+            time.perf_counter() - t0,
+            trials=[{"number": c.number, "values": [c.auc], "state": "COMPLETE",
+                     "valid": {"auc": c.auc, "logloss": c.logloss}, "parent": c.parent,
+                     "dag_params": c.cost, "seconds": round(c.seconds, 3)} for c in history],
+            extra={"candidates": len(history), "best_number": best.number,
+                   "valid_logloss": best.logloss, "valid_auc": best.auc,
+                   "stopped_by_budget": stopped, "ranker": use_ranker})
+
+    @staticmethod
+    def fresh(encoding: DagEncoding, rng: random.Random, seen: set[str]) -> list[Token]:
+        for _ in range(MAX_REDRAWS):
+            arch = encoding.random_arch(rng)
+            if encoding.key(arch) not in seen:
+                return arch
+        return arch
+
+    @staticmethod
+    def child(encoding: DagEncoding, parent: Candidate, rng: random.Random, seen: set[str],
+              history: list[Candidate], ranker: MutantRanker | None,
+              n_mutants: int) -> list[Token]:
+        """One never-trained mutant of ``parent`` (the ranker's pick of ``n_mutants``)."""
+        mutants: list[list[Token]] = []
+        keys: set[str] = set()
+        wanted = n_mutants if ranker is not None else 1
+        for _ in range(MAX_REDRAWS * wanted):
+            arch = encoding.mutate(parent.arch, rng)
+            key = encoding.key(arch)
+            if key in seen or key in keys:
+                continue
+            mutants.append(arch)
+            keys.add(key)
+            if len(mutants) >= wanted:
+                break
+        if not mutants:
+            return encoding.mutate(parent.arch, rng)
+        if ranker is None or len(mutants) == 1:
+            return mutants[0]
+        return mutants[ranker.best(encoding, history, mutants)]

@@ -1,0 +1,242 @@
+"""Interaction search: GRDA, AutoFIS recovering planted pairs, every interaction method's
+stage result and spec, OptInter's memorised crosses, and the black-box pair space."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from itertools import combinations
+
+import optuna
+import pytest
+import torch
+
+from autodrs.data.dataset import Dataset, load_dataset
+from autodrs.methods.interaction.space import PairSelectionSpace
+from autodrs.models.backbones import backbone_spec
+from autodrs.models.builder import build_model
+from autodrs.search.base import SearchContext, SearchError, StageResult, get_method
+from autodrs.spec import ArchSpec, Interaction, SpecError
+from autodrs.train.grda import GRDA
+from autodrs.train.trainer import TrainConfig
+
+RELEVANT = ["r0", "r1", "r2", "r3", "r4", "r5"]
+GRADIENT_METHODS = ["autofis", "autogroup", "profit", "fives", "optinter"]
+
+
+def context(ds: Dataset, config: TrainConfig, **options: object) -> SearchContext:
+    spec_fields = options.pop("fields", None)
+    strategy = options.pop("strategy", None)
+    trials = options.pop("trials", None)
+    return SearchContext(dataset=ds, spec=ArchSpec(fields=spec_fields), train=config, seed=0,
+                         strategy=strategy, trials=trials, options=dict(options))
+
+
+# ---------------------------------------------------------------------------- GRDA
+def test_grda_follows_the_dual_averaging_update() -> None:
+    w = torch.nn.Parameter(torch.tensor([0.6, -0.6]))
+    opt = GRDA([w], lr=0.5, c=0.1, mu=0.6)
+    v = torch.tensor([0.6, -0.6])
+    for t, grad in enumerate(([-0.2, 0.1], [0.3, -0.4])):
+        w.grad = torch.tensor(grad)
+        opt.step()
+        v = v - 0.5 * torch.tensor(grad)
+        l1 = 0.1 * 0.5 ** (0.5 + 0.6) * (t + 1) ** 0.6
+        expected = torch.sign(v) * torch.clamp(v.abs() - l1, min=0.0)
+        assert torch.allclose(w.detach(), expected)
+
+
+def test_grda_zeroes_weights_without_gradient_and_keeps_pushed_ones() -> None:
+    w = torch.nn.Parameter(torch.tensor([0.6, 0.6]))
+    opt = GRDA([w], lr=1.0, c=0.05, mu=0.8)
+    for _ in range(60):
+        w.grad = torch.tensor([0.0, -0.05])  # the second weight is consistently wanted
+        opt.step()
+    assert w[0].item() == 0.0  # exactly zero, not merely small
+    assert w[1].item() > 0.5
+
+
+@pytest.mark.parametrize("kwargs", [{"lr": 0.0}, {"c": -1.0}, {"mu": 1.5}])
+def test_grda_rejects_bad_settings(kwargs: dict[str, float]) -> None:
+    with pytest.raises(ValueError):
+        GRDA([torch.nn.Parameter(torch.zeros(2))], **kwargs)
+
+
+# ---------------------------------------------------------------------------- AutoFIS
+@pytest.fixture(scope="module")
+def synthetic_100k() -> Dataset:
+    return load_dataset("synthetic?rows=100000&seed=1", seed=0)
+
+
+def test_autofis_recovers_the_planted_pairs_and_prunes_the_rest(synthetic_100k: Dataset) -> None:
+    """On the six relevant fields (15 pairs, 5 planted), AutoFIS-DeepFM ranks at least 4
+    planted pairs in its top 5 and removes at least 70% of the 10 others."""
+    ds = synthetic_100k
+    config = TrainConfig(epochs=2, batch_size=512, patience=1, progress=False, threads=1)
+    result = get_method("autofis").search(context(ds, config, fields=list(RELEVANT)))
+    planted = {tuple(p) for p in ds.info["truth"]["pairs"]}
+    top5 = [tuple(p) for p in result.ranking[:5]]
+    assert sum(p in planted for p in top5) >= 4
+    kept = {tuple(i.fields) for i in result.spec.interactions}
+    others = [p for p in combinations(RELEVANT, 2) if p not in planted]
+    assert sum(p not in kept for p in others) >= 0.7 * len(others)
+    # every survivor carries its gate, and zero-gate pairs are gone
+    assert all(i.weight not in (None, 0.0) for i in result.spec.interactions)
+    assert all(result.scores["*".join(p)] == 0.0 for p in combinations(RELEVANT, 2)
+               if p not in kept)
+
+
+def test_autofis_retrain_keeps_gates_as_attention(tiny_synthetic: Dataset,
+                                                  fast_config: TrainConfig) -> None:
+    result = get_method("autofis").search(
+        context(tiny_synthetic, fast_config, threshold=0.7))
+    spec = ArchSpec.from_json(result.spec.to_json())
+    kept = spec.interactions
+    assert kept and len(kept) < len(result.scores)
+    model = build_model(tiny_synthetic.schema, spec)
+    assert model.fm.weight is not None and model.fm.weight.requires_grad
+    assert model.fm.weight.detach().tolist() == pytest.approx([i.weight for i in kept])
+    assert model.fm.products.left.numel() == len(kept)
+
+
+def test_autofis_is_deterministic_under_a_seed(tiny_synthetic: Dataset,
+                                               fast_config: TrainConfig) -> None:
+    a = get_method("autofis").search(context(tiny_synthetic, fast_config))
+    b = get_method("autofis").search(context(tiny_synthetic, fast_config))
+    assert a.spec.to_dict() == b.spec.to_dict()
+    assert a.scores == b.scores
+
+
+# ---------------------------------------------------------------------------- all methods
+@pytest.mark.parametrize("method", GRADIENT_METHODS + ["pairsearch"])
+def test_every_interaction_method_writes_a_usable_spec(method: str, tiny_synthetic: Dataset,
+                                                       fast_config: TrainConfig) -> None:
+    options: dict[str, object] = {}
+    if method == "pairsearch":
+        options = {"strategy": "random", "trials": 2, "epochs": 1}
+    result = get_method(method).search(context(tiny_synthetic, fast_config, **options))
+    assert isinstance(result, StageResult)
+    entry = json.loads(json.dumps(result.to_dict()))
+    assert entry["method"] == method
+    names = set(tiny_synthetic.schema.field_names)
+    pairs = {"*".join(p) for p in combinations(tiny_synthetic.schema.field_names, 2)}
+    # the ranking lists every candidate pair (field-name lists), best first
+    assert {"*".join(r) for r in result.ranking if len(r) == 2} == pairs
+    assert all(set(r) <= names for r in result.ranking)
+    assert set(entry["scores"]) == {"*".join(r) for r in result.ranking}
+    ordered = [result.scores["*".join(r)] for r in result.ranking if len(r) == 2]
+    if method not in ("profit", "fives"):  # those list each order best first, pairs first
+        assert ordered == sorted(ordered, reverse=True)
+    spec = result.spec
+    assert spec.fm and spec.interactions is not None
+    assert {i.key for i in spec.interactions} <= pairs
+    spec.validate(tiny_synthetic.schema)
+    model = build_model(tiny_synthetic.schema, spec)
+    batch = next(tiny_synthetic.valid.batches(64))
+    assert model(batch).shape == (64,)
+
+
+@pytest.mark.parametrize("method", ["profit", "fives", "autogroup"])
+def test_higher_order_methods_report_triples_after_the_pairs(
+        method: str, tiny_synthetic: Dataset, fast_config: TrainConfig) -> None:
+    result = get_method(method).search(context(tiny_synthetic, fast_config))
+    orders = [len(r) for r in result.ranking]
+    assert orders == sorted(orders)
+    triples = result.to_dict()["triples"]
+    assert all(len(t) == 3 and len(set(t)) == 3 for t in triples)
+
+
+def test_autogroup_keeps_the_pairs_of_its_order_two_groups(tiny_synthetic: Dataset,
+                                                          fast_config: TrainConfig) -> None:
+    result = get_method("autogroup").search(context(tiny_synthetic, fast_config))
+    co_members = {tuple(p) for group in result.to_dict()["groups"]["order2"]
+                  for p in combinations(group, 2)}
+    assert {tuple(i.fields) for i in result.spec.interactions} == co_members
+
+
+def test_fm_backbone_has_no_deep_tower(tiny_synthetic: Dataset,
+                                       fast_config: TrainConfig) -> None:
+    result = get_method("autofis").search(context(tiny_synthetic, fast_config, backbone="fm"))
+    assert result.spec.mlp == [] and result.spec.fm and result.spec.linear
+    assert result.to_dict()["grda"]["mu"] == 0.6
+
+
+def test_bad_options_are_named(tiny_synthetic: Dataset, fast_config: TrainConfig) -> None:
+    with pytest.raises(SearchError, match="backbone"):
+        get_method("autofis").search(context(tiny_synthetic, fast_config, backbone="dcn"))
+    with pytest.raises(SearchError, match="threshold"):
+        get_method("autofis").search(context(tiny_synthetic, fast_config, threshold="high"))
+    with pytest.raises(SearchError, match="max_order"):
+        get_method("autogroup").search(context(tiny_synthetic, fast_config, max_order=7))
+    with pytest.raises(SearchError, match="strategy"):
+        get_method("autofis").search(context(tiny_synthetic, fast_config, strategy="tpe"))
+
+
+# ---------------------------------------------------------------------------- OptInter
+def test_optinter_memorised_pairs_become_cross_features(tiny_synthetic: Dataset,
+                                                        fast_config: TrainConfig) -> None:
+    result = get_method("optinter").search(context(tiny_synthetic, fast_config))
+    functions = result.to_dict()["functions"]
+    assert set(functions.values()) <= {"memorise", "factorise", "naive"}
+    spec = result.spec
+    by_key = {i.key: i for i in spec.interactions}
+    for key, how in functions.items():
+        if how == "naive":
+            assert key not in by_key
+        elif how == "memorise":
+            assert by_key[key].function == "memorise"
+            assert by_key[key].fields in spec.crosses
+        else:
+            assert by_key[key].function == "product"
+    # numerical fields have no cross feature, so their pairs are never memorised
+    assert all(how != "memorise" for key, how in functions.items()
+               if "num0" in key.split("*") or "num_noise" in key.split("*"))
+    model = build_model(tiny_synthetic.schema, spec)
+    products = sum(i.function == "product" for i in spec.interactions)
+    assert model.fm.products.left.numel() == products
+    assert len(model.embedding.crosses) == len(spec.crosses)
+
+
+def test_memorised_interaction_needs_its_cross(tiny_synthetic: Dataset) -> None:
+    spec = backbone_spec("deepfm")
+    spec.interactions = [Interaction(fields=["r0", "r1"], function="memorise")]
+    with pytest.raises(SpecError, match="cross"):
+        spec.validate(tiny_synthetic.schema)
+    spec.crosses = [["r0", "r1"]]
+    spec.interactions.append(Interaction(fields=["r2", "r3"]))
+    model = build_model(tiny_synthetic.schema, spec)
+    # the FM models only the product pair; the memorised pair is the cross embedding
+    assert model.fm.products.left.numel() == 1
+    assert "r0xr1" in model.embedding.names
+
+
+# ---------------------------------------------------------------------------- black box
+def test_pair_selection_space_writes_the_sampled_pairs(tiny_synthetic: Dataset,
+                                                       fast_config: TrainConfig) -> None:
+    pairs = [("r0", "r1"), ("r0", "r2"), ("n0", "n1")]
+    space = PairSelectionSpace(pairs)
+    trial = optuna.trial.FixedTrial({"pair:r0*r1": "keep", "pair:r0*r2": "drop",
+                                     "pair:n0*n1": "keep"})
+    ctx = context(tiny_synthetic, fast_config)
+    decision = space.suggest(trial, ctx)
+    assert decision == {"pairs": [["r0", "r1"], ["n0", "n1"]]}
+    spec = space.apply(backbone_spec("deepfm"), decision)
+    assert [i.fields for i in spec.interactions] == [["r0", "r1"], ["n0", "n1"]]
+    assert set(space.grid(ctx)) == {"pair:r0*r1", "pair:r0*r2", "pair:n0*n1"}
+    with pytest.raises(SearchError, match="outside"):
+        space.apply(backbone_spec("deepfm"), {"pairs": [["r3", "r4"]]})
+    with pytest.raises(SearchError, match="fm or inner"):
+        space.apply(backbone_spec("dnn"), decision)
+    with pytest.raises(SearchError):
+        PairSelectionSpace([("r0", "r0")])
+
+
+def test_pairsearch_keeps_the_best_trials_pairs(tiny_synthetic: Dataset,
+                                                fast_config: TrainConfig) -> None:
+    ctx = replace(context(tiny_synthetic, fast_config, epochs=1, subsample=0.5),
+                  strategy="tpe", trials=3)
+    result = get_method("pairsearch").search(ctx)
+    complete = [t for t in result.trials if t["state"] == "COMPLETE"]
+    best = max(complete, key=lambda t: (t["values"][0], -t["number"]))
+    assert sorted(i.key for i in result.spec.interactions) == sorted(
+        "*".join(p) for p in best["decision"]["pairs"])
