@@ -19,6 +19,7 @@ from autodrs.data.errors import DataError
 from autodrs.data.sources import BUILTINS
 from autodrs.experiment import fit_spec, machine_info
 from autodrs.models.backbones import BACKBONES, backbone_spec
+from autodrs.models.builder import count_bytes
 from autodrs.report.html import build_report
 from autodrs.runfolder import ModelFileError, save_model, write_json
 from autodrs.serve.commands import (
@@ -168,6 +169,7 @@ def train(
         "spec": spec.to_dict(),
         "metrics": outcome.metrics,
         "params": outcome.params,
+        "bytes": count_bytes(outcome.model),
         "cost": {"train_seconds": round(outcome.seconds, 3),
                  "train_samples_per_second": round(outcome.fit.samples_per_second, 1)},
         "history": outcome.fit.history,

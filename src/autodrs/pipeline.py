@@ -12,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import click
 import yaml
 
 from autodrs.data.errors import DataError
@@ -35,10 +34,11 @@ def load_config(path: str | Path) -> dict[str, Any]:
     return {str(k).replace("-", "_"): v for k, v in data.items()}
 
 
-def merge_config(ctx: click.Context, params: dict[str, Any],
+def merge_config(ctx: Any, params: dict[str, Any],
                  config: dict[str, Any]) -> dict[str, Any]:
     """``params`` with values from ``config`` for every option not given on the command
-    line (flags win). Unknown keys are an error naming them."""
+    line (flags win). ``ctx`` is the command's (typer's) click context; unknown keys are an
+    error naming them."""
     aliases = {"time": "time_col", "out": "out_dir"}
     config = {aliases.get(k, k): v for k, v in config.items()}
     unknown = sorted(k for k in config if k not in params)
@@ -47,7 +47,8 @@ def merge_config(ctx: click.Context, params: dict[str, Any],
     merged = dict(params)
     for key, value in config.items():
         source = ctx.get_parameter_source(key)
-        if source in (None, click.core.ParameterSource.DEFAULT):
+        # typer vendors its own click: compare the source by name
+        if source is None or source.name in ("DEFAULT", "DEFAULT_MAP"):
             if isinstance(value, list):
                 value = ",".join(str(v) for v in value)
             merged[key] = Path(value) if isinstance(params[key], Path) else value

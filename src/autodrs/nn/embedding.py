@@ -55,9 +55,11 @@ class AutoDisEmbedding(nn.Module):
     The biases b and c (which common implementations keep and the paper's equations leave
     out) give each bucket its own kink: without them every logit is linear through x = 0 on
     each side, so the assignment only sharpens with |x| and a non-monotone effect of x
-    cannot be represented."""
+    cannot be represented. The temperature is low (0.1; the official code uses 1e-5), so each
+    meta-embedding learns from its own range of x from the first steps: at 1.0 they all get
+    nearly the same gradient, and a model that stops early never separates them."""
 
-    def __init__(self, dim: int, buckets: int = AUTODIS_BUCKETS, temperature: float = 1.0,
+    def __init__(self, dim: int, buckets: int = AUTODIS_BUCKETS, temperature: float = 0.1,
                  alpha: float = 0.1) -> None:
         super().__init__()
         # slopes and kinks spread over the standardised range (nn.Linear(1, H)'s draw)

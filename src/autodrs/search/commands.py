@@ -45,6 +45,7 @@ from autodrs.cli import (
 )
 from autodrs.experiment import fit_spec, machine_info, with_training
 from autodrs.models.backbones import BACKBONES, backbone_spec
+from autodrs.models.builder import count_bytes
 from autodrs.pipeline import (
     DEFAULT_BASELINES,
     DEFAULT_PIPELINE,
@@ -62,7 +63,7 @@ from autodrs.train.trainer import TrainConfig
 EFFECTIVE_KEYS = (
     "data", "methods", "strategy", "budget", "trials", "backend", "ray_address", "model",
     "baselines", "subsample", "trial_epochs", "pruner", "warm_start", "fast", "estimation",
-    "objectives", "label", "fmt", "categorical", "numerical", "sequence", "schema", "group",
+    "objectives", "memory_budget", "label", "fmt", "categorical", "numerical", "sequence", "schema", "group",
     "time_col", "split", "min_count", "seed", "epochs", "batch_size", "lr", "patience",
     "embed_dim", "device", "threads", "names",
 )
@@ -86,8 +87,10 @@ def search_command(
     resume: Annotated[bool, typer.Option(help="continue the search in --out")] = False,
     model: Annotated[str, typer.Option(help=f"backbone the search starts from: "
                                             f"{', '.join(BACKBONES)}")] = "deepfm",
-    baselines: Annotated[str, typer.Option(help="comma-separated backbones to compare with, "
-                                                "or 'none'")] = DEFAULT_BASELINES,
+    baselines: Annotated[str | None, typer.Option(help="comma-separated backbones to compare with, "
+                                                "or 'none' (default: deepfm, and "
+                                                f"{DEFAULT_BASELINES} for the default "
+                                                "pipeline)")] = None,
     subsample: Annotated[float | None, typer.Option(help="train rows per trial: a fraction "
                                                          "(<= 1) or a count")] = None,
     trial_epochs: Annotated[int | None, typer.Option(help="epochs per trial")] = None,
@@ -101,6 +104,8 @@ def search_command(
                                                  "candidates; methods that have one)")] = "train",
     objectives: Annotated[str, typer.Option(help="auc, or auc,embedding_params for a Pareto "
                                                  "front (evolution, tpe, random)")] = "auc",
+    memory_budget: Annotated[str | None, typer.Option(
+        help="cap on the stored embedding bytes, e.g. 2MB or 512KiB (rule, nis)")] = None,
     label: Label = None, fmt: Fmt = None, categorical: Categorical = None,
     numerical: Numerical = None, sequence: Sequence = None, schema: SchemaFile = None,
     group: Group = None, time_col: Time = None, split: Split = "random", min_count: MinCount = 1,
@@ -123,9 +128,9 @@ def search_command(
 @user_errors
 def run_search(data: str, out_dir: Path, methods: str | None, strategy: str | None,
                budget: str | None, trials: int | None, backend: str, ray_address: str | None,
-               resume: bool, model: str, baselines: str, subsample: float | None,
+               resume: bool, model: str, baselines: str | None, subsample: float | None,
                trial_epochs: int | None, pruner: str, warm_start: bool, fast: bool,
-               estimation: str, objectives: str,
+               estimation: str, objectives: str, memory_budget: str | None,
                label: str | None, fmt: str | None, categorical: str | None,
                numerical: str | None, sequence: str | None, schema: Path | None,
                group: str | None, time_col: str | None, split: str, min_count: int,
@@ -134,6 +139,8 @@ def run_search(data: str, out_dir: Path, methods: str | None, strategy: str | No
     import autodrs.methods  # noqa: F401  (fills the registry)
 
     names = _split_list(methods) or list(DEFAULT_PIPELINE)
+    if baselines is None:
+        baselines = "deepfm" if methods else DEFAULT_BASELINES
     unknown = [n for n in names if n not in METHODS]
     if unknown:
         raise SearchError(f"unknown method {unknown[0]!r}; available: "
@@ -167,6 +174,8 @@ def run_search(data: str, out_dir: Path, methods: str | None, strategy: str | No
         options["subsample"] = subsample
     if trial_epochs is not None:
         options["epochs"] = trial_epochs
+    if memory_budget is not None:
+        options["memory_budget"] = memory_budget
     ctx = SearchContext(dataset=ds, spec=base, train=config, seed=seed, out_dir=out_dir,
                         budget_seconds=seconds, trials=trials, strategy=strategy,
                         options=options, resume=resume, backend=backend,
@@ -186,6 +195,7 @@ def run_search(data: str, out_dir: Path, methods: str | None, strategy: str | No
     for name, bspec in base_specs.items():
         outcome = fit_spec(ds, bspec, config)
         compared[name] = {**outcome.metrics, "params": outcome.params,
+                          "bytes": count_bytes(outcome.model),
                           "seconds": round(outcome.seconds, 3)}
     result = result_skeleton("search", ds, seed)
     result |= {
@@ -194,6 +204,7 @@ def run_search(data: str, out_dir: Path, methods: str | None, strategy: str | No
         "metrics": final.metrics,
         "baselines": compared,
         "params": final.params,
+        "bytes": count_bytes(final.model),
         "cost": {"search_seconds": round(search_seconds, 3),
                  "retrain_seconds": round(final.seconds, 3),
                  "train_samples_per_second": round(final.fit.samples_per_second, 1),

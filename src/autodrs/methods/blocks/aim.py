@@ -44,6 +44,7 @@ from autodrs.methods.interaction.common import (
 )
 from autodrs.nn.functions import PairFunctions
 from autodrs.search.base import Method, SearchContext, SearchError, StageResult, register_method
+from autodrs.search.estimation import BudgetExhausted, Deadline
 from autodrs.spec import ArchSpec, Interaction
 from autodrs.train.grda import GRDA
 
@@ -160,7 +161,12 @@ class AIM(Method):
         gates = GRDA([supernet.interaction.gate], lr=gate_lr, c=c, mu=GRDA_MU)
         logits = torch.optim.Adam([supernet.interaction.gamma, supernet.embedding.delta],
                                   lr=arch_lr)
-        train_supernet(ctx, supernet, [OptimizerStep(gates), OptimizerStep(logits)], config)
+        stopped = False
+        try:
+            train_supernet(ctx, supernet, [OptimizerStep(gates), OptimizerStep(logits),
+                                           Deadline(ctx)], config)
+        except BudgetExhausted:
+            stopped = True  # derive from the architecture parameters reached so far
         decision = supernet.derive()
         chosen = {p: decision["pairs"][interaction_key(p)] for p in pairs}
         kept = sorted((Interaction(fields=list(p), function=e["function"], weight=e["gate"])
@@ -176,7 +182,7 @@ class AIM(Method):
         result = function_result(self.name, strategy, out, scores, functions_of,
                                  time.perf_counter() - t0,
                                  extra={"grda": {"c": c, "mu": GRDA_MU, "lr": gate_lr},
-                                        "search_steps": steps})
+                                        "planned_steps": steps, "stopped_by_budget": stopped})
         result.dims = {n: float(d) for n, d in decision["dims"].items()}
         return result
 

@@ -323,8 +323,12 @@ class AutoCTR(Method):
                 if c.number not in alive:
                     c.state = None  # only the population's weights can be inherited
         if not history:
-            raise SearchError("autoctr trained no candidate inside the budget; give it more "
-                              "time or fewer epochs")
+            # the budget ran out inside the first training: the first drawn architecture,
+            # untrained, is the best there is
+            first = encoding.random_arch(random.Random(ctx.seed))
+            spec = base.copy(dag=encoding.graph(first).to_dict())
+            return dag_result(self.name, strategy, spec, [], {}, time.perf_counter() - t0,
+                              extra={"candidates": 0, "stopped_by_budget": True})
         ordered = sorted(history, key=lambda c: (c.logloss, c.number))
         best = ordered[0]
         labels = [f"#{c.number}: " + " | ".join(n.default_label() for n in

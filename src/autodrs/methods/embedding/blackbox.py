@@ -12,17 +12,22 @@
   before it is trained, so the returned spec (the most accurate point of the Pareto front)
   never exceeds it. The Pareto front of AUC against bytes is reported.
 
-Both score a candidate with the engine's cheap estimation (few epochs, optional subsample).
+Both score a candidate with the engine's cheap estimation (few epochs, optional subsample),
+or, with ``estimation=weight_sharing``, with one AutoDim supernet trained once and pinned to
+each candidate's dims (no per-candidate training).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import optuna
 
+from autodrs.methods.embedding.autodim import AutoDimSpace
 from autodrs.methods.embedding.common import (
+    arch_every,
     candidate_dims,
     dims_result,
     measure,
@@ -33,8 +38,27 @@ from autodrs.methods.embedding.common import (
 from autodrs.methods.embedding.space import EmbeddingDimSpace
 from autodrs.search.base import Method, SearchContext, SearchError, StageResult, register_method
 from autodrs.search.blackbox import BlackBoxResult, run_blackbox
-from autodrs.search.estimation import Estimator
+from autodrs.search.estimation import Estimator, weight_sharing_evaluator
+from autodrs.search.gradient import run_gradient
 from autodrs.spec import ArchSpec
+
+
+def auc_estimate(ctx: SearchContext, space: EmbeddingDimSpace,
+                 objectives: tuple[str, ...]) -> Callable[[ArchSpec, optuna.Trial], float]:
+    """Validation AUC of a candidate: cheap training (the engine's ``Estimator``; a second
+    objective keeps it from reporting to a multi-objective trial) or weight sharing."""
+    if ctx.options.get("estimation") == "weight_sharing":
+        shared = AutoDimSpace(ctx.dataset.schema, ctx.spec, space.fields, space.candidates)
+        found = run_gradient(shared, ctx, mode="bilevel", every=arch_every(ctx, 10))
+        score = weight_sharing_evaluator(found.supernet, ctx.dataset.valid, ctx.train)
+        return lambda spec, trial: float(score(spec, trial))  # type: ignore[arg-type]
+    estimate = Estimator(ctx, objectives)
+
+    def auc(spec: ArchSpec, trial: optuna.Trial) -> float:
+        value = estimate(spec, trial)
+        return float(value[0] if isinstance(value, tuple) else value)
+
+    return auc
 
 
 def make_space(ctx: SearchContext, budget: int | None) -> EmbeddingDimSpace:
@@ -102,10 +126,10 @@ class NIS(Method):
         if penalty < 0:
             raise SearchError(f"memory_penalty must be >= 0, got {penalty}")
         largest = space.bytes_of(dict.fromkeys(space.fields, space.candidates[-1]))
-        estimate = Estimator(ctx, ("auc",))
+        estimate = auc_estimate(ctx, space, ("auc",))
 
         def reward(spec: ArchSpec, trial: optuna.Trial) -> float:
-            auc = float(estimate(spec, trial))  # type: ignore[arg-type]
+            auc = estimate(spec, trial)
             trial.set_user_attr("auc", auc)
             return auc - penalty * trial.user_attrs["bytes"] / largest
 
@@ -132,11 +156,10 @@ class RULE(Method):
         # without --memory-budget the spec so far's stored size is the cap: it may only shrink
         budget = memory_budget(ctx) or measure(ctx.dataset.schema, ctx.spec)["bytes"]
         space = make_space(ctx, budget)
-        # two objectives: the estimator must not report intermediate values to the trial
-        estimate = Estimator(ctx, ("auc", "embedding_params"))
+        estimate = auc_estimate(ctx, space, ("auc", "embedding_params"))
 
         def objectives(spec: ArchSpec, trial: optuna.Trial) -> tuple[float, float]:
-            auc = float(estimate(spec, trial)[0])  # type: ignore[index]
+            auc = estimate(spec, trial)
             trial.set_user_attr("auc", auc)
             return auc, float(trial.user_attrs["bytes"])
 

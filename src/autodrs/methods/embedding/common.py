@@ -21,7 +21,7 @@ from autodrs.search.estimation import BudgetExhausted, Deadline
 from autodrs.search.gradient import ArchStep
 from autodrs.spec import ArchSpec
 from autodrs.train.losses import make_loss
-from autodrs.train.trainer import Trainer
+from autodrs.train.trainer import Trainer, TrainHook
 
 DEFAULT_CANDIDATES = (2, 4, 8, 16, 32, 64)
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9,
@@ -166,8 +166,10 @@ def train_supernet(ctx: SearchContext, supernet: Supernet, optimizer: torch.opti
                    epochs: int | None = None) -> tuple[int, bool]:
     """Warm start (weights only, ``warm_epochs``), then train the weights with an
     architecture step of ``optimizer`` every ``every`` weight steps (on validation batches
-    for ``bilevel``). Stops cleanly when the search budget runs out. Returns the number of
-    architecture steps and whether the budget stopped it."""
+    for ``bilevel``) for ``epochs`` epochs, leaving the architecture parameters where the
+    search ended (the Trainer would restore those of its best validation epoch). Stops
+    cleanly when the search budget runs out. Returns the number of architecture steps and
+    whether the budget stopped it."""
     loss = make_loss(ctx.spec.loss.name, ctx.spec.loss.params)
 
     def arch_loss(model: nn.Module, batch: Batch) -> torch.Tensor:
@@ -181,13 +183,36 @@ def train_supernet(ctx: SearchContext, supernet: Supernet, optimizer: torch.opti
                     valid=data.valid if mode == "bilevel" else None,
                     batch_size=base.batch_size, seed=ctx.seed,
                     temperatures=list(getattr(supernet, "temperatures", [])))
+    arch = supernet.arch_parameters()
+    stopped = False
     try:
         if warm_epochs > 0:
             Trainer(replace(base, epochs=warm_epochs), [Deadline(ctx)]).fit(
                 supernet, data.train, data.valid, parameters=supernet.weight_parameters())
-        Trainer(replace(base, epochs=epochs, patience=max(2, base.patience)),
-                [hook, Deadline(ctx)]).fit(supernet, data.train, data.valid,
-                                          parameters=supernet.weight_parameters())
+        final = _LastValues(arch)
+        Trainer(replace(base, epochs=epochs, patience=epochs + 1),
+                [hook, final, Deadline(ctx)]).fit(supernet, data.train, data.valid,
+                                                 parameters=supernet.weight_parameters())
+        final.restore()
     except BudgetExhausted:
-        return hook.arch_steps, True
-    return hook.arch_steps, False
+        stopped = True
+    return hook.arch_steps, stopped
+
+
+class _LastValues(TrainHook):
+    """Remembers parameters at each epoch's end, to put them back after the Trainer
+    restores its best epoch."""
+
+    def __init__(self, params: list[nn.Parameter]) -> None:
+        self.params = params
+        self.values: list[torch.Tensor] | None = None
+
+    def on_epoch_end(self, trainer: Trainer, model: nn.Module, epoch: int,
+                     metrics: dict[str, float]) -> None:
+        self.values = [p.detach().clone() for p in self.params]
+
+    def restore(self) -> None:
+        if self.values is not None:
+            with torch.no_grad():
+                for p, v in zip(self.params, self.values, strict=True):
+                    p.copy_(v)

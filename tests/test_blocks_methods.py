@@ -1,0 +1,214 @@
+"""The interaction-function and block methods do what their papers say: SIF finds the
+product for planted dot-product pairs; AutoCTR mutates one token, selects parents by the
+hockey-stick rank distribution, keeps young accurate survivors, lets a ranker pick the
+mutant and warm-starts children; AutoPI derives DARTS's discrete cell; AutoFeature and AIM
+write their decisions into a spec that builds."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+import torch
+
+from autodrs.data.dataset import Dataset, load_dataset
+from autodrs.methods.blocks.aim import AIM_FUNCTIONS
+from autodrs.methods.blocks.autoctr import (
+    Candidate,
+    DagEncoding,
+    MutantRanker,
+    hockey_stick_pick,
+    survivors,
+)
+from autodrs.methods.blocks.autofeature import marginal_scores
+from autodrs.methods.blocks.autopi import OPERATORS, InteractionCellSpace, edges
+from autodrs.methods.blocks.space import PairFunctionSpace
+from autodrs.models.backbones import backbone_spec
+from autodrs.models.builder import build_model
+from autodrs.search.base import SearchContext, SearchError, get_method
+from autodrs.spec import ArchSpec
+from autodrs.train.trainer import TrainConfig
+
+NAMES = ["a", "b", "c", "d"]
+
+
+@pytest.fixture(scope="module")
+def planted_60k() -> Dataset:
+    return load_dataset("synthetic?rows=60000&seed=1", seed=0)
+
+
+def test_sif_picks_the_product_for_planted_pairs(planted_60k: Dataset) -> None:
+    """Four relevant fields and one noise field: 10 pairs, three of them planted as dot
+    products of latent vectors. SIF should model the planted pairs by ``multiply`` (the
+    read-out Hadamard product) far more often than the others, and rank them high."""
+    fields = ["r0", "r1", "r2", "r3", "n0"]
+    config = TrainConfig(epochs=10, batch_size=512, lr=1e-2, progress=False, threads=1, seed=0)
+    ctx = SearchContext(planted_60k, backbone_spec("deepfm", 8).copy(fields=fields), config,
+                        seed=1)
+    found = get_method("sif").search(ctx)
+    functions = found.extra["functions"]
+    planted = {"*".join(p) for p in planted_60k.info["truth"]["pairs"]} & set(functions)
+    assert len(planted) == 3 and len(functions) == 10
+    hits = sum(functions[k] == "multiply" for k in planted)
+    others = [f for k, f in functions.items() if k not in planted]
+    assert hits >= 2, functions
+    assert hits / len(planted) > others.count("multiply") / len(others), functions
+    top = {"*".join(p) for p in found.ranking[:5]}
+    assert len(planted & top) >= 2, found.ranking
+    build_model(planted_60k.schema, found.spec)
+
+
+def test_autoctr_mutation_changes_one_token() -> None:
+    encoding = DagEncoding(NAMES, blocks=4, types=("mlp", "fm", "dot", "crossnet",
+                                                    "attention"))
+    rng = random.Random(0)
+    arch = encoding.random_arch(rng)
+    for _ in range(30):
+        child = encoding.mutate(arch, rng)
+        changed = [(k, name) for k, (old, new) in enumerate(zip(arch, child, strict=True))
+                   for name in old if old[name] != new[name]]
+        assert len(changed) == 1
+        assert encoding.valid(child)
+        assert changed[0] != (0, "inputs")  # the first block reads no earlier block
+        arch = child
+
+
+def test_hockey_stick_parent_selection_favours_low_logloss() -> None:
+    size, c = 20, 10
+    weights = [math.comb(r + c - 1, c) for r in range(size, 0, -1)]
+    assert sum(weights) == math.comb(size + c, c + 1)  # the hockey-stick identity
+    rng = random.Random(0)
+    ranked = list(range(size))  # best first
+    picks = [hockey_stick_pick(ranked, c, rng) for _ in range(4000)]
+    best_share = picks.count(0) / len(picks)
+    assert abs(best_share - weights[0] / sum(weights)) < 0.03  # 11/30 for P=20, c=10
+    assert picks.count(0) > picks.count(5) > picks.count(19)
+
+
+def candidate(number: int, logloss: float, cost: int = 100) -> Candidate:
+    return Candidate(number, [], ArchSpec(), logloss, 0.5, cost, 0.0)
+
+
+def test_survival_prefers_young_accurate_cheap() -> None:
+    # ten members, the newest have the best logloss: the old half goes
+    history = [candidate(i, 1.0 - 0.01 * i) for i in range(10)]
+    assert survivors(history, list(range(10)), 5) == [5, 6, 7, 8, 9]
+    # only the youngest 2P compete; between two as young, the more accurate stays
+    history = [candidate(i, 0.5) for i in range(6)]
+    history[4] = candidate(4, 0.1)
+    kept = survivors(history, list(range(6)), 2)
+    assert 0 not in kept and 1 not in kept and 4 in kept
+
+
+def test_ranker_picks_the_mutant_like_the_best() -> None:
+    encoding = DagEncoding(NAMES, blocks=2, types=("mlp", "fm"))
+    rng = random.Random(1)
+    history = []
+    for i in range(24):
+        arch = encoding.random_arch(rng)
+        # the planted rule: an FM first block is good, an MLP first block is bad
+        loss = 0.4 if arch[0]["type"] == "fm" else 0.7
+        history.append(Candidate(i, arch, ArchSpec(), loss + 0.001 * i, 0.5, 1, 0.0))
+    good = next(c.arch for c in history if c.arch[0]["type"] == "fm")
+    bad = next(c.arch for c in history if c.arch[0]["type"] == "mlp")
+    assert MutantRanker(0).best(encoding, history, [bad, bad, good, bad]) == 2
+
+
+def test_autoctr_evolves_from_trained_parents(tiny_synthetic: Dataset,
+                                              fast_config: TrainConfig) -> None:
+    ctx = SearchContext(tiny_synthetic, backbone_spec("deepfm", 8), fast_config, seed=2,
+                        trials=6, options={"fast": True, "population": 3, "blocks": 3})
+    found = get_method("autoctr").search(ctx)
+    trials = found.trials
+    assert len(trials) == 6
+    assert all(t["parent"] is None for t in trials[:3])
+    assert all(t["parent"] is not None and t["parent"] < t["number"] for t in trials[3:])
+    best = min(trials, key=lambda t: (t["valid"]["logloss"], t["number"]))
+    assert found.extra["best_number"] == best["number"]
+    assert len(found.dag["nodes"]) == 3 and found.dag["output"]
+    assert found.spec.fm is False and found.spec.mlp == []
+    build_model(tiny_synthetic.schema, found.spec)
+
+
+def test_autoctr_random_strategy_and_bad_types(tiny_synthetic: Dataset,
+                                               fast_config: TrainConfig) -> None:
+    ctx = SearchContext(tiny_synthetic, backbone_spec("deepfm", 8), fast_config, seed=2,
+                        trials=3, strategy="random", options={"fast": True})
+    found = get_method("autoctr").search(ctx)
+    assert all(t["parent"] is None for t in found.trials)
+    bad = SearchContext(tiny_synthetic, backbone_spec("deepfm", 8), fast_config, seed=2,
+                        trials=1, options={"fast": True, "block_types": "mlp,conv"})
+    with pytest.raises(SearchError, match="block types"):
+        get_method("autoctr").search(bad)
+
+
+def test_autopi_derives_darts_cell(tiny_synthetic: Dataset, fast_config: TrainConfig) -> None:
+    ctx = SearchContext(tiny_synthetic, backbone_spec("deepfm", 8), fast_config, seed=0)
+    space = InteractionCellSpace(tiny_synthetic.schema, ctx.spec, nodes=3, width=8,
+                                 mlp=[16, 8])
+    net = space.supernet(ctx)
+    wanted = {(1, 0): "attention", (2, 0): "dot", (2, 1): "mlp", (3, 0): "skip",
+              (3, 1): "crossnet", (3, 2): "zero"}
+    with torch.no_grad():
+        net.alpha.zero_()
+        for k, edge in enumerate(edges(3)):
+            net.alpha[k, OPERATORS.index(wanted[edge])] = 5.0 - k * 0.1
+        net.alpha[k, OPERATORS.index("mlp")] = 1.0  # node 3's weakest edge: dropped
+        net.beta.copy_(torch.tensor([0.0, 3.0, 0.0]))
+    decision = net.derive()
+    assert decision["ensemble"] == "stacked"
+    # every node keeps its two strongest edges, each with its best operator but zero
+    assert decision["ops"] == {"1<-0": "attention", "2<-0": "dot", "2<-1": "mlp",
+                               "3<-0": "skip", "3<-1": "crossnet", "3<-2": "zero"}
+    graph = space.graph(decision)
+    ids = {n.id: n for n in graph.nodes}
+    assert ids["c2_1"].inputs == ["c1_0"]  # the MLP edge reads node 1's block
+    assert ids["c3_1"].inputs == ["c1_0"]
+    # stacked ensemble: the deep MLP reads the embeddings and every cell node
+    assert ids["d0"].inputs == ["embeddings", "c1_0", "c2_0", "c2_1", "c3_1"]
+    assert graph.output == ["d1"]
+    spec = space.apply(ctx.spec, decision)
+    build_model(tiny_synthetic.schema, spec)
+    with torch.no_grad():
+        net.beta.copy_(torch.tensor([3.0, 0.0, 0.0]))
+    parallel = space.graph(net.derive())
+    # parallel: the cell's nodes (node 3 skips the embeddings through) beside the deep MLP
+    assert parallel.output == ["c1_0", "c2_0", "c2_1", "embeddings", "c3_1", "d1"]
+
+
+def test_autofeature_space_writes_functions(tiny_synthetic: Dataset) -> None:
+    base = backbone_spec("deepfm", 8).copy(fields=["r0", "r1", "r2"])
+    space = PairFunctionSpace(tiny_synthetic.schema, base,
+                              ("plus", "multiply", "product", "none"))
+    assert space.keys() == ["r0*r1", "r0*r2", "r1*r2"]
+    spec = space.apply(base, {"r0*r1": "multiply", "r0*r2": "none", "r1*r2": "product"})
+    assert [(i.key, i.function) for i in spec.interactions] == [("r0*r1", "multiply"),
+                                                               ("r1*r2", "product")]
+    assert spec.fm and spec.mlp  # the product pair goes to the FM term, the MLP stays
+    build_model(tiny_synthetic.schema, spec)
+    no_product = space.apply(base, {"r0*r1": "plus", "r0*r2": "none", "r1*r2": "none"})
+    assert not no_product.fm
+    trials = [{"state": "COMPLETE", "values": [0.8], "decision": {"r0*r1": "plus"}},
+              {"state": "COMPLETE", "values": [0.6], "decision": {"r0*r1": "none"}}]
+    assert marginal_scores(space, trials)[("r0", "r1")] == pytest.approx(0.2)
+    with pytest.raises(SearchError, match="choices"):
+        PairFunctionSpace(tiny_synthetic.schema, base, ("plus", "cosine"))
+
+
+def test_aim_searches_pairs_functions_and_dims(tiny_synthetic: Dataset,
+                                               fast_config: TrainConfig) -> None:
+    ctx = SearchContext(tiny_synthetic, backbone_spec("deepfm", 8), fast_config, seed=0,
+                        options={"fast": True, "dims": "2,4,8", "threshold": 0.6})
+    found = get_method("aim").search(ctx)
+    spec = found.spec
+    assert set(spec.field_dims.values()) <= {2, 4, 8}
+    assert set(found.dims) == set(spec.field_dims)
+    kept = spec.interactions or []
+    assert all(i.function in AIM_FUNCTIONS and i.weight for i in kept)
+    dropped = [k for k, f in found.extra["functions"].items() if f == "none"]
+    assert len(kept) + len(dropped) == len(found.ranking)
+    build_model(tiny_synthetic.schema, spec)
+    with pytest.raises(SearchError, match="candidate dims"):
+        get_method("aim").search(SearchContext(tiny_synthetic, ctx.spec, fast_config,
+                                               options={"fast": True, "dims": "4,64"}))
