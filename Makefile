@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: setup
-	$(VENV)/bin/autodrs bench --data movielens-100k --baselines all --seeds 1 --out runs/quickstart
+	$(VENV)/bin/autodrs search --data movielens-100k --out runs/quickstart
 
 # headless Chromium renders report.html in the report tests (Debian's package)
 browser:

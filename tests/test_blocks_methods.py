@@ -212,3 +212,27 @@ def test_aim_searches_pairs_functions_and_dims(tiny_synthetic: Dataset,
     with pytest.raises(SearchError, match="candidate dims"):
         get_method("aim").search(SearchContext(tiny_synthetic, ctx.spec, fast_config,
                                                options={"fast": True, "dims": "4,64"}))
+
+
+def test_autoctr_seeds_backbones_and_final_fit(tiny_synthetic: Dataset,
+                                               fast_config: TrainConfig) -> None:
+    encoding = DagEncoding(NAMES, blocks=4, types=("mlp", "fm", "dot"))
+    deepfm = encoding.graph(encoding.backbone("deepfm"))
+    assert [n.type for n in deepfm.nodes] == ["fm", "mlp", "mlp", "mlp"]
+    assert deepfm.output == ["b0", "b3"] and deepfm.nodes[1].fields is None
+    ipnn = encoding.graph(encoding.backbone("ipnn"))
+    assert ipnn.nodes[1].inputs == ["embeddings", "b0"] and ipnn.output == ["b3"]
+    assert DagEncoding(NAMES, blocks=2, types=("fm", "mlp")).backbone("deepfm") is None
+    ctx = SearchContext(tiny_synthetic, backbone_spec("deepfm", 8), fast_config, seed=2,
+                        trials=4, options={"fast": True, "population": 2, "blocks": 3,
+                                           "seed_backbones": "deepfm,ipnn",
+                                           "final_candidates": 2})
+    found = get_method("autoctr").search(ctx)
+    # the population starts from the two backbones, then children of trained parents
+    assert found.trials[0]["dag"] == "FM | MLP 256 | MLP 128"
+    assert found.trials[1]["dag"] == "Dot | MLP 256 | MLP 128"
+    assert all(t["parent"] is not None for t in found.trials[2:])
+    final = found.extra["final_fit"]
+    assert len(final) == 2
+    best = max(final, key=lambda f: f["valid_auc"])
+    assert found.extra["best_number"] == best["number"]

@@ -110,13 +110,15 @@ def test_pep_threshold_granularities_and_bad_options(tiny_synthetic: Dataset,
         run("pep", tiny_synthetic, fast_config, options={"sparsity": 1.5})
 
 
-@pytest.mark.parametrize("share", [0.35, 0.6])
+@pytest.mark.parametrize(("share", "estimation"), [(0.35, "train"), (0.6, "weight_sharing")])
 def test_rule_never_returns_a_spec_over_the_memory_budget(
-        share: float, tiny_synthetic: Dataset, fast_config: TrainConfig) -> None:
+        share: float, estimation: str, tiny_synthetic: Dataset,
+        fast_config: TrainConfig) -> None:
     base = measure(tiny_synthetic.schema, backbone_spec("deepfm", 16))["bytes"]
     budget = int(share * base)
     found = run("rule", tiny_synthetic, fast_config, spec=backbone_spec("deepfm", 16),
-                trials=5, options={"memory_budget": budget, "fast": True})
+                trials=5, options={"memory_budget": budget, "fast": True,
+                                   "estimation": estimation})
     assert found.bytes <= budget
     assert measure(tiny_synthetic.schema, found.spec)["bytes"] <= budget
     assert found.pareto and all(p["bytes"] <= budget for p in found.pareto)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.table import Table as RichTable
 
 from autodrs.cli import (
     BatchSize,
@@ -216,12 +217,14 @@ def run_search(data: str, out_dir: Path, methods: str | None, strategy: str | No
     }
     write_json(out_dir / "result.json", result)
     build_report(result, out_dir / "report.html")
-    t = final.metrics["test"]
-    line = (f"searched model: test AUC {t['auc']:.4f}  logloss {t['logloss']:.4f}  "
-            f"({final.params['total']:,} parameters; search {search_seconds:.1f}s, "
-            f"retrain {final.seconds:.1f}s)")
-    out.print(line, highlight=False)
-    for name, row in compared.items():
-        out.print(f"{name:>15}: test AUC {row['test']['auc']:.4f}  logloss "
-                  f"{row['test']['logloss']:.4f}", highlight=False)
+    table = RichTable("model", "test AUC", "test logloss", "parameters", "embedding params",
+                      title=f"searched model against baselines on {ds.info['name']}")
+    rows = [("searched", final.metrics, final.params)]
+    rows += [(name, {"test": row["test"]}, row["params"]) for name, row in compared.items()]
+    for name, metrics, params in rows:
+        table.add_row(name, f"{metrics['test']['auc']:.4f}", f"{metrics['test']['logloss']:.4f}",
+                      f"{params['total']:,}", f"{params['embedding']:,}")
+    out.print(table)
+    out.print(f"search {search_seconds:.1f}s, retrain {final.seconds:.1f}s; report: "
+              f"{out_dir / 'report.html'}", highlight=False)
     out.print(f"-> {out_dir / 'result.json'}", highlight=False)

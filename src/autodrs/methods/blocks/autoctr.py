@@ -22,8 +22,16 @@ As in the official code (``nasrec/evolutionary_controller.py``):
   ``0.1 rank(logloss)/n + age/n + 0.1 rank(cost)/n`` (cost: the DAG's parameters);
 - **low fidelity**: every candidate trains for a few epochs on a seeded subsample of the
   training rows, a child starting from its parent's weights where names and shapes match
-  (warm start); the search returns the architecture with the lowest validation logloss,
-  which the search command retrains from scratch on all rows.
+  (warm start);
+- **final fit**: the best ``final_candidates`` architectures by validation logloss are
+  retrained from scratch on all training rows and the best by validation AUC is returned
+  (the paper retrains only the best; with ``final_candidates=1`` so does this). The search
+  command then retrains the returned spec from scratch.
+
+Two choices of this implementation: the initial population starts with the hand-crafted
+DeepFM and IPNN shapes written as DAGs (``seed_backbones``; the paper warm-starts its
+population from an earlier search), then random DAGs; and the ranker is scikit-learn's
+``HistGradientBoostingRegressor`` on ranks (LightGBM's lambdarank is not a dependency).
 """
 
 from __future__ import annotations
@@ -58,6 +66,7 @@ MICRO: dict[str, dict[str, tuple[int, ...]]] = {
     "dot": {},
 }
 DEFAULT_CANDIDATES = 40
+FINAL_SHARE = 0.75  # of a wall-time budget spent evolving; the rest retrains the finalists
 RANKER_MIN_HISTORY = 10
 MAX_REDRAWS = 200
 
@@ -127,6 +136,34 @@ class DagEncoding:
                 return arch
         raise SearchError("could not draw a valid block DAG; allow more block types or "
                           "fields")
+
+    def backbone(self, name: str) -> list[Token] | None:
+        """A hand-crafted backbone in this encoding (None when it does not fit the slots or
+        block types): ``deepfm``, an FM block beside an MLP tower (256, then halving widths);
+        ``ipnn``, a dot block whose products feed the MLP tower with the embeddings."""
+        first = {"deepfm": "fm", "ipnn": "dot"}.get(name)
+        if first is None:
+            raise SearchError(f"unknown seed backbone {name!r}; use deepfm or ipnn")
+        if self.blocks < 3 or first not in self.types or "mlp" not in self.types:
+            return None
+        widths = MICRO["mlp"]["width"]
+        every = tuple(True for _ in self.names)
+        arch: list[Token] = []
+        for k in range(self.blocks):
+            tok: Token = {"type": "mlp", "fields": tuple(False for _ in self.names),
+                          "inputs": tuple(j == k - 1 for j in range(k)), "width": widths[0],
+                          "layers": 1, "heads": 1}
+            if k == 0:
+                tok |= {"type": first, "fields": every}
+            elif k == 1:
+                tok |= {"fields": every, "inputs": (name == "ipnn",), "width": 256}
+            else:
+                tok["width"] = max(widths[0], 256 >> (k - 1))
+            arch.append(tok)
+        if name == "deepfm":
+            # the FM block is an output beside the tower, not read by it
+            arch[1]["inputs"] = (False,)
+        return arch if self.valid(arch) else None
 
     def tokens_of(self, k: int, tok: Token) -> list[str]:
         names = ["type", "fields"] + (["inputs"] if k > 0 else [])
@@ -232,6 +269,12 @@ class MutantRanker:
         return int(np.argmin(predicted))
 
 
+def summary(spec: ArchSpec) -> str:
+    """One line per architecture: its blocks' labels, in order."""
+    assert spec.dag is not None
+    return " | ".join(n.default_label() for n in BlockGraph.from_dict(spec.dag).nodes)
+
+
 @register_method
 class AutoCTR(Method):
     """AutoCTR: evolution over block DAGs (``random``: the same space sampled at random).
@@ -240,8 +283,10 @@ class AutoCTR(Method):
     (comma-separated, default all five), ``population`` (P, 20), ``candidate_size`` (c, 10),
     ``ranker`` (the learning-to-rank guide, on), ``mutants`` (mutants the guide ranks, 50),
     ``subsample`` (train rows per candidate, 0.5), ``epochs`` (per candidate, 2),
-    ``warm_start`` (children start from the parent's weights, on). The search stops at
-    ``trials`` candidates, the wall-time budget, or 40 candidates when neither is given.
+    ``warm_start`` (children start from the parent's weights, on), ``seed_backbones``
+    (deepfm,ipnn; empty for a purely random start), ``final_candidates`` (3). The search
+    stops at ``trials`` candidates, at three quarters of the wall-time budget (the rest is
+    for the final fit), or after 40 candidates when neither is given.
     """
 
     name = "autoctr"
@@ -266,6 +311,16 @@ class AutoCTR(Method):
         if population_size < 1 or candidate_size < 0 or n_mutants < 1:
             raise SearchError("autoctr needs population >= 1, candidate_size >= 0 and "
                               "mutants >= 1")
+        raw_seeds = ctx.options.get("seed_backbones", "" if ctx.fast else "deepfm,ipnn")
+        seeds = [a for a in (encoding.backbone(n.strip()) for n in (
+            raw_seeds.split(",") if isinstance(raw_seeds, str) else raw_seeds) if n.strip())
+            if a is not None]
+        finalists = option(ctx, "final_candidates", 1 if ctx.fast else 3, int)
+        if finalists < 1:
+            raise SearchError(f"final_candidates must be >= 1, got {finalists}")
+        # the full-fidelity retrain of the finalists gets the last quarter of a budget
+        evolve_until = (None if ctx.budget_seconds is None else
+                        ctx.budget_seconds * (FINAL_SHARE if finalists > 1 else 1.0))
         limit = ctx.trials if ctx.trials is not None else (
             None if ctx.budget_seconds is not None else (3 if ctx.fast else DEFAULT_CANDIDATES))
         train_rows = subsample(ctx.dataset.train, ctx.options.get("subsample", 0.5), ctx.seed)
@@ -299,11 +354,13 @@ class AutoCTR(Method):
             return cand
 
         while limit is None or len(history) < limit:
-            if ctx.out_of_budget():
+            if evolve_until is not None and time.monotonic() - ctx.started >= evolve_until:
                 stopped = True
                 break
             parent: Candidate | None = None
-            if strategy == "random" or len(population) < population_size:
+            if seeds and strategy == "evolution":
+                arch = seeds.pop(0)
+            elif strategy == "random" or len(population) < population_size:
                 arch = self.fresh(encoding, rng, seen)
             else:
                 ranked = sorted(population, key=lambda c: (history[c].logloss, c))
@@ -330,20 +387,43 @@ class AutoCTR(Method):
             return dag_result(self.name, strategy, spec, [], {}, time.perf_counter() - t0,
                               extra={"candidates": 0, "stopped_by_budget": True})
         ordered = sorted(history, key=lambda c: (c.logloss, c.number))
-        best = ordered[0]
-        labels = [f"#{c.number}: " + " | ".join(n.default_label() for n in
-                                                BlockGraph.from_dict(c.spec.dag).nodes)
-                  for c in ordered[:10]]
+        best, final = ordered[0], []
+        if finalists > 1:
+            best, final = self.final_fit(ctx, ordered[:finalists], best)
+        labels = [f"#{c.number}: {summary(c.spec)}" for c in ordered[:10]]
         return dag_result(
             self.name, strategy, best.spec, labels,
             {lab: c.auc for lab, c in zip(labels, ordered, strict=False)},
             time.perf_counter() - t0,
             trials=[{"number": c.number, "values": [c.auc], "state": "COMPLETE",
                      "valid": {"auc": c.auc, "logloss": c.logloss}, "parent": c.parent,
+                     "dag": summary(c.spec),
                      "dag_params": c.cost, "seconds": round(c.seconds, 3)} for c in history],
             extra={"candidates": len(history), "best_number": best.number,
                    "valid_logloss": best.logloss, "valid_auc": best.auc,
-                   "stopped_by_budget": stopped, "ranker": use_ranker})
+                   "stopped_by_budget": stopped, "ranker": use_ranker,
+                   "final_fit": final})
+
+    @staticmethod
+    def final_fit(ctx: SearchContext, finalists: list[Candidate],
+                  best: Candidate) -> tuple[Candidate, list[dict[str, float]]]:
+        """Retrain the finalists from scratch at full fidelity (all training rows, the
+        command's epochs and early stopping, as AutoCTR's final fit) and keep the one with
+        the best validation AUC; a retrain cut short by the budget does not count."""
+        config = replace(ctx.train, seed=ctx.seed, progress=False, checkpoint=None)
+        results = []
+        chosen, chosen_auc = best, -1.0
+        for cand in finalists:
+            try:
+                _, fit = train_candidate(ctx.dataset, cand.spec, config, ctx.dataset.train,
+                                         ctx.dataset.valid, [Deadline(ctx)])
+            except BudgetExhausted:
+                break
+            auc = float(fit.valid["auc"])
+            results.append({"number": cand.number, "valid_auc": round(auc, 6)})
+            if auc > chosen_auc:
+                chosen, chosen_auc = cand, auc
+        return chosen, results
 
     @staticmethod
     def fresh(encoding: DagEncoding, rng: random.Random, seen: set[str]) -> list[Token]:
