@@ -26,7 +26,7 @@ lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks
 
 test: setup lint browser
-	$(PY) -m pytest tests
+	$(PY) -m pytest -q tests
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -12,6 +12,7 @@ import torch
 
 from autodrs.data.dataset import Dataset
 from autodrs.experiment import fit_spec
+from autodrs.methods.embedding.autoemb import frequency_features
 from autodrs.methods.embedding.common import file_bytes, measure, parse_bytes
 from autodrs.methods.embedding.dnis import frequency_groups
 from autodrs.models.backbones import backbone_spec
@@ -163,6 +164,13 @@ def test_dnis_writes_field_dims_or_group_masks(tiny_synthetic: Dataset,
     # one structure per frequency group: values of a group keep the same columns
     r0 = masks["r0"]
     assert len({tuple(row.tolist()) for row in r0}) <= 4
+
+
+def test_autoemb_controller_sees_each_values_popularity() -> None:
+    features = frequency_features(torch.tensor([0.0, 0.0, 0.0, 90.0, 9.0, 1.0, 0.0]))
+    log, rank = features[:, 0], features[:, 1]
+    assert log[3] == 1.0 and log[0] == 0.0 and log[3] > log[4] > log[5]
+    assert rank[3] == 0.0 and rank[3] < rank[4] < rank[5] < rank[6]
 
 
 def test_autoemb_gives_each_value_a_candidate_dim(tiny_synthetic: Dataset,

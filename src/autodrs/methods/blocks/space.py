@@ -78,9 +78,6 @@ class PairFunctionSpace(SearchSpace):
         return {key: trial.suggest_categorical(f"fn:{key}", list(self.choices))
                 for key in self.keys()}
 
-    def grid(self, ctx: SearchContext) -> dict[str, list[Any]]:
-        return {f"fn:{key}": list(self.choices) for key in self.keys()}
-
     def apply(self, spec: ArchSpec, decision: dict[str, Any]) -> ArchSpec:
         unknown = sorted(set(decision) - set(self.keys()))
         if unknown:

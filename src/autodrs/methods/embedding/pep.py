@@ -5,9 +5,10 @@ Every searched field's table V is re-parametrised as ``V_hat = sign(V) * ReLU(|V
 with ``g = sigmoid`` and a learnable threshold s, one per entry (``feature_dim``, the
 default) or per value, field, dim, field x dim or one global (``threshold``). The model
 looks up V_hat; V, s and every other weight take steps of one Adam optimiser with weight
-decay (1e-5, on s too, which is what drives the thresholds up from s = -15). Whenever the
-non-zero entries of V_hat fall to a target sparsity level, the mask ``|sign(V_hat)|`` is
-kept. The chosen level's masks go into ``spec.pruning``; building the spec under the same
+decay (1e-5, on s too: the decay is what drives the thresholds up from s = -15, against the
+loss, which holds up the entries that matter). On small data s moves ``threshold_scale``
+times faster (stored divided by it; its decay still acts on s itself). Whenever the non-zero
+entries of V_hat fall to a target sparsity level, the mask ``|sign(V_hat)|`` is kept. The chosen level's masks go into ``spec.pruning``; building the spec under the same
 seed starts from the step-0 weights times the mask (lottery ticket, ``nn.pruned``), which
 the retrain then trains without thresholds (g = 0), stored as kept entries only.
 """
