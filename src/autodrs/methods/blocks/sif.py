@@ -142,8 +142,10 @@ class SIFSupernet(InteractionSupernet):
 class SIF(Method):
     """SIF: one function per pair among plus, multiply, max, min and concat.
 
-    Options: ``functions`` (comma-separated candidates, default SIF's five), ``backbone``
-    (fm, default, SIF's pure interaction model; or deepfm, an MLP beside the pair terms),
+    Options: ``functions`` (comma-separated candidates, default SIF's five),
+    ``search_backbone`` (the supernet: fm, default, SIF's pure interaction model; or deepfm,
+    an MLP beside the pair terms), ``backbone`` (the returned spec: deepfm, default, keeps
+    the spec's MLP beside the chosen pair terms; or fm),
     ``warmup_epochs`` (2), ``search_epochs`` (4), ``arch_lr`` (Adam on ``a``, 3e-3),
     ``arch_every`` (weight steps per architecture step, 1 as in the paper).
 
@@ -163,8 +165,10 @@ class SIF(Method):
         strategy = self.resolve_strategy(ctx)
         t0 = time.perf_counter()
         choices = candidate_functions(ctx, SIF_FUNCTIONS)
-        backbone = str(ctx.options.get("backbone", "fm")).lower()
-        space = PairFunctionSpace(ctx.dataset.schema, ctx.spec, choices, backbone)
+        backbone = str(ctx.options.get("backbone", "deepfm")).lower()
+        search_backbone = str(ctx.options.get("search_backbone", "fm")).lower()
+        space = PairFunctionSpace(ctx.dataset.schema, ctx.spec, choices, backbone,
+                                  search_backbone)
         arch_lr = option(ctx, "arch_lr", 3e-3)
         every = option(ctx, "arch_every", 1, int)
         warmup = option(ctx, "warmup_epochs", 1 if ctx.fast else WARMUP_EPOCHS, int)
@@ -197,7 +201,8 @@ class SIF(Method):
         return function_result(self.name, strategy, spec, scores, decision,
                                time.perf_counter() - t0,
                                extra={"arch_steps": steps, "stopped_by_budget": stopped,
-                                      "backbone": backbone})
+                                      "backbone": backbone,
+                                      "search_backbone": search_backbone})
 
 
 def arch_loss(model: nn.Module, batch: Batch) -> torch.Tensor:

@@ -43,31 +43,39 @@ def searched_pairs(schema: Schema, spec: ArchSpec) -> list[tuple[str, str]]:
     return pairs
 
 
+def with_backbone(spec: ArchSpec, backbone: str) -> ArchSpec:
+    """``spec`` with a first-order term, no FM / inner / cross / attention tower or DAG, and
+    an MLP (``deepfm``: the spec's own, else DeepFM's) or none (``fm``)."""
+    out = spec.copy(dag=None, inner=False, fm=False, cross_layers=0, attention_layers=0,
+                    linear=True)
+    if backbone == "fm":
+        out.mlp = []
+    elif not out.mlp:
+        out.mlp = list(DEFAULT_MLP)
+    return out
+
+
 class PairFunctionSpace(SearchSpace):
     """A function per pair from ``choices`` (names of ``autodrs.nn.functions`` or ``none``)."""
 
     name = "pair_functions"
 
     def __init__(self, schema: Schema, base: ArchSpec, choices: tuple[str, ...],
-                 backbone: str = "deepfm") -> None:
+                 backbone: str = "deepfm", search_backbone: str | None = None) -> None:
         bad = [c for c in choices if c not in (*FUNCTIONS, NONE)]
         if bad or len(choices) < 2:
             raise SearchError(f"pair-function choices must be two or more of "
                               f"{', '.join((*FUNCTIONS, NONE))}; got {list(choices)}")
-        if backbone not in BACKBONES:
-            raise SearchError(f"pair-function search backbone must be one of {BACKBONES}, "
-                              f"got {backbone!r}")
+        for value in (backbone, search_backbone or backbone):
+            if value not in BACKBONES:
+                raise SearchError(f"pair-function backbone must be one of {BACKBONES}, "
+                                  f"got {value!r}")
         self.schema = schema
         self.choices = tuple(choices)
-        self.backbone = backbone
-        # the deep part of the model stays; pair terms replace the FM / inner towers
-        self.base = base.copy(dag=None, inner=False, fm=False, cross_layers=0,
-                              attention_layers=0)
-        if backbone == "fm":
-            self.base.mlp = []
-        elif not self.base.mlp:
-            self.base.mlp = list(DEFAULT_MLP)
-        self.base.linear = True
+        # the final spec (``apply``) has the ``backbone``'s deep part; the supernet that of
+        # ``search_backbone`` (default the same); pair terms replace the FM / inner towers
+        self.base = with_backbone(base, backbone)
+        self.search_base = with_backbone(base, search_backbone or backbone)
         self.pairs = searched_pairs(schema, base)
         self.memorised = [i for i in base.interactions or [] if i.function == "memorise"]
 
@@ -100,4 +108,4 @@ class PairFunctionSpace(SearchSpace):
         from autodrs.methods.blocks.sif import SIFSupernet
 
         torch.manual_seed(ctx.seed)
-        return SIFSupernet(self.schema, self.base, self.pairs, self.choices)
+        return SIFSupernet(self.schema, self.search_base, self.pairs, self.choices)
