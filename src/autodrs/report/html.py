@@ -150,6 +150,10 @@ def _stage(page: _Page, index: int, stage: dict[str, Any], truth: dict[str, Any]
             "Scores of the ranked items" + (" (planted relevant fields in red)"
                                             if relevant else ""))
     curve_rows = stage.get("curve")
+    erase = stage.get("erase")
+    if not curve_rows and isinstance(erase, dict) and erase.get("k"):
+        curve_rows = [{"k": k, "valid_auc": v, "test_auc": t} for k, v, t in
+                      zip(erase["k"], erase["valid_auc"], erase["test_auc"], strict=True)]
     if curve_rows:
         ks = [c["k"] for c in curve_rows]
         series = {key.replace("_", " "): [c[key] for c in curve_rows]

@@ -96,7 +96,7 @@ def erase_curve(ds: Dataset, ranking: list[str], spec: ArchSpec, config: TrainCo
     """Retrain ``spec`` on the top-k fields of ``ranking`` for each k of ``ks`` (ascending).
 
     ``stop`` is asked before each retrain after the first (a search budget): the curve then
-    holds the points measured so far. ``cache`` reuses the point of a field set measured
+    holds the points measured so far, largest k first. ``cache`` reuses the point of a field set measured
     before with the same data, spec and config (rankings of different methods share their
     all-fields point, and often more).
     """
@@ -107,7 +107,9 @@ def erase_curve(ds: Dataset, ranking: list[str], spec: ArchSpec, config: TrainCo
     if bad:
         raise ValueError(f"k values {bad} are outside 1..{len(ranking)} (the ranked fields)")
     points: list[ErasePoint] = []
-    for k in grid:
+    # largest k first: a budget that runs out keeps the all-fields reference and the
+    # subsets nearest to it, never only the smallest subsets
+    for k in reversed(grid):
         if points and stop is not None and stop():
             break
         fields = in_schema_order(ds.schema, ranking[:k])
@@ -124,4 +126,5 @@ def erase_curve(ds: Dataset, ranking: list[str], spec: ArchSpec, config: TrainCo
                                  seconds=round(outcome.seconds, 3)))
         if cache is not None:
             cache[key] = points[-1]
+    points.sort(key=lambda p: p.k)
     return EraseCurve(points=points, n_fields=len(ranking), tolerance=tolerance)
