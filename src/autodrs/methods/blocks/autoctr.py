@@ -66,7 +66,6 @@ MICRO: dict[str, dict[str, tuple[int, ...]]] = {
     "dot": {},
 }
 DEFAULT_CANDIDATES = 40
-FINAL_SHARE = 0.75  # of a wall-time budget spent evolving; the rest retrains the finalists
 RANKER_MIN_HISTORY = 10
 MAX_REDRAWS = 200
 
@@ -285,8 +284,8 @@ class AutoCTR(Method):
     ``subsample`` (train rows per candidate, 0.5), ``epochs`` (per candidate, 2),
     ``warm_start`` (children start from the parent's weights, on), ``seed_backbones``
     (deepfm,ipnn; empty for a purely random start), ``final_candidates`` (3). The search
-    stops at ``trials`` candidates, at three quarters of the wall-time budget (the rest is
-    for the final fit), or after 40 candidates when neither is given.
+    stops at ``trials`` candidates, when the wall-time budget left is only enough for the
+    final fit, or after 40 candidates when neither is given.
     """
 
     name = "autoctr"
@@ -318,14 +317,13 @@ class AutoCTR(Method):
         finalists = option(ctx, "final_candidates", 1 if ctx.fast else 3, int)
         if finalists < 1:
             raise SearchError(f"final_candidates must be >= 1, got {finalists}")
-        # the full-fidelity retrain of the finalists gets the last quarter of a budget
-        evolve_until = (None if ctx.budget_seconds is None else
-                        ctx.budget_seconds * (FINAL_SHARE if finalists > 1 else 1.0))
-        limit = ctx.trials if ctx.trials is not None else (
-            None if ctx.budget_seconds is not None else (3 if ctx.fast else DEFAULT_CANDIDATES))
-        train_rows = subsample(ctx.dataset.train, ctx.options.get("subsample", 0.5), ctx.seed)
+        # how much longer a full-fidelity fit takes than a candidate's (rows x epochs)
         config = replace(low_fidelity(ctx.train, option(ctx, "epochs", 1 if ctx.fast else 2, int)),
                          seed=ctx.seed)
+        train_rows = subsample(ctx.dataset.train, ctx.options.get("subsample", 0.5), ctx.seed)
+        scale = len(ctx.dataset.train) * ctx.train.epochs / (len(train_rows) * config.epochs)
+        limit = ctx.trials if ctx.trials is not None else (
+            None if ctx.budget_seconds is not None else (3 if ctx.fast else DEFAULT_CANDIDATES))
         rng = random.Random(ctx.seed)
         ranker = MutantRanker(ctx.seed)
         history: list[Candidate] = []
@@ -354,7 +352,12 @@ class AutoCTR(Method):
             return cand
 
         while limit is None or len(history) < limit:
-            if evolve_until is not None and time.monotonic() - ctx.started >= evolve_until:
+            left = ctx.remaining()
+            # a budget keeps room to retrain the finalists at full fidelity, estimated from
+            # the candidates' median time (on a loaded machine both slow down alike)
+            reserve = (finalists * scale * float(np.median([c.seconds for c in history]))
+                       if history and finalists > 1 else 0.0)
+            if left is not None and left <= reserve:
                 stopped = True
                 break
             parent: Candidate | None = None
