@@ -27,7 +27,7 @@ from autodrs.methods.blocks.space import PairFunctionSpace
 from autodrs.models.backbones import backbone_spec
 from autodrs.models.builder import build_model
 from autodrs.search.base import SearchContext, SearchError, get_method
-from autodrs.spec import ArchSpec
+from autodrs.spec import ArchSpec, Interaction
 from autodrs.train.trainer import TrainConfig
 
 NAMES = ["a", "b", "c", "d"]
@@ -194,6 +194,10 @@ def test_autofeature_space_writes_functions(tiny_synthetic: Dataset) -> None:
     assert marginal_scores(space, trials)[("r0", "r1")] == pytest.approx(0.2)
     with pytest.raises(SearchError, match="choices"):
         PairFunctionSpace(tiny_synthetic.schema, base, ("plus", "cosine"))
+    # after an interaction stage, only the pairs it kept are searched
+    kept = base.copy(interactions=[Interaction(["r1", "r2"]), Interaction(["r0", "r2"])])
+    assert PairFunctionSpace(tiny_synthetic.schema, kept, ("plus", "none")).keys() == [
+        "r1*r2", "r0*r2"]
 
 
 def test_aim_searches_pairs_functions_and_dims(tiny_synthetic: Dataset,
