@@ -159,3 +159,18 @@ def test_found_architectures_round_trip(method: str, tiny_synthetic: Dataset,
     else:
         assert found.extra["functions"]
     same_predictions(tiny_synthetic, again, tmp_path / method)
+
+
+def test_output_fm_block_starts_as_the_fm_sum(tiny_synthetic: Dataset) -> None:
+    """A DeepFM-shaped DAG starts with its FM block read out as the plain FM sum."""
+    dag = {"nodes": [{"id": "fm", "type": "fm", "inputs": ["embeddings"]},
+                     {"id": "deep", "type": "mlp", "inputs": ["embeddings"], "width": 8}]}
+    model = build_model(tiny_synthetic.schema, ArchSpec(embed_dim=8, dag=dag))
+    weight = model.dag.head.weight[0]
+    assert torch.equal(weight[:8], torch.ones(8))  # the FM vector comes first
+    assert not torch.equal(weight[8:], torch.ones(8))
+    stacked = torch.stack(model.embedding(tiny_synthetic.test.batch(slice(0, 4))), 1)
+    fm_vector = model.dag.blocks["fm"](stacked)
+    pairs = sum((stacked[:, i] * stacked[:, j]).sum(1) for i in range(stacked.shape[1])
+                for j in range(i + 1, stacked.shape[1]))
+    assert torch.allclose(fm_vector.sum(1), pairs, atol=1e-6)

@@ -331,6 +331,15 @@ class BlockDAG(nn.Module):
             out_dims[node.id] = module.out_dim
         self.output = list(graph.output)
         self.head = nn.Linear(sum(out_dims[k] for k in self.output), 1)
+        # an output FM or dot block is read out as the plain sum at first (an FM term, as in
+        # FM / DeepFM): a small random read-out would scale its gradient into the
+        # embeddings down and slow it to learn (measured: a DeepFM-shaped DAG lagged DeepFM)
+        with torch.no_grad():
+            start = 0
+            for key in self.output:
+                if key != EMBEDDINGS and isinstance(self.blocks[key], (FMBlock, DotBlock)):
+                    self.head.weight[0, start:start + out_dims[key]] = 1.0
+                start += out_dims[key]
 
     def forward(self, embeddings: list[torch.Tensor]) -> torch.Tensor:
         stacked = None
