@@ -146,7 +146,7 @@ def test_autoctr_random_strategy_and_bad_types(tiny_synthetic: Dataset,
 def test_autopi_derives_darts_cell(tiny_synthetic: Dataset, fast_config: TrainConfig) -> None:
     ctx = SearchContext(tiny_synthetic, backbone_spec("deepfm", 8), fast_config, seed=0)
     space = InteractionCellSpace(tiny_synthetic.schema, ctx.spec, nodes=3, width=8,
-                                 mlp=[16, 8])
+                                 mlp=[16, 8], ensembles=("parallel", "stacked", "interaction"))
     net = space.supernet(ctx)
     wanted = {(1, 0): "attention", (2, 0): "dot", (2, 1): "mlp", (3, 0): "skip",
               (3, 1): "crossnet", (3, 2): "zero"}
@@ -175,6 +175,16 @@ def test_autopi_derives_darts_cell(tiny_synthetic: Dataset, fast_config: TrainCo
     parallel = space.graph(net.derive())
     # parallel: the cell's nodes (node 3 skips the embeddings through) beside the deep MLP
     assert parallel.output == ["c1_0", "c2_0", "c2_1", "embeddings", "c3_1", "d1"]
+    with torch.no_grad():
+        net.beta.copy_(torch.tensor([0.0, 0.0, 3.0]))
+    alone = space.graph(net.derive())
+    assert alone.output == ["c1_0", "c2_0", "c2_1", "embeddings", "c3_1"]
+    assert not any(n.id.startswith("d") for n in alone.nodes)  # no deep MLP
+    # by default the ensemble always keeps the MLP
+    default = InteractionCellSpace(tiny_synthetic.schema, ctx.spec, nodes=1, width=8, mlp=[8])
+    assert default.supernet(ctx).beta.numel() == 2
+    with pytest.raises(SearchError, match="ensembles"):
+        InteractionCellSpace(tiny_synthetic.schema, ctx.spec, 1, 8, [8], ensembles=("mix",))
 
 
 def test_autofeature_space_writes_functions(tiny_synthetic: Dataset) -> None:

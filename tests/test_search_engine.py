@@ -144,6 +144,24 @@ def test_budget_stops_the_search_and_keeps_the_best(ctx: SearchContext) -> None:
     assert result.best_value == max(t["values"][0] for t in result.trials if t["values"])
 
 
+def test_a_budgeted_search_stops_once_the_space_is_exhausted(ctx: SearchContext) -> None:
+    calls = []
+
+    def counted(spec: ArchSpec, trial: optuna.Trial) -> float:
+        calls.append(trial.number)
+        return score(spec, trial)
+
+    ctx.trials = None
+    ctx.budget_seconds = 60.0
+    result = run_blackbox(ToySpace(), ctx, "random", counted)
+    # 24 points: every one is evaluated once, then a run of repeats ends the search long
+    # before the minute is up
+    assert len(calls) == len({tuple(sorted(t["params"].items())) for t in result.trials}) <= 24
+    assert len(result.trials) < 24 + 200
+    assert all("repeat_of" in t for t in result.trials[-50:])
+    assert result.best_value == max(t["values"][0] for t in result.trials if t["values"])
+
+
 def test_resumed_study_keeps_finished_trials_and_rl_samples_as_if_uninterrupted(
         ctx: SearchContext, tmp_path: Any) -> None:
     ctx.out_dir = tmp_path / "straight"

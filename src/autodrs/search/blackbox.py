@@ -123,10 +123,25 @@ def run_blackbox(space: SearchSpace, ctx: SearchContext, strategy: str,
         elif ctx.backend == "local":
             objective = make_objective(space, ctx, evaluate)
             study.optimize(objective, n_trials=remaining, timeout=ctx.remaining(),
-                           catch=(Exception,), show_progress_bar=False)
+                           catch=(Exception,), show_progress_bar=False,
+                           callbacks=[stop_when_exhausted])
         else:
             raise SearchError(f"unknown backend {ctx.backend!r}; use local or ray")
     return summarise(space, ctx, study, extra)
+
+
+# a sampler that proposes only already-evaluated points this many times in a row has
+# exhausted a small space (or converged); a time-budgeted search stops there instead of
+# spinning through cached repeats until the clock runs out
+EXHAUSTED_AFTER = 50
+
+
+def stop_when_exhausted(study: optuna.Study, trial: FrozenTrial) -> None:
+    if "repeat_of" not in trial.user_attrs:
+        return
+    recent = study.get_trials(deepcopy=False)[-EXHAUSTED_AFTER:]
+    if len(recent) == EXHAUSTED_AFTER and all("repeat_of" in t.user_attrs for t in recent):
+        study.stop()
 
 
 def make_objective(space: SearchSpace, ctx: SearchContext,

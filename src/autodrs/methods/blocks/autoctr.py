@@ -354,8 +354,9 @@ class AutoCTR(Method):
         while limit is None or len(history) < limit:
             left = ctx.remaining()
             # a budget keeps room to retrain the finalists at full fidelity, estimated from
-            # the candidates' median time (on a loaded machine both slow down alike)
-            reserve = (finalists * scale * float(np.median([c.seconds for c in history]))
+            # the candidates' median time (on a loaded machine both slow down alike), twice
+            # over: a full fit has a validation pass per epoch and more of them
+            reserve = (2 * finalists * scale * float(np.median([c.seconds for c in history]))
                        if history and finalists > 1 else 0.0)
             if left is not None and left <= reserve:
                 stopped = True

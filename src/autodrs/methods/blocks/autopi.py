@@ -11,9 +11,9 @@ operators are the block modules of ``autodrs.models.dag``: token operators see t
 embeddings plus the source state as one more token, vector operators the source state (or
 the flat embeddings from node 0). The cell's output is the concatenation of its nodes.
 
-**Ensemble cell.** A softmax mixture ``beta`` of three ways to combine the cell's output h
-with a deep MLP over the embeddings e: ``parallel`` (``w^T h + MLP(e)``, DeepFM-like),
-``stacked`` (``MLP([e; h])``, PNN-like) and ``interaction`` (``w^T h`` alone).
+**Ensemble cell.** A softmax mixture ``beta`` of ways to combine the cell's output h with a
+deep MLP over the embeddings e: ``parallel`` (``w^T h + MLP(e)``, DeepFM-like) and
+``stacked`` (``MLP([e; h])``, PNN-like); ``interaction`` (``w^T h`` alone) on request.
 
 **Search** (DARTS, first order, bi-level): weights take Adam steps on training batches,
 ``alpha`` and ``beta`` an Adam step on a validation batch every ``arch_every`` steps
@@ -60,6 +60,10 @@ if TYPE_CHECKING:
 OPERATORS = ("skip", "dot", "crossnet", "attention", "mlp", "zero")
 BLOCK_OF = {"dot": "dot", "crossnet": "crossnet", "attention": "attention", "mlp": "mlp"}
 ENSEMBLES = ("parallel", "stacked", "interaction")
+# the ensemble cell combines the interactions *with* the MLP; ``interaction`` alone (no MLP)
+# is offered only on request: a linear read-out of the cell cannot model a non-monotone
+# numerical field, which DARTS's early validation steps (an untrained MLP) do not show
+DEFAULT_ENSEMBLES = ("parallel", "stacked")
 TOKEN_OPS = ("dot", "attention")
 KEEP_EDGES = 2
 
@@ -122,9 +126,10 @@ class AutoPISupernet(Supernet):
     """Embeddings -> interaction cell (``alpha``) -> ensemble cell (``beta``) -> logit."""
 
     def __init__(self, schema: Schema, spec: ArchSpec, nodes: int, width: int,
-                 mlp: list[int]) -> None:
+                 mlp: list[int], ensembles: tuple[str, ...] = DEFAULT_ENSEMBLES) -> None:
         super().__init__()
         self.spec = spec
+        self.ensembles = ensembles
         self.embedding = FieldEmbedding(schema, spec)
         names, dims = list(self.embedding.names), list(self.embedding.dims)
         self.names = names
@@ -138,7 +143,7 @@ class AutoPISupernet(Supernet):
         self.edges = nn.ModuleDict({edge_key(j, i): MixedEdge(j, i, names, dims, common, width)
                                     for j, i in self.edge_list})
         self.alpha = nn.Parameter(1e-3 * torch.randn(len(self.edge_list), len(OPERATORS)))
-        self.beta = nn.Parameter(1e-3 * torch.randn(len(ENSEMBLES)))
+        self.beta = nn.Parameter(1e-3 * torch.randn(len(ensembles)))
         cell = nodes * width
         flat = sum(dims)
         self.read_cell = nn.Linear(cell, 1)
@@ -171,9 +176,15 @@ class AutoPISupernet(Supernet):
         h = torch.cat([states[f"s{j}"] for j in range(1, self.nodes + 1)], dim=1)
         flat = torch.cat(embeddings, dim=1)
         cell_logit = self.read_cell(h).squeeze(1)
-        parallel = cell_logit + self.read_deep(self.deep(flat)).squeeze(1)
-        stacked_logit = self.read_stacked(self.stacked_mlp(torch.cat([flat, h], 1))).squeeze(1)
-        logit = beta[0] * parallel + beta[1] * stacked_logit + beta[2] * cell_logit
+        logit: torch.Tensor | int = 0
+        for weight, name in zip(beta, self.ensembles, strict=True):
+            if name == "parallel":
+                out = cell_logit + self.read_deep(self.deep(flat)).squeeze(1)
+            elif name == "stacked":
+                out = self.read_stacked(self.stacked_mlp(torch.cat([flat, h], 1))).squeeze(1)
+            else:
+                out = cell_logit
+            logit = logit + weight * out
         base = self.linear(batch) if self.linear is not None else self.bias
         return base + logit
 
@@ -196,7 +207,7 @@ class AutoPISupernet(Supernet):
             kept = {i for _, i, _ in scored[:KEEP_EDGES]}
             for _, i, op in scored:
                 ops[edge_key(j, i)] = op if i in kept else "zero"
-        return {"ops": ops, "ensemble": ENSEMBLES[int(beta.argmax())]}
+        return {"ops": ops, "ensemble": self.ensembles[int(beta.argmax())]}
 
     def edge_strengths(self) -> dict[str, float]:
         """Every (edge, operator) weight, keyed ``"j<-i: op"``."""
@@ -213,10 +224,15 @@ class InteractionCellSpace(SearchSpace):
     name = "interaction_cell"
 
     def __init__(self, schema: Schema, base: ArchSpec, nodes: int, width: int,
-                 mlp: list[int]) -> None:
+                 mlp: list[int], ensembles: tuple[str, ...] = DEFAULT_ENSEMBLES) -> None:
         if nodes < 1 or width < 1 or not mlp or any(w < 1 for w in mlp):
             raise SearchError(f"autopi needs nodes >= 1, width >= 1 and MLP widths >= 1; got "
                               f"nodes={nodes}, width={width}, mlp={mlp}")
+        bad = [e for e in ensembles if e not in ENSEMBLES]
+        if bad or not ensembles:
+            raise SearchError(f"autopi ensembles must be among {', '.join(ENSEMBLES)}; got "
+                              f"{list(ensembles)}")
+        self.ensembles = tuple(ensembles)
         self.schema = schema
         self.base = base_dag_spec(base)
         self.nodes = nodes
@@ -227,7 +243,8 @@ class InteractionCellSpace(SearchSpace):
         ops = {edge_key(j, i): trial.suggest_categorical(f"op:{edge_key(j, i)}",
                                                          list(OPERATORS))
                for j, i in edges(self.nodes)}
-        return {"ops": ops, "ensemble": trial.suggest_categorical("ensemble", list(ENSEMBLES))}
+        return {"ops": ops,
+                "ensemble": trial.suggest_categorical("ensemble", list(self.ensembles))}
 
     def graph(self, decision: dict[str, Any]) -> BlockGraph:
         ops = decision["ops"]
@@ -272,7 +289,14 @@ class InteractionCellSpace(SearchSpace):
 
     def supernet(self, ctx: SearchContext) -> AutoPISupernet:
         torch.manual_seed(ctx.seed)
-        return AutoPISupernet(self.schema, self.base, self.nodes, self.width, self.mlp)
+        return AutoPISupernet(self.schema, self.base, self.nodes, self.width, self.mlp,
+                              self.ensembles)
+
+
+def ensembles_option(ctx: SearchContext) -> tuple[str, ...]:
+    raw = ctx.options.get("ensembles", DEFAULT_ENSEMBLES)
+    names = raw.split(",") if isinstance(raw, str) else raw
+    return tuple(n.strip() for n in names if n.strip())
 
 
 def _unique(items: list[str]) -> list[str]:
@@ -285,6 +309,8 @@ class AutoPI(Method):
     space searched by random sampling, the usual NAS baseline).
 
     Options: ``nodes`` (intermediate cell nodes, 3), ``width`` (state width H, 64),
+    ``ensembles`` (comma-separated, default parallel,stacked; interaction adds the cell
+    alone),
     ``arch_lr`` (3e-3), ``arch_every`` (weight steps per architecture step, 1), ``epochs``
     (search epochs, 4). The deep MLP of the ensemble takes the spec's MLP widths (DeepFM's
     by default).
@@ -300,7 +326,7 @@ class AutoPI(Method):
         space = InteractionCellSpace(
             ctx.dataset.schema, ctx.spec, option(ctx, "nodes", 1 if ctx.fast else 3, int),
             option(ctx, "width", 16 if ctx.fast else 64, int),
-            list(ctx.spec.mlp) or list(DEFAULT_MLP))
+            list(ctx.spec.mlp) or list(DEFAULT_MLP), ensembles_option(ctx))
         if strategy == "random":
             found = run_blackbox(space, ctx, strategy, method=self.name)
             decision = found.best_decision or {"ops": {}, "ensemble": "parallel"}
@@ -324,6 +350,6 @@ class AutoPI(Method):
         return dag_result(
             self.name, strategy, result.spec, ranking, strengths, time.perf_counter() - t0,
             extra={"decision": result.decision, "arch_steps": result.arch_steps,
-                   "ensemble_weights": dict(zip(ENSEMBLES, beta.detach().tolist(),
+                   "ensemble_weights": dict(zip(space.ensembles, beta.detach().tolist(),
                                                 strict=True)),
                    "stopped_by_budget": result.stopped_by_budget})
