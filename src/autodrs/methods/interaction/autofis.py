@@ -25,13 +25,12 @@ from autodrs.methods.interaction.common import (
     InteractionOutput,
     InteractionSupernet,
     OptimizerStep,
-    base_spec,
     candidate_interactions,
-    embedded_names,
     interaction_result,
     option,
     planned_steps,
     search_config,
+    start_search,
     train_supernet,
 )
 from autodrs.nn.layers import PairProducts
@@ -97,9 +96,7 @@ class AutoFIS(Method):
     strategies = ("gradient",)
 
     def search(self, ctx: SearchContext) -> StageResult:
-        strategy = self.resolve_strategy(ctx)
-        t0 = time.perf_counter()
-        spec = base_spec(ctx)
+        strategy, t0, spec, names = start_search(self, ctx)
         backbone = "fm" if not spec.mlp else "deepfm"
         config = search_config(ctx, default_epochs=SEARCH_EPOCHS)
         c_paper, mu_default = GRDA_DEFAULTS[backbone]
@@ -112,10 +109,7 @@ class AutoFIS(Method):
         c = option(ctx, "c", None)
         if c is None:
             c = max(c_paper, threshold / (gate_lr ** (0.5 + mu) * steps ** mu))
-        names = embedded_names(ctx.dataset.schema, spec)
         pairs = candidate_interactions(names, 2)
-        if not pairs:
-            raise SearchError("interaction search needs at least two fields")
         torch.manual_seed(ctx.seed)
         supernet = AutoFISSupernet(ctx.dataset.schema, spec, GatedPairInteraction(pairs))
         grda = GRDA(supernet.arch_parameters(), lr=gate_lr, c=c, mu=mu)

@@ -32,11 +32,10 @@ from autodrs.methods.interaction.common import (
     InteractionOutput,
     InteractionSupernet,
     arch_loss,
-    base_spec,
-    embedded_names,
     interaction_result,
     option,
     ranked,
+    start_search,
     train_supernet,
 )
 from autodrs.search.base import Method, SearchContext, SearchError, StageResult, register_method
@@ -119,12 +118,7 @@ class AutoGroup(Method):
     strategies = ("gradient",)
 
     def search(self, ctx: SearchContext) -> StageResult:
-        strategy = self.resolve_strategy(ctx)
-        t0 = time.perf_counter()
-        spec = base_spec(ctx)
-        names = embedded_names(ctx.dataset.schema, spec)
-        if len(names) < 2:
-            raise SearchError("interaction search needs at least two fields")
+        strategy, t0, spec, names = start_search(self, ctx)
         max_order = option(ctx, "max_order", 3, int)
         if not 2 <= max_order <= 4:
             raise SearchError(f"max_order must be 2, 3 or 4, got {max_order}")

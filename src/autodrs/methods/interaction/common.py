@@ -5,6 +5,7 @@ stage result (ranking best first, scores keyed ``"a*b"``, kept pairs in ``spec.i
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from itertools import combinations
@@ -19,11 +20,11 @@ from autodrs.models.backbones import DEFAULT_MLP
 from autodrs.models.builder import LinearTerm
 from autodrs.nn.embedding import FieldEmbedding
 from autodrs.nn.layers import MLP
-from autodrs.search.base import SearchContext, SearchError, StageResult, Supernet
+from autodrs.search.base import Method, SearchContext, SearchError, StageResult, Supernet
 from autodrs.search.gradient import Temperature
 from autodrs.spec import ArchSpec, Interaction, cross_name
 from autodrs.train.losses import make_loss
-from autodrs.train.trainer import TrainConfig, Trainer, TrainHook
+from autodrs.train.trainer import TimeLimit, TrainConfig, Trainer, TrainHook
 
 BACKBONES = ("deepfm", "fm")
 
@@ -51,6 +52,19 @@ def option(ctx: SearchContext, key: str, default: Any, kind: type = float) -> An
         return kind(value)
     except (TypeError, ValueError) as e:
         raise SearchError(f"option {key}={value!r} is not a valid {kind.__name__}") from e
+
+
+def start_search(method: Method, ctx: SearchContext) -> tuple[str, float, ArchSpec, list[str]]:
+    """What every interaction search begins with: its strategy, the start time, the base
+    spec (:func:`base_spec`) and the embedded names, with a clear error under two fields."""
+    strategy = method.resolve_strategy(ctx)
+    t0 = time.perf_counter()
+    spec = base_spec(ctx)
+    names = embedded_names(ctx.dataset.schema, spec)
+    if len(names) < 2:
+        raise SearchError(f"interaction search needs at least two fields; {method.name} "
+                          f"got {names}")
+    return strategy, t0, spec, names
 
 
 def base_spec(ctx: SearchContext) -> ArchSpec:
@@ -209,9 +223,10 @@ def train_supernet(ctx: SearchContext, supernet: Supernet, hooks: Sequence[Train
                    config: TrainConfig | None = None) -> Trainer:
     """Train the supernet's weights with the shared trainer (architecture parameters left to
     ``hooks``) and leave the architecture parameters at their last state; returns the
-    trainer (its ``step`` counts weight steps)."""
+    trainer (its ``step`` counts weight steps). The search epochs end early, keeping the
+    architecture reached so far, when the stage's budget is spent."""
     snapshot = ArchSnapshot(supernet.arch_parameters())
-    trainer = Trainer(config or search_config(ctx), [*hooks, snapshot])
+    trainer = Trainer(config or search_config(ctx), [*hooks, snapshot, TimeLimit(ctx.remaining)])
     trainer.fit(supernet, ctx.dataset.train, ctx.dataset.valid,
                 parameters=supernet.weight_parameters())
     snapshot.restore()

@@ -31,13 +31,12 @@ from autodrs.methods.interaction.common import (
     InteractionOutput,
     InteractionSupernet,
     arch_loss,
-    base_spec,
-    embedded_names,
     interaction_result,
     option,
     planned_steps,
     ranked,
     search_config,
+    start_search,
     train_supernet,
 )
 from autodrs.search.base import Method, SearchContext, SearchError, StageResult, register_method
@@ -113,13 +112,8 @@ class FIVES(Method):
     strategies = ("gradient",)
 
     def search(self, ctx: SearchContext) -> StageResult:
-        strategy = self.resolve_strategy(ctx)
-        t0 = time.perf_counter()
-        spec = base_spec(ctx)
-        names = embedded_names(ctx.dataset.schema, spec)
+        strategy, t0, spec, names = start_search(self, ctx)
         n = len(names)
-        if n < 2:
-            raise SearchError("interaction search needs at least two fields")
         layers = option(ctx, "layers", 2, int)
         arch_lr = option(ctx, "arch_lr", 0.01)
         keep3 = option(ctx, "keep3", max(1, n // 2), int)

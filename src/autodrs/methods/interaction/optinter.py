@@ -28,15 +28,14 @@ from autodrs.methods.interaction.common import (
     InteractionSupernet,
     OptimizerStep,
     arch_loss,
-    base_spec,
     candidate_interactions,
-    embedded_names,
     interaction_key,
     interaction_result,
     option,
     planned_steps,
     rescaled,
     search_config,
+    start_search,
     train_supernet,
 )
 from autodrs.nn.embedding import FieldEmbedding
@@ -128,9 +127,7 @@ class OptInter(Method):
     strategies = ("gradient",)
 
     def search(self, ctx: SearchContext) -> StageResult:
-        strategy = self.resolve_strategy(ctx)
-        t0 = time.perf_counter()
-        spec = base_spec(ctx)
+        strategy, t0, spec, names = start_search(self, ctx)
         config = search_config(ctx)
         steps = planned_steps(ctx, config)
         pair_dim = option(ctx, "pair_dim", max(1, spec.embed_dim // 2), int)
@@ -145,10 +142,7 @@ class OptInter(Method):
             raise SearchError("optinter needs pair_dim >= 1, cross_buckets >= 1, arch_lr > 0 "
                               "and tau >= 0")
         schema = ctx.dataset.schema
-        names = embedded_names(schema, spec)
         pairs = candidate_interactions(names, 2)
-        if not pairs:
-            raise SearchError("interaction search needs at least two fields")
         temperature = Temperature(start=1.0, decay=tau, floor=0.01)
         torch.manual_seed(ctx.seed)
         module = PairChoice(schema, spec, names, pairs, pair_dim, buckets, temperature)

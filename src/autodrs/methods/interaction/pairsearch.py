@@ -16,13 +16,12 @@ from statistics import mean
 from optuna.trial import TrialState
 
 from autodrs.methods.interaction.common import (
-    base_spec,
     candidate_interactions,
-    embedded_names,
     interaction_result,
+    start_search,
 )
 from autodrs.methods.interaction.space import KEEP, PairSelectionSpace
-from autodrs.search.base import Method, SearchContext, SearchError, StageResult, register_method
+from autodrs.search.base import Method, SearchContext, StageResult, register_method
 from autodrs.search.blackbox import run_blackbox
 
 
@@ -36,13 +35,8 @@ class PairSearch(Method):
     strategies = ("random", "tpe", "evolution", "rl")
 
     def search(self, ctx: SearchContext) -> StageResult:
-        strategy = self.resolve_strategy(ctx)
-        t0 = time.perf_counter()
-        spec = base_spec(ctx)
-        names = embedded_names(ctx.dataset.schema, spec)
+        strategy, t0, spec, names = start_search(self, ctx)
         pairs = [(names[i], names[j]) for i, j in candidate_interactions(names, 2)]
-        if not pairs:
-            raise SearchError("interaction search needs at least two fields")
         space = PairSelectionSpace(pairs)
         result = run_blackbox(space, replace(ctx, spec=spec), strategy, method=self.name)
         done = [t for t in result.study.get_trials(deepcopy=False,

@@ -27,12 +27,11 @@ from autodrs.methods.interaction.common import (
     InteractionOutput,
     InteractionSupernet,
     arch_loss,
-    base_spec,
-    embedded_names,
     interaction_result,
     option,
     ranked,
     search_config,
+    start_search,
     train_supernet,
 )
 from autodrs.search.base import Method, SearchContext, SearchError, StageResult, register_method
@@ -116,13 +115,8 @@ class PROFIT(Method):
     strategies = ("gradient",)
 
     def search(self, ctx: SearchContext) -> StageResult:
-        strategy = self.resolve_strategy(ctx)
-        t0 = time.perf_counter()
-        spec = base_spec(ctx)
-        names = embedded_names(ctx.dataset.schema, spec)
+        strategy, t0, spec, names = start_search(self, ctx)
         n = len(names)
-        if n < 2:
-            raise SearchError("interaction search needs at least two fields")
         rank = option(ctx, "rank", 4, int)
         max_order = option(ctx, "max_order", 3, int)
         keep = option(ctx, "keep", n, int)
