@@ -40,11 +40,14 @@ def main() -> None:
             ds = load_dataset(data, seed=seed)
             config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, seed=seed,
                                  progress=False)
-            specs = {m: backbone_spec(m) for m in models}
             truth = ds.info.get("truth")
-            if truth is not None:
+            specs = {}
+            if truth is not None:  # first, so a headroom problem shows early
                 specs["oracle"] = oracle_spec(truth)
                 bayes.append(truth["bayes_auc"])
+                print(f"  {data} seed {seed} Bayes-optimal test AUC {truth['bayes_auc']:.4f}",
+                      flush=True)
+            specs.update({m: backbone_spec(m) for m in models})
             for name, spec in specs.items():
                 t0 = time.perf_counter()
                 out = fit_spec(ds, spec, config)

@@ -205,7 +205,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", nargs="+",
                         default=["synthetic-relevant", "synthetic", "movielens-100k"])
-    parser.add_argument("--rows", type=int, default=100_000, help="synthetic rows")
+    parser.add_argument("--rows", type=int, default=200_000,
+                        help="synthetic rows (the default `--data synthetic` size)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--patience", type=int, default=3)

@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
 from autodrs.cli import app
-from autodrs.pipeline import DEFAULT_PIPELINE
+from autodrs.data.dataset import Dataset
+from autodrs.methods.selection.erase import ErasePoint, erase_bisect
+from autodrs.models.backbones import backbone_spec
+from autodrs.pipeline import DEFAULT_PIPELINE, RETRAIN_SHARE, STAGE_WEIGHTS, stage_weights
+from autodrs.search.base import METHODS, Method, SearchContext, StageResult, get_method
+from autodrs.search.stages import run_stages, stage_budget
+from autodrs.train.trainer import TrainConfig
 
 DATA = "synthetic?rows=3000&seed=1"
 COMMON = ["--data", DATA, "--seed", "0", "--epochs", "1", "--threads", "1", "--no-progress"]
@@ -94,3 +102,141 @@ def test_killed_pipeline_resumes_without_redoing_finished_stages(tmp_path):
     r = json.loads((out / "result.json").read_text())
     assert [s["method"] for s in r["stages"]] == ["lasso", "hparams"]
     assert r["stages"][0]["ranking"] == before["result"]["ranking"]
+
+
+# ------------------------------------------------------------------ budgets
+class _Probe(Method):
+    """Records the budget its stage was given and spends ``spend`` of it."""
+
+    name = "probe"
+    component = "test"
+    strategies = ("none",)
+    budgets: list[float | None] = []
+    spend = 0.0
+
+    def search(self, ctx: SearchContext) -> StageResult:
+        type(self).budgets.append(ctx.budget_seconds)
+        time.sleep(self.spend * (ctx.budget_seconds or 0.0))
+        return StageResult(method=self.name, strategy="none", spec=ctx.spec.copy())
+
+
+def test_stage_budget_follows_the_weights_after_the_reserve() -> None:
+    assert stage_budget(None, [1.0, 1.0], 0) is None
+    assert stage_budget(100.0, [3.0, 2.0, 1.0], 0, reserve=40.0) == pytest.approx(30.0)
+    assert stage_budget(30.0, [3.0, 2.0, 1.0], 1, reserve=10.0) == pytest.approx(20 * 2 / 3)
+    assert stage_budget(5.0, [1.0], 0, reserve=10.0) == 0.0
+    assert stage_weights(list(DEFAULT_PIPELINE)) == [STAGE_WEIGHTS[m] for m in DEFAULT_PIPELINE]
+    assert stage_weights(["hparams"]) == [sum(STAGE_WEIGHTS.values()) / len(STAGE_WEIGHTS)]
+
+
+def test_stages_get_their_share_and_unused_time_passes_on(
+        monkeypatch: pytest.MonkeyPatch, tiny_synthetic: Dataset,
+        fast_config: TrainConfig) -> None:
+    monkeypatch.setitem(METHODS, "probe", _Probe)
+    monkeypatch.setattr(_Probe, "budgets", [])
+    ctx = SearchContext(tiny_synthetic, backbone_spec("fm", 4), fast_config,
+                        budget_seconds=6.0)
+    run_stages(ctx, ["probe"] * 3, weights=[2.0, 1.0, 1.0], reserve=2.0)
+    first, second, third = _Probe.budgets
+    # 4 s for the stages: half to the first; the first spent nothing, so the second gets
+    # half of what is left, and the third all the rest
+    assert first == pytest.approx(2.0, abs=0.2)
+    assert second == pytest.approx(2.0, abs=0.2)
+    assert third == pytest.approx(4.0, abs=0.3)
+    monkeypatch.setattr(_Probe, "budgets", [])
+    monkeypatch.setattr(_Probe, "spend", 1.0)
+    ctx = SearchContext(tiny_synthetic, backbone_spec("fm", 4), fast_config,
+                        budget_seconds=1.0)
+    run_stages(ctx, ["probe"] * 2, weights=[1.0, 1.0], reserve=0.5)
+    # the first stage spent its whole share: the second gets the rest of the stages' time,
+    # never the reserve
+    assert _Probe.budgets[0] == pytest.approx(0.25, abs=0.05)
+    assert _Probe.budgets[1] < 0.3
+
+
+@pytest.mark.parametrize("method", ["autofis", "autofield"])
+def test_a_gradient_search_stops_its_epochs_when_the_budget_is_spent(
+        method: str, tiny_synthetic: Dataset) -> None:
+    config = TrainConfig(epochs=50, batch_size=256, patience=50, progress=False, threads=1,
+                         seed=0)
+    options = {"search_epochs": 50, "k": 4}
+    ctx = SearchContext(tiny_synthetic, backbone_spec("deepfm", 4), config, seed=0,
+                        options=options, budget_seconds=0.0)
+    stopped = get_method(method).search(ctx)
+    stopped.spec.validate(tiny_synthetic.schema)
+    if method == "autofis":
+        assert stopped.extra["search_steps"] == 1  # one step, then the budget stops it
+    else:
+        assert stopped.extra["arch_steps"] <= 1
+    free = get_method(method).search(
+        SearchContext(tiny_synthetic, backbone_spec("deepfm", 4),
+                      TrainConfig(epochs=2, batch_size=256, patience=5, progress=False,
+                                  threads=1, seed=0),
+                      seed=0, options={"search_epochs": 2, "k": 4}))
+    steps_per_epoch = -(-len(tiny_synthetic.train) // 256)
+    if method == "autofis":
+        assert free.extra["search_steps"] == 2 * steps_per_epoch
+    else:
+        assert free.extra["arch_steps"] > 1
+
+
+def test_erase_bisection_measures_log_n_points_and_stops_at_the_budget(
+        monkeypatch: pytest.MonkeyPatch, tiny_synthetic: Dataset) -> None:
+    import autodrs.methods.selection.erase as erase
+
+    ranking = [f"f{i}" for i in range(16)]
+    aucs = {k: min(0.80, 0.60 + 0.02 * k) for k in range(1, 17)}  # flat from k = 10
+    measured: list[int] = []
+
+    def fake_fit(ds, spec, config, hooks=None):  # noqa: ANN001, ANN202  (for fit_spec)
+        k = len(spec.fields)
+        measured.append(k)
+        auc = {"auc": aucs[k], "logloss": 0.5}
+
+        class Outcome:
+            metrics = {"valid": auc, "test": auc}
+            seconds = 1.0
+        return Outcome()
+
+    monkeypatch.setattr(erase, "fit_spec", fake_fit)
+    monkeypatch.setattr(erase, "in_schema_order", lambda schema, fields: list(fields))
+    monkeypatch.setattr(erase, "with_fields", lambda spec, fields: spec.copy(fields=fields))
+    spec = backbone_spec("fm", 4)
+    curve = erase_bisect(tiny_synthetic, ranking, spec, TrainConfig(), tolerance=0.0)
+    assert curve.chosen.k == 10
+    assert len(measured) <= 6 and measured[0] == 16  # all fields, then log2(16) + 1
+    measured.clear()
+    left = iter([1.5, 0.5])  # time for one more retrain of 1 s, then not
+    curve = erase_bisect(tiny_synthetic, ranking, spec, TrainConfig(), tolerance=0.0,
+                         remaining=lambda: next(left))
+    assert measured == [16, 8]
+    assert [p.k for p in curve.points] == [8, 16] and curve.chosen.k == 16
+    assert isinstance(curve.points[0], ErasePoint)
+
+
+def test_selection_keeps_every_field_when_its_budget_cannot_pay_for_a_retrain(
+        tiny_synthetic: Dataset) -> None:
+    config = TrainConfig(epochs=50, batch_size=256, progress=False, threads=1, seed=0)
+    ctx = SearchContext(tiny_synthetic, backbone_spec("deepfm", 4), config, seed=0,
+                        options={"redundancy": 0}, budget_seconds=0.0)
+    result = get_method("autofield").search(ctx)
+    assert "erase_skipped" in result.extra and "erase" not in result.extra
+    assert result.spec.fields == tiny_synthetic.schema.field_names
+    assert len(result.ranking) == len(result.spec.fields)
+
+
+def test_budgeted_pipeline_shares_its_budget_and_reports_each_share(tmp_path) -> None:
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["search", *COMMON, "--budget", "20s", "--baselines",
+                                      "none", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    r = json.loads((out / "result.json").read_text())
+    shares = [s["budget_seconds"] for s in r["stages"]]
+    # the first stage's share is fixed before anything runs: its weight of the budget less
+    # the retrain's reserve; the later ones get what is left, never more than the stages' part
+    weights = [STAGE_WEIGHTS[m] for m in DEFAULT_PIPELINE]
+    assert shares[0] == pytest.approx(20 * (1 - RETRAIN_SHARE) * weights[0] / sum(weights),
+                                      abs=0.5)
+    assert all(s <= 20 * (1 - RETRAIN_SHARE) + 0.01 for s in shares)
+    # each stage's cost is printed against its share
+    assert len(re.findall(r"stage \d/3 \w+ \(gradient\): [\d.]+s of [\d.]+s", result.output)) == 3

@@ -2,7 +2,15 @@
 
 ``autodrs search`` without ``--methods`` runs the default pipeline: feature selection, then
 embedding dims, then interactions, each stage refining the spec, then a retrain from
-scratch evaluated next to hand-crafted baselines. Settings can come from a YAML file
+scratch evaluated next to hand-crafted baselines.
+
+``--budget`` covers the stages and the retrain (the baselines are trained after it, on
+their own time). ``RETRAIN_SHARE`` of it is kept back for the retrain, which may also use
+whatever the stages leave; the rest goes to the stages in proportion to ``STAGE_WEIGHTS``,
+each stage's unused time passing to the stages after it. The weights follow what each stage
+spends its time on: feature selection retrains the model once per ERASE point (log2 n
+retrains by bisection under a budget), AutoDim trains a supernet with a table per candidate
+dim, AutoFIS trains its gated supernet for two epochs. Settings can come from a YAML file
 (``--config``) whose keys are the command's option names; flags given on the command line
 win, and the effective configuration is saved in the run folder.
 """
@@ -18,7 +26,16 @@ from autodrs.data.errors import DataError
 
 DEFAULT_PIPELINE = ("autofield", "autodim", "autofis")
 DEFAULT_BASELINES = "deepfm,fm,widedeep,dcnv2,ipnn"
+STAGE_WEIGHTS = {"autofield": 3.0, "autodim": 2.0, "autofis": 1.0}
+RETRAIN_SHARE = 0.2
 CONFIG_FILE = "config.yaml"
+
+
+def stage_weights(methods: list[str]) -> list[float]:
+    """Relative budget shares of ``methods`` as stages: ``STAGE_WEIGHTS`` for the default
+    pipeline's methods, the mean weight (2) for any other."""
+    default = sum(STAGE_WEIGHTS.values()) / len(STAGE_WEIGHTS)
+    return [STAGE_WEIGHTS.get(m, default) for m in methods]
 
 
 def load_config(path: str | Path) -> dict[str, Any]:

@@ -42,7 +42,7 @@ from autodrs.search.estimation import low_fidelity, subsample, weight_sharing_ev
 from autodrs.search.gradient import Temperature, gumbel_softmax, run_gradient
 from autodrs.search.strategies import BLACKBOX_STRATEGIES
 from autodrs.spec import ArchSpec, TrainingSpec
-from autodrs.train.trainer import Trainer
+from autodrs.train.trainer import TimeLimit, Trainer
 
 ARCH_KEYS = ("embed_dim", "mlp_width", "mlp_depth")
 RELAXABLE_TOWERS = ("linear", "fm", "mlp")
@@ -236,8 +236,8 @@ class HParams(Method):
         epochs = int(ctx.options.get("epochs", 1 if ctx.fast else min(ctx.train.epochs, 3)))
         config = low_fidelity(ctx.train, epochs)
         train = subsample(ctx.dataset.train, ctx.options.get("subsample"), ctx.seed)
-        Trainer(config).fit(supernet, train, ctx.dataset.valid,
-                            parameters=supernet.weight_parameters())
+        Trainer(config, [TimeLimit(ctx.remaining)]).fit(
+            supernet, train, ctx.dataset.valid, parameters=supernet.weight_parameters())
         supernet.sample_paths = False
         return weight_sharing_evaluator(supernet, ctx.dataset.valid, config)
 

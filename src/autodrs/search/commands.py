@@ -50,9 +50,11 @@ from autodrs.models.builder import count_bytes
 from autodrs.pipeline import (
     DEFAULT_BASELINES,
     DEFAULT_PIPELINE,
+    RETRAIN_SHARE,
     load_config,
     merge_config,
     save_config,
+    stage_weights,
 )
 from autodrs.report.html import build_report
 from autodrs.runfolder import save_model, write_json
@@ -183,11 +185,19 @@ def run_search(data: str, out_dir: Path, methods: str | None, strategy: str | No
                         ray_address=ray_address)
 
     def report(index: int, stage: StageResult) -> None:
+        share = stage.extra.get("budget_seconds")
+        of = f" of {share:.1f}s" if share is not None else ""
         console.print(f"stage {index + 1}/{len(names)} {stage.method} ({stage.strategy}): "
-                      f"{stage.seconds:.1f}s; best first: {stage.ranking[:3]}", highlight=False)
+                      f"{stage.seconds:.1f}s{of}; best first: {stage.ranking[:3]}",
+                      highlight=False)
 
+    # the budget covers the stages and the retrain: the stages stop in time to leave a
+    # share of it for the retrain, which is never cut short (the searched model is compared
+    # with baselines trained to convergence)
+    reserve = RETRAIN_SHARE * seconds if seconds is not None else 0.0
     t0 = time.perf_counter()
-    stages = run_stages(ctx, names, on_stage=report)
+    stages = run_stages(ctx, names, on_stage=report, weights=stage_weights(names),
+                        reserve=reserve)
     search_seconds = time.perf_counter() - t0
     spec = stages[-1].spec
     final = fit_spec(ds, spec, config)

@@ -3,14 +3,16 @@
 Each stage gets its own folder ``out_dir/stages/NN-method`` (its Optuna study lives there)
 and, once finished, a ``stage.json`` holding its result and spec; with ``ctx.resume`` a
 finished stage is read back instead of run again, and an unfinished one resumes its study.
-A wall-time budget is shared out: each stage gets the time left divided by the stages left.
+A wall-time budget is shared out by weight: each stage gets the time left (less what is
+``reserve``d for the retrain after the stages) times its weight over the weights of the stages
+left, so time a stage leaves unused goes to the stages after it.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
@@ -42,12 +44,31 @@ def load_stage(folder: Path) -> StageResult | None:
     return StageResult(spec=ArchSpec.from_dict(data["spec"]), extra=entry, **kwargs)
 
 
+def stage_budget(left: float | None, weights: Sequence[float], index: int,
+                 reserve: float = 0.0) -> float | None:
+    """Seconds for stage ``index`` when ``left`` seconds remain: the time left after the
+    ``reserve`` times the stage's weight over the weights of this and the later stages."""
+    if left is None:
+        return None
+    rest = sum(weights[index:])
+    return max(0.0, left - reserve) * (weights[index] / rest if rest > 0 else 1.0)
+
+
 def run_stages(ctx: SearchContext, methods: list[str],
-               on_stage: Callable[[int, StageResult], Any] | None = None) -> list[StageResult]:
+               on_stage: Callable[[int, StageResult], Any] | None = None,
+               weights: Sequence[float] | None = None,
+               reserve: float = 0.0) -> list[StageResult]:
     """Run ``methods`` in order from ``ctx.spec``; return one ``StageResult`` per method.
-    Every stage's spec is validated against the schema before the next stage starts."""
+    Every stage's spec is validated against the schema before the next stage starts.
+    Under a budget (``ctx.budget_seconds``) stage i gets ``stage_budget`` seconds: equal
+    shares by default, ``weights`` (one per method) otherwise, after ``reserve`` seconds
+    kept back for what follows the stages (the pipeline's retrain); the stage's result
+    records it as ``budget_seconds``."""
     if not methods:
         raise SearchError("no search methods given")
+    weights = list(weights) if weights is not None else [1.0] * len(methods)
+    if len(weights) != len(methods) or any(w < 0 for w in weights):
+        raise SearchError(f"need one non-negative stage weight per method, got {weights}")
     instances = [get_method(name) for name in methods]
     for method in instances:
         method.resolve_strategy(ctx)  # reject a bad strategy before any stage runs
@@ -59,11 +80,12 @@ def run_stages(ctx: SearchContext, methods: list[str],
         if done is not None and done.method == method.name:
             result = done
         else:
-            left = ctx.remaining()
-            budget = None if left is None else max(0.0, left) / (len(instances) - index)
+            budget = stage_budget(ctx.remaining(), weights, index, reserve)
             stage_ctx = replace(ctx, spec=spec.copy(), out_dir=folder, budget_seconds=budget,
                                 started=time.monotonic())
             result = method.search(stage_ctx)
+            if budget is not None:
+                result.extra["budget_seconds"] = round(budget, 3)
             result.spec.validate(ctx.dataset.schema)
             if folder is not None:
                 save_stage(folder, result)

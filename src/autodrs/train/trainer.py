@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,7 @@ class TrainResult:
     total_seconds: float = 0.0
     samples: int = 0
     stopped_early: bool = False
+    stopped_by_hook: bool = False  # a hook ended the fit (e.g. a ``TimeLimit``)
 
     @property
     def samples_per_second(self) -> float:
@@ -67,6 +68,22 @@ class TrainHook:
     def on_epoch_end(self, trainer: Trainer, model: nn.Module, epoch: int,
                      metrics: dict[str, float]) -> None:
         """After validation at the end of an epoch."""
+
+
+class TimeLimit(TrainHook):
+    """Ends training gracefully once ``remaining()`` (seconds, None for no limit) reaches
+    zero: the epoch under way is cut short, validated, and the best weights are kept. Search
+    stages pass their budget (``ctx.remaining``), so a one-shot search stops its epochs on
+    time and still derives a decision from what it has trained."""
+
+    def __init__(self, remaining: Callable[[], float | None]) -> None:
+        self.remaining = remaining
+
+    def on_step(self, trainer: Trainer, model: nn.Module, step: int, batch: Batch,
+                loss: torch.Tensor) -> None:
+        left = self.remaining()
+        if left is not None and left <= 0:
+            trainer.request_stop()
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -96,6 +113,11 @@ class Trainer:
         torch.set_num_threads(self.config.threads or default_threads())
         self.step = 0
         self.optimizer: torch.optim.Optimizer | None = None
+        self.stop_requested = False
+
+    def request_stop(self) -> None:
+        """Asked by a hook: finish the current step, validate, and end the fit."""
+        self.stop_requested = True
 
     # ---------------------------------------------------------------- training
     def make_optimizer(self, model: nn.Module,
@@ -136,6 +158,7 @@ class Trainer:
         start = time.perf_counter()
         steps_per_epoch = -(-len(train) // cfg.batch_size)
         stopped_early = False
+        self.stop_requested = False
         with _progress(cfg.progress, cfg.epochs * steps_per_epoch) as bar:
             for epoch in range(cfg.epochs):
                 model.train()
@@ -162,7 +185,8 @@ class Trainer:
                         hook.on_step(self, model, self.step, batch, loss)
                     if bar is not None and self.step % 25 == 0:
                         bar.advance(25, loss=float(loss))
-                    if cfg.max_steps is not None and self.step >= cfg.max_steps:
+                    if self.stop_requested or (cfg.max_steps is not None
+                                               and self.step >= cfg.max_steps):
                         break
                 train_seconds += time.perf_counter() - t0
                 metrics = self.evaluate(model, valid)
@@ -180,7 +204,8 @@ class Trainer:
                     if bad_epochs >= cfg.patience:
                         stopped_early = True
                         break
-                if cfg.max_steps is not None and self.step >= cfg.max_steps:
+                if self.stop_requested or (cfg.max_steps is not None
+                                           and self.step >= cfg.max_steps):
                     break
         if best_state is not None:
             model.load_state_dict(best_state)
@@ -189,7 +214,7 @@ class Trainer:
             best_epoch=best_epoch, valid={k: v for k, v in valid_metrics.items() if k != "epoch"},
             history=history, train_seconds=train_seconds,
             total_seconds=time.perf_counter() - start, samples=samples,
-            stopped_early=stopped_early,
+            stopped_early=stopped_early, stopped_by_hook=self.stop_requested,
         )
 
     # ---------------------------------------------------------------- evaluation

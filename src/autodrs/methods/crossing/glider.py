@@ -39,7 +39,7 @@ from autodrs.methods.selection.subset import in_schema_order
 from autodrs.models.backbones import DEFAULT_MLP
 from autodrs.models.builder import CTRModel, build_model
 from autodrs.search.base import Method, SearchContext, SearchError, StageResult, register_method
-from autodrs.train.trainer import Trainer, default_threads
+from autodrs.train.trainer import TimeLimit, Trainer, default_threads
 
 SPREAD_ROWS = 10_000
 
@@ -95,7 +95,8 @@ class Glider(Method):
                                  controller=None, mlp=widths, batch_norm=False)
         torch.manual_seed(ctx.seed)
         model = build_model(ctx.dataset.schema, mlp_spec)
-        fit = Trainer(search_config(ctx)).fit(model, ctx.dataset.train, ctx.dataset.valid)
+        fit = Trainer(search_config(ctx), [TimeLimit(ctx.remaining)]).fit(
+            model, ctx.dataset.train, ctx.dataset.valid)
         determined = determined_pairs(ctx.dataset.schema, ctx.dataset.train, fields)
         strength = {p: s for p, s in nid_pair_scores(model, ctx, fields).items()
                     if not degenerate(p, determined)}

@@ -34,7 +34,7 @@ from autodrs.search.base import SearchContext, SearchError, register_method
 from autodrs.search.gradient import ArchStep
 from autodrs.spec import ArchSpec, ControllerSpec
 from autodrs.train.losses import make_loss
-from autodrs.train.trainer import Trainer
+from autodrs.train.trainer import TimeLimit, Trainer
 
 VARIANTS = ("soft", "hard")
 
@@ -84,8 +84,8 @@ class AdaFS(SelectionMethod):
             raise SearchError(f"option pretrain_epochs must be >= 0, got {pretrain}")
         if pretrain:
             controller.active = False
-            Trainer(replace(config, epochs=pretrain)).fit(model, ctx.dataset.train,
-                                                          ctx.dataset.valid, parameters=weights)
+            Trainer(replace(config, epochs=pretrain), [TimeLimit(ctx.remaining)]).fit(
+                model, ctx.dataset.train, ctx.dataset.valid, parameters=weights)
             controller.active = True
         loss = make_loss(spec.loss.name, spec.loss.params)
         arch_step = ArchStep(
@@ -93,7 +93,7 @@ class AdaFS(SelectionMethod):
             lambda m, batch: loss(m(batch), batch.label),
             mode="bilevel", every=arch_interval(ctx, config),
             valid=ctx.dataset.valid, batch_size=config.batch_size, seed=ctx.seed)
-        trainer = Trainer(config, [arch_step])
+        trainer = Trainer(config, [arch_step, TimeLimit(ctx.remaining)])
         fit = trainer.fit(model, ctx.dataset.train, ctx.dataset.valid, parameters=weights)
         weights_of = mean_field_weights(model, ctx)
         test = trainer.evaluate(model, ctx.dataset.test)

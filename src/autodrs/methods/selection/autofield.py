@@ -41,7 +41,7 @@ from autodrs.search.base import SearchContext, Supernet, register_method
 from autodrs.search.gradient import ArchStep, Temperature, gumbel_softmax
 from autodrs.spec import ArchSpec
 from autodrs.train.losses import make_loss
-from autodrs.train.trainer import Trainer, TrainHook
+from autodrs.train.trainer import TimeLimit, Trainer, TrainHook
 
 GATE_INIT = 0.5
 
@@ -145,9 +145,12 @@ class AutoField(SelectionMethod):
             valid=ctx.dataset.valid, batch_size=config.batch_size, seed=ctx.seed,
             temperatures=[temperature])
         last = _LastGates(supernet)
-        fit = Trainer(config, [arch_step, last]).fit(
+        fit = Trainer(config, [arch_step, last, TimeLimit(ctx.remaining)]).fit(
             supernet, ctx.dataset.train, ctx.dataset.valid,
             parameters=supernet.weight_parameters())
         return FieldScores(scores=last.keep, extra={
             "arch_steps": arch_step.arch_steps, "temperature": temperature.value,
-            "search_valid_auc": fit.valid["auc"]})
+            "search_valid_auc": fit.valid["auc"],
+            # what an epoch of the gated model cost: the selection stage's estimate of a
+            # retrain epoch when it decides whether its budget can pay for an ERASE curve
+            "epoch_seconds": round(fit.total_seconds / max(1, len(fit.history)), 3)})

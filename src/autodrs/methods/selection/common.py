@@ -10,7 +10,12 @@ whose retrained validation AUC is within ``tolerance`` of the best). The subset 
 ``spec.fields`` (in schema order); ranking, scores and the ERASE curve go into the result.
 
 Options (``ctx.options``): ``k`` (keep exactly the top k), ``k_grid`` (ks of the ERASE
-curve; default every k up to 12 fields, else 12 evenly spaced ks), ``tolerance`` (0.002),
+curve; default every k up to 12 fields, else 12 evenly spaced ks), ``erase`` (``grid``:
+retrain every k of the grid; ``bisect``: only the ks a bisection for the chosen k needs,
+log2 n retrains, stopping before a retrain the stage's budget cannot pay for; default
+``bisect`` under a budget without ``k_grid``, else ``grid``; when the time left cannot
+pay for even the all-fields retrain, estimated from the ``epoch_seconds`` a method
+reports, every field is kept and ``erase_skipped`` says why), ``tolerance`` (0.002),
 ``redundancy`` (purity threshold of the near-bijection test, 0.98; 0 turns it off),
 ``fast`` (an ERASE curve of two points).
 """
@@ -22,7 +27,7 @@ from abc import abstractmethod
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from autodrs.methods.selection.erase import EraseCurve, erase_curve
+from autodrs.methods.selection.erase import EraseCurve, erase_bisect, erase_curve
 from autodrs.methods.selection.redundancy import find_redundant, place_copies, redundant_copies
 from autodrs.methods.selection.subset import in_schema_order, with_fields
 from autodrs.search.base import Method, SearchContext, SearchError, StageResult
@@ -34,6 +39,7 @@ from autodrs.train.trainer import TrainConfig
 class SelectionConfig:
     k: int | None = None
     k_grid: list[int] | None = None
+    erase: str | None = None
     tolerance: float = 0.002
     redundancy: float = 0.98
     fast: bool = False
@@ -48,6 +54,7 @@ class SelectionConfig:
             if grid is not None:
                 items = grid.split(",") if isinstance(grid, str) else grid
                 cfg.k_grid = sorted({int(k) for k in items})
+            cfg.erase = options.get("erase")
             cfg.tolerance = float(options.get("tolerance", cfg.tolerance))
             cfg.redundancy = float(options.get("redundancy", cfg.redundancy) or 0.0)
         except (TypeError, ValueError) as e:
@@ -56,6 +63,8 @@ class SelectionConfig:
             raise SearchError(f"option k={cfg.k} must be in 1..{n_fields} (the candidate fields)")
         if cfg.k_grid is not None and not all(1 <= k <= n_fields for k in cfg.k_grid):
             raise SearchError(f"option k_grid={cfg.k_grid} must lie in 1..{n_fields}")
+        if cfg.erase not in (None, "grid", "bisect"):
+            raise SearchError(f"option erase must be grid or bisect, got {cfg.erase!r}")
         if cfg.tolerance < 0:
             raise SearchError(f"option tolerance must be >= 0, got {cfg.tolerance}")
         if not 0.0 <= cfg.redundancy <= 1.0:
@@ -122,6 +131,7 @@ class SelectionMethod(Method):
         ranking = place_copies(order, copies)
         scores = {f: float(scored.scores[copies.get(f, f)]) for f in ranking}
         curve: EraseCurve | None = None
+        skipped: str | None = None
         if cfg.k is not None:
             chosen = in_schema_order(ctx.dataset.schema, order[:cfg.k])
         elif scored.subset is not None:
@@ -132,9 +142,25 @@ class SelectionMethod(Method):
             if grid is None and cfg.fast:
                 grid = [max(1, len(order) // 2), len(order)]
             grid = [k for k in grid if k <= len(order)] if grid is not None else None
-            curve = erase_curve(ctx.dataset, order, ctx.spec, ctx.train, ks=grid or None,
-                                tolerance=cfg.tolerance, stop=ctx.out_of_budget)
-            chosen = curve.chosen.fields
+            bisect = cfg.erase == "bisect" or (cfg.erase is None and grid is None
+                                               and ctx.budget_seconds is not None)
+            cost = scored.extra.get("epoch_seconds")
+            left = ctx.remaining()
+            if (bisect and cost is not None and left is not None
+                    and left < float(cost) * ctx.train.epochs):
+                # the budget cannot pay for even the all-fields retrain: keep every field
+                # (the ranking is still reported) and leave the time to the next stages
+                chosen = in_schema_order(ctx.dataset.schema, order)
+                skipped = (f"{left:.1f}s left, a retrain takes about "
+                           f"{float(cost) * ctx.train.epochs:.1f}s: every field kept")
+            elif bisect:
+                curve = erase_bisect(ctx.dataset, order, ctx.spec, ctx.train,
+                                     tolerance=cfg.tolerance, remaining=ctx.remaining)
+            else:
+                curve = erase_curve(ctx.dataset, order, ctx.spec, ctx.train, ks=grid or None,
+                                    tolerance=cfg.tolerance, stop=ctx.out_of_budget)
+            if curve is not None:
+                chosen = curve.chosen.fields
         seconds = time.perf_counter() - t0
         spec = self.finish_spec(with_fields(ctx.spec, chosen), scored)
         spec.record(self.name, strategy, list(self.decides), seconds, kept=len(chosen),
@@ -143,6 +169,8 @@ class SelectionMethod(Method):
         extra: dict[str, Any] = {"selected": chosen, "redundant": copies}
         if curve is not None:
             extra["erase"] = curve.to_dict()
+        if skipped is not None:
+            extra["erase_skipped"] = skipped
         extra.update(scored.extra)
         return StageResult(method=self.name, strategy=strategy, spec=spec, ranking=ranking,
                            scores=scores, trials=scored.trials, seconds=seconds, extra=extra)

@@ -25,7 +25,7 @@ from autodrs.search.base import Method, SearchContext, StageResult, register_met
 from autodrs.search.gradient import ArchStep, Temperature, gumbel_softmax
 from autodrs.spec import LossSpec
 from autodrs.train.losses import PER_SAMPLE_LOSSES
-from autodrs.train.trainer import Trainer
+from autodrs.train.trainer import TimeLimit, Trainer
 
 
 def _flipped(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -161,7 +161,7 @@ class AutoLoss(Method):
                                        lr=float(opts.get("controller_lr", 1e-2))),
             mode="bilevel", every=int(opts.get("every", 10)), valid=ds.valid,
             batch_size=config.batch_size, seed=config.seed, temperatures=[temperature])
-        trainer = Trainer(config, [hook])
+        trainer = Trainer(config, [hook, TimeLimit(ctx.remaining)])
         fit = trainer.fit(wrapper, ds.train, ds.valid,
                           parameters=list(wrapper.model.parameters()))
         weights = wrapper.final_weights(ds.valid)

@@ -25,7 +25,7 @@ from autodrs.models.builder import CTRModel, build_model, count_parameters
 from autodrs.nn.regularization import field_l2_penalty, owned_parameters
 from autodrs.search.base import Method, SearchContext, StageResult, register_method
 from autodrs.search.gradient import cycle_batches
-from autodrs.train.trainer import Trainer, TrainHook
+from autodrs.train.trainer import TimeLimit, Trainer, TrainHook
 
 
 class LambdaOptModel(nn.Module):
@@ -121,7 +121,7 @@ class LambdaOpt(Method):
                               torch.Generator().manual_seed(config.seed))
         hook = LambdaStep(wrapper, valid, lr=float(opts.get("lambda_lr", 1e-3)),
                           every=int(opts.get("every", 1)))
-        trainer = Trainer(config, [hook])
+        trainer = Trainer(config, [hook, TimeLimit(ctx.remaining)])
         fit = trainer.fit(wrapper, ds.train, ds.valid,
                           parameters=list(wrapper.model.parameters()))
         strengths = {n: float(v) for n, v in zip(wrapper.model.embedding.names,

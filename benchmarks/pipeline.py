@@ -1,0 +1,167 @@
+"""The default search pipeline end to end, against hand-crafted baselines, over seeds.
+
+Each seed runs exactly what ``make run`` runs: ``autodrs search --data D --budget B`` (the
+default pipeline: feature selection, embedding dims, interactions, a retrain from scratch,
+then the default baselines trained with the same config), invoked through the CLI's own
+command, and reads the run folder's ``result.json``.
+
+- movielens-100k: test AUC, embedding parameters and seconds of the searched model and of
+  every baseline (mean ± spread), and whether the searched model's mean test AUC is at least
+  the best baseline's with fewer embedding parameters (issue 8's target).
+- synthetic (planted structure): the best full backbone (the baseline with the best mean
+  test AUC), the oracle-structure model (only the planted fields and pairs, the same trainer)
+  and the pipeline; gap closure = (pipeline AUC - best backbone AUC) / (oracle AUC - best
+  backbone AUC), per seed and averaged (target 0.8).
+
+    python benchmarks/pipeline.py [--datasets movielens-100k,synthetic] [--seeds 3]
+                                  [--first-seed 2026] [--budget 5m]
+                                  [--out runs/bench-pipeline] [--reuse]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from typer.testing import CliRunner
+
+from _common import machine_line, markdown_table, mean_std
+from autodrs.cli import app
+from autodrs.data.dataset import load_dataset
+from autodrs.data.synthetic import oracle_spec
+from autodrs.experiment import fit_spec
+from autodrs.pipeline import DEFAULT_BASELINES
+from autodrs.search.base import parse_budget
+from autodrs.train.trainer import TrainConfig
+
+GAP_TARGET = 0.8
+
+
+def load() -> str:
+    return "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+
+
+def run_pipeline(data: str, seed: int, budget: str, out: Path,
+                 reuse: bool = False) -> tuple[dict[str, Any], float]:
+    """``autodrs search --data D --budget B --seed S --out DIR`` in this process; returns
+    the run's ``result.json`` and the command's wall time. With ``reuse``, a finished run
+    already in ``DIR`` is read instead (an interrupted benchmark goes on where it stopped);
+    its wall time is then the sum of the search, retrain and baseline times it recorded."""
+    done = out / "result.json"
+    if reuse and done.exists():
+        result = json.loads(done.read_text())
+        if result["seed"] == seed and result["cost"]["budget_seconds"] == parse_budget(budget):
+            cost = result["cost"]
+            return result, (cost["search_seconds"] + cost["retrain_seconds"]
+                            + sum(b["seconds"] for b in result["baselines"].values()))
+    t0 = time.perf_counter()
+    res = CliRunner().invoke(app, ["search", "--data", data, "--budget", budget,
+                                   "--seed", str(seed), "--out", str(out), "--no-progress"],
+                             catch_exceptions=False)
+    wall = time.perf_counter() - t0
+    if res.exit_code != 0:
+        raise SystemExit(f"autodrs search failed on {data} seed {seed}:\n{res.output}")
+    return json.loads((out / "result.json").read_text()), wall
+
+
+def rows_of(result: dict[str, Any], wall: float) -> dict[str, tuple[float, int, float]]:
+    """name -> (test AUC, embedding parameters, seconds) for the searched model (seconds:
+    search + retrain; the command's wall time is printed beside) and every baseline."""
+    cost = result["cost"]
+    rows = {"pipeline": (result["metrics"]["test"]["auc"], result["params"]["embedding"],
+                         cost["search_seconds"] + cost["retrain_seconds"])}
+    for name, b in result["baselines"].items():
+        rows[name] = (b["test"]["auc"], b["params"]["embedding"], b["seconds"])
+    return rows
+
+
+def table(rows: dict[str, list[tuple[float, int, float]]]) -> str:
+    out = []
+    for name, vals in sorted(rows.items(), key=lambda kv: -np.mean([v[0] for v in kv[1]])):
+        out.append([name, mean_std([v[0] for v in vals]),
+                    f"{np.mean([v[1] for v in vals]):,.0f}",
+                    f"{np.mean([v[2] for v in vals]):.1f}"])
+    return markdown_table(["model", "test AUC", "embedding params", "seconds"], out)
+
+
+def best_baseline(rows: dict[str, list[tuple[float, int, float]]]) -> str:
+    names = [n for n in rows if n not in ("pipeline", "oracle")]
+    return max(names, key=lambda n: np.mean([v[0] for v in rows[n]]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", default="movielens-100k,synthetic")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--budget", default="5m")
+    parser.add_argument("--first-seed", type=int, default=2026)
+    parser.add_argument("--out", type=Path, default=Path("runs/bench-pipeline"))
+    parser.add_argument("--reuse", action="store_true",
+                        help="read the runs already finished in --out instead of redoing them")
+    args = parser.parse_args()
+    print(machine_line())
+    print(f"{load()} at start; baselines: {DEFAULT_BASELINES}", flush=True)
+    for data in args.datasets.split(","):
+        rows: dict[str, list[tuple[float, int, float]]] = {}
+        walls, closures = [], []
+        for k in range(args.seeds):
+            seed = args.first_seed + k
+            result, wall = run_pipeline(data, seed, args.budget,
+                                        args.out / f"{data.replace('?', '_')}-{seed}",
+                                        args.reuse)
+            walls.append(wall)
+            for name, row in rows_of(result, wall).items():
+                rows.setdefault(name, []).append(row)
+            stages = ", ".join(f"{s['method']} {s['seconds']:.0f}s" for s in result["stages"])
+            seen = ", ".join(f"{n} {r[-1][0]:.4f} ({r[-1][1]:,})" for n, r in rows.items())
+            print(f"  {data} seed {seed}: test AUC (embedding params) {seen}; fields "
+                  f"{len(result['spec']['fields'] or [])}, stages [{stages}], retrain "
+                  f"{result['cost']['retrain_seconds']:.0f}s, command {wall:.0f}s ({load()})",
+                  flush=True)
+            truth = result["data"].get("truth")
+            if truth is not None:
+                # the oracle on the same split and training config as the command's
+                ds = load_dataset(data, seed=seed)
+                config = TrainConfig(seed=seed, progress=False)
+                t0 = time.perf_counter()
+                oracle = fit_spec(ds, oracle_spec(truth), config)
+                rows.setdefault("oracle", []).append(
+                    (oracle.metrics["test"]["auc"], oracle.params["embedding"],
+                     time.perf_counter() - t0))
+                print(f"  {data} seed {seed}: oracle AUC {oracle.metrics['test']['auc']:.4f} "
+                      f"(Bayes {truth['bayes_auc']:.4f})", flush=True)
+        print(f"\n## {data} ({args.seeds} seeds, budget {args.budget}, the CLI's defaults)\n")
+        print(table(rows))
+        print(f"\ncommand wall time (search + retrain + baselines): mean {np.mean(walls):.0f} s, "
+              f"max {max(walls):.0f} s ({load()} at the end)")
+        best = best_baseline(rows)
+        auc = {n: float(np.mean([v[0] for v in vals])) for n, vals in rows.items()}
+        emb = {n: float(np.mean([v[1] for v in vals])) for n, vals in rows.items()}
+        if "oracle" in rows:
+            for (p, *_), (b, *_), (o, *_) in zip(rows["pipeline"], rows[best], rows["oracle"],
+                                                 strict=True):
+                closures.append((p - b) / (o - b) if o != b else float("nan"))
+            print(f"best full backbone {best}: {auc[best]:.4f}; oracle {auc['oracle']:.4f}; "
+                  f"pipeline {auc['pipeline']:.4f}")
+            met = "met" if np.mean(closures) >= GAP_TARGET else "missed"
+            print(f"gap closure per seed: {', '.join(f'{c:.3f}' for c in closures)}; "
+                  f"mean {np.mean(closures):.3f} (of the means "
+                  f"{(auc['pipeline'] - auc[best]) / (auc['oracle'] - auc[best]):.3f}); "
+                  f"target {GAP_TARGET}: {met}")
+        else:
+            ok = auc["pipeline"] >= auc[best] and emb["pipeline"] < emb[best]
+            verdict = ("target met: at least the best baseline's AUC with fewer embedding "
+                       "parameters" if ok else "target missed")
+            print(f"searched model: mean test AUC {auc['pipeline']:.4f} vs best baseline {best} "
+                  f"{auc[best]:.4f} ({auc['pipeline'] - auc[best]:+.4f}), embedding params "
+                  f"{emb['pipeline']:,.0f} vs {emb[best]:,.0f}: {verdict}")
+        print(flush=True)
+
+
+if __name__ == "__main__":
+    main()
