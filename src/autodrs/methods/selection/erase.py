@@ -94,6 +94,25 @@ def pick_k(points: list[ErasePoint], tolerance: float) -> ErasePoint:
     return min((p for p in points if p.valid_auc >= best - tolerance), key=lambda p: p.k)
 
 
+def measure_point(ds: Dataset, ranking: list[str], k: int, spec: ArchSpec,
+                  config: TrainConfig, cache: dict[frozenset[str], ErasePoint] | None = None,
+                  hooks: list[TimeLimit] | None = None) -> ErasePoint:
+    """Retrain ``spec`` on the top-``k`` fields of ``ranking`` (or reuse ``cache``'s point
+    for that field set) and return its ERASE point."""
+    fields = in_schema_order(ds.schema, ranking[:k])
+    key = frozenset(fields)
+    if cache is not None and key in cache:
+        return cache[key]
+    outcome = fit_spec(ds, with_fields(spec, fields), config, hooks)
+    m = outcome.metrics
+    point = ErasePoint(k=k, fields=fields, valid_auc=m["valid"]["auc"],
+                       test_auc=m["test"]["auc"], valid_logloss=m["valid"]["logloss"],
+                       test_logloss=m["test"]["logloss"], seconds=round(outcome.seconds, 3))
+    if cache is not None:
+        cache[key] = point
+    return point
+
+
 def erase_curve(ds: Dataset, ranking: list[str], spec: ArchSpec, config: TrainConfig,
                 ks: list[int] | None = None, tolerance: float = 0.002,
                 stop: Callable[[], bool] | None = None,
@@ -117,20 +136,7 @@ def erase_curve(ds: Dataset, ranking: list[str], spec: ArchSpec, config: TrainCo
     for k in reversed(grid):
         if points and stop is not None and stop():
             break
-        fields = in_schema_order(ds.schema, ranking[:k])
-        key = frozenset(fields)
-        if cache is not None and key in cache:
-            points.append(cache[key])
-            continue
-        outcome = fit_spec(ds, with_fields(spec, fields), config)
-        m = outcome.metrics
-        points.append(ErasePoint(k=k, fields=fields, valid_auc=m["valid"]["auc"],
-                                 test_auc=m["test"]["auc"],
-                                 valid_logloss=m["valid"]["logloss"],
-                                 test_logloss=m["test"]["logloss"],
-                                 seconds=round(outcome.seconds, 3)))
-        if cache is not None:
-            cache[key] = points[-1]
+        points.append(measure_point(ds, ranking, k, spec, config, cache))
     points.sort(key=lambda p: p.k)
     return EraseCurve(points=points, n_fields=len(ranking), tolerance=tolerance)
 
@@ -151,21 +157,10 @@ def erase_bisect(ds: Dataset, ranking: list[str], spec: ArchSpec, config: TrainC
     if not ranking:
         raise ValueError("an ERASE curve needs a non-empty ranking")
     measured: dict[int, ErasePoint] = {}
+    hooks = [TimeLimit(remaining)] if remaining is not None else None
 
     def measure(k: int) -> ErasePoint:
-        fields = in_schema_order(ds.schema, ranking[:k])
-        key = frozenset(fields)
-        if cache is not None and key in cache:
-            return cache[key]
-        hooks = [TimeLimit(remaining)] if remaining is not None else None
-        outcome = fit_spec(ds, with_fields(spec, fields), config, hooks)
-        m = outcome.metrics
-        point = ErasePoint(k=k, fields=fields, valid_auc=m["valid"]["auc"],
-                           test_auc=m["test"]["auc"], valid_logloss=m["valid"]["logloss"],
-                           test_logloss=m["test"]["logloss"], seconds=round(outcome.seconds, 3))
-        if cache is not None:
-            cache[key] = point
-        return point
+        return measure_point(ds, ranking, k, spec, config, cache, hooks)
 
     n = len(ranking)
     measured[n] = measure(n)
