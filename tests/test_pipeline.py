@@ -18,7 +18,13 @@ from autodrs.cli import app
 from autodrs.data.dataset import Dataset
 from autodrs.methods.selection.erase import ErasePoint, erase_bisect
 from autodrs.models.backbones import backbone_spec
-from autodrs.pipeline import DEFAULT_PIPELINE, RETRAIN_SHARE, STAGE_WEIGHTS, stage_weights
+from autodrs.pipeline import (
+    DEFAULT_PIPELINE,
+    RETRAIN_SHARE,
+    STAGE_WEIGHTS,
+    ValidationGuard,
+    stage_weights,
+)
 from autodrs.search.base import METHODS, Method, SearchContext, StageResult, get_method
 from autodrs.search.stages import run_stages, stage_budget
 from autodrs.train.trainer import TrainConfig
@@ -240,3 +246,105 @@ def test_budgeted_pipeline_shares_its_budget_and_reports_each_share(tmp_path) ->
     assert all(s <= 20 * (1 - RETRAIN_SHARE) + 0.01 for s in shares)
     # each stage's cost is printed against its share
     assert len(re.findall(r"stage \d/3 \w+ \(gradient\): [\d.]+s of [\d.]+s", result.output)) == 3
+
+
+def _guard_case(ds: Dataset) -> tuple:
+    truth = ds.info["truth"]
+    relevant = [f for f in ds.schema.field_names if f in truth["relevant"]]
+    noise = [f for f in ds.schema.field_names
+             if f not in truth["relevant"] and not f.endswith("_copy")]
+    spec = backbone_spec("deepfm", 4)
+    return spec.copy(fields=relevant), spec.copy(fields=noise)
+
+
+def test_validation_guard_keeps_the_input_when_a_stage_validates_worse(
+        tiny_synthetic: Dataset, fast_config: TrainConfig) -> None:
+    good, bad = _guard_case(tiny_synthetic)
+    guard = ValidationGuard(tiny_synthetic, fast_config)
+    worse = StageResult(method="probe", strategy="none", spec=bad)
+    kept = guard(good, worse)
+    assert kept.fields == good.fields  # the stage's noise-only spec is rejected
+    assert worse.extra["guard"]["kept"] is False
+    assert worse.extra["guard"]["stage_valid_auc"] < worse.extra["guard"]["input_valid_auc"]
+    assert kept.provenance[-1]["method"] == "guard"
+    # the other way round the stage improves on its input and its spec goes on
+    better = StageResult(method="probe", strategy="none", spec=good)
+    assert guard(bad, better).fields == good.fields
+    assert better.extra["guard"]["kept"] is True
+    # both specs were trained once: the second decision reused the cached retrains, and
+    # the cache serves the rejected stage's returned spec too (provenance is not the model)
+    assert len(guard.outcomes) == 2
+    assert guard.outcome(kept) is guard.outcome(good)
+    # a stage that changed nothing costs no retrain
+    same = StageResult(method="probe", strategy="none", spec=good.copy())
+    assert ValidationGuard(tiny_synthetic, fast_config)(good, same) is same.spec
+    assert "left the spec" in same.extra["guard"]["reason"]
+
+
+def test_validation_guard_skips_retrains_the_budget_cannot_pay_for(
+        tiny_synthetic: Dataset, fast_config: TrainConfig) -> None:
+    good, bad = _guard_case(tiny_synthetic)
+    left = iter([100.0, 0.0])
+    guard = ValidationGuard(tiny_synthetic, fast_config, remaining=lambda: next(left))
+    guard(good, StageResult(method="probe", strategy="none", spec=bad))  # measured
+    assert guard.longest > 0
+    third = backbone_spec("deepfm", 4).copy(fields=good.fields[:2])
+    unchecked = StageResult(method="probe", strategy="none", spec=third)
+    assert guard(good, unchecked) is third
+    assert unchecked.extra["guard"]["checked"] is False
+    assert len(guard.outcomes) == 2  # no retrain was started
+
+
+def test_default_pipeline_guards_its_stages_and_reuses_the_guard_retrains(tmp_path) -> None:
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["search", *COMMON, "--fast", "--baselines", "deepfm",
+                                      "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    r = json.loads((out / "result.json").read_text())
+    guards = [s["guard"] for s in r["stages"]]
+    assert all("kept" in g for g in guards)
+    checked = [g for g in guards if g.get("checked")]
+    assert checked, guards
+    # the pipeline's model validates at least as well as DeepFM, its first stage's input,
+    # and the DeepFM baseline is the very retrain the guard judged the first stage against
+    deepfm_valid = r["baselines"]["deepfm"]["valid"]["auc"]
+    assert r["metrics"]["valid"]["auc"] >= deepfm_valid
+    first = next(g for g in guards if g.get("checked"))
+    if first is guards[0]:
+        assert first["input_valid_auc"] == pytest.approx(deepfm_valid, abs=1e-6)
+    # rejected stages' specs are kept out of the final spec and named in its provenance
+    for stage, g in zip(r["stages"], guards, strict=True):
+        if g["kept"] is False:
+            assert any(p.get("rejected") == stage["method"] for p in r["spec"]["provenance"])
+    assert "Validation guard" in (out / "report.html").read_text()
+    # with --no-guard the stages' specs go through unchecked
+    out2 = tmp_path / "unguarded"
+    result = CliRunner().invoke(app, ["search", *COMMON, "--fast", "--baselines", "none",
+                                      "--no-guard", "--out", str(out2)])
+    assert result.exit_code == 0, result.output
+    r2 = json.loads((out2 / "result.json").read_text())
+    assert all("guard" not in s for s in r2["stages"])
+
+
+def test_shared_fits_train_a_fit_once_and_never_reuse_one_a_hook_cut_short(
+        tiny_synthetic: Dataset, fast_config: TrainConfig) -> None:
+    from autodrs.experiment import fit_spec, shared_fits
+    from autodrs.train.trainer import TimeLimit
+
+    spec = backbone_spec("fm", 4)
+    with shared_fits():
+        first = fit_spec(tiny_synthetic, spec, fast_config)
+        # the same model (provenance aside) and config: the remembered outcome
+        relabelled = spec.copy()
+        relabelled.provenance.append({"method": "elsewhere"})
+        assert fit_spec(tiny_synthetic, relabelled, fast_config) is first
+        other_seed = fit_spec(tiny_synthetic, spec, TrainConfig(**{**vars(fast_config),
+                                                                   "seed": 1}))
+        assert other_seed is not first
+        cut = fit_spec(tiny_synthetic, backbone_spec("deepfm", 4), fast_config,
+                       hooks=[TimeLimit(lambda: 0.0)])
+        assert cut.fit.stopped_by_hook
+        assert fit_spec(tiny_synthetic, backbone_spec("deepfm", 4), fast_config) is not cut
+    again = fit_spec(tiny_synthetic, spec, fast_config)
+    assert again is not first  # outside the block nothing is remembered
+    assert again.metrics == first.metrics  # and the fit is deterministic, so reuse is exact

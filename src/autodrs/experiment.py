@@ -1,10 +1,22 @@
 """Train a spec on a dataset and measure it: the shared path of ``train``, ``bench`` and
-every search's final retrain, so baselines and searched models are measured alike."""
+every search's final retrain, so baselines and searched models are measured alike.
+
+Inside ``shared_fits()`` a fit is remembered by (dataset, spec as the model sees it,
+training config): the same fit asked for again (the pipeline's DeepFM baseline after ERASE
+retrained every field, the final retrain of a spec the validation guard already trained)
+is returned instead of trained twice. Training is deterministic under the config's seed, so
+the reused outcome is the one a second fit would give. Fits a hook stopped early are not
+remembered.
+"""
 
 from __future__ import annotations
 
+import json
 import platform
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -35,19 +47,51 @@ class Outcome:
         }
 
 
+_SHARED: ContextVar[dict[str, tuple[Dataset, Outcome]] | None] = ContextVar(
+    "autodrs_shared_fits", default=None)
+
+
+@contextmanager
+def shared_fits() -> Iterator[None]:
+    """Within the block, ``fit_spec`` returns a remembered outcome for a fit it has done."""
+    token = _SHARED.set({})
+    try:
+        yield
+    finally:
+        _SHARED.reset(token)
+
+
+def fit_key(ds: Dataset, spec: ArchSpec, config: TrainConfig) -> str:
+    """What decides a fit's outcome: the spec without its provenance (all fields spelt out)
+    and the training config without its display settings."""
+    data = spec.to_dict()
+    data.pop("provenance", None)
+    data["fields"] = spec.used_fields(ds.schema)
+    cfg = asdict(config)
+    cfg.pop("progress", None)
+    return json.dumps([data, cfg], sort_keys=True, default=str)
+
+
 def fit_spec(ds: Dataset, spec: ArchSpec, config: TrainConfig,
              hooks: list[TrainHook] | None = None) -> Outcome:
     """Build ``spec`` over the dataset's schema, train it with early stopping on validation
     AUC, and evaluate the best weights on the validation and test splits."""
     t0 = time.perf_counter()
     config = with_training(config, spec)
+    shared = _SHARED.get()
+    key = fit_key(ds, spec, config) if shared is not None else ""
+    if shared is not None and key in shared and shared[key][0] is ds:
+        return shared[key][1]
     torch.manual_seed(config.seed)
     model = build_model(ds.schema, spec)
     trainer = Trainer(config, hooks or [])
     fit = trainer.fit(model, ds.train, ds.valid)
     metrics = {"valid": fit.valid, "test": trainer.evaluate(model, ds.test)}
-    return Outcome(model=model, fit=fit, metrics=metrics, params=count_parameters(model),
-                   seconds=time.perf_counter() - t0)
+    outcome = Outcome(model=model, fit=fit, metrics=metrics, params=count_parameters(model),
+                      seconds=time.perf_counter() - t0)
+    if shared is not None and not fit.stopped_by_hook:
+        shared[key] = (ds, outcome)  # holding ds keeps its id from being reused
+    return outcome
 
 
 def with_training(config: TrainConfig, spec: ArchSpec) -> TrainConfig:

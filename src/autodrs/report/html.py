@@ -136,6 +136,14 @@ def _stage(page: _Page, index: int, stage: dict[str, Any], truth: dict[str, Any]
     page.add(f"<section><h2>Stage {index + 1}: {html.escape(method)}</h2><p class='kv'>"
              f"strategy {html.escape(str(stage.get('strategy', '?')))} · "
              f"{_fmt(float(stage.get('seconds', 0.0)), 1)} s</p>")
+    guard = stage.get("guard")
+    if isinstance(guard, dict):
+        verdict = "kept" if guard.get("kept") else "rejected"
+        aucs = (f" (validation AUC {_fmt(guard['stage_valid_auc'])} against "
+                f"{_fmt(guard['input_valid_auc'])} for the stage's input)"
+                if "stage_valid_auc" in guard else "")
+        page.add(f"<p class='guard {verdict}'>Validation guard: the stage's spec was "
+                 f"<b>{verdict}</b>{aucs}: {html.escape(str(guard.get('reason', '')))}.</p>")
     ranking = stage.get("ranking") or []
     scores = stage.get("scores") or {}
     pair_keys = [k for k in scores if "*" in k]

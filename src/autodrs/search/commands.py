@@ -44,13 +44,14 @@ from autodrs.cli import (
     result_skeleton,
     user_errors,
 )
-from autodrs.experiment import fit_spec, machine_info, with_training
+from autodrs.experiment import fit_spec, machine_info, shared_fits, with_training
 from autodrs.models.backbones import BACKBONES, backbone_spec
 from autodrs.models.builder import count_bytes
 from autodrs.pipeline import (
     DEFAULT_BASELINES,
     DEFAULT_PIPELINE,
     RETRAIN_SHARE,
+    ValidationGuard,
     load_config,
     merge_config,
     save_config,
@@ -68,7 +69,7 @@ EFFECTIVE_KEYS = (
     "baselines", "subsample", "trial_epochs", "pruner", "warm_start", "fast", "estimation",
     "objectives", "memory_budget", "label", "fmt", "categorical", "numerical", "sequence", "schema", "group",
     "time_col", "split", "min_count", "seed", "epochs", "batch_size", "lr", "patience",
-    "embed_dim", "device", "threads", "names",
+    "embed_dim", "device", "threads", "names", "guard",
 )
 
 
@@ -109,6 +110,9 @@ def search_command(
                                                  "front (evolution, tpe, random)")] = "auc",
     memory_budget: Annotated[str | None, typer.Option(
         help="cap on the stored embedding bytes, e.g. 2MB or 512KiB (rule, nis)")] = None,
+    guard: Annotated[bool | None, typer.Option(
+        help="retrain each stage's spec and keep it only when it validates at least as well "
+             "as the stage's input (default: on for the default pipeline)")] = None,
     label: Label = None, fmt: Fmt = None, categorical: Categorical = None,
     numerical: Numerical = None, sequence: Sequence = None, schema: SchemaFile = None,
     group: Group = None, time_col: Time = None, split: Split = "random", min_count: MinCount = 1,
@@ -134,6 +138,7 @@ def run_search(data: str, out_dir: Path, methods: str | None, strategy: str | No
                resume: bool, model: str, baselines: str | None, subsample: float | None,
                trial_epochs: int | None, pruner: str, warm_start: bool, fast: bool,
                estimation: str, objectives: str, memory_budget: str | None,
+               guard: bool | None,
                label: str | None, fmt: str | None, categorical: str | None,
                numerical: str | None, sequence: str | None, schema: Path | None,
                group: str | None, time_col: str | None, split: str, min_count: int,
@@ -144,6 +149,8 @@ def run_search(data: str, out_dir: Path, methods: str | None, strategy: str | No
     names = _split_list(methods) or list(DEFAULT_PIPELINE)
     if baselines is None:
         baselines = "deepfm" if methods else DEFAULT_BASELINES
+    if guard is None:
+        guard = not methods
     unknown = [n for n in names if n not in METHODS]
     if unknown:
         raise SearchError(f"unknown method {unknown[0]!r}; available: "
@@ -179,6 +186,8 @@ def run_search(data: str, out_dir: Path, methods: str | None, strategy: str | No
         options["epochs"] = trial_epochs
     if memory_budget is not None:
         options["memory_budget"] = memory_budget
+    if guard:  # the guard judges on validation AUC: let selection pick its best k outright
+        options["tolerance"] = 0.0
     ctx = SearchContext(dataset=ds, spec=base, train=config, seed=seed, out_dir=out_dir,
                         budget_seconds=seconds, trials=trials, strategy=strategy,
                         options=options, resume=resume, backend=backend,
@@ -196,18 +205,19 @@ def run_search(data: str, out_dir: Path, methods: str | None, strategy: str | No
     # with baselines trained to convergence)
     reserve = RETRAIN_SHARE * seconds if seconds is not None else 0.0
     t0 = time.perf_counter()
-    stages = run_stages(ctx, names, on_stage=report, weights=stage_weights(names),
-                        reserve=reserve)
-    search_seconds = time.perf_counter() - t0
-    spec = stages[-1].spec
-    final = fit_spec(ds, spec, config)
+    checker = (ValidationGuard(ds, config, remaining=ctx.remaining, reserve=reserve)
+               if guard else None)
+    with shared_fits():  # a fit asked for twice (ERASE, guard, retrain, baseline) runs once
+        stages = run_stages(ctx, names, on_stage=report, weights=stage_weights(names),
+                            reserve=reserve, guard=checker)
+        search_seconds = time.perf_counter() - t0
+        spec = stages[-1].spec
+        final = fit_spec(ds, spec, config)
+        fits = {name: fit_spec(ds, bspec, config) for name, bspec in base_specs.items()}
     save_model(out_dir, final.model, ds.schema)
-    compared: dict[str, Any] = {}
-    for name, bspec in base_specs.items():
-        outcome = fit_spec(ds, bspec, config)
-        compared[name] = {**outcome.metrics, "params": outcome.params,
-                          "bytes": count_bytes(outcome.model),
-                          "seconds": round(outcome.seconds, 3)}
+    compared: dict[str, Any] = {
+        name: {**o.metrics, "params": o.params, "bytes": count_bytes(o.model),
+               "seconds": round(o.seconds, 3)} for name, o in fits.items()}
     result = result_skeleton("search", ds, seed)
     result |= {
         "methods": names, "strategy": strategy, "backend": backend, "model": model,

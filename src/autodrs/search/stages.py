@@ -57,13 +57,18 @@ def stage_budget(left: float | None, weights: Sequence[float], index: int,
 def run_stages(ctx: SearchContext, methods: list[str],
                on_stage: Callable[[int, StageResult], Any] | None = None,
                weights: Sequence[float] | None = None,
-               reserve: float = 0.0) -> list[StageResult]:
+               reserve: float = 0.0,
+               guard: Callable[[ArchSpec, StageResult], ArchSpec] | None = None,
+               ) -> list[StageResult]:
     """Run ``methods`` in order from ``ctx.spec``; return one ``StageResult`` per method.
     Every stage's spec is validated against the schema before the next stage starts.
     Under a budget (``ctx.budget_seconds``) stage i gets ``stage_budget`` seconds: equal
     shares by default, ``weights`` (one per method) otherwise, after ``reserve`` seconds
     kept back for what follows the stages (the pipeline's retrain); the stage's result
-    records it as ``budget_seconds``."""
+    records it as ``budget_seconds``. A ``guard`` is called with the stage's input spec and
+    its fresh result, and returns the spec the next stage starts from (the pipeline's
+    ``ValidationGuard`` keeps the input when the stage's spec validates worse); the guarded
+    spec is what ``stage.json`` stores, so a resumed run makes the same decision."""
     if not methods:
         raise SearchError("no search methods given")
     weights = list(weights) if weights is not None else [1.0] * len(methods)
@@ -87,6 +92,8 @@ def run_stages(ctx: SearchContext, methods: list[str],
             if budget is not None:
                 result.extra["budget_seconds"] = round(budget, 3)
             result.spec.validate(ctx.dataset.schema)
+            if guard is not None:
+                result.spec = guard(spec, result)
             if folder is not None:
                 save_stage(folder, result)
         spec = result.spec
