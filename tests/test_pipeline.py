@@ -284,15 +284,24 @@ def test_validation_guard_keeps_the_input_when_a_stage_validates_worse(
 def test_validation_guard_skips_retrains_the_budget_cannot_pay_for(
         tiny_synthetic: Dataset, fast_config: TrainConfig) -> None:
     good, bad = _guard_case(tiny_synthetic)
-    left = iter([100.0, 0.0])
-    guard = ValidationGuard(tiny_synthetic, fast_config, remaining=lambda: next(left))
+    clock = {"left": 100.0}
+    guard = ValidationGuard(tiny_synthetic, fast_config, remaining=lambda: clock["left"])
     guard(good, StageResult(method="probe", strategy="none", spec=bad))  # measured
     assert guard.longest > 0
+    clock["left"] = 0.0
     third = backbone_spec("deepfm", 4).copy(fields=good.fields[:2])
     unchecked = StageResult(method="probe", strategy="none", spec=third)
     assert guard(good, unchecked) is third
     assert unchecked.extra["guard"]["checked"] is False
     assert len(guard.outcomes) == 2  # no retrain was started
+    # a first retrain (no estimate yet) that runs past the time left is stopped, and the
+    # stage's spec goes on unchecked rather than judged by a half-trained model
+    ticks = iter([0.5] + [0.0] * 100_000)
+    fresh = ValidationGuard(tiny_synthetic, fast_config, remaining=lambda: next(ticks))
+    cut = StageResult(method="probe", strategy="none", spec=bad)
+    assert fresh(good, cut) is bad
+    assert cut.extra["guard"]["checked"] is False and "ran out" in cut.extra["guard"]["reason"]
+    assert not fresh.outcomes
 
 
 def test_default_pipeline_guards_its_stages_and_reuses_the_guard_retrains(tmp_path) -> None:

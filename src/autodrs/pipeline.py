@@ -38,7 +38,7 @@ from autodrs.data.errors import DataError
 from autodrs.experiment import Outcome, fit_key, fit_spec
 from autodrs.search.base import StageResult
 from autodrs.spec import ArchSpec
-from autodrs.train.trainer import TrainConfig
+from autodrs.train.trainer import TimeLimit, TrainConfig
 
 DEFAULT_PIPELINE = ("autofield", "autodim", "autofis")
 DEFAULT_BASELINES = "deepfm,fm,widedeep,dcnv2,ipnn"
@@ -102,7 +102,8 @@ class ValidationGuard:
     specs are retrained from scratch by ``fit_spec`` with the run's config (so the figures
     are those of the final retrain and of the baselines); outcomes are cached by spec.
     Under a budget the guard does not start retrains the time left (less ``reserve``) cannot
-    pay for, judged by the longest retrain so far; it then keeps the stage's spec unchecked
+    pay for, judged by the longest retrain so far (before any, by the stage's epoch time),
+    and stops a retrain that runs past it; either way it keeps the stage's spec unchecked
     and says so.
     """
 
@@ -125,11 +126,19 @@ class ValidationGuard:
         """The cached retrain of ``spec``, if the guard trained it."""
         return self.outcomes.get(self.key(spec))
 
-    def fit(self, spec: ArchSpec) -> Outcome:
+    def left(self) -> float | None:
+        left = self.remaining()
+        return None if left is None else left - self.reserve
+
+    def fit(self, spec: ArchSpec) -> Outcome | None:
+        """The retrain of ``spec``; None when the budget ended it early (no fair judge)."""
         key = self.key(spec)
         if key not in self.outcomes:  # fit_spec may hand back a fit the run already did
-            self.outcomes[key] = fit_spec(self.dataset, spec, self.config)
-            self.longest = max(self.longest, self.outcomes[key].seconds)
+            outcome = fit_spec(self.dataset, spec, self.config, hooks=[TimeLimit(self.left)])
+            self.longest = max(self.longest, outcome.seconds)
+            if outcome.fit.stopped_by_hook:
+                return None
+            self.outcomes[key] = outcome
         return self.outcomes[key]
 
     def __call__(self, before: ArchSpec, result: StageResult) -> ArchSpec:
@@ -138,16 +147,21 @@ class ValidationGuard:
             result.extra["guard"] = {"kept": True, "reason": "the stage left the spec as it was"}
             return proposed
         todo = sum(self.key(s) not in self.outcomes for s in (before, proposed))
-        left = self.remaining()
-        if left is not None and self.longest > 0 and left - self.reserve < todo * self.longest:
-            result.extra["guard"] = {
-                "kept": True, "checked": False,
-                "reason": f"{todo} retrain(s) of about {self.longest:.0f}s do not fit in the "
-                          f"{max(0.0, left - self.reserve):.0f}s left"}
-            return proposed
+        left = self.left()
+        # before the first retrain, the stage's own epoch time (where it reports one) is
+        # the best guess of a retrain's cost
+        guess = self.longest or self.config.epochs * float(result.extra.get("epoch_seconds", 0))
+        if todo and left is not None and (left <= 0 or left < todo * guess):
+            return self._unchecked(result, proposed, f"{todo} retrain(s) of about {guess:.0f}s "
+                                                     f"do not fit in the {max(0.0, left):.0f}s left")
         t0 = time.perf_counter()
-        base = self.fit(before).metrics["valid"]["auc"]
-        new = self.fit(proposed).metrics["valid"]["auc"]
+        fits = [self.fit(before), None]
+        if fits[0] is not None:
+            fits[1] = self.fit(proposed)
+        if fits[0] is None or fits[1] is None:
+            return self._unchecked(result, proposed, "the budget ran out during the guard's "
+                                                     "retrain")
+        base, new = (f.metrics["valid"]["auc"] for f in fits)
         kept = new >= base - self.tolerance
         result.extra["guard"] = {
             "kept": kept, "checked": True, "input_valid_auc": round(base, 6),
@@ -166,3 +180,8 @@ class ValidationGuard:
                                 "stage_valid_auc": round(new, 6)})
         # the cached outcome is keyed without provenance, so it still serves this spec
         return spec
+
+    @staticmethod
+    def _unchecked(result: StageResult, proposed: ArchSpec, reason: str) -> ArchSpec:
+        result.extra["guard"] = {"kept": True, "checked": False, "reason": reason}
+        return proposed

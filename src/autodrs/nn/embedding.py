@@ -4,7 +4,9 @@ Categorical fields and crosses of the same dim share one table with per-field of
 batch costs one lookup per distinct dim. Sequences are mean-pooled over their non-padding
 ids. Numerical fields are embedded as ``x * v`` (``linear``), by equal-frequency buckets
 (``bucket``) or by AutoDis meta-embeddings (``autodis``). Categorical fields the spec prunes
-per value (``spec.pruning``) are stored sparsely, kept entries only (``nn.pruned``).
+per value (``spec.pruning``) are stored sparsely, kept entries only (``nn.pruned``);
+fields with a vocabulary limit (``spec.vocab_limits``) keep a row for their most frequent
+values only, the rarer ids being read as the out-of-vocabulary id before any lookup.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import torch
 from torch import nn
 
 from autodrs.data.dataset import Batch
-from autodrs.data.schema import PAD, Schema
+from autodrs.data.schema import FIRST_ID, OOV, PAD, Schema
 from autodrs.nn.pruned import PrunedTable, decode_mask, initial_values
 from autodrs.spec import ArchSpec, cross_name
 
@@ -114,6 +116,18 @@ class FieldEmbedding(nn.Module):
         def dim_of(name: str) -> int:
             return dim_override or spec.dim_of(name)
 
+        def vocab_of(name: str) -> int:
+            limit = spec.vocab_limits.get(name)
+            return schema.field(name).vocab_size if limit is None else FIRST_ID + int(limit)
+
+        # ids past a field's limit are read as OOV (so crosses and lookups see them alike)
+        limited = [(cat_cols[n], FIRST_ID + int(k)) for n, k in spec.vocab_limits.items()
+                   if n in cat_cols and n in used]
+        self.register_buffer("limit_cols", torch.tensor([c for c, _ in limited],
+                                                        dtype=torch.long), persistent=False)
+        self.register_buffer("limit_ends", torch.tensor([e for _, e in limited],
+                                                        dtype=torch.long), persistent=False)
+
         # categorical fields and crosses, grouped by dim into shared tables
         self.crosses = nn.ModuleList()
         sources: list[tuple[str, int, int, int]] = []  # (name, dim, vocab, source index)
@@ -131,9 +145,9 @@ class FieldEmbedding(nn.Module):
                 self.pruned[name] = PrunedTable(mask, values)
                 self._pruned_cols[name] = cat_cols[name]
             elif f.kind == "categorical":
-                sources.append((name, dim_of(name), f.vocab_size, cat_cols[name]))
+                sources.append((name, dim_of(name), vocab_of(name), cat_cols[name]))
         for cross in spec.crosses:
-            vocab = [schema.field(n).vocab_size for n in cross]
+            vocab = [vocab_of(n) for n in cross]
             module = CrossIds([cat_cols[n] for n in cross], vocab, spec.cross_buckets)
             self.crosses.append(module)
             sources.append((cross_name(cross), dim_of(cross_name(cross)), module.size,
@@ -180,6 +194,10 @@ class FieldEmbedding(nn.Module):
     def forward(self, batch: Batch) -> list[torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
         cat = batch.cat
+        if self.limit_cols.numel():
+            cat = cat.clone()
+            ids = cat.index_select(1, self.limit_cols)
+            cat[:, self.limit_cols] = torch.where(ids >= self.limit_ends, OOV, ids)
         cross_ids = [m(cat) for m in self.crosses]
         for d, table, slots in zip(self.group_dims, self.tables, self._group_slots, strict=True):
             cols = getattr(self, f"cols_{d}")
