@@ -169,6 +169,15 @@ def _stage(page: _Page, index: int, stage: dict[str, Any], truth: dict[str, Any]
         page.figure(f"{method}-auc-vs-k", plots.curve(
             ks, series, f"{method}: AUC against the number of kept fields k", "k", "AUC"),
             "Retrained on the top-k fields of the ranking")
+    thresholds = stage.get("threshold_curve")
+    if thresholds:
+        page.figure(f"{method}-auc-vs-threshold", plots.curve(
+            [c["threshold"] for c in thresholds],
+            {"valid auc": [c["valid_auc"] for c in thresholds],
+             "test auc": [c["test_auc"] for c in thresholds]},
+            f"{method}: AUC against the rare-value threshold", "threshold (train count)",
+            "AUC"), "Retrained with values seen fewer times than the threshold sharing one "
+                    "row")
     dims = stage.get("dims")
     if dims:
         names = sorted(dims, key=lambda n: -float(dims[n]))

@@ -1,9 +1,18 @@
 """Embedding search: how large each field's (or each value's) embedding is, stored at that
 size. Per field: AutoDim (gradient), DNIS (gradient), NIS-style RL and RULE-style evolution
 under a memory budget (black-box over ``EmbeddingDimSpace``). Per value: PEP (learned
-thresholds) and AutoEmb (frequency-aware soft selection). Numerical fields: AutoDis against
+thresholds), AutoEmb (frequency-aware soft selection) and frequency pruning (rare values
+share one row, the threshold chosen on validation). Numerical fields: AutoDis against
 normalised-linear and equal-frequency bucketising."""
 
-from autodrs.methods.embedding import autodim, autodis, autoemb, blackbox, dnis, pep  # noqa: F401
+from autodrs.methods.embedding import (  # noqa: F401
+    autodim,
+    autodis,
+    autoemb,
+    blackbox,
+    dnis,
+    frequency,
+    pep,
+)
 
-__all__ = ["autodim", "autodis", "autoemb", "blackbox", "dnis", "pep"]
+__all__ = ["autodim", "autodis", "autoemb", "blackbox", "dnis", "frequency", "pep"]
