@@ -309,21 +309,26 @@ def test_validation_guard_skips_retrains_the_budget_cannot_pay_for(
 
 def test_default_pipeline_guards_its_stages_and_reuses_the_guard_retrains(tmp_path) -> None:
     out = tmp_path / "run"
-    result = CliRunner().invoke(app, ["search", *COMMON, "--fast", "--baselines", "deepfm",
+    result = CliRunner().invoke(app, ["search", *COMMON, "--fast", "--baselines", "fm,deepfm",
                                       "--out", str(out)])
     assert result.exit_code == 0, result.output
     r = json.loads((out / "result.json").read_text())
+    # the search starts from the baseline that validates best
+    valid = {n: b["valid"]["auc"] for n, b in r["baselines"].items()}
+    assert r["start"]["model"] == r["model"] == max(valid, key=valid.get)
+    assert r["start"]["valid_auc"] == pytest.approx(valid, abs=1e-6)
+    assert f"starting from {r['model']}" in result.output
     guards = [s["guard"] for s in r["stages"]]
     assert all("kept" in g for g in guards)
     checked = [g for g in guards if g.get("checked")]
     assert checked, guards
-    # the pipeline's model validates at least as well as DeepFM, its first stage's input,
-    # and the DeepFM baseline is the very retrain the guard judged the first stage against
-    deepfm_valid = r["baselines"]["deepfm"]["valid"]["auc"]
-    assert r["metrics"]["valid"]["auc"] >= deepfm_valid
+    # the pipeline's model validates at least as well as its start, and that baseline is
+    # the very retrain the guard judged the first stage against
+    start_valid = valid[r["model"]]
+    assert r["metrics"]["valid"]["auc"] >= start_valid
     first = next(g for g in guards if g.get("checked"))
     if first is guards[0]:
-        assert first["input_valid_auc"] == pytest.approx(deepfm_valid, abs=1e-6)
+        assert first["input_valid_auc"] == pytest.approx(start_valid, abs=1e-6)
     # rejected stages' specs are kept out of the final spec and named in its provenance
     for stage, g in zip(r["stages"], guards, strict=True):
         if g["kept"] is False:

@@ -89,8 +89,10 @@ def search_command(
     ray_address: Annotated[str | None, typer.Option(help="address of an existing Ray "
                                                          "cluster (default: start one)")] = None,
     resume: Annotated[bool, typer.Option(help="continue the search in --out")] = False,
-    model: Annotated[str, typer.Option(help=f"backbone the search starts from: "
-                                            f"{', '.join(BACKBONES)}")] = "deepfm",
+    model: Annotated[str | None, typer.Option(
+        help=f"backbone the search starts from: {', '.join(BACKBONES)}, or auto (the "
+             "baseline with the best validation AUC; the default for the default pipeline, "
+             "deepfm otherwise)")] = None,
     baselines: Annotated[str | None, typer.Option(help="comma-separated backbones to compare with, "
                                                 "or 'none' (default: deepfm, and "
                                                 f"{DEFAULT_BASELINES} for the default "
@@ -135,7 +137,7 @@ def search_command(
 @user_errors
 def run_search(data: str, out_dir: Path, methods: str | None, strategy: str | None,
                budget: str | None, trials: int | None, backend: str, ray_address: str | None,
-               resume: bool, model: str, baselines: str | None, subsample: float | None,
+               resume: bool, model: str | None, baselines: str | None, subsample: float | None,
                trial_epochs: int | None, pruner: str, warm_start: bool, fast: bool,
                estimation: str, objectives: str, memory_budget: str | None,
                guard: bool | None,
@@ -151,6 +153,8 @@ def run_search(data: str, out_dir: Path, methods: str | None, strategy: str | No
         baselines = "deepfm" if methods else DEFAULT_BASELINES
     if guard is None:
         guard = not methods
+    if model is None:
+        model = "deepfm" if methods else "auto"
     unknown = [n for n in names if n not in METHODS]
     if unknown:
         raise SearchError(f"unknown method {unknown[0]!r}; available: "
@@ -163,7 +167,9 @@ def run_search(data: str, out_dir: Path, methods: str | None, strategy: str | No
         raise SearchError(f"--trials must be > 0, got {trials}")
     seconds = parse_budget(budget)
     baseline_names = [] if baselines == "none" else _split_list(baselines) or []
-    base = backbone_spec(model, embed_dim)
+    if model == "auto" and not baseline_names:
+        model = "deepfm"  # no baselines to choose from
+    base = backbone_spec("deepfm" if model == "auto" else model, embed_dim)
     base_specs = {n: backbone_spec(n, embed_dim) for n in baseline_names}
     ds = dataset_from(data, label, fmt, categorical, numerical, sequence, schema, group,
                       time_col, split, seed, min_count)
@@ -188,26 +194,38 @@ def run_search(data: str, out_dir: Path, methods: str | None, strategy: str | No
         options["memory_budget"] = memory_budget
     if guard:  # the guard judges on validation AUC: let selection pick its best k outright
         options["tolerance"] = 0.0
-    ctx = SearchContext(dataset=ds, spec=base, train=config, seed=seed, out_dir=out_dir,
-                        budget_seconds=seconds, trials=trials, strategy=strategy,
-                        options=options, resume=resume, backend=backend,
-                        ray_address=ray_address)
-
-    def report(index: int, stage: StageResult) -> None:
-        share = stage.extra.get("budget_seconds")
-        of = f" of {share:.1f}s" if share is not None else ""
-        console.print(f"stage {index + 1}/{len(names)} {stage.method} ({stage.strategy}): "
-                      f"{stage.seconds:.1f}s{of}; best first: {stage.ranking[:3]}",
-                      highlight=False)
-
-    # the budget covers the stages and the retrain: the stages stop in time to leave a
-    # share of it for the retrain, which is never cut short (the searched model is compared
-    # with baselines trained to convergence)
-    reserve = RETRAIN_SHARE * seconds if seconds is not None else 0.0
-    t0 = time.perf_counter()
-    checker = (ValidationGuard(ds, config, remaining=ctx.remaining, reserve=reserve)
-               if guard else None)
     with shared_fits():  # a fit asked for twice (ERASE, guard, retrain, baseline) runs once
+        start: dict[str, Any] = {"model": model}
+        if model == "auto":
+            # the baselines are trained anyway (outside the budget, as after the search): the
+            # search starts from the one that validates best, and their fits are reused later
+            valid = {n: fit_spec(ds, b, config).metrics["valid"]["auc"]
+                     for n, b in base_specs.items()}
+            best = max(valid, key=lambda n: (valid[n], n == "deepfm"))
+            base = base_specs[best].copy()
+            start = {"model": best, "chosen_by": "validation AUC of the baselines",
+                     "valid_auc": {n: round(v, 6) for n, v in valid.items()}}
+            console.print(f"starting from {best} (best validation AUC of the baselines, "
+                          f"{valid[best]:.4f})", highlight=False)
+        ctx = SearchContext(dataset=ds, spec=base, train=config, seed=seed, out_dir=out_dir,
+                            budget_seconds=seconds, trials=trials, strategy=strategy,
+                            options=options, resume=resume, backend=backend,
+                            ray_address=ray_address)
+
+        def report(index: int, stage: StageResult) -> None:
+            share = stage.extra.get("budget_seconds")
+            of = f" of {share:.1f}s" if share is not None else ""
+            console.print(f"stage {index + 1}/{len(names)} {stage.method} ({stage.strategy}): "
+                          f"{stage.seconds:.1f}s{of}; best first: {stage.ranking[:3]}",
+                          highlight=False)
+
+        # the budget covers the stages and the retrain: the stages stop in time to leave a
+        # share of it for the retrain, which is never cut short (the searched model is compared
+        # with baselines trained to convergence)
+        reserve = RETRAIN_SHARE * seconds if seconds is not None else 0.0
+        t0 = time.perf_counter()
+        checker = (ValidationGuard(ds, config, remaining=ctx.remaining, reserve=reserve)
+                   if guard else None)
         stages = run_stages(ctx, names, on_stage=report, weights=stage_weights(names),
                             reserve=reserve, guard=checker)
         search_seconds = time.perf_counter() - t0
@@ -220,7 +238,8 @@ def run_search(data: str, out_dir: Path, methods: str | None, strategy: str | No
                "seconds": round(o.seconds, 3)} for name, o in fits.items()}
     result = result_skeleton("search", ds, seed)
     result |= {
-        "methods": names, "strategy": strategy, "backend": backend, "model": model,
+        "methods": names, "strategy": strategy, "backend": backend, "model": start["model"],
+        "start": start,
         "spec": spec.to_dict(),
         "metrics": final.metrics,
         "baselines": compared,
