@@ -160,6 +160,31 @@ def test_stages_get_their_share_and_unused_time_passes_on(
     assert _Probe.budgets[1] < 0.3
 
 
+def test_a_guard_s_judging_time_comes_off_each_stage_s_share(
+        monkeypatch: pytest.MonkeyPatch, tiny_synthetic: Dataset,
+        fast_config: TrainConfig) -> None:
+    monkeypatch.setitem(METHODS, "probe", _Probe)
+    monkeypatch.setattr(_Probe, "budgets", [])
+    monkeypatch.setattr(_Probe, "spend", 0.0)
+
+    class Judge:
+        calls = 0
+
+        def expected_seconds(self) -> float:
+            return 1.5
+
+        def __call__(self, before, result):  # noqa: ANN001, ANN204
+            Judge.calls += 1
+            return result.spec
+
+    ctx = SearchContext(tiny_synthetic, backbone_spec("fm", 4), fast_config,
+                        budget_seconds=6.0)
+    run_stages(ctx, ["probe"] * 2, weights=[1.0, 1.0], reserve=2.0, guard=Judge())
+    # 4 s for the stages, half each, less the 1.5 s the guard expects to need
+    assert _Probe.budgets[0] == pytest.approx(0.5, abs=0.2)
+    assert Judge.calls == 2
+
+
 @pytest.mark.parametrize("method", ["autofis", "autofield"])
 def test_a_gradient_search_stops_its_epochs_when_the_budget_is_spent(
         method: str, tiny_synthetic: Dataset) -> None:
@@ -294,15 +319,17 @@ def test_validation_guard_skips_retrains_the_budget_cannot_pay_for(
     clock["left"] = 0.0
     third = backbone_spec("deepfm", 4).copy(fields=good.fields[:2])
     unchecked = StageResult(method="probe", strategy="none", spec=third)
-    assert guard(good, unchecked) is third
+    # an unverified change is not taken: the stage's input goes on
+    assert guard(good, unchecked).fields == good.fields
     assert unchecked.extra["guard"]["checked"] is False
+    assert unchecked.extra["guard"]["kept"] is False
     assert len(guard.outcomes) == 2  # no retrain was started
     # a first retrain (no estimate yet) that runs past the time left is stopped, and the
-    # stage's spec goes on unchecked rather than judged by a half-trained model
+    # stage's input goes on rather than a spec judged by a half-trained model
     ticks = iter([0.5] + [0.0] * 100_000)
     fresh = ValidationGuard(tiny_synthetic, fast_config, remaining=lambda: next(ticks))
     cut = StageResult(method="probe", strategy="none", spec=bad)
-    assert fresh(good, cut) is bad
+    assert fresh(good, cut).fields == good.fields
     assert cut.extra["guard"]["checked"] is False and "ran out" in cut.extra["guard"]["reason"]
     assert not fresh.outcomes
 

@@ -105,8 +105,9 @@ class ValidationGuard:
     are those of the final retrain and of the baselines); outcomes are cached by spec.
     Under a budget the guard does not start retrains the time left (less ``reserve``) cannot
     pay for, judged by the longest retrain so far (before any, by the stage's epoch time),
-    and stops a retrain that runs past it; either way it keeps the stage's spec unchecked
-    and says so.
+    and stops a retrain that runs past it; either way the stage's spec is not taken (an
+    unverified change could make the model worse) and the reason is recorded. ``run_stages``
+    shortens each stage's share by ``expected_seconds()`` so the judging fits in.
     """
 
     def __init__(self, dataset: Dataset, config: TrainConfig, tolerance: float = GUARD_TOLERANCE,
@@ -154,15 +155,15 @@ class ValidationGuard:
         # the best guess of a retrain's cost
         guess = self.longest or self.config.epochs * float(result.extra.get("epoch_seconds", 0))
         if todo and left is not None and (left <= 0 or left < todo * guess):
-            return self._unchecked(result, proposed, f"{todo} retrain(s) of about {guess:.0f}s "
-                                                     f"do not fit in the {max(0.0, left):.0f}s left")
+            return self._unchecked(result, before, f"{todo} retrain(s) of about {guess:.0f}s "
+                                                   f"do not fit in the {max(0.0, left):.0f}s left")
         t0 = time.perf_counter()
         fits = [self.fit(before), None]
         if fits[0] is not None:
             fits[1] = self.fit(proposed)
         if fits[0] is None or fits[1] is None:
-            return self._unchecked(result, proposed, "the budget ran out during the guard's "
-                                                     "retrain")
+            return self._unchecked(result, before, "the budget ran out during the guard's "
+                                                   "retrain")
         base, new = (f.metrics["valid"]["auc"] for f in fits)
         kept = new >= base - self.tolerance
         result.extra["guard"] = {
@@ -183,7 +184,18 @@ class ValidationGuard:
         # the cached outcome is keyed without provenance, so it still serves this spec
         return spec
 
+    def expected_seconds(self) -> float:
+        """What judging one more stage is likely to cost: one retrain (the input's is
+        usually done already), as long as the longest so far; 0 before any is known."""
+        return self.longest
+
     @staticmethod
-    def _unchecked(result: StageResult, proposed: ArchSpec, reason: str) -> ArchSpec:
-        result.extra["guard"] = {"kept": True, "checked": False, "reason": reason}
-        return proposed
+    def _unchecked(result: StageResult, before: ArchSpec, reason: str) -> ArchSpec:
+        """The stage's spec cannot be judged: keep its input (never take an unverified
+        change) and say why."""
+        result.extra["guard"] = {"kept": False, "checked": False,
+                                 "reason": reason + "; the stage's input is kept"}
+        spec = before.copy()
+        spec.provenance.append({"method": "guard", "rejected": result.method,
+                                "unchecked": reason})
+        return spec

@@ -199,9 +199,11 @@ def run_search(data: str, out_dir: Path, methods: str | None, strategy: str | No
         if model == "auto":
             # the baselines are trained anyway (outside the budget, as after the search): the
             # search starts from the one that validates best, and their fits are reused later
-            valid = {n: fit_spec(ds, b, config).metrics["valid"]["auc"]
-                     for n, b in base_specs.items()}
+            outcomes = {n: fit_spec(ds, b, config) for n, b in base_specs.items()}
+            valid = {n: o.metrics["valid"]["auc"] for n, o in outcomes.items()}
             best = max(valid, key=lambda n: (valid[n], n == "deepfm"))
+            # what a retrain of the start costs: the stages' and the guard's estimate
+            options["retrain_seconds"] = round(outcomes[best].seconds, 3)
             base = base_specs[best].copy()
             start = {"model": best, "chosen_by": "validation AUC of the baselines",
                      "valid_auc": {n: round(v, 6) for n, v in valid.items()}}
@@ -226,6 +228,8 @@ def run_search(data: str, out_dir: Path, methods: str | None, strategy: str | No
         t0 = time.perf_counter()
         checker = (ValidationGuard(ds, config, remaining=ctx.remaining, reserve=reserve)
                    if guard else None)
+        if checker is not None and "retrain_seconds" in options:
+            checker.longest = float(options["retrain_seconds"])
         stages = run_stages(ctx, names, on_stage=report, weights=stage_weights(names),
                             reserve=reserve, guard=checker)
         search_seconds = time.perf_counter() - t0

@@ -68,7 +68,9 @@ def run_stages(ctx: SearchContext, methods: list[str],
     records it as ``budget_seconds``. A ``guard`` is called with the stage's input spec and
     its fresh result, and returns the spec the next stage starts from (the pipeline's
     ``ValidationGuard`` keeps the input when the stage's spec validates worse); the guarded
-    spec is what ``stage.json`` stores, so a resumed run makes the same decision."""
+    spec is what ``stage.json`` stores, so a resumed run makes the same decision. A guard
+    with an ``expected_seconds()`` has that much taken off each stage's share, so judging
+    the stage fits in its time."""
     if not methods:
         raise SearchError("no search methods given")
     weights = list(weights) if weights is not None else [1.0] * len(methods)
@@ -86,6 +88,8 @@ def run_stages(ctx: SearchContext, methods: list[str],
             result = done
         else:
             budget = stage_budget(ctx.remaining(), weights, index, reserve)
+            if budget is not None and guard is not None and hasattr(guard, "expected_seconds"):
+                budget = max(0.0, budget - guard.expected_seconds())  # time to judge it
             stage_ctx = replace(ctx, spec=spec.copy(), out_dir=folder, budget_seconds=budget,
                                 started=time.monotonic())
             result = method.search(stage_ctx)

@@ -144,15 +144,18 @@ class SelectionMethod(Method):
             grid = [k for k in grid if k <= len(order)] if grid is not None else None
             bisect = cfg.erase == "bisect" or (cfg.erase is None and grid is None
                                                and ctx.budget_seconds is not None)
-            cost = scored.extra.get("epoch_seconds")
+            # a retrain's cost: measured by the caller where it knows it (the pipeline's
+            # baselines), else the supernet's epoch time times the epochs
+            cost = ctx.options.get("retrain_seconds")
+            if cost is None and scored.extra.get("epoch_seconds") is not None:
+                cost = float(scored.extra["epoch_seconds"]) * ctx.train.epochs
             left = ctx.remaining()
-            if (bisect and cost is not None and left is not None
-                    and left < float(cost) * ctx.train.epochs):
+            if bisect and cost is not None and left is not None and left < float(cost):
                 # the budget cannot pay for even the all-fields retrain: keep every field
                 # (the ranking is still reported) and leave the time to the next stages
                 chosen = in_schema_order(ctx.dataset.schema, order)
                 skipped = (f"{left:.1f}s left, a retrain takes about "
-                           f"{float(cost) * ctx.train.epochs:.1f}s: every field kept")
+                           f"{float(cost):.1f}s: every field kept")
             elif bisect:
                 curve = erase_bisect(ctx.dataset, order, ctx.spec, ctx.train,
                                      tolerance=cfg.tolerance, remaining=ctx.remaining)
