@@ -118,9 +118,11 @@ def main() -> None:
             for name, row in rows_of(result, wall).items():
                 rows.setdefault(name, []).append(row)
             stages = ", ".join(f"{s['method']} {s['seconds']:.0f}s" for s in result["stages"])
-            seen = ", ".join(f"{n} {r[-1][0]:.4f} ({r[-1][1]:,})" for n, r in rows.items())
-            print(f"  {data} seed {seed}: test AUC (embedding params) {seen}; fields "
-                  f"{len(result['spec']['fields'] or [])}, stages [{stages}], retrain "
+            seen = ", ".join(f"{n} {r[-1][0]:.4f} ({r[-1][1]:,})" for n, r in rows.items()
+                             if n != "oracle")  # this seed's oracle is trained below
+            fields = result["spec"]["fields"]
+            print(f"  {data} seed {seed}: start {result['model']}; test AUC (embedding params) "
+                  f"{seen}; fields {len(fields) if fields else 'all'}, stages [{stages}], retrain "
                   f"{result['cost']['retrain_seconds']:.0f}s, command {wall:.0f}s ({load()})",
                   flush=True)
             truth = result["data"].get("truth")
