@@ -45,7 +45,7 @@ def test_default_pipeline_runs_every_stage_and_writes_the_run_folder(tmp_path):
                  "report.html", "config.yaml"):
         assert (out / name).exists(), name
     # each stage's cost is reported, and the search cost covers them
-    assert all(s["seconds"] > 0 for s in r["stages"])
+    assert all(s["seconds"] > 0 or "skipped" in s for s in r["stages"])
     assert r["cost"]["search_seconds"] >= sum(s["seconds"] for s in r["stages"]) * 0.99
     assert "searched" in (out / "report.html").read_text()
 
@@ -392,3 +392,25 @@ def test_shared_fits_train_a_fit_once_and_never_reuse_one_a_hook_cut_short(
     again = fit_spec(tiny_synthetic, spec, fast_config)
     assert again is not first  # outside the block nothing is remembered
     assert again.metrics == first.metrics  # and the fit is deterministic, so reuse is exact
+
+
+def test_default_pipeline_drops_the_numerical_encoder_stage_without_numerical_fields(
+        tmp_path) -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    n = 1500
+    user, item = rng.integers(0, 40, n), rng.integers(0, 30, n)
+    label = (rng.random(n) < 1 / (1 + np.exp(-(np.sin(user) + np.cos(item))))).astype(int)
+    csv = tmp_path / "clicks.csv"
+    csv.write_text("user,item,label\n" + "".join(
+        f"u{u},i{i},{y}\n" for u, i, y in zip(user, item, label, strict=True)))
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["search", "--data", str(csv), "--categorical",
+                                      "user,item", "--label", "label", "--seed", "0",
+                                      "--epochs", "1", "--threads", "1", "--no-progress",
+                                      "--fast", "--baselines", "fm", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    r = json.loads((out / "result.json").read_text())
+    # (on data with numerical fields, test_default_pipeline_runs_every_stage runs all stages)
+    assert [s["method"] for s in r["stages"]] == [m for m in DEFAULT_PIPELINE if m != "autodis"]

@@ -2,7 +2,8 @@
 
 ``autodrs search`` without ``--methods`` runs the default pipeline: feature selection
 (AutoField ranked, ERASE-chosen k), then the embeddings (frequency pruning of rare values,
-then AutoDim's per-field dims), then interactions (AutoFIS), each stage refining the spec,
+the numerical fields' encoder where there are any, AutoDim's per-field dims), then
+interactions (AutoFIS), each stage refining the spec,
 then a retrain from scratch evaluated next to hand-crafted baselines.
 
 ``--budget`` covers the stages and the retrain (the baselines are trained after it, on
@@ -11,7 +12,7 @@ whatever the stages leave; the rest goes to the stages in proportion to ``STAGE_
 each stage's unused time passing to the stages after it. The weights follow what each stage
 spends its time on: feature selection retrains the model once per ERASE point (log2 n
 retrains by bisection under a budget), frequency pruning retrains once per threshold of
-its grid, AutoDim trains a supernet with a table per candidate
+its grid, the numerical-encoder choice once per encoder, AutoDim trains a supernet with a table per candidate
 dim, AutoFIS trains its gated supernet for two epochs. Settings can come from a YAML file
 (``--config``) whose keys are the command's option names; flags given on the command line
 win, and the effective configuration is saved in the run folder.
@@ -42,9 +43,12 @@ from autodrs.search.base import StageResult
 from autodrs.spec import ArchSpec
 from autodrs.train.trainer import TimeLimit, TrainConfig
 
-DEFAULT_PIPELINE = ("autofield", "frequency", "autodim", "autofis")
+DEFAULT_PIPELINE = ("autofield", "frequency", "autodis", "autodim", "autofis")
+# default stages that only apply to some data: dropped where the data has nothing for them
+NEEDS_NUMERICAL = ("autodis",)
 DEFAULT_BASELINES = "deepfm,fm,widedeep,dcnv2,ipnn"
-STAGE_WEIGHTS = {"autofield": 3.0, "frequency": 2.0, "autodim": 2.0, "autofis": 1.0}
+STAGE_WEIGHTS = {"autofield": 3.0, "frequency": 2.0, "autodis": 1.0, "autodim": 2.0,
+                 "autofis": 1.0}
 RETRAIN_SHARE = 0.2
 GUARD_TOLERANCE = 0.0  # a stage's spec may validate this much worse and still be kept
 CONFIG_FILE = "config.yaml"

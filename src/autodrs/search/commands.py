@@ -50,6 +50,7 @@ from autodrs.models.builder import count_bytes
 from autodrs.pipeline import (
     DEFAULT_BASELINES,
     DEFAULT_PIPELINE,
+    NEEDS_NUMERICAL,
     RETRAIN_SHARE,
     ValidationGuard,
     load_config,
@@ -174,6 +175,8 @@ def run_search(data: str, out_dir: Path, methods: str | None, strategy: str | No
     ds = dataset_from(data, label, fmt, categorical, numerical, sequence, schema, group,
                       time_col, split, seed, min_count)
     base.validate(ds.schema)
+    if not methods and not ds.schema.numerical:  # nothing for a numerical-encoder stage
+        names = [n for n in names if n not in NEEDS_NUMERICAL]
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
                          seed=seed, device=device, threads=threads,
                          progress=progress and sys.stderr.isatty())
@@ -194,6 +197,8 @@ def run_search(data: str, out_dir: Path, methods: str | None, strategy: str | No
         options["memory_budget"] = memory_budget
     if guard:  # the guard judges on validation AUC: let selection pick its best k outright
         options["tolerance"] = 0.0
+    if not methods:  # feature selection may drop every numerical field before that stage
+        options["optional_stages"] = NEEDS_NUMERICAL
     with shared_fits():  # a fit asked for twice (ERASE, guard, retrain, baseline) runs once
         start: dict[str, Any] = {"model": model}
         if model == "auto":

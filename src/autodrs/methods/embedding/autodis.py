@@ -38,6 +38,11 @@ class AutoDis(Method):
         schema, spec = ctx.dataset.schema, ctx.spec
         fields = [n for n in spec.used_fields(schema) if schema.field(n).kind == "numerical"]
         if not fields:
+            if self.name in ctx.options.get("optional_stages", ()):
+                # a pipeline stage whose fields an earlier stage dropped: nothing to do
+                return StageResult(method=self.name, strategy=strategy, spec=spec.copy(),
+                                   seconds=time.perf_counter() - t0,
+                                   extra={"skipped": "the spec uses no numerical field"})
             raise SearchError("autodis needs a numerical field; the spec uses none")
         raw = ctx.options.get("encoders", ",".join(ORDER))
         encoders = [e.strip() for e in (raw.split(",") if isinstance(raw, str) else raw)]
@@ -47,10 +52,15 @@ class AutoDis(Method):
                               f"{', '.join(NUMERICAL_ENCODERS)}")
         epochs = option(ctx, "epochs", 1 if ctx.fast else ctx.train.epochs, int)
         config = replace(ctx.train, epochs=epochs, progress=False, checkpoint=None)
-        results = {}
+        results: dict[str, dict[str, float]] = {}
+        longest = 0.0
         for encoder in encoders:
+            left = ctx.remaining()
+            if results and left is not None and left < longest:
+                break  # the time left cannot pay for another retrain
             candidate = spec.copy(numerical={**spec.numerical, **dict.fromkeys(fields, encoder)})
             outcome = fit_spec(ctx.dataset, candidate, config)
+            longest = max(longest, outcome.seconds)
             results[encoder] = {"valid_auc": round(outcome.metrics["valid"]["auc"], 6),
                                 "valid_logloss": round(outcome.metrics["valid"]["logloss"], 6),
                                 "embedding_params": outcome.params["embedding"]}
