@@ -21,6 +21,7 @@ from autodrs.search.base import Method, SearchContext, SearchError, StageResult,
 from autodrs.spec import NUMERICAL_ENCODERS
 
 ORDER = ("autodis", "linear", "bucket")  # ties go to the first
+TRIED = ("linear", "bucket", "autodis")  # tried in this order: the cheap, known ones first
 
 
 @register_method
@@ -44,7 +45,7 @@ class AutoDis(Method):
                                    seconds=time.perf_counter() - t0,
                                    extra={"skipped": "the spec uses no numerical field"})
             raise SearchError("autodis needs a numerical field; the spec uses none")
-        raw = ctx.options.get("encoders", ",".join(ORDER))
+        raw = ctx.options.get("encoders", ",".join(TRIED))
         encoders = [e.strip() for e in (raw.split(",") if isinstance(raw, str) else raw)]
         bad = [e for e in encoders if e not in NUMERICAL_ENCODERS]
         if bad or not encoders:
@@ -59,6 +60,8 @@ class AutoDis(Method):
             if results and left is not None and left < longest:
                 break  # the time left cannot pay for another retrain
             candidate = spec.copy(numerical={**spec.numerical, **dict.fromkeys(fields, encoder)})
+            if all(spec.numerical.get(f, "linear") == encoder for f in fields):
+                candidate = spec  # the spec as it is: a fit the run may already have done
             outcome = fit_spec(ctx.dataset, candidate, config)
             longest = max(longest, outcome.seconds)
             results[encoder] = {"valid_auc": round(outcome.metrics["valid"]["auc"], 6),
