@@ -72,16 +72,25 @@ def fit_key(ds: Dataset, spec: ArchSpec, config: TrainConfig) -> str:
     return json.dumps([data, cfg], sort_keys=True, default=str)
 
 
+def cached_fit(ds: Dataset, spec: ArchSpec, config: TrainConfig) -> Outcome | None:
+    """The outcome ``fit_spec`` would hand back without training, if ``shared_fits`` holds
+    one (None outside the block, or for a fit not done yet)."""
+    shared = _SHARED.get()
+    if shared is None:
+        return None
+    entry = shared.get(fit_key(ds, spec, with_training(config, spec)))
+    return entry[1] if entry is not None and entry[0] is ds else None
+
+
 def fit_spec(ds: Dataset, spec: ArchSpec, config: TrainConfig,
              hooks: list[TrainHook] | None = None) -> Outcome:
     """Build ``spec`` over the dataset's schema, train it with early stopping on validation
     AUC, and evaluate the best weights on the validation and test splits."""
     t0 = time.perf_counter()
     config = with_training(config, spec)
-    shared = _SHARED.get()
-    key = fit_key(ds, spec, config) if shared is not None else ""
-    if shared is not None and key in shared and shared[key][0] is ds:
-        return shared[key][1]
+    done = cached_fit(ds, spec, config)
+    if done is not None:
+        return done
     torch.manual_seed(config.seed)
     model = build_model(ds.schema, spec)
     trainer = Trainer(config, hooks or [])
@@ -89,8 +98,10 @@ def fit_spec(ds: Dataset, spec: ArchSpec, config: TrainConfig,
     metrics = {"valid": fit.valid, "test": trainer.evaluate(model, ds.test)}
     outcome = Outcome(model=model, fit=fit, metrics=metrics, params=count_parameters(model),
                       seconds=time.perf_counter() - t0)
+    shared = _SHARED.get()
     if shared is not None and not fit.stopped_by_hook:
-        shared[key] = (ds, outcome)  # holding ds keeps its id from being reused
+        # holding ds keeps its id from being reused
+        shared[fit_key(ds, spec, config)] = (ds, outcome)
     return outcome
 
 

@@ -3,8 +3,8 @@
 ``autodrs search`` without ``--methods`` runs the default pipeline: feature selection
 (AutoField ranked, ERASE-chosen k), then the embeddings (frequency pruning of rare values,
 the numerical fields' encoder where there are any, AutoDim's per-field dims), then
-interactions (AutoFIS), each stage refining the spec,
-then a retrain from scratch evaluated next to hand-crafted baselines.
+interactions (AutoFIS), each stage refining the spec, then a retrain from scratch evaluated
+next to hand-crafted baselines.
 
 ``--budget`` covers the stages and the retrain (the baselines are trained after it, on
 their own time). ``RETRAIN_SHARE`` of it is kept back for the retrain, which may also use
@@ -12,8 +12,8 @@ whatever the stages leave; the rest goes to the stages in proportion to ``STAGE_
 each stage's unused time passing to the stages after it. The weights follow what each stage
 spends its time on: feature selection retrains the model once per ERASE point (log2 n
 retrains by bisection under a budget), frequency pruning retrains once per threshold of
-its grid, the numerical-encoder choice once per encoder, AutoDim trains a supernet with a table per candidate
-dim, AutoFIS trains its gated supernet for two epochs. Settings can come from a YAML file
+its grid, the numerical-encoder choice once per encoder, AutoDim trains a supernet with a
+table per candidate dim, AutoFIS trains its gated supernet for two epochs. Settings can come from a YAML file
 (``--config``) whose keys are the command's option names; flags given on the command line
 win, and the effective configuration is saved in the run folder.
 
@@ -21,10 +21,10 @@ Each stage of the default pipeline is guarded on validation data (``ValidationGu
 spec a stage proposes is retrained with the run's trainer and kept only when its validation
 AUC is at least that of the spec the stage started from, so a stage whose search went wrong
 (an embedding search that shrank every table, a selection that dropped a useful field)
-cannot make the pipeline's model worse than its input. The retrains are shared with the rest of the
-run (``experiment.shared_fits``): feature selection's ERASE retrains serve the first
-decision, the first stage's input is the DeepFM baseline and the last kept spec the final
-retrain. The test split is never looked at.
+cannot make the pipeline's model worse than its input. The retrains are shared with the rest
+of the run (``experiment.shared_fits``): the start baseline is the first stage's reference,
+a stage's own retrains (ERASE points, frequency thresholds, encoders) serve its judging, and
+the last kept spec is the final retrain. The test split is never looked at.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import yaml
 
 from autodrs.data.dataset import Dataset
 from autodrs.data.errors import DataError
-from autodrs.experiment import Outcome, fit_key, fit_spec
+from autodrs.experiment import Outcome, cached_fit, fit_key, fit_spec
 from autodrs.search.base import StageResult
 from autodrs.spec import ArchSpec
 from autodrs.train.trainer import TimeLimit, TrainConfig
@@ -116,14 +116,14 @@ class ValidationGuard:
 
     def __init__(self, dataset: Dataset, config: TrainConfig, tolerance: float = GUARD_TOLERANCE,
                  remaining: Callable[[], float | None] | None = None,
-                 reserve: float = 0.0) -> None:
+                 reserve: float = 0.0, retrain_seconds: float = 0.0) -> None:
         self.dataset = dataset
         self.config = config
         self.tolerance = tolerance
         self.remaining = remaining or (lambda: None)
         self.reserve = reserve
         self.outcomes: dict[str, Outcome] = {}
-        self.longest = 0.0
+        self.longest = retrain_seconds  # a known retrain's cost, before the guard's own
 
     def key(self, spec: ArchSpec) -> str:
         """The spec as the model sees it: provenance dropped, all fields spelt out."""
@@ -153,7 +153,10 @@ class ValidationGuard:
         if self.key(before) == self.key(proposed):
             result.extra["guard"] = {"kept": True, "reason": "the stage left the spec as it was"}
             return proposed
-        todo = sum(self.key(s) not in self.outcomes for s in (before, proposed))
+        # retrains still to pay for: neither judged yet nor done by the run (shared fits)
+        todo = sum(self.key(s) not in self.outcomes
+                   and cached_fit(self.dataset, s, self.config) is None
+                   for s in (before, proposed))
         left = self.left()
         # before the first retrain, the stage's own epoch time (where it reports one) is
         # the best guess of a retrain's cost

@@ -231,10 +231,9 @@ def run_search(data: str, out_dir: Path, methods: str | None, strategy: str | No
         # with baselines trained to convergence)
         reserve = RETRAIN_SHARE * seconds if seconds is not None else 0.0
         t0 = time.perf_counter()
-        checker = (ValidationGuard(ds, config, remaining=ctx.remaining, reserve=reserve)
+        checker = (ValidationGuard(ds, config, remaining=ctx.remaining, reserve=reserve,
+                                   retrain_seconds=options.get("retrain_seconds", 0.0))
                    if guard else None)
-        if checker is not None and "retrain_seconds" in options:
-            checker.longest = float(options["retrain_seconds"])
         stages = run_stages(ctx, names, on_stage=report, weights=stage_weights(names),
                             reserve=reserve, guard=checker)
         search_seconds = time.perf_counter() - t0

@@ -26,7 +26,7 @@ import numpy as np
 
 from autodrs.data.schema import FIRST_ID
 from autodrs.experiment import fit_spec
-from autodrs.methods.embedding.common import dims_result, searched_fields
+from autodrs.methods.embedding.common import dims_result, option, searched_fields
 from autodrs.search.base import Method, SearchContext, SearchError, StageResult, register_method
 from autodrs.train.trainer import TimeLimit
 
@@ -80,7 +80,7 @@ class FrequencyPruning(Method):
         t0 = time.perf_counter()
         thresholds = parse_thresholds(ctx.options.get(
             "thresholds", FAST_THRESHOLDS if ctx.fast else THRESHOLDS))
-        tolerance = float(ctx.options.get("tolerance", 0.0))
+        tolerance = option(ctx, "tolerance", 0.0)
         if tolerance < 0:
             raise SearchError(f"option tolerance must be >= 0, got {tolerance}")
         counts = value_counts(ctx)
