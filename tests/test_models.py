@@ -49,6 +49,7 @@ def test_spec_json_round_trip_and_diff():
     ({"crosses": [["r0", "num0"]]}, "non-categorical"),
     ({"linear": False, "fm": False, "mlp": []}, "no tower"),
     ({"loss": {"name": "nope"}}, "unknown loss"),
+    ({"fm": False, "pair_norm": True}, "pair_norm .* needs fm"),
 ])
 def test_spec_validation_names_the_problem(tiny_synthetic, change, message):
     data = backbone_spec("deepfm").to_dict() | change
@@ -93,6 +94,26 @@ def test_field_subset_and_pair_subset(tiny_synthetic):
     altered = Batch(batch.cat.clone(), batch.num, batch.seq, batch.label)
     altered.cat[:, col] = 1
     torch.testing.assert_close(model(batch), model(altered))
+
+
+def test_pair_norm_weighs_batch_normalised_pair_products(tiny_synthetic):
+    """AutoFIS's retrain: ``sum_p w_p * BN(<e_i, e_j>)`` with a BN without affine per pair."""
+    spec = backbone_spec("fm").copy(fields=["r0", "r1", "r2"], pair_norm=True, interactions=[
+        Interaction(["r0", "r1"], weight=2.0), Interaction(["r1", "r2"], weight=-0.5)])
+    model = build_model(tiny_synthetic.schema, spec)
+    assert not any(n.startswith("fm.norm.weight") for n, _ in model.named_parameters())
+    batch = _batch(tiny_synthetic)
+    model.train()
+    emb = model.embedding(batch)
+    products = torch.stack([(emb[0] * emb[1]).sum(1), (emb[1] * emb[2]).sum(1)], dim=1)
+    normed = (products - products.mean(0)) / torch.sqrt(products.var(0, unbiased=False) + 1e-5)
+    expected = model.linear(batch) + (normed * torch.tensor([2.0, -0.5])).sum(1)
+    torch.testing.assert_close(model(batch), expected, rtol=1e-4, atol=1e-4)
+    # over all pairs (no list) it normalises every pair; the spec round-trips
+    every = build_model(tiny_synthetic.schema, backbone_spec("deepfm").copy(pair_norm=True))
+    n = len(every.field_names)
+    assert every.fm.norm.num_features == n * (n - 1) // 2
+    assert ArchSpec.from_json(spec.to_json()) == spec
 
 
 def test_full_fm_matches_explicit_pairs(tiny_synthetic):

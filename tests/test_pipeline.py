@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import pytest
 import yaml
@@ -183,6 +184,16 @@ def test_a_guard_s_judging_time_comes_off_each_stage_s_share(
     # 4 s for the stages, half each, less the 1.5 s the guard expects to need
     assert _Probe.budgets[0] == pytest.approx(0.5, abs=0.2)
     assert Judge.calls == 2
+    # a method whose spec is one of its own retrains is judged on that fit: no time off
+    monkeypatch.setattr(_Probe, "retrains_its_choice", True)
+    _Probe.budgets.clear()
+    ctx = replace(ctx, started=time.monotonic())
+    run_stages(ctx, ["probe"] * 2, weights=[1.0, 1.0], reserve=2.0, guard=Judge())
+    assert _Probe.budgets[0] == pytest.approx(2.0, abs=0.2)
+    for name in ("autofield", "frequency", "autodis"):
+        assert METHODS[name].retrains_its_choice
+    for name in ("autodim", "autofis", "adafs", "fieldsearch"):
+        assert not METHODS[name].retrains_its_choice
 
 
 @pytest.mark.parametrize("method", ["autofis", "autofield"])
@@ -243,6 +254,45 @@ def test_erase_bisection_measures_log_n_points_and_stops_at_the_budget(
     assert measured == [16, 8]
     assert [p.k for p in curve.points] == [8, 16] and curve.chosen.k == 16
     assert isinstance(curve.points[0], ErasePoint)
+
+
+def test_erase_bisection_finds_a_peaked_curve_from_the_rankings_own_cut(
+        monkeypatch: pytest.MonkeyPatch, tiny_synthetic: Dataset) -> None:
+    """Noise fields make the AUC-against-k curve peak at the relevant fields and fall after
+    them; a bisection alone reads the fall as "more fields are needed" and keeps noise."""
+    import autodrs.methods.selection.erase as erase
+
+    ranking = [f"f{i}" for i in range(12)]
+    aucs = {k: 0.70 + 0.02 * k if k <= 7 else 0.84 - 0.006 * (k - 7) for k in range(1, 13)}
+    aucs[10] = 0.83  # a noisy point after the peak, above the all-fields one
+    measured: list[int] = []
+
+    def fake_fit(ds, spec, config, hooks=None):  # noqa: ANN001, ANN202  (for fit_spec)
+        measured.append(len(spec.fields))
+        auc = {"auc": aucs[len(spec.fields)], "logloss": 0.5}
+
+        class Outcome:
+            metrics = {"valid": auc, "test": auc}
+            seconds = 1.0
+        return Outcome()
+
+    monkeypatch.setattr(erase, "fit_spec", fake_fit)
+    monkeypatch.setattr(erase, "in_schema_order", lambda schema, fields: list(fields))
+    monkeypatch.setattr(erase, "with_fields", lambda spec, fields: spec.copy(fields=fields))
+    spec = backbone_spec("fm", 4)
+    blind = erase_bisect(tiny_synthetic, ranking, spec, TrainConfig(), tolerance=0.0)
+    assert blind.chosen.k != 7  # misses the peak
+    scores = [0.58, 0.575, 0.57, 0.566, 0.565, 0.564, 0.563, 0.52, 0.5, 0.495, 0.49, 0.485]
+    assert erase.gap_cuts(scores) == [7, 8]  # drops of 0.043, then 0.02
+    assert erase.gap_cuts(scores, count=1) == [7]
+    assert erase.gap_cuts([0.5]) == [] and erase.gap_cuts([0.5, 0.5, 0.5]) == []
+    measured.clear()
+    curve = erase_bisect(tiny_synthetic, ranking, spec, TrainConfig(), tolerance=0.0,
+                         anchors=erase.gap_cuts(scores))
+    assert measured[:3] == [12, 7, 8] and curve.chosen.k == 7
+    assert len(measured) <= 6  # then only the bisection below the peak
+    with pytest.raises(ValueError, match="outside"):
+        erase_bisect(tiny_synthetic, ranking, spec, TrainConfig(), anchors=[13])
 
 
 def test_selection_keeps_every_field_when_its_budget_cannot_pay_for_a_retrain(

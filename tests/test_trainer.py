@@ -84,3 +84,15 @@ def test_l2_on_embeddings_shrinks_them(tiny_synthetic, fast_config):
         return float(model.embedding.tables[0].weight.detach().norm())
 
     assert norm(reg) < norm(plain)
+
+
+def test_a_training_batch_never_holds_a_single_row(tiny_synthetic, fast_config):
+    """Batch norm cannot normalise one row: a lone last row joins the batch before it."""
+    n = len(tiny_synthetic.train)
+    sizes = [len(b.label) for b in tiny_synthetic.train.batches(n - 1, shuffle=True)]
+    assert sizes == [n]
+    sizes = [len(b.label) for b in tiny_synthetic.train.batches(n - 2, shuffle=True)]
+    assert sizes == [n - 2, 2]
+    spec = backbone_spec("deepfm", 4).copy(batch_norm=True)
+    fast_config.batch_size = n - 1
+    fit_spec(tiny_synthetic, spec, fast_config)  # would raise on a batch of one

@@ -1,10 +1,13 @@
 """The default search pipeline and YAML run configuration.
 
-``autodrs search`` without ``--methods`` runs the default pipeline: feature selection
-(AutoField ranked, ERASE-chosen k), then the embeddings (frequency pruning of rare values,
-the numerical fields' encoder where there are any, AutoDim's per-field dims), then
+``autodrs search`` without ``--methods`` runs the default pipeline: the numerical fields'
+encoder where there are any, then feature selection (AutoField ranked, ERASE-chosen k),
+then the embeddings (frequency pruning of rare values, AutoDim's per-field dims), then
 interactions (AutoFIS), each stage refining the spec, then a retrain from scratch evaluated
-next to hand-crafted baselines.
+next to hand-crafted baselines. The encoder comes first because selection ranks fields by
+what the model makes of them: a non-monotone numerical field read linearly looks like noise
+(on the planted synthetic data AutoField scored it among the noise fields when linear and
+among the relevant ones when bucketised).
 
 ``--budget`` covers the stages and the retrain (the baselines are trained after it, on
 their own time). ``RETRAIN_SHARE`` of it is kept back for the retrain, which may also use
@@ -12,8 +15,9 @@ whatever the stages leave; the rest goes to the stages in proportion to ``STAGE_
 each stage's unused time passing to the stages after it. The weights follow what each stage
 spends its time on: feature selection retrains the model once per ERASE point (log2 n
 retrains by bisection under a budget), frequency pruning retrains once per threshold of
-its grid, the numerical-encoder choice once per encoder, AutoDim trains a supernet with a
-table per candidate dim, AutoFIS trains its gated supernet for two epochs. Settings can come from a YAML file
+its grid, the numerical-encoder choice once per encoder (two retrains of the full model,
+before selection has made it smaller), AutoDim trains a supernet with a table per candidate
+dim, AutoFIS trains its gated supernet for two epochs. Settings can come from a YAML file
 (``--config``) whose keys are the command's option names; flags given on the command line
 win, and the effective configuration is saved in the run folder.
 
@@ -43,11 +47,11 @@ from autodrs.search.base import StageResult
 from autodrs.spec import ArchSpec
 from autodrs.train.trainer import TimeLimit, TrainConfig
 
-DEFAULT_PIPELINE = ("autofield", "frequency", "autodis", "autodim", "autofis")
+DEFAULT_PIPELINE = ("autodis", "autofield", "frequency", "autodim", "autofis")
 # default stages that only apply to some data: dropped where the data has nothing for them
 NEEDS_NUMERICAL = ("autodis",)
 DEFAULT_BASELINES = "deepfm,fm,widedeep,dcnv2,ipnn"
-STAGE_WEIGHTS = {"autofield": 3.0, "frequency": 2.0, "autodis": 1.0, "autodim": 2.0,
+STAGE_WEIGHTS = {"autodis": 2.0, "autofield": 3.0, "frequency": 2.0, "autodim": 2.0,
                  "autofis": 1.0}
 RETRAIN_SHARE = 0.2
 GUARD_TOLERANCE = 0.0  # a stage's spec may validate this much worse and still be kept

@@ -92,6 +92,9 @@ class ArchSpec:
     numerical: dict[str, str] = field(default_factory=dict)
     linear: bool = False
     fm: bool = False
+    # batch-normalise (no affine) each pair's inner product in the FM term before its weight:
+    # AutoFIS searches and retrains its gates on normalised products
+    pair_norm: bool = False
     inner: bool = False
     mlp: list[int] = field(default_factory=list)
     dropout: float = 0.0
@@ -240,6 +243,8 @@ class ArchSpec:
                 if inter.function in PAIR_FUNCTIONS and len(inter.fields) != 2:
                     raise SpecError(f"interaction {inter.key}: function {inter.function!r} "
                                     "joins exactly two fields")
+        if self.pair_norm and not self.fm:
+            raise SpecError("pair_norm normalises the FM term's pair products; it needs fm")
         if any(int(w) <= 0 for w in self.mlp):
             raise SpecError(f"MLP widths must be > 0, got {self.mlp}")
         if not 0.0 <= self.dropout < 1.0:

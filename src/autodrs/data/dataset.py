@@ -89,12 +89,19 @@ class EncodedData:
 
     def batches(self, batch_size: int, shuffle: bool = False,
                 generator: torch.Generator | None = None) -> Iterator[Batch]:
-        """Batches by index shuffling over the pre-built tensors (no per-row Python)."""
+        """Batches by index shuffling over the pre-built tensors (no per-row Python).
+
+        Shuffled (training) batches never end on a single row: it joins the batch before it,
+        since batch norm cannot normalise one row."""
         n = len(self)
         if shuffle:
             order = torch.randperm(n, generator=generator)
-            for start in range(0, n, batch_size):
-                yield self.batch(order[start:start + batch_size])
+            starts = list(range(0, n, batch_size))
+            if len(starts) > 1 and n - starts[-1] == 1:
+                starts.pop()
+            for i, start in enumerate(starts):
+                end = starts[i + 1] if i + 1 < len(starts) else n
+                yield self.batch(order[start:end])
         else:
             for start in range(0, n, batch_size):
                 yield self.batch(slice(start, start + batch_size))

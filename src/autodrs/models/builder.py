@@ -89,7 +89,11 @@ class CTRModel(nn.Module):
                 if d != common:
                     self.project[n] = nn.Linear(d, common, bias=False)
         self.linear = LinearTerm(schema, spec) if spec.linear else None
-        self.fm = FactorizationMachine(pairs, pair_weights) if spec.fm else None
+        fm_pairs = pairs
+        if spec.pair_norm and fm_pairs is None:
+            fm_pairs = list(combinations(range(len(names)), 2))
+        self.fm = (FactorizationMachine(fm_pairs, pair_weights, norm=spec.pair_norm)
+                   if spec.fm else None)
         head_dims = 0
         flat_dim = sum(dims)
         self.inner = None

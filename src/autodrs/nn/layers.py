@@ -44,13 +44,17 @@ class PairProducts(nn.Module):
 class FactorizationMachine(nn.Module):
     """Second-order FM term. Over all pairs it uses the O(F D) identity
     ``0.5 * ((sum e)^2 - sum e^2)``; over a chosen pair list it sums the pairs' products,
-    each optionally scaled by a trainable weight (AutoFIS keeps its gates as attention)."""
+    each optionally batch-normalised without affine (``norm``) and scaled by a trainable
+    weight (AutoFIS keeps its gates as attention on normalised products)."""
 
     def __init__(self, pairs: list[tuple[int, int]] | None,
-                 weights: list[float] | None = None) -> None:
+                 weights: list[float] | None = None, norm: bool = False) -> None:
         super().__init__()
+        if norm and pairs is None:
+            raise ValueError("a normalised FM term needs its pair list")
         self.products = PairProducts(pairs) if pairs is not None else None
         self.weight = nn.Parameter(torch.tensor(weights)) if weights is not None else None
+        self.norm = nn.BatchNorm1d(len(pairs), affine=False) if norm and pairs else None
 
     def forward(self, stacked: torch.Tensor) -> torch.Tensor:
         if self.products is None:
@@ -58,6 +62,8 @@ class FactorizationMachine(nn.Module):
             sum_of_square = stacked.pow(2).sum(1)
             return 0.5 * (square_of_sum - sum_of_square).sum(1)
         products = self.products(stacked)
+        if self.norm is not None:
+            products = self.norm(products)
         if self.weight is not None:
             products = products * self.weight
         return products.sum(1)

@@ -144,6 +144,9 @@ class Method(ABC):
     name: ClassVar[str]
     component: ClassVar[str]
     strategies: ClassVar[tuple[str, ...]]  # accepted strategies; the first is the default
+    # the spec it returns is one it retrained itself with the run's trainer (an ERASE point,
+    # a frequency threshold, an encoder), so a validation guard judges it without a retrain
+    retrains_its_choice: ClassVar[bool] = False
 
     @abstractmethod
     def search(self, ctx: SearchContext) -> StageResult:

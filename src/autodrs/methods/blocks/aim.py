@@ -174,7 +174,8 @@ class AIM(Method):
                       key=lambda i: -abs(i.weight or 0.0))
         memorised = [i for i in ctx.spec.interactions or [] if i.function == "memorise"]
         out = spec.copy(field_dims=decision["dims"], interactions=[*memorised, *kept],
-                        fm=any(i.function == "product" for i in kept), inner=False)
+                        fm=any(i.function == "product" for i in kept), pair_norm=False,
+                        inner=False)
         out.validate(schema)
         scores = {p: abs(e["gate"]) for p, e in chosen.items()}
         functions_of = {interaction_key(p): e["function"] if e["gate"] != 0.0 else "none"

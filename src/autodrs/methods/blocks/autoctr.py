@@ -74,8 +74,8 @@ Token = dict[str, Any]  # one block: type, fields (mask), inputs (mask), micro t
 
 def base_dag_spec(spec: ArchSpec) -> ArchSpec:
     """``spec`` with its towers off, ready to take a DAG (fields, dims, linear term kept)."""
-    return spec.copy(fm=False, inner=False, mlp=[], cross_layers=0, attention_layers=0,
-                     dag=None)
+    return spec.copy(fm=False, pair_norm=False, inner=False, mlp=[], cross_layers=0,
+                     attention_layers=0, dag=None)
 
 
 class DagEncoding:

@@ -46,8 +46,8 @@ def searched_pairs(schema: Schema, spec: ArchSpec) -> list[tuple[str, str]]:
 def with_backbone(spec: ArchSpec, backbone: str) -> ArchSpec:
     """``spec`` with a first-order term, no FM / inner / cross / attention tower or DAG, and
     an MLP (``deepfm``: the spec's own, else DeepFM's) or none (``fm``)."""
-    out = spec.copy(dag=None, inner=False, fm=False, cross_layers=0, attention_layers=0,
-                    linear=True)
+    out = spec.copy(dag=None, inner=False, fm=False, pair_norm=False, cross_layers=0,
+                    attention_layers=0, linear=True)
     if backbone == "fm":
         out.mlp = []
     elif not out.mlp:
@@ -101,7 +101,7 @@ class PairFunctionSpace(SearchSpace):
                 kept.append(Interaction(fields=list(pair), function=function))
         out = self.base.copy(interactions=[*self.memorised, *kept],
                              fm=any(i.function == "product" for i in kept),
-                             provenance=list(spec.provenance))
+                             pair_norm=False, provenance=list(spec.provenance))
         return out
 
     def supernet(self, ctx: SearchContext) -> Supernet:

@@ -90,7 +90,7 @@ class Glider(Method):
             raise SearchError("glider needs max_crosses >= 1, l2 > 0 and positive MLP widths")
         lr_model, pool = base_model(ctx, l2)
         fields = in_schema_order(ctx.dataset.schema, [p[0] for p in pool if len(p) == 1])
-        mlp_spec = ctx.spec.copy(crosses=[], linear=False, fm=False, inner=False,
+        mlp_spec = ctx.spec.copy(crosses=[], linear=False, fm=False, pair_norm=False, inner=False,
                                  cross_layers=0, attention_layers=0, interactions=None,
                                  controller=None, mlp=widths, batch_norm=False)
         torch.manual_seed(ctx.seed)

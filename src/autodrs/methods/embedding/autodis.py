@@ -30,6 +30,7 @@ class AutoDis(Method):
     and ``epochs`` (per candidate, default the training epochs)."""
 
     name = "autodis"
+    retrains_its_choice = True
     component = "embedding"
     strategies = ("grid",)
 

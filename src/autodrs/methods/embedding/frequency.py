@@ -72,6 +72,7 @@ class FrequencyPruning(Method):
     """Per-value pruning by train frequency, the threshold picked on validation AUC."""
 
     name = "frequency"
+    retrains_its_choice = True
     component = "embedding"
     strategies = ("grid",)
 

@@ -9,7 +9,8 @@ the gates,
     v_t = v_{t-1} + 1[t=0] w_0 - gamma g_t,  w_t = sign(v_t) max(|v_t| - c gamma^(0.5+mu) (t+1)^mu, 0),
 
 which sets the gates of useless pairs to exactly zero. Pairs whose gate is zero are removed;
-the survivors are retrained with their gates kept as trainable attention
+the survivors are retrained as in the official code's retrain stage: the same normalised
+products (``ArchSpec.pair_norm``) with their gates kept as trainable attention
 (``Interaction.weight``). The ranking is by ``|alpha|``.
 """
 
@@ -119,8 +120,9 @@ class AutoFIS(Method):
         kept = [Interaction(fields=[names[i], names[j]], weight=g)
                 for (i, j), g in zip(pairs, gates, strict=True) if g != 0.0]
         kept.sort(key=lambda inter: -abs(inter.weight or 0.0))
+        # the retrain keeps the search's parametrisation: gates on normalised products
         return interaction_result(
-            self.name, strategy, spec, scores, kept, time.perf_counter() - t0,
+            self.name, strategy, spec.copy(pair_norm=True), scores, kept, time.perf_counter() - t0,
             extra={"backbone": backbone, "grda": {"c": c, "mu": mu, "lr": gate_lr},
                    "search_steps": trainer.step,
                    "final_threshold": grda.threshold(grda.param_groups[0], trainer.step - 1)},

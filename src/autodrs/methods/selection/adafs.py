@@ -54,6 +54,7 @@ def mean_field_weights(model: CTRModel, ctx: SearchContext) -> dict[str, float]:
 @register_method
 class AdaFS(SelectionMethod):
     name = "adafs"
+    retrains_its_choice = False  # its spec adds the controller to the ERASE point
     strategies = ("gradient",)
     decides = ("fields", "controller")
 

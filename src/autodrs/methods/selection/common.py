@@ -12,7 +12,9 @@ whose retrained validation AUC is within ``tolerance`` of the best). The subset 
 Options (``ctx.options``): ``k`` (keep exactly the top k), ``k_grid`` (ks of the ERASE
 curve; default every k up to 12 fields, else 12 evenly spaced ks), ``erase`` (``grid``:
 retrain every k of the grid; ``bisect``: only the ks a bisection for the chosen k needs,
-log2 n retrains, stopping before a retrain the stage's budget cannot pay for; default
+log2 n retrains after the ranking's own cuts, the ks before the two largest drops in the
+scores,
+stopping before a retrain the stage's budget cannot pay for; default
 ``bisect`` under a budget without ``k_grid``, else ``grid``; when the time left cannot
 pay for even the all-fields retrain, estimated from the ``epoch_seconds`` a method
 reports, every field is kept and ``erase_skipped`` says why), ``tolerance`` (0.002),
@@ -27,7 +29,7 @@ from abc import abstractmethod
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from autodrs.methods.selection.erase import EraseCurve, erase_bisect, erase_curve
+from autodrs.methods.selection.erase import EraseCurve, erase_bisect, erase_curve, gap_cuts
 from autodrs.methods.selection.redundancy import find_redundant, place_copies, redundant_copies
 from autodrs.methods.selection.subset import in_schema_order, with_fields
 from autodrs.search.base import Method, SearchContext, SearchError, StageResult
@@ -100,6 +102,9 @@ class SelectionMethod(Method):
 
     component = "selection"
     decides: tuple[str, ...] = ("fields",)
+    # under the ERASE rule (no fixed k, no black-box subset) the chosen subset is one of the
+    # retrained points; otherwise a guard finds no fit to reuse and pays for one
+    retrains_its_choice = True
 
     @abstractmethod
     def score_fields(self, ctx: SearchContext, fields: list[str], strategy: str) -> FieldScores:
@@ -158,7 +163,8 @@ class SelectionMethod(Method):
                            f"{float(cost):.1f}s: every field kept")
             elif bisect:
                 curve = erase_bisect(ctx.dataset, order, ctx.spec, ctx.train,
-                                     tolerance=cfg.tolerance, remaining=ctx.remaining)
+                                     tolerance=cfg.tolerance, remaining=ctx.remaining,
+                                     anchors=gap_cuts([scored.scores[f] for f in order]))
             else:
                 curve = erase_curve(ctx.dataset, order, ctx.spec, ctx.train, ks=grid or None,
                                     tolerance=cfg.tolerance, stop=ctx.out_of_budget)

@@ -12,11 +12,15 @@ Under a wall-time budget the whole curve is rarely affordable (each point is a f
 retrain), so ``erase_bisect`` measures only where that decision is made: all fields, then a
 bisection for the smallest k within ``tolerance`` of the best validation AUC seen
 (log2 n retrains instead of n), never starting a retrain the time left cannot pay for.
+The bisection assumes AUC rises with k, which noise fields break (the curve peaks at the
+relevant fields and falls after them), so it first measures the ranking's own cuts, the ks
+before the two largest drops in the scores (``gap_cuts``): where a ranking separates
+relevant from noise fields, that is the peak, and the bisection only looks below it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -94,6 +98,17 @@ def pick_k(points: list[ErasePoint], tolerance: float) -> ErasePoint:
     return min((p for p in points if p.valid_auc >= best - tolerance), key=lambda p: p.k)
 
 
+def gap_cuts(scores: Sequence[float], count: int = 2) -> list[int]:
+    """The ranking's own cuts: the number of fields above each of its ``count`` largest
+    drops between consecutive scores (best first), largest drop first; empty for fewer
+    than two fields or equal scores. Two, because a relevant field the model reads poorly
+    often sits in the gap between the relevant fields and the noise ones."""
+    values = [float(v) for v in scores]
+    drops = [values[i] - values[i + 1] for i in range(len(values) - 1)]
+    order = sorted(range(len(drops)), key=lambda i: (-drops[i], i))
+    return [i + 1 for i in order[:count] if drops[i] > 0]
+
+
 def measure_point(ds: Dataset, ranking: list[str], k: int, spec: ArchSpec,
                   config: TrainConfig, cache: dict[frozenset[str], ErasePoint] | None = None,
                   hooks: list[TimeLimit] | None = None) -> ErasePoint:
@@ -144,8 +159,10 @@ def erase_curve(ds: Dataset, ranking: list[str], spec: ArchSpec, config: TrainCo
 def erase_bisect(ds: Dataset, ranking: list[str], spec: ArchSpec, config: TrainConfig,
                  tolerance: float = 0.002,
                  remaining: Callable[[], float | None] | None = None,
-                 cache: dict[frozenset[str], ErasePoint] | None = None) -> EraseCurve:
-    """The ERASE choice of k by bisection: retrain on all ranked fields, then halve the
+                 cache: dict[frozenset[str], ErasePoint] | None = None,
+                 anchors: Sequence[int] = ()) -> EraseCurve:
+    """The ERASE choice of k by bisection: retrain on all ranked fields and on each k of
+    ``anchors`` (the ranking's own cuts, :func:`gap_cuts`), then halve the
     interval [lo, hi] of ks, where ``hi`` is the smallest k measured within ``tolerance`` of
     the best validation AUC so far, and ``lo`` is one above the largest k measured below it.
 
@@ -163,19 +180,28 @@ def erase_bisect(ds: Dataset, ranking: list[str], spec: ArchSpec, config: TrainC
         return measure_point(ds, ranking, k, spec, config, cache, hooks)
 
     n = len(ranking)
-    measured[n] = measure(n)
-    lo, hi = 1, n
-    while lo < hi:
+    bad = [k for k in anchors if not 1 <= k <= n]
+    if bad:
+        raise ValueError(f"anchor ks {bad} are outside 1..{n} (the ranked fields)")
+
+    def affordable() -> bool:
         left = remaining() if remaining is not None else None
-        cost = max(p.seconds for p in measured.values())
-        if left is not None and left < cost:
-            break
-        mid = (lo + hi) // 2
-        measured[mid] = measure(mid)
+        return left is None or left >= max(p.seconds for p in measured.values())
+
+    measured[n] = measure(n)
+    for k in anchors:
+        if k not in measured and affordable():
+            measured[k] = measure(k)
+    lo, hi = 1, n
+    while True:
         best = max(p.valid_auc for p in measured.values())
         within = sorted(k for k, p in measured.items() if p.valid_auc >= best - tolerance)
         hi = within[0]
         below = [k for k in measured if k < hi]
         lo = max(below) + 1 if below else 1
+        if lo >= hi or not affordable():
+            break
+        mid = (lo + hi) // 2
+        measured[mid] = measure(mid)
     points = sorted(measured.values(), key=lambda p: p.k)
     return EraseCurve(points=points, n_fields=n, tolerance=tolerance)

@@ -40,6 +40,8 @@ def marginal_rewards(fields: list[str], trials: list[dict]) -> dict[str, float]:
 
 
 class BlackBoxSelection(SelectionMethod):
+    retrains_its_choice = False  # its subset is the best trial's, not a full retrain
+
     def score_fields(self, ctx: SearchContext, fields: list[str], strategy: str) -> FieldScores:
         result = run_blackbox(FieldSelectionSpace(fields), ctx, strategy, method=self.name)
         subset = result.best_decision["keep"] if result.best_decision else None
