@@ -97,8 +97,13 @@ def test_autofis_retrain_keeps_gates_as_attention(tiny_synthetic: Dataset,
     assert model.fm.weight is not None and model.fm.weight.requires_grad
     assert model.fm.weight.detach().tolist() == pytest.approx([i.weight for i in kept])
     assert model.fm.products.left.numel() == len(kept)
-    # on the products the gates were searched on: batch-normalised without affine
-    assert spec.pair_norm and model.fm.norm is not None and not model.fm.norm.affine
+    assert not spec.pair_norm and model.fm.norm is None
+    # the official retrain: the same gates on batch-normalised products (no affine)
+    normed = get_method("autofis").search(
+        context(tiny_synthetic, fast_config, threshold=0.7, pair_norm=True)).spec
+    assert normed.pair_norm and normed.interactions == result.spec.interactions
+    model = build_model(tiny_synthetic.schema, normed)
+    assert model.fm.norm is not None and not model.fm.norm.affine
 
 
 def test_autofis_is_deterministic_under_a_seed(tiny_synthetic: Dataset,

@@ -359,6 +359,36 @@ def test_validation_guard_keeps_the_input_when_a_stage_validates_worse(
     assert "left the spec" in same.extra["guard"]["reason"]
 
 
+def test_validation_guard_prefers_the_smaller_model_when_both_validate_alike(
+        tiny_synthetic: Dataset, fast_config: TrainConfig) -> None:
+    """Within ``shrink_tolerance`` a stage's spec is kept only if it has fewer embedding
+    parameters; beyond it, or without the saving, the input is kept."""
+    big = backbone_spec("deepfm", 8)
+    small, smaller_worse, bigger = big.copy(embed_dim=4), big.copy(embed_dim=2), big.copy(
+        embed_dim=16)
+    figures = {8: (0.800, 800), 4: (0.7995, 400), 2: (0.797, 200), 16: (0.7995, 1600)}
+
+    class Fixed(ValidationGuard):
+        def fit(self, spec):  # noqa: ANN001, ANN202
+            auc, params = figures[spec.embed_dim]
+
+            class Outcome:
+                metrics = {"valid": {"auc": auc}}
+            Outcome.params = {"embedding": params}
+            return Outcome()
+
+    guard = Fixed(tiny_synthetic, fast_config, tolerance=0.0, shrink_tolerance=0.001)
+    shrunk = StageResult(method="probe", strategy="none", spec=small)
+    assert guard(big, shrunk) is small
+    record = shrunk.extra["guard"]
+    assert record["kept"] and record["tolerance"] == 0.001 and "fewer" in record["reason"]
+    assert (record["input_embedding_params"], record["stage_embedding_params"]) == (800, 400)
+    too_far = StageResult(method="probe", strategy="none", spec=smaller_worse)
+    assert guard(big, too_far).embed_dim == 8 and not too_far.extra["guard"]["kept"]
+    grown = StageResult(method="probe", strategy="none", spec=bigger)
+    assert guard(big, grown).embed_dim == 8 and grown.extra["guard"]["tolerance"] == 0.0
+
+
 def test_validation_guard_skips_retrains_the_budget_cannot_pay_for(
         tiny_synthetic: Dataset, fast_config: TrainConfig) -> None:
     good, bad = _guard_case(tiny_synthetic)

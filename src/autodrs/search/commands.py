@@ -52,6 +52,7 @@ from autodrs.pipeline import (
     DEFAULT_PIPELINE,
     NEEDS_NUMERICAL,
     RETRAIN_SHARE,
+    SHRINK_TOLERANCE,
     ValidationGuard,
     load_config,
     merge_config,
@@ -195,8 +196,8 @@ def run_search(data: str, out_dir: Path, methods: str | None, strategy: str | No
         options["epochs"] = trial_epochs
     if memory_budget is not None:
         options["memory_budget"] = memory_budget
-    if guard:  # the guard judges on validation AUC: let selection pick its best k outright
-        options["tolerance"] = 0.0
+    if guard:  # stages choose as the guard judges: the smallest model within its tolerance
+        options["tolerance"] = SHRINK_TOLERANCE
     if not methods:  # feature selection may drop every numerical field before that stage
         options["optional_stages"] = NEEDS_NUMERICAL
     with shared_fits():  # a fit asked for twice (ERASE, guard, retrain, baseline) runs once
