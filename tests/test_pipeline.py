@@ -222,18 +222,16 @@ def test_a_gradient_search_stops_its_epochs_when_the_budget_is_spent(
         assert free.extra["arch_steps"] > 1
 
 
-def test_erase_bisection_measures_log_n_points_and_stops_at_the_budget(
-        monkeypatch: pytest.MonkeyPatch, tiny_synthetic: Dataset) -> None:
+def _fake_erase_fits(monkeypatch: pytest.MonkeyPatch, aucs: dict[int, float]) -> list[int]:
+    """ERASE retrains replaced by a curve of validation AUC against k (1 s each); returns
+    the list the measured ks are appended to, in order."""
     import autodrs.methods.selection.erase as erase
 
-    ranking = [f"f{i}" for i in range(16)]
-    aucs = {k: min(0.80, 0.60 + 0.02 * k) for k in range(1, 17)}  # flat from k = 10
     measured: list[int] = []
 
     def fake_fit(ds, spec, config, hooks=None):  # noqa: ANN001, ANN202  (for fit_spec)
-        k = len(spec.fields)
-        measured.append(k)
-        auc = {"auc": aucs[k], "logloss": 0.5}
+        measured.append(len(spec.fields))
+        auc = {"auc": aucs[len(spec.fields)], "logloss": 0.5}
 
         class Outcome:
             metrics = {"valid": auc, "test": auc}
@@ -243,6 +241,15 @@ def test_erase_bisection_measures_log_n_points_and_stops_at_the_budget(
     monkeypatch.setattr(erase, "fit_spec", fake_fit)
     monkeypatch.setattr(erase, "in_schema_order", lambda schema, fields: list(fields))
     monkeypatch.setattr(erase, "with_fields", lambda spec, fields: spec.copy(fields=fields))
+    return measured
+
+
+def test_erase_bisection_measures_log_n_points_and_stops_at_the_budget(
+        monkeypatch: pytest.MonkeyPatch, tiny_synthetic: Dataset) -> None:
+    ranking = [f"f{i}" for i in range(16)]
+    # flat from k = 10
+    measured = _fake_erase_fits(monkeypatch, {k: min(0.80, 0.60 + 0.02 * k)
+                                              for k in range(1, 17)})
     spec = backbone_spec("fm", 4)
     curve = erase_bisect(tiny_synthetic, ranking, spec, TrainConfig(), tolerance=0.0)
     assert curve.chosen.k == 10
@@ -265,20 +272,7 @@ def test_erase_bisection_finds_a_peaked_curve_from_the_rankings_own_cut(
     ranking = [f"f{i}" for i in range(12)]
     aucs = {k: 0.70 + 0.02 * k if k <= 7 else 0.84 - 0.006 * (k - 7) for k in range(1, 13)}
     aucs[10] = 0.83  # a noisy point after the peak, above the all-fields one
-    measured: list[int] = []
-
-    def fake_fit(ds, spec, config, hooks=None):  # noqa: ANN001, ANN202  (for fit_spec)
-        measured.append(len(spec.fields))
-        auc = {"auc": aucs[len(spec.fields)], "logloss": 0.5}
-
-        class Outcome:
-            metrics = {"valid": auc, "test": auc}
-            seconds = 1.0
-        return Outcome()
-
-    monkeypatch.setattr(erase, "fit_spec", fake_fit)
-    monkeypatch.setattr(erase, "in_schema_order", lambda schema, fields: list(fields))
-    monkeypatch.setattr(erase, "with_fields", lambda spec, fields: spec.copy(fields=fields))
+    measured = _fake_erase_fits(monkeypatch, aucs)
     spec = backbone_spec("fm", 4)
     blind = erase_bisect(tiny_synthetic, ranking, spec, TrainConfig(), tolerance=0.0)
     assert blind.chosen.k != 7  # misses the peak
