@@ -9,7 +9,7 @@ function each function method gave the planted pairs. The best block DAG found i
 to ``--out``.
 
     python benchmarks/blocks.py [--datasets movielens-100k,synthetic?rows=200000]
-        [--seeds 3] [--methods autoctr,autopi,sif,autofeature,aim]
+        [--seeds 3] [--first-seed 2026] [--methods autoctr,autopi,sif,autofeature,aim]
         [--baselines deepfm,ipnn,dcnv2,autoint] [--budget 1200] [--epochs 10]
         [--out runs/bench-blocks]
 """
@@ -64,6 +64,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", default="movielens-100k,synthetic?rows=200000")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=2026,
+                        help="seeds are first-seed, first-seed + 1, ...")
     parser.add_argument("--methods", default="autoctr,autopi,sif,autofeature,aim")
     parser.add_argument("--baselines", default="deepfm,ipnn,dcnv2,autoint")
     parser.add_argument("--budget", type=float, default=1200.0,
@@ -85,7 +87,7 @@ def main() -> None:
         planted: dict[str, list[str]] = {}
         bayes = []
         for k in range(args.seeds):
-            seed = 2026 + k
+            seed = args.first_seed + k
             ds = load_dataset(data, seed=seed)
             config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, seed=seed,
                                  progress=False, threads=args.threads)
