@@ -192,7 +192,6 @@ def erase_bisect(ds: Dataset, ranking: list[str], spec: ArchSpec, config: TrainC
     for k in anchors:
         if k not in measured and affordable():
             measured[k] = measure(k)
-    lo, hi = 1, n
     while True:
         best = max(p.valid_auc for p in measured.values())
         within = sorted(k for k, p in measured.items() if p.valid_auc >= best - tolerance)
