@@ -198,8 +198,6 @@ def run_search(data: str, out_dir: Path, methods: str | None, strategy: str | No
         options["memory_budget"] = memory_budget
     if guard:  # stages choose as the guard judges: the smallest model within its tolerance
         options["tolerance"] = SHRINK_TOLERANCE
-    if not methods:  # feature selection may drop every numerical field before that stage
-        options["optional_stages"] = NEEDS_NUMERICAL
     with shared_fits():  # a fit asked for twice (ERASE, guard, retrain, baseline) runs once
         start: dict[str, Any] = {"model": model}
         if model == "auto":

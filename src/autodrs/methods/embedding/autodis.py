@@ -26,7 +26,7 @@ TRIED = ("linear", "bucket", "autodis")  # tried in this order: the cheap, known
 
 @register_method
 class AutoDis(Method):
-    """``--methods autodis``: options ``encoders`` (compared, default autodis,linear,bucket)
+    """``--methods autodis``: options ``encoders`` (compared, default linear,bucket,autodis)
     and ``epochs`` (per candidate, default the training epochs)."""
 
     name = "autodis"
@@ -40,11 +40,6 @@ class AutoDis(Method):
         schema, spec = ctx.dataset.schema, ctx.spec
         fields = [n for n in spec.used_fields(schema) if schema.field(n).kind == "numerical"]
         if not fields:
-            if self.name in ctx.options.get("optional_stages", ()):
-                # a pipeline stage whose fields an earlier stage dropped: nothing to do
-                return StageResult(method=self.name, strategy=strategy, spec=spec.copy(),
-                                   seconds=time.perf_counter() - t0,
-                                   extra={"skipped": "the spec uses no numerical field"})
             raise SearchError("autodis needs a numerical field; the spec uses none")
         raw = ctx.options.get("encoders", ",".join(TRIED))
         encoders = [e.strip() for e in (raw.split(",") if isinstance(raw, str) else raw)]
