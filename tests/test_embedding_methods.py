@@ -14,9 +14,10 @@ from autodrs.data.dataset import Dataset
 from autodrs.experiment import fit_spec
 from autodrs.methods.embedding.autoemb import frequency_features
 from autodrs.methods.embedding.common import file_bytes, measure, parse_bytes
-from autodrs.methods.embedding.dnis import frequency_groups
+from autodrs.methods.embedding.dnis import RowNormalisedSGD, frequency_groups, prune
 from autodrs.models.backbones import backbone_spec
 from autodrs.models.builder import build_model
+from autodrs.nn.mixed import SharedCandidateTables
 from autodrs.nn.pruned import decode_mask, initial_values
 from autodrs.runfolder import load_model, save_model
 from autodrs.search.base import SearchContext, SearchError, StageResult, get_method
@@ -166,6 +167,32 @@ def test_dnis_writes_field_dims_or_group_masks(tiny_synthetic: Dataset,
     assert len({tuple(row.tolist()) for row in r0}) <= 4
 
 
+def test_dnis_l1_term_zeroes_rows_the_validation_loss_does_not_need() -> None:
+    alpha = torch.nn.Parameter(torch.ones(3, 4))
+    sgd = RowNormalisedSGD([alpha], lr=0.1, l1=0.1)
+    for _ in range(20):
+        # row 0 wants to grow (clamped at 1), row 1 to shrink, row 2 hardly matters
+        alpha.grad = torch.tensor([[-1.0] * 4, [1.0] * 4, [1e-4, -1e-4, 1e-4, -1e-4]])
+        sgd.step()
+    assert torch.all(alpha[0] == 1.0) and torch.all(alpha[1] == 0.0)
+    assert torch.all(alpha[2] == 0.0)  # the L1 term drove the idle row to the clamp
+    plain = torch.nn.Parameter(torch.ones(1, 4))
+    sgd = RowNormalisedSGD([plain], lr=0.1)
+    for k in range(20):
+        plain.grad = torch.tensor([[1e-4, -1e-4, 1e-4, -1e-4]]) * (-1) ** k
+        sgd.step()
+    assert plain.min() > 0.8  # without it the idle row random-walks near 1
+
+
+def test_dnis_prune_never_keeps_a_block_the_search_zeroed() -> None:
+    alpha = torch.tensor([[[0.9, 0.0], [0.5, 0.0]], [[0.0, 0.0], [0.0, 0.0]]])
+    rows = torch.tensor([[1.0, 10.0], [1.0, 10.0]])
+    kept = prune(alpha, rows, keep=1.0)  # a budget for everything
+    assert kept[0].tolist() == [[True, False], [True, False]]
+    # a field the search zeroed keeps one block of its most frequent group
+    assert kept[1].tolist() == [[True, False], [False, False]]
+
+
 def test_autoemb_controller_sees_each_values_popularity() -> None:
     features = frequency_features(torch.tensor([0.0, 0.0, 0.0, 90.0, 9.0, 1.0, 0.0]))
     log, rank = features[:, 0], features[:, 1]
@@ -196,6 +223,30 @@ def test_autodim_picks_a_candidate_per_field(tiny_synthetic: Dataset,
         assert found.dims[f] == [2, 4, 8][max(range(3), key=lambda k: p[k])]
     with pytest.raises(SearchError, match="candidate"):
         run("autodim", tiny_synthetic, fast_config, options={"candidates": "0,4"})
+    assert found.extra["storage"] == "shared"
+    tables = run("autodim", tiny_synthetic, fast_config,
+                 options={"epochs": 1, "candidates": "2,4,8", "storage": "tables"})
+    assert tables.extra["storage"] == "tables" and set(tables.dims.values()) <= {2, 4, 8}
+    with pytest.raises(SearchError, match="storage"):
+        run("autodim", tiny_synthetic, fast_config, options={"storage": "separate"})
+
+
+def test_autodim_shared_candidates_read_only_their_leading_coordinates() -> None:
+    torch.manual_seed(0)
+    tables = SharedCandidateTables(vocab=10, candidates=[2, 4, 8])
+    ids = torch.arange(10)
+    out = tables(ids)
+    assert out.shape == (10, 3, 8)
+    # one table and one projection of the largest dim, whatever the number of candidates
+    assert tables.table.weight.shape == (10, 8) and tables.projection.weight.shape == (8, 8)
+    for k, d in enumerate([2, 4, 8]):
+        tables.zero_grad()
+        out = tables(ids)
+        out[:, k].pow(2).sum().backward()
+        grad = tables.table.weight.grad
+        assert grad is not None
+        assert grad[:, :d].abs().sum() > 0
+        assert torch.all(grad[:, d:] == 0)  # candidate d never reads coordinates past d
 
 
 def test_autodis_keeps_the_encoder_with_the_best_validation_auc(

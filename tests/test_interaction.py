@@ -12,6 +12,11 @@ import pytest
 import torch
 
 from autodrs.data.dataset import Dataset, load_dataset
+from autodrs.methods.interaction.autofis import (
+    SEARCH_EPOCHS,
+    SEARCH_STEPS,
+    default_search_epochs,
+)
 from autodrs.methods.interaction.space import PairSelectionSpace
 from autodrs.models.backbones import backbone_spec
 from autodrs.models.builder import build_model
@@ -247,3 +252,13 @@ def test_pairsearch_keeps_the_best_trials_pairs(tiny_synthetic: Dataset,
     best = max(complete, key=lambda t: (t["values"][0], -t["number"]))
     assert sorted(i.key for i in result.spec.interactions) == sorted(
         "*".join(p) for p in best["decision"]["pairs"])
+
+
+def test_autofis_searches_longer_on_data_with_short_epochs() -> None:
+    assert default_search_epochs(1_000_000, 1024) == SEARCH_EPOCHS  # long epochs: the default
+    assert default_search_epochs(80_000, 1024) == 6  # movielens-100k: 79 steps an epoch
+    for rows in (1, 5_000, 80_000, 160_000, 400_000):
+        epochs = default_search_epochs(rows, 1024)
+        steps = epochs * -(-rows // 1024)
+        assert steps >= SEARCH_STEPS and epochs >= SEARCH_EPOCHS
+        assert epochs == SEARCH_EPOCHS or (epochs - 1) * -(-rows // 1024) < SEARCH_STEPS

@@ -89,3 +89,25 @@ class CandidateTables(nn.Module):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return torch.stack([norm(proj(table(ids))) for table, proj, norm in
                             zip(self.tables, self.projections, self.norms, strict=True)], dim=1)
+
+
+class SharedCandidateTables(nn.Module):
+    """One field at every candidate dim by weight sharing (AutoDim's second storage): one
+    table of the largest dim and one projection; candidate d reads the first d coordinates
+    of the table and the first d rows of the projection, ``BN_d(E[ids, :d] W[:d] + b)``
+    (batch norm without affine). ``forward(ids) -> [B, K, max_dim]``."""
+
+    def __init__(self, vocab: int, candidates: list[int], init_std: float = 0.01) -> None:
+        super().__init__()
+        self.candidates = list(candidates)
+        width = max(candidates)
+        self.table = nn.Embedding(vocab, width)
+        nn.init.normal_(self.table.weight, std=init_std)
+        self.projection = nn.Linear(width, width)
+        self.norms = nn.ModuleList(nn.BatchNorm1d(width, affine=False) for _ in candidates)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        e = self.table(ids)
+        w, b = self.projection.weight, self.projection.bias
+        return torch.stack([norm(e[:, :d] @ w[:, :d].T + b) for d, norm in
+                            zip(self.candidates, self.norms, strict=True)], dim=1)

@@ -1,9 +1,16 @@
 """AutoDim (Zhao et al., WWW 2021, "Memory-efficient Embedding for Recommendations"):
 one embedding dim per field, searched by gradient.
 
-Every candidate dim d_k of field f has its own table E_{f,k}, a projection to the largest
-dim and a batch norm without affine: ``x_{f,k} = BN_k(W_{f,k} E_{f,k}[id] + b_{f,k})``. The
-field's embedding is ``e_f = sum_k p_{f,k} x_{f,k}`` with
+Candidates are stored by weight sharing (the paper's second storage; option ``storage``,
+default ``shared``): field f has one table E_f of the largest dim and one projection W_f,
+candidate d_k reads their first d_k coordinates, ``x_{f,k} = BN_k(E_f[id, :d_k] W_f[:d_k] +
+b_f)`` (batch norm without affine). With ``storage=tables`` every candidate has its own
+table and projection, ``x_{f,k} = BN_k(W_{f,k} E_{f,k}[id] + b_{f,k})``: trained side by
+side, each small table learns the field's dominant directions on its own, and on validation
+batches it beats the larger ones, which also fit the training rows' noise; on the planted
+synthetic data every field, relevant or noise, then got the smallest dim. Shared, a larger
+candidate holds the smaller ones' coordinates plus its own, so it wins where the extra
+coordinates carry signal. The field's embedding is ``e_f = sum_k p_{f,k} x_{f,k}`` with
 ``p_f = softmax((log_softmax(alpha_f) + g) / tau)`` (Gumbel noise g, tau = max(0.01,
 1 - 5e-5 t) per weight step). Weights take Adam steps on training batches; alpha takes an
 Adam step on a validation batch every 10 steps (first-order bi-level). Each field keeps
@@ -30,20 +37,30 @@ from autodrs.methods.embedding.common import (
     searched_fields,
 )
 from autodrs.methods.embedding.space import EmbeddingDimSpace
-from autodrs.nn.mixed import CandidateTables, SearchedEmbedding
-from autodrs.search.base import Method, SearchContext, StageResult, register_method
+from autodrs.nn.mixed import CandidateTables, SearchedEmbedding, SharedCandidateTables
+from autodrs.search.base import (
+    Method,
+    SearchContext,
+    SearchError,
+    StageResult,
+    register_method,
+)
 from autodrs.search.gradient import Temperature, gumbel_softmax, run_gradient
 from autodrs.spec import ArchSpec
+
+STORAGES = ("shared", "tables")
 
 
 class AutoDimEmbedding(SearchedEmbedding):
     """Candidate tables per searched field, mixed by Gumbel-softmax weights per field."""
 
     def __init__(self, schema: Schema, spec: ArchSpec, fields: list[str],
-                 candidates: list[int], temperature: Temperature) -> None:
+                 candidates: list[int], temperature: Temperature,
+                 storage: str = "shared") -> None:
         super().__init__(schema, spec, fields, max(candidates))
         self.candidates = list(candidates)
-        self.fields = nn.ModuleList(CandidateTables(schema.field(f).vocab_size, candidates)
+        tables = SharedCandidateTables if storage == "shared" else CandidateTables
+        self.fields = nn.ModuleList(tables(schema.field(f).vocab_size, candidates)
                                     for f in fields)
         self.alpha = nn.Parameter(torch.zeros(len(fields), len(candidates)))
         self.temperature = temperature
@@ -61,10 +78,11 @@ class AutoDimEmbedding(SearchedEmbedding):
 
 class AutoDimSupernet(EmbeddingSupernet):
     def __init__(self, schema: Schema, spec: ArchSpec, fields: list[str],
-                 candidates: list[int]) -> None:
+                 candidates: list[int], storage: str = "shared") -> None:
         temperature = Temperature()
         super().__init__(schema, spec,
-                         AutoDimEmbedding(schema, spec, fields, candidates, temperature))
+                         AutoDimEmbedding(schema, spec, fields, candidates, temperature,
+                                          storage))
         self.temperatures = [temperature]
 
     def arch_parameters(self) -> list[nn.Parameter]:
@@ -97,17 +115,20 @@ class AutoDimSpace(EmbeddingDimSpace):
     name = "autodim"
 
     def __init__(self, schema: Schema, base: ArchSpec, fields: list[str],
-                 candidates: list[int]) -> None:
+                 candidates: list[int], storage: str = "shared") -> None:
         super().__init__(schema, base, fields, candidates)
         self.schema = schema
+        self.storage = storage
 
     def supernet(self, ctx: SearchContext) -> AutoDimSupernet:
-        return AutoDimSupernet(self.schema, ctx.spec, self.fields, self.candidates)
+        return AutoDimSupernet(self.schema, ctx.spec, self.fields, self.candidates,
+                               self.storage)
 
 
 @register_method
 class AutoDim(Method):
-    """``--methods autodim``: options ``candidates`` (default 2,4,8,16,32,64), ``arch_lr``
+    """``--methods autodim``: options ``candidates`` (default 2,4,8,16,32,64), ``storage``
+    (``shared``, the default, or ``tables``: see the module docstring), ``arch_lr``
     (3e-3), ``arch_every`` (10 weight steps per architecture step, fewer on short epochs:
     ``common.arch_every``), ``epochs``."""
 
@@ -118,8 +139,12 @@ class AutoDim(Method):
     def search(self, ctx: SearchContext) -> StageResult:
         strategy = self.resolve_strategy(ctx)
         t0 = time.perf_counter()
+        storage = str(ctx.options.get("storage", "shared"))
+        if storage not in STORAGES:
+            raise SearchError(f"autodim option storage must be one of {', '.join(STORAGES)}, "
+                              f"got {storage!r}")
         space = AutoDimSpace(ctx.dataset.schema, ctx.spec, searched_fields(ctx),
-                             candidate_dims(ctx))
+                             candidate_dims(ctx), storage)
         found = run_gradient(space, ctx, mode="bilevel",
                              every=arch_every(ctx, 10),
                              arch_lr=option(ctx, "arch_lr", 3e-3))
@@ -129,5 +154,5 @@ class AutoDim(Method):
         dims = {f: int(d) for f, d in found.decision.items()}
         return dims_result(
             self.name, strategy, ctx, found.spec, dims, time.perf_counter() - t0,
-            extra={"probabilities": probs, "candidates": space.candidates,
+            extra={"probabilities": probs, "candidates": space.candidates, "storage": storage,
                    "arch_steps": found.arch_steps, "stopped_by_budget": found.stopped_by_budget})

@@ -47,7 +47,20 @@ GRDA_DEFAULTS = {"deepfm": (5e-4, 0.8), "fm": (5e-3, 0.6)}
 GATE_INIT = 0.6
 GATE_SPREAD = 0.001
 SEARCH_EPOCHS = 2
+# at least this many weight steps: the gates of pairs of sparse fields (user x item) only
+# earn their keep once those fields' embeddings have learned something
+SEARCH_STEPS = 400
 FINAL_THRESHOLD = 3 * GATE_INIT
+
+
+def default_search_epochs(train_rows: int, batch_size: int) -> int:
+    """``SEARCH_EPOCHS``, or more when they hold fewer than ``SEARCH_STEPS`` weight steps.
+
+    On movielens-100k (79 steps an epoch) two epochs left the user and item embeddings
+    near their initial values, and the user x item gate, the pair collaborative filtering
+    rests on, was pruned on 2 of 3 seeds; with six epochs it was kept on all three."""
+    per_epoch = max(1, -(-train_rows // batch_size))
+    return max(SEARCH_EPOCHS, -(-SEARCH_STEPS // per_epoch))
 
 
 class GatedPairInteraction(nn.Module):
@@ -81,7 +94,7 @@ class AutoFISSupernet(InteractionSupernet):
 class AutoFIS(Method):
     """AutoFIS: gates on every pair trained by GRDA on the same batches; zero gates pruned.
 
-    Options: ``backbone`` (deepfm | fm), ``search_epochs`` (default 2), ``gate_lr`` (1.0),
+    Options: ``backbone`` (deepfm | fm), ``search_epochs`` (default 2, more on small data: ``default_search_epochs``), ``gate_lr`` (1.0),
     ``pair_norm`` (retrain on batch-normalised products as the official code does; off),
     ``mu`` (per backbone, from the official code), and the threshold scale: ``c`` when
     given, else ``max(c_paper, threshold / (gate_lr^(0.5+mu) T^mu))`` over the T planned
@@ -103,7 +116,8 @@ class AutoFIS(Method):
     def search(self, ctx: SearchContext) -> StageResult:
         strategy, t0, spec, names = start_search(self, ctx)
         backbone = "fm" if not spec.mlp else "deepfm"
-        config = search_config(ctx, default_epochs=SEARCH_EPOCHS)
+        config = search_config(ctx, default_epochs=default_search_epochs(
+            len(ctx.dataset.train), ctx.train.batch_size))
         c_paper, mu_default = GRDA_DEFAULTS[backbone]
         mu = option(ctx, "mu", mu_default)
         gate_lr = option(ctx, "gate_lr", 1.0)
