@@ -319,7 +319,8 @@ class AutoCTR(Method):
         seeds = [a for a in (encoding.backbone(n.strip()) for n in (
             raw_seeds.split(",") if isinstance(raw_seeds, str) else raw_seeds) if n.strip())
             if a is not None]
-        seed_keys = {encoding.key(a) for a in seeds}
+        # the seeds start the population only under evolution, and then join the final fit
+        seed_keys = {encoding.key(a) for a in seeds} if strategy == "evolution" else set()
         finalists = option(ctx, "final_candidates", 1 if ctx.fast else 3, int)
         if finalists < 1:
             raise SearchError(f"final_candidates must be >= 1, got {finalists}")
@@ -357,12 +358,12 @@ class AutoCTR(Method):
             seen.add(encoding.key(arch))
             return cand
 
+        fits = finalists + len(seed_keys)  # full-fidelity fits at the end
         while limit is None or len(history) < limit:
             left = ctx.remaining()
             # a budget keeps room to retrain the finalists at full fidelity, estimated from
             # the candidates' median time (on a loaded machine both slow down alike), twice
             # over: a full fit has a validation pass per epoch and more of them
-            fits = finalists + len(seed_keys)
             reserve = (2 * fits * scale * float(np.median([c.seconds for c in history]))
                        if history and finalists > 1 else 0.0)
             if left is not None and left <= reserve:
@@ -404,8 +405,9 @@ class AutoCTR(Method):
             # fidelity, while the leaders are warm-started descendants that trained longer
             # (inherited weights), so low fidelity alone ranks the seeds unfairly low
             chosen = ordered[:finalists]
+            leaders = {c.number for c in chosen}
             chosen += [c for c in history if encoding.key(c.arch) in seed_keys
-                       and c not in chosen]
+                       and c.number not in leaders]
             best, final = self.final_fit(ctx, chosen, best)
         labels = [f"#{c.number}: {summary(c.spec)}" for c in ordered[:10]]
         return dag_result(

@@ -136,7 +136,9 @@ def prune(alpha: torch.Tensor, rows: torch.Tensor, keep: float) -> torch.Tensor:
     used = 0.0
     flat = alpha.reshape(-1)
     for i in keys:
-        if used + float(cost[i]) > budget or float(flat[i]) <= ZERO:
+        if float(flat[i]) <= ZERO:
+            break  # keys run from the largest alpha down: the rest are zero too
+        if used + float(cost[i]) > budget:
             continue
         kept[i] = True
         used += float(cost[i])

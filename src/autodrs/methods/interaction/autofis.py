@@ -94,8 +94,9 @@ class AutoFISSupernet(InteractionSupernet):
 class AutoFIS(Method):
     """AutoFIS: gates on every pair trained by GRDA on the same batches; zero gates pruned.
 
-    Options: ``backbone`` (deepfm | fm), ``search_epochs`` (default 2, more on small data: ``default_search_epochs``), ``gate_lr`` (1.0),
-    ``pair_norm`` (retrain on batch-normalised products as the official code does; off),
+    Options: ``backbone`` (deepfm | fm), ``search_epochs`` (default 2, more on small data:
+    ``default_search_epochs``), ``gate_lr`` (1.0), ``pair_norm`` (retrain on
+    batch-normalised products as the official code does; off),
     ``mu`` (per backbone, from the official code), and the threshold scale: ``c`` when
     given, else ``max(c_paper, threshold / (gate_lr^(0.5+mu) T^mu))`` over the T planned
     search steps, ``threshold`` defaulting to 1.8 (3x the initial gate).
