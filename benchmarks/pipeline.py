@@ -11,10 +11,15 @@ command, and reads the run folder's ``result.json``.
 - synthetic (planted structure): the best full backbone (the baseline with the best mean
   test AUC), the oracle-structure model (only the planted fields and pairs, the same trainer)
   and the pipeline; gap closure = (pipeline AUC - best backbone AUC) / (oracle AUC - best
-  backbone AUC), per seed and averaged (target 0.8).
+  backbone AUC), per seed and averaged (target 0.8). The oracle (FM over five pairs and a
+  first-order term) converges slowly: under the CLI's 10-epoch cap it is still improving, and
+  a capped oracle makes the closure look better than it is. The verdict is then withheld;
+  ``--epochs 40 --patience 4`` trains every fit (pipeline stages, retrain, baselines, oracle)
+  to convergence.
 
     python benchmarks/pipeline.py [--datasets movielens-100k,synthetic] [--seeds 3]
                                   [--first-seed 2026] [--budget 5m]
+                                  [--epochs N] [--patience N]
                                   [--out runs/bench-pipeline] [--reuse]
 """
 
@@ -46,22 +51,28 @@ def load() -> str:
     return "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
 
 
-def run_pipeline(data: str, seed: int, budget: str, out: Path,
-                 reuse: bool = False) -> tuple[dict[str, Any], float]:
-    """``autodrs search --data D --budget B --seed S --out DIR`` in this process; returns
+def run_pipeline(data: str, seed: int, budget: str, out: Path, reuse: bool = False,
+                 training: tuple[str, ...] = ()) -> tuple[dict[str, Any], float]:
+    """``autodrs search --data D --budget B --seed S --out DIR`` (plus the ``training``
+    flags, e.g. ``--epochs 40 --patience 4``) in this process; returns
     the run's ``result.json`` and the command's wall time. With ``reuse``, a finished run
     already in ``DIR`` is read instead (an interrupted benchmark goes on where it stopped);
     its wall time is then the sum of the search, retrain and baseline times it recorded."""
     done = out / "result.json"
     if reuse and done.exists():
         result = json.loads(done.read_text())
-        if result["seed"] == seed and result["cost"]["budget_seconds"] == parse_budget(budget):
+        asked = dict(zip(training[::2], training[1::2], strict=True))
+        same_training = all(str(result["config"].get(flag.lstrip("-"))) == value
+                            for flag, value in asked.items())
+        if (result["seed"] == seed and same_training
+                and result["cost"]["budget_seconds"] == parse_budget(budget)):
             cost = result["cost"]
             return result, (cost["search_seconds"] + cost["retrain_seconds"]
                             + sum(b["seconds"] for b in result["baselines"].values()))
     t0 = time.perf_counter()
     res = CliRunner().invoke(app, ["search", "--data", data, "--budget", budget,
-                                   "--seed", str(seed), "--out", str(out), "--no-progress"],
+                                   "--seed", str(seed), "--out", str(out), "--no-progress",
+                                   *training],
                              catch_exceptions=False)
     wall = time.perf_counter() - t0
     if res.exit_code != 0:
@@ -101,19 +112,30 @@ def main() -> None:
     parser.add_argument("--budget", default="5m")
     parser.add_argument("--first-seed", type=int, default=2026)
     parser.add_argument("--out", type=Path, default=Path("runs/bench-pipeline"))
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="training epochs of every fit (the CLI's default when not given)")
+    parser.add_argument("--patience", type=int, default=None,
+                        help="early-stopping patience of every fit (the CLI's default)")
     parser.add_argument("--reuse", action="store_true",
                         help="read the runs already finished in --out instead of redoing them")
     args = parser.parse_args()
+    training: tuple[str, ...] = ()
+    overrides: dict[str, int] = {}
+    for flag in ("epochs", "patience"):
+        if getattr(args, flag) is not None:
+            training += (f"--{flag}", str(getattr(args, flag)))
+            overrides[flag] = getattr(args, flag)
     print(machine_line())
     print(f"{load()} at start; baselines: {DEFAULT_BASELINES}", flush=True)
     for data in args.datasets.split(","):
         rows: dict[str, list[tuple[float, int, float]]] = {}
         walls, closures = [], []
+        capped: list[int] = []  # seeds whose oracle the epoch cap stopped while improving
         for k in range(args.seeds):
             seed = args.first_seed + k
             result, wall = run_pipeline(data, seed, args.budget,
                                         args.out / f"{data.replace('?', '_')}-{seed}",
-                                        args.reuse)
+                                        args.reuse, training)
             walls.append(wall)
             for name, row in rows_of(result, wall).items():
                 rows.setdefault(name, []).append(row)
@@ -129,15 +151,20 @@ def main() -> None:
             if truth is not None:
                 # the oracle on the same split and training config as the command's
                 ds = load_dataset(data, seed=seed)
-                config = TrainConfig(seed=seed, progress=False)
+                config = TrainConfig(seed=seed, progress=False, **overrides)
                 t0 = time.perf_counter()
                 oracle = fit_spec(ds, oracle_spec(truth), config)
                 rows.setdefault("oracle", []).append(
                     (oracle.metrics["test"]["auc"], oracle.params["embedding"],
                      time.perf_counter() - t0))
+                if oracle.fit.still_improving:
+                    capped.append(seed)
                 print(f"  {data} seed {seed}: oracle AUC {oracle.metrics['test']['auc']:.4f} "
-                      f"(Bayes {truth['bayes_auc']:.4f})", flush=True)
-        print(f"\n## {data} ({args.seeds} seeds, budget {args.budget}, the CLI's defaults)\n")
+                      f"(Bayes {truth['bayes_auc']:.4f}; best epoch {oracle.fit.best_epoch}"
+                      f"{', still improving at the epoch cap' if oracle.fit.still_improving else ''})",
+                      flush=True)
+        setting = " ".join(training) or "the CLI's defaults"
+        print(f"\n## {data} ({args.seeds} seeds, budget {args.budget}, {setting})\n")
         print(table(rows))
         print(f"\ncommand wall time (search + retrain + baselines): mean {np.mean(walls):.0f} s, "
               f"max {max(walls):.0f} s ({load()} at the end)")
@@ -151,6 +178,11 @@ def main() -> None:
             print(f"best full backbone {best}: {auc[best]:.4f}; oracle {auc['oracle']:.4f}; "
                   f"pipeline {auc['pipeline']:.4f}")
             met = "met" if np.mean(closures) >= GAP_TARGET else "missed"
+            if capped:
+                # a capped oracle understates what the structure reaches, so the closure
+                # overstates the pipeline's: no verdict
+                met = (f"not judged: the oracle was still improving at the epoch cap on "
+                       f"seeds {capped}; rerun with more --epochs")
             print(f"gap closure per seed: {', '.join(f'{c:.3f}' for c in closures)}; "
                   f"mean {np.mean(closures):.3f} (of the means "
                   f"{(auc['pipeline'] - auc[best]) / (auc['oracle'] - auc[best]):.3f}); "

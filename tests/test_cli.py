@@ -37,6 +37,17 @@ def test_train_writes_result_json_per_contract(tmp_run):
         assert (tmp_run / name).exists()
 
 
+def test_train_notes_a_model_still_improving_at_the_last_epoch(tmp_run):
+    result = runner.invoke(app, ["train", "--data", SMALL, "--model", "fm", "--epochs", "2",
+                                 "--patience", "2", "--out", str(tmp_run), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_run / "result.json").read_text())
+    aucs = [h["auc"] for h in data["history"]]
+    assert aucs[1] > aucs[0]  # the second epoch validated best
+    assert data["still_improving"] is True
+    assert "still improving" in result.output and "--epochs" in result.output
+
+
 def test_train_same_seed_same_metrics(tmp_path):
     outs = []
     for k in range(2):

@@ -16,9 +16,9 @@ from autodrs.methods.embedding.autoemb import frequency_features
 from autodrs.methods.embedding.common import file_bytes, measure, parse_bytes
 from autodrs.methods.embedding.dnis import RowNormalisedSGD, frequency_groups, prune
 from autodrs.models.backbones import backbone_spec
-from autodrs.models.builder import build_model
+from autodrs.models.builder import LINEAR_TAG, build_model
 from autodrs.nn.mixed import SharedCandidateTables
-from autodrs.nn.pruned import decode_mask, initial_values
+from autodrs.nn.pruned import PrunedColumn, decode_mask, initial_values
 from autodrs.runfolder import load_model, save_model
 from autodrs.search.base import SearchContext, SearchError, StageResult, get_method
 from autodrs.spec import ArchSpec
@@ -65,23 +65,34 @@ def test_pep_prunes_to_its_target_and_retrains_from_the_step_zero_weights(
     fm = backbone_spec("fm", 16)  # PEP's backbone: the tables are most of the model
     found = run("pep", tiny_synthetic, fast_config, spec=fm, options=options)
     assert found.extra["reached_target"] and found.extra["sparsity"] >= 0.8
+    assert found.extra["first_order"]  # FM has a first-order term: its weights are pruned too
     masks = masks_of(tiny_synthetic, found.spec)
-    assert set(masks) == set(tiny_synthetic.schema.categorical)
-    kept = sum(int(m.sum()) for m in masks.values())
-    assert kept <= 0.2 * sum(m.numel() for m in masks.values())
+    first = {f: decode_mask(t, tiny_synthetic.schema.field(f).vocab_size, 1, f)
+             for f, t in found.spec.linear_pruning.items()}
+    assert set(masks) == set(first) == set(tiny_synthetic.schema.categorical)
+    both = [*masks.values(), *first.values()]
+    kept = sum(int(m.sum()) for m in both)
+    assert kept <= 0.2 * sum(m.numel() for m in both)  # the level counts every pruned table
+    assert 0 < sum(int(m.sum()) for m in first.values()) < 0.5 * sum(m.numel()
+                                                                      for m in first.values())
     assert all(0.0 <= found.dims[f] <= 1.0 for f in masks)
     base = measure(tiny_synthetic.schema, fm)
     assert base["params"] - found.extra["embedding_params"] == \
-        sum(m.numel() for m in masks.values()) - kept
+        sum(m.numel() for m in both) - kept
     assert found.bytes < 0.5 * base["bytes"]
 
     # built under the search's training seed, the pruned tables start from the step-0
-    # weights of the search times the mask (lottery ticket)
+    # weights of the search times the mask (lottery ticket), first-order ones included
     torch.manual_seed(fast_config.seed)
     model = build_model(tiny_synthetic.schema, found.spec)
     for f, m in masks.items():
         assert torch.equal(model.embedding.pruned[f].values.detach(),
                            initial_values(fast_config.seed, f, m))
+    for f, m in first.items():
+        column = model.linear.weights.pruned[f]
+        assert isinstance(column, PrunedColumn) and column.nnz == int(m.sum())
+        assert torch.equal(column.values.detach(),
+                           initial_values(fast_config.seed, f + LINEAR_TAG, m))
 
     # exported and reloaded: identical predictions, a file smaller by the reported factor
     retrained = fit_spec(tiny_synthetic, found.spec, fast_config)
@@ -106,6 +117,18 @@ def test_pep_threshold_granularities_and_bad_options(tiny_synthetic: Dataset,
                     options={"threshold": granularity, "threshold_init": -4, "epochs": 2})
         assert found.extra["threshold"] == granularity
         assert set(found.spec.pruning) == set(tiny_synthetic.schema.categorical)
+    # without a first-order term (or asked not to) only the latent tables are pruned
+    found = run("pep", tiny_synthetic, fast_config, spec=backbone_spec("dnn", 8),
+                options={"threshold_init": -4, "epochs": 1})
+    assert not found.extra["first_order"] and not found.spec.linear_pruning
+    found = run("pep", tiny_synthetic, fast_config,
+                options={"threshold_init": -4, "epochs": 1, "first_order": "false"})
+    assert not found.extra["first_order"] and not found.spec.linear_pruning
+    with pytest.raises(SearchError, match="first-order term"):
+        run("pep", tiny_synthetic, fast_config, spec=backbone_spec("dnn", 8),
+            options={"first_order": True})
+    with pytest.raises(SearchError, match="true or false"):
+        run("pep", tiny_synthetic, fast_config, options={"first_order": "maybe"})
     with pytest.raises(SearchError, match="granularity"):
         run("pep", tiny_synthetic, fast_config, options={"threshold": "per_planet"})
     with pytest.raises(SearchError, match="sparsity"):

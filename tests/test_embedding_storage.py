@@ -13,6 +13,7 @@ from autodrs.models.backbones import backbone_spec
 from autodrs.models.builder import build_model, count_bytes, count_parameters
 from autodrs.nn.pruned import (
     MaskError,
+    PrunedColumn,
     PrunedTable,
     decode_mask,
     encode_mask,
@@ -57,6 +58,44 @@ def test_pruned_table_looks_up_like_the_masked_dense_table() -> None:
     out.sum().backward()
     assert table.values.grad is not None and table.values.grad.shape == (int(mask.sum()),)
     assert torch.equal(table.to_dense(), dense * mask)
+
+
+def test_pruned_column_stores_kept_first_order_weights_only(tiny_synthetic: Dataset) -> None:
+    mask = random_mask(400, 1, 0.1)
+    mask[0] = True
+    mask[-1] = True  # both ends of the id range
+    mask[5] = False
+    dense = torch.randn(400, 1)
+    column = PrunedColumn(mask, dense[mask])
+    ids = torch.randint(0, 400, (128, 2), generator=torch.Generator().manual_seed(2))
+    ids[0, 0], ids[0, 1], ids[1, 0] = 0, 399, 5
+    out = column(ids)
+    assert out.shape == (128, 2, 1) and torch.equal(out, (dense * mask)[ids])
+    assert out[1, 0, 0] == 0  # a pruned value weighs nothing
+    assert torch.equal(column.mask(), mask) and torch.equal(column.to_dense(), dense * mask)
+    # 8 bytes a kept row against 4 a row dense (a CSR table would need 4 a row of offsets)
+    assert column.stored_bytes() == 8 * int(mask.sum()) < 0.25 * 4 * 400
+    assert torch.equal(PrunedColumn(torch.zeros(9, 1, dtype=torch.bool))(ids % 9),
+                       torch.zeros(128, 2, 1))
+
+    # a spec's first-order weights pruned per value: built sparsely, validated, round-tripped
+    schema = tiny_synthetic.schema
+    spec = backbone_spec("deepfm", 8)
+    columns = {f: encode_mask(random_mask(schema.field(f).vocab_size, 1, 0.1, seed=i))
+               for i, f in enumerate(schema.categorical)}
+    pruned = spec.copy(linear_pruning=columns).validate(schema)
+    assert ArchSpec.from_json(pruned.to_json()) == pruned
+    dense_model, model = build_model(schema, spec), build_model(schema, pruned)
+    removed = sum(schema.field(f).vocab_size for f in columns) - sum(
+        int(decode_mask(t, schema.field(f).vocab_size, 1).sum()) for f, t in columns.items())
+    assert count_parameters(dense_model)["embedding"] - count_parameters(model)["embedding"] \
+        == removed
+    assert count_bytes(model)["embedding"] < count_bytes(dense_model)["embedding"]
+    with pytest.raises(SpecError, match="linear is false"):
+        backbone_spec("dnn", 8).copy(linear_pruning=columns).validate(schema)
+    with pytest.raises(SpecError, match="rows x 1 dims"):
+        spec.copy(linear_pruning={"r0": encode_mask(torch.ones(3, 1, dtype=torch.bool))}
+                  ).validate(schema)
 
 
 def test_initial_values_are_the_seeded_table_under_the_mask() -> None:

@@ -45,6 +45,10 @@ def test_search_writes_the_result_contract_and_a_loadable_model(
     assert spec.provenance[-1]["method"] == "hparams"
     assert spec.embed_dim in (4, 8) and spec.training.lr in (1e-3, 3e-3)
     assert r["config"]["lr"] == spec.training.lr  # the retrain used the searched lr
+    # the retrain is flagged exactly when its last (2nd) epoch validated best
+    aucs = [h["auc"] for h in r["history"]]
+    assert set(r["still_improving"]) <= {"searched", "deepfm"}
+    assert ("searched" in r["still_improving"]) == (len(aucs) == 2 and aucs[1] > aucs[0])
     model, _ = load_model(out)
     assert model.spec == spec
 

@@ -222,3 +222,21 @@ def test_movielens_subset_keeps_auc_with_fewer_fields(movielens: Dataset) -> Non
     assert chosen < 10 and len(result.spec.fields) == chosen
     # the chosen subset's point of the curve is its retrained model's test AUC
     assert erase["test_auc"][erase["k"].index(chosen)] >= all_fields - 0.002
+
+
+def test_dropping_a_field_drops_its_pruning_masks(tiny_synthetic: Dataset) -> None:
+    from autodrs.methods.selection.subset import with_fields
+    from autodrs.nn.pruned import encode_mask
+
+    schema = tiny_synthetic.schema
+    spec = backbone_spec("deepfm", 4)
+    masks = {f: encode_mask(torch.ones(schema.field(f).vocab_size, 4, dtype=torch.bool))
+             for f in ("r0", "n0")}
+    columns = {f: encode_mask(torch.ones(schema.field(f).vocab_size, 1, dtype=torch.bool))
+               for f in ("r0", "n0")}
+    spec = spec.copy(pruning=masks, linear_pruning=columns).validate(schema)
+    kept = [f for f in schema.field_names if f != "n0"]
+    out = with_fields(spec, kept).validate(schema)  # a kept mask of n0 would not validate
+    assert set(out.pruning) == set(out.linear_pruning) == {"r0"}
+    with pytest.raises(SpecError, match="linear_pruning names 'n0'"):
+        spec.copy(fields=kept, pruning={"r0": masks["r0"]}).validate(schema)

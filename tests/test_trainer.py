@@ -37,6 +37,23 @@ def test_early_stopping_restores_the_best_epoch(tiny_synthetic, fast_config):
     assert trainer.evaluate(model, tiny_synthetic.valid)["auc"] == pytest.approx(max(aucs))
 
 
+def test_still_improving_flags_a_fit_the_epoch_cap_ended(tiny_synthetic, fast_config):
+    # FM at a small learning rate on 3,200 rows: every one of 3 epochs validates better
+    fast_config.epochs, fast_config.patience, fast_config.lr = 3, 2, 1e-3
+    capped = fit_spec(tiny_synthetic, backbone_spec("fm"), fast_config)
+    aucs = [h["auc"] for h in capped.fit.history]
+    assert len(aucs) == 3 and aucs == sorted(aucs)
+    assert capped.fit.still_improving and capped.summary()["still_improving"]
+    # the overfitting DNN of the test above stops early: not flagged
+    fast_config.epochs, fast_config.lr = 12, 3e-2
+    stopped = fit_spec(tiny_synthetic, backbone_spec("dnn").copy(mlp=[512, 512]), fast_config)
+    assert stopped.fit.stopped_early and not stopped.fit.still_improving
+    # nor is a fit whose last epoch did not validate best, though every epoch ran
+    fast_config.epochs, fast_config.patience = len(stopped.fit.history), 99
+    again = fit_spec(tiny_synthetic, backbone_spec("dnn").copy(mlp=[512, 512]), fast_config)
+    assert again.fit.best_epoch < fast_config.epochs and not again.fit.still_improving
+
+
 def test_divergence_raises_a_clear_error(tiny_synthetic, fast_config):
     class Poison(TrainHook):
         def on_step(self, trainer, model, step, batch, loss):

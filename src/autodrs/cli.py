@@ -17,7 +17,7 @@ from rich.table import Table as RichTable
 from autodrs.data.dataset import Dataset, load_dataset
 from autodrs.data.errors import DataError
 from autodrs.data.sources import BUILTINS
-from autodrs.experiment import fit_spec, machine_info
+from autodrs.experiment import epoch_cap_note, fit_spec, machine_info
 from autodrs.models.backbones import BACKBONES, backbone_spec
 from autodrs.models.builder import count_bytes
 from autodrs.report.html import build_report
@@ -173,6 +173,7 @@ def train(
         "cost": {"train_seconds": round(outcome.seconds, 3),
                  "train_samples_per_second": round(outcome.fit.samples_per_second, 1)},
         "history": outcome.fit.history,
+        "still_improving": outcome.fit.still_improving,
         "config": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "patience": patience},
         "machine": machine_info(config),
     }
@@ -182,6 +183,8 @@ def train(
     out.print(f"{model}: test AUC {t['auc']:.4f}  logloss {t['logloss']:.4f}  "
               f"({outcome.params['total']:,} parameters, best epoch {outcome.fit.best_epoch}) "
               f"-> {out_dir / 'result.json'}")
+    if outcome.fit.still_improving:
+        out.print(epoch_cap_note([model], epochs), highlight=False)
 
 
 @app.command()

@@ -42,9 +42,22 @@ class Outcome:
             "metrics": self.metrics,
             "params": self.params,
             "best_epoch": self.fit.best_epoch,
+            "still_improving": self.fit.still_improving,
             "seconds": round(self.seconds, 3),
             "train_samples_per_second": round(self.fit.samples_per_second, 1),
         }
+
+
+def still_improving(outcomes: dict[str, Outcome]) -> list[str]:
+    """The names of the fits the epoch cap ended while validation AUC still rose."""
+    return [name for name, o in outcomes.items() if o.fit.still_improving]
+
+
+def epoch_cap_note(names: list[str], epochs: int) -> str:
+    """The note a command prints for ``still_improving`` fits."""
+    return (f"note: {', '.join(names)} validated best at the last of {epochs} epochs, so "
+            "they were still improving when training stopped; a larger --epochs may give "
+            "a better model (early stopping still picks the best epoch)")
 
 
 _SHARED: ContextVar[dict[str, tuple[Dataset, Outcome]] | None] = ContextVar(

@@ -85,6 +85,8 @@ class ArchSpec:
     # per-value pruning: field -> kept-entry mask of its [vocab x dim] table, as the compact
     # text of ``autodrs.nn.pruned.encode_mask``; the table is stored sparsely (kept entries)
     pruning: dict[str, str] = field(default_factory=dict)
+    # the same for the first-order term (``linear``): field -> mask of its [vocab x 1] weights
+    linear_pruning: dict[str, str] = field(default_factory=dict)
     # per-value pruning by frequency: field -> how many of its values keep their own row (the
     # vocabulary is ordered by train count, so these are its most frequent values); the
     # rarer ones share the out-of-vocabulary row, and the table holds only the kept rows
@@ -208,6 +210,17 @@ class ArchSpec:
                 decode_mask(text, schema.field(name).vocab_size, self.dim_of(name), name)
             except MaskError as e:
                 raise SpecError(str(e)) from e
+        if self.linear_pruning and not self.linear:
+            raise SpecError("linear_pruning prunes the first-order term, which this spec does "
+                            "not have (linear is false)")
+        for name, text in self.linear_pruning.items():
+            if name not in used or schema.field(name).kind != "categorical":
+                raise SpecError(f"linear_pruning names {name!r}, which is not a categorical "
+                                "field the spec uses")
+            try:
+                decode_mask(text, schema.field(name).vocab_size, 1, name)
+            except MaskError as e:
+                raise SpecError(str(e)) from e
         for name, limit in self.vocab_limits.items():
             f = schema.field(name) if name in known else None
             if f is None or f.kind != "categorical" or f.hash_buckets or f.vocab is None:
@@ -216,7 +229,7 @@ class ArchSpec:
             if not 0 <= int(limit) <= len(f.vocab):
                 raise SpecError(f"vocab_limits of {name!r} must be in 0..{len(f.vocab)} (its "
                                 f"vocabulary), got {limit}")
-            if name in self.pruning:
+            if name in self.pruning or name in self.linear_pruning:
                 raise SpecError(f"field {name!r} is pruned both by vocab_limits and by a "
                                 "pruning mask; use one")
         for name, enc in self.numerical.items():

@@ -31,13 +31,17 @@ from autodrs.nn.layers import (
 from autodrs.nn.regularization import field_l2_penalty, owned_parameters
 from autodrs.spec import PAIR_FUNCTIONS, ArchSpec, SpecError
 
+LINEAR_TAG = "@linear"  # names the first-order tables' seeded initial draws
+
 
 class LinearTerm(nn.Module):
-    """First-order term: a scalar weight per categorical value and per numerical field."""
+    """First-order term: a scalar weight per categorical value and per numerical field
+    (stored as kept values only for the fields ``spec.linear_pruning`` prunes)."""
 
     def __init__(self, schema: Schema, spec: ArchSpec) -> None:
         super().__init__()
-        self.weights = FieldEmbedding(schema, spec, dim_override=1, init_std=0.0)
+        self.weights = FieldEmbedding(schema, spec, dim_override=1, init_std=0.0,
+                                      pruning=spec.linear_pruning, init_tag=LINEAR_TAG)
         self.bias = nn.Parameter(torch.zeros(()))
 
     def forward(self, batch: Batch) -> torch.Tensor:

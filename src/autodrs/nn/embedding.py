@@ -16,7 +16,7 @@ from torch import nn
 
 from autodrs.data.dataset import Batch
 from autodrs.data.schema import FIRST_ID, OOV, PAD, Schema
-from autodrs.nn.pruned import PrunedTable, decode_mask, initial_values
+from autodrs.nn.pruned import decode_mask, initial_values, pruned_table
 from autodrs.spec import ArchSpec, cross_name
 
 AUTODIS_BUCKETS = 16
@@ -105,7 +105,11 @@ class FieldEmbedding(nn.Module):
     in ``self.names`` order (used fields, then crosses)."""
 
     def __init__(self, schema: Schema, spec: ArchSpec, dim_override: int | None = None,
-                 init_std: float = 0.01) -> None:
+                 init_std: float = 0.01, pruning: dict[str, str] | None = None,
+                 init_tag: str = "") -> None:
+        """``pruning`` (field -> mask) replaces ``spec.pruning``, which only applies at the
+        spec's own dims (not under ``dim_override``); ``init_tag`` names the pruned tables'
+        initial draws (``initial_values(seed, field + init_tag, mask)``)."""
         super().__init__()
         used = spec.used_fields(schema)
         self.names: list[str] = []
@@ -131,8 +135,9 @@ class FieldEmbedding(nn.Module):
         # categorical fields and crosses, grouped by dim into shared tables
         self.crosses = nn.ModuleList()
         sources: list[tuple[str, int, int, int]] = []  # (name, dim, vocab, source index)
-        # per-value pruned fields keep their own sparse table; the linear term (dim 1) is dense
-        pruning = spec.pruning if dim_override is None else {}
+        # per-value pruned fields keep their own sparse table
+        if pruning is None:
+            pruning = spec.pruning if dim_override is None else {}
         self.pruned = nn.ModuleDict()
         self._pruned_cols: dict[str, int] = {}
         for name in used:
@@ -141,8 +146,8 @@ class FieldEmbedding(nn.Module):
                 mask = decode_mask(pruning[name], f.vocab_size, dim_of(name), name)
                 # seeded per field: built under a search's seed, it starts from that search's
                 # step-0 weights times the mask (lottery-ticket retrain)
-                values = initial_values(torch.initial_seed(), name, mask)
-                self.pruned[name] = PrunedTable(mask, values)
+                values = initial_values(torch.initial_seed(), name + init_tag, mask)
+                self.pruned[name] = pruned_table(mask, values)
                 self._pruned_cols[name] = cat_cols[name]
             elif f.kind == "categorical":
                 sources.append((name, dim_of(name), vocab_of(name), cat_cols[name]))

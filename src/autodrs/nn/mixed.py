@@ -39,7 +39,10 @@ def value_counts(data: EncodedData, schema: Schema, name: str) -> torch.Tensor:
 class SearchedEmbedding(nn.Module, ABC):
     """``FieldEmbedding``'s contract, with ``searched`` fields embedded by ``embed_field``."""
 
-    def __init__(self, schema: Schema, spec: ArchSpec, searched: list[str], width: int) -> None:
+    def __init__(self, schema: Schema, spec: ArchSpec, searched: list[str], width: int,
+                 rest_dim: int | None = None) -> None:
+        """``rest_dim`` embeds the other fields at that dim (1, zero-initialised: a model's
+        first-order term) instead of the spec's dims."""
         super().__init__()
         used = spec.used_fields(schema)
         self.searched = list(searched)
@@ -48,7 +51,9 @@ class SearchedEmbedding(nn.Module, ABC):
             [schema.categorical.index(n) for n in self.searched], dtype=torch.long),
             persistent=False)
         rest = [n for n in used if n not in self.searched]
-        self.rest = FieldEmbedding(schema, spec.copy(fields=rest, pruning={}))
+        self.rest = FieldEmbedding(schema, spec.copy(fields=rest, pruning={}),
+                                   dim_override=rest_dim,
+                                   init_std=0.0 if rest_dim == 1 else 0.01)
         self.names = list(used) + [cross_name(c) for c in spec.crosses]
         rest_dims = dict(zip(self.rest.names, self.rest.dims, strict=True))
         self.dims = [width if n in self.searched else rest_dims[n] for n in self.names]

@@ -156,3 +156,63 @@ class PrunedTable(nn.Module):
 
     def extra_repr(self) -> str:
         return f"rows={self.rows}, dim={self.dim}, kept={self.nnz}"
+
+
+class PrunedColumn(nn.Module):
+    """A ``rows x 1`` table (a first-order weight per value) that stores only its kept rows:
+    their ids (``kept``, int32, ascending) and values. A CSR layout would spend 4 bytes of
+    row offsets on every row, as much as the dense column; this spends 8 bytes a kept row."""
+
+    def __init__(self, mask: torch.Tensor, values: torch.Tensor | None = None) -> None:
+        super().__init__()
+        if mask.dim() != 2 or mask.shape[1] != 1:
+            raise MaskError(f"a pruned column's mask is [rows, 1], got shape {tuple(mask.shape)}")
+        mask = mask.to(torch.bool).cpu()
+        self.rows, self.dim = int(mask.shape[0]), 1
+        kept = mask[:, 0].nonzero()[:, 0]
+        if values is not None and tuple(values.shape) != (len(kept),):
+            raise MaskError(f"{tuple(values.shape)} initial values for a mask that keeps "
+                            f"{len(kept)}")
+        self.register_buffer("kept", kept.to(torch.int32))
+        start = torch.zeros(len(kept)) if values is None else values.detach().cpu()
+        self.values = nn.Parameter(start.float().contiguous())
+
+    @property
+    def nnz(self) -> int:
+        return int(self.values.numel())
+
+    def row_dims(self) -> torch.Tensor:
+        return self.mask()[:, 0].long()
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        flat = ids.reshape(-1)
+        if not self.nnz:
+            return self.values.new_zeros(*ids.shape, 1)
+        pos = torch.searchsorted(self.kept, flat.to(torch.int32)).clamp(max=self.nnz - 1)
+        hit = self.kept[pos] == flat
+        out = torch.where(hit, self.values[pos], self.values.new_zeros(()))
+        return out.reshape(*ids.shape, 1)
+
+    def mask(self) -> torch.Tensor:
+        m = torch.zeros(self.rows, 1, dtype=torch.bool, device=self.values.device)
+        m[self.kept.long(), 0] = True
+        return m
+
+    def to_dense(self) -> torch.Tensor:
+        dense = self.values.new_zeros(self.rows, 1)
+        dense[self.kept.long(), 0] = self.values.detach()
+        return dense
+
+    def stored_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.kept, self.values))
+
+    def extra_repr(self) -> str:
+        return f"rows={self.rows}, dim=1, kept={self.nnz}"
+
+
+def pruned_table(mask: torch.Tensor, values: torch.Tensor | None = None) -> nn.Module:
+    """The sparse storage of a pruned ``[rows, dim]`` table: kept rows only for a single
+    column, CSR otherwise."""
+    if mask.dim() == 2 and mask.shape[1] == 1:
+        return PrunedColumn(mask, values)
+    return PrunedTable(mask, values)

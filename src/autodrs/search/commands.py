@@ -44,7 +44,14 @@ from autodrs.cli import (
     result_skeleton,
     user_errors,
 )
-from autodrs.experiment import fit_spec, machine_info, shared_fits, with_training
+from autodrs.experiment import (
+    epoch_cap_note,
+    fit_spec,
+    machine_info,
+    shared_fits,
+    still_improving,
+    with_training,
+)
 from autodrs.models.backbones import BACKBONES, backbone_spec
 from autodrs.models.builder import count_bytes
 from autodrs.pipeline import (
@@ -257,6 +264,8 @@ def run_search(data: str, out_dir: Path, methods: str | None, strategy: str | No
                  "train_samples_per_second": round(final.fit.samples_per_second, 1),
                  "budget_seconds": seconds, "trials_per_stage": trials},
         "stages": [s.to_dict() for s in stages],
+        # fits that validated best at their last epoch: the epoch cap stopped them
+        "still_improving": still_improving({"searched": final, **fits}),
         "config": {**vars(with_training(config, spec)), "progress": False},
         "history": final.fit.history,
         "machine": machine_info(config),
@@ -271,6 +280,8 @@ def run_search(data: str, out_dir: Path, methods: str | None, strategy: str | No
         table.add_row(name, f"{metrics['test']['auc']:.4f}", f"{metrics['test']['logloss']:.4f}",
                       f"{params['total']:,}", f"{params['embedding']:,}")
     out.print(table)
+    if result["still_improving"]:
+        out.print(epoch_cap_note(result["still_improving"], config.epochs), highlight=False)
     out.print(f"search {search_seconds:.1f}s, retrain {final.seconds:.1f}s; report: "
               f"{out_dir / 'report.html'}", highlight=False)
     out.print(f"-> {out_dir / 'result.json'}", highlight=False)

@@ -52,6 +52,9 @@ class TrainResult:
     samples: int = 0
     stopped_early: bool = False
     stopped_by_hook: bool = False  # a hook ended the fit (e.g. a ``TimeLimit``)
+    # every epoch of the config ran and the last one validated best: the epoch cap, not
+    # early stopping, ended a model that was still improving (more epochs may help)
+    still_improving: bool = False
 
     @property
     def samples_per_second(self) -> float:
@@ -210,11 +213,14 @@ class Trainer:
         if best_state is not None:
             model.load_state_dict(best_state)
         valid_metrics = next(h for h in history if h["epoch"] == best_epoch)
+        ran_all = bool(history) and history[-1]["epoch"] == cfg.epochs
         return TrainResult(
             best_epoch=best_epoch, valid={k: v for k, v in valid_metrics.items() if k != "epoch"},
             history=history, train_seconds=train_seconds,
             total_seconds=time.perf_counter() - start, samples=samples,
             stopped_early=stopped_early, stopped_by_hook=self.stop_requested,
+            still_improving=ran_all and best_epoch == cfg.epochs and cfg.epochs > 1
+            and not self.stop_requested,
         )
 
     # ---------------------------------------------------------------- evaluation

@@ -90,6 +90,20 @@ def option(ctx: SearchContext, key: str, default: Any, kind: type = float) -> An
         raise SearchError(f"option {key!r} must be {kind.__name__}, got {value!r}") from e
 
 
+def flag(ctx: SearchContext, key: str, default: bool) -> bool:
+    """``ctx.options[key]`` as a yes/no option (true/false, yes/no, 1/0); a clear error
+    otherwise."""
+    value = ctx.options.get(key, default)
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise SearchError(f"option {key!r} must be true or false, got {value!r}")
+
+
 def searched_fields(ctx: SearchContext) -> list[str]:
     """The categorical fields of the spec so far; a clear error when there are none."""
     schema = ctx.dataset.schema

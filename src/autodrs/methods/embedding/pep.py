@@ -11,6 +11,12 @@ times faster (stored divided by it; its decay still acts on s itself). Whenever 
 entries of V_hat fall to a target sparsity level, the mask ``|sign(V_hat)|`` is kept. The chosen level's masks go into ``spec.pruning``; building the spec under the same
 seed starts from the step-0 weights times the mask (lottery ticket, ``nn.pruned``), which
 the retrain then trains without thresholds (g = 0), stored as kept entries only.
+
+When the spec has a first-order term, its per-value weights (a table of width 1 per field)
+are soft-thresholded the same way, with thresholds of their own, and their masks go into
+``spec.linear_pruning`` (stored as kept values, ``nn.pruned.PrunedColumn``). The sparsity
+levels count the entries of every thresholded table, so a level is the share of the
+searched fields' embedding parameters removed.
 """
 
 from __future__ import annotations
@@ -26,9 +32,11 @@ from autodrs.data.schema import Schema
 from autodrs.methods.embedding.common import (
     EmbeddingSupernet,
     dims_result,
+    flag,
     option,
     searched_fields,
 )
+from autodrs.models.builder import LINEAR_TAG
 from autodrs.nn.mixed import SearchedEmbedding
 from autodrs.nn.pruned import encode_mask, initial_table
 from autodrs.search.base import Method, SearchContext, SearchError, StageResult, register_method
@@ -45,12 +53,16 @@ class PEPEmbedding(SearchedEmbedding):
     divided by it), so short searches on small data still reach the target sparsity."""
 
     def __init__(self, schema: Schema, spec: ArchSpec, fields: list[str], width: int,
-                 seed: int, granularity: str, init: float, scale: float) -> None:
-        super().__init__(schema, spec, fields, width)
+                 seed: int, granularity: str, init: float, scale: float,
+                 first_order: bool = False) -> None:
+        # ``first_order``: the model's first-order weights (width 1, the other fields' weights
+        # zero-initialised as in ``LinearTerm``), drawn as ``LinearTerm`` draws its pruned ones
+        super().__init__(schema, spec, fields, width, rest_dim=1 if first_order else None)
         self.granularity = granularity
         self.scale = scale
+        tag = LINEAR_TAG if first_order else ""
         self.v = nn.ParameterList(
-            nn.Parameter(initial_table(seed, f, schema.field(f).vocab_size, width))
+            nn.Parameter(initial_table(seed, f + tag, schema.field(f).vocab_size, width))
             for f in fields)
         start = init / scale
         shared = {"global": (1,), "dimension": (width,)}.get(granularity)
@@ -83,22 +95,33 @@ class PEPEmbedding(SearchedEmbedding):
 
 
 class PEPSupernet(EmbeddingSupernet):
+    """The spec's model with its searched tables soft-thresholded; with ``first_order``, its
+    first-order weights of the same fields too (each table with thresholds of its own)."""
+
     def __init__(self, schema: Schema, spec: ArchSpec, fields: list[str], width: int,
                  seed: int, granularity: str, init: float, scale: float,
-                 threshold_decay: float) -> None:
+                 threshold_decay: float, first_order: bool = False) -> None:
         super().__init__(schema, spec, PEPEmbedding(schema, spec, fields, width, seed,
                                                     granularity, init, scale))
         self.threshold_decay = threshold_decay
+        self.first_order: PEPEmbedding | None = None
+        if first_order:
+            self.first_order = PEPEmbedding(schema, spec, fields, 1, seed, granularity, init,
+                                            scale, first_order=True)
+            self.model.linear.weights = self.first_order
+
+    def pruned_embeddings(self) -> list[PEPEmbedding]:
+        return [self.embedding] + ([self.first_order] if self.first_order is not None else [])
 
     def regularization(self) -> torch.Tensor:
         """PEP's weight decay on the thresholds s themselves (not on their stored, scaled
         form), so a faster threshold step does not weaken the pull that raises them."""
-        emb = self.embedding
-        return 0.5 * self.threshold_decay * sum((s * emb.scale).pow(2).sum()
-                                                for s in emb.thresholds())
+        return 0.5 * self.threshold_decay * sum(
+            (s * emb.scale).pow(2).sum()
+            for emb in self.pruned_embeddings() for s in emb.thresholds())
 
     def arch_parameters(self) -> list[nn.Parameter]:
-        return self.embedding.thresholds()
+        return [s for emb in self.pruned_embeddings() for s in emb.thresholds()]
 
     def weight_parameters(self) -> list[nn.Parameter]:
         # PEP trains thresholds and weights with one optimiser
@@ -110,20 +133,22 @@ class PEPSupernet(EmbeddingSupernet):
 
 
 class SparsitySnapshots(TrainHook):
-    """Keeps the masks when the kept share of entries first falls to each target level, and
-    ends the search once the last level is reached."""
+    """Keeps the masks (of every table of ``embeddings``, in order) when the kept share of
+    their entries first falls to each target level, and ends the search once the last level
+    is reached."""
 
-    def __init__(self, embedding: PEPEmbedding, levels: list[float], every: int = 5) -> None:
-        self.embedding = embedding
+    def __init__(self, embeddings: list[PEPEmbedding], levels: list[float],
+                 every: int = 5) -> None:
+        self.embeddings = embeddings
         self.levels = sorted(levels)
         self.every = every
-        self.total = sum(v.numel() for v in embedding.v)
+        self.total = sum(v.numel() for emb in embeddings for v in emb.v)
         self.snapshots: dict[float, dict[str, Any]] = {}
         self.curve: list[tuple[int, float]] = []
         self.last: dict[str, Any] | None = None
 
     def sparsity(self) -> tuple[float, list[torch.Tensor]]:
-        masks = self.embedding.masks()
+        masks = [m for emb in self.embeddings for m in emb.masks()]
         return 1.0 - sum(int(m.sum()) for m in masks) / self.total, masks
 
     def on_step(self, trainer: Trainer, model: nn.Module, step: int, batch: Any,
@@ -161,8 +186,10 @@ class PEP(Method):
     ``levels`` (snapshot levels, 0.5,0.8,0.9,0.95; ``sparsity`` is added), ``threshold``
     (granularity, ``feature_dim``), ``threshold_init`` (-15), ``threshold_scale`` (15),
     ``weight_decay`` (1e-5, every weight), ``threshold_decay`` (the decay on s, which sets
-    how sparse the search ends; default ``weight_decay``), ``epochs`` (the search's cap, default 3x the training
-    epochs)."""
+    how sparse the search ends; default ``weight_decay``), ``first_order`` (also threshold
+    the first-order weights of the searched fields, counted in the sparsity; default: when
+    the spec has a first-order term) and ``epochs`` (the search's cap, default 3x the
+    training epochs)."""
 
     name = "pep"
     component = "embedding"
@@ -195,13 +222,17 @@ class PEP(Method):
         seed = ctx.train.seed
         torch.manual_seed(seed)
         decay = option(ctx, "weight_decay", 1e-5)
+        first_order = flag(ctx, "first_order", spec.linear)
+        if first_order and not spec.linear:
+            raise SearchError("first_order prunes the first-order weights; the spec has no "
+                              "first-order term (linear is false)")
         supernet = PEPSupernet(schema, spec, fields, width, seed, granularity,
                                option(ctx, "threshold_init", -15.0), scale,
-                               option(ctx, "threshold_decay", decay))
+                               option(ctx, "threshold_decay", decay), first_order)
         epochs = option(ctx, "epochs", 1 if ctx.fast else 3 * ctx.train.epochs, int)
         config = replace(ctx.train, epochs=epochs, patience=epochs + 1, progress=False,
                          checkpoint=None, max_steps=None, weight_decay=decay)
-        snapshots = SparsitySnapshots(supernet.embedding, levels)
+        snapshots = SparsitySnapshots(supernet.pruned_embeddings(), levels)
         stopped = False
         try:
             Trainer(config, [snapshots, Deadline(ctx)]).fit(
@@ -211,8 +242,14 @@ class PEP(Method):
             stopped = True
 
         def pruned(masks: list[torch.Tensor]) -> ArchSpec:
-            return spec.copy(pruning={**spec.pruning, **{
-                f: encode_mask(m) for f, m in zip(fields, masks, strict=True)}})
+            # the searched tables' masks, then (with first_order) the first-order ones
+            out = spec.copy(pruning={**spec.pruning, **{
+                f: encode_mask(m) for f, m in zip(fields, masks[:len(fields)], strict=True)}})
+            if first_order:
+                out.linear_pruning = {**spec.linear_pruning, **{
+                    f: encode_mask(m) for f, m in zip(fields, masks[len(fields):],
+                                                      strict=True)}}
+            return out
 
         # the spec at every level reached, for comparing levels without searching again
         self.level_specs = {level: pruned(snap["masks"])
@@ -225,7 +262,8 @@ class PEP(Method):
             sparsity, masks = snapshots.sparsity()
             chosen = {"step": None, "sparsity": sparsity, "masks": masks}
         out = pruned(chosen["masks"])
-        dims = {f: float(m.float().mean()) for f, m in zip(fields, chosen["masks"], strict=True)}
+        dims = {f: float(m.float().mean())
+                for f, m in zip(fields, chosen["masks"][:len(fields)], strict=True)}
         return dims_result(
             self.name, strategy, ctx, out, dims, time.perf_counter() - t0,
             extra={"sparsity": round(float(chosen["sparsity"]), 4), "target": target,
@@ -233,4 +271,5 @@ class PEP(Method):
                               for k, v in sorted(snapshots.snapshots.items())},
                    "reached_target": target in snapshots.snapshots,
                    "curve": snapshots.curve[:: max(1, len(snapshots.curve) // 50)],
-                   "threshold": granularity, "stopped_by_budget": stopped})
+                   "threshold": granularity, "first_order": first_order,
+                   "stopped_by_budget": stopped})
