@@ -173,6 +173,32 @@ def test_fm_backbone_has_no_deep_tower(tiny_synthetic: Dataset,
     assert result.to_dict()["grda"]["mu"] == 0.6
 
 
+def test_autofis_auto_keeps_the_head_whose_retrain_validates_best(
+        tiny_synthetic: Dataset, fast_config: TrainConfig) -> None:
+    from autodrs.experiment import cached_fit, shared_fits
+
+    spec = backbone_spec("ipnn", 8).copy(numerical={"num0": "linear", "num_noise": "linear"})
+    ctx = SearchContext(tiny_synthetic, spec, fast_config, seed=0,
+                        options={"backbone": "auto", "search_epochs": 1})
+    with shared_fits():
+        result = get_method("autofis").search(ctx)
+        heads = result.extra["heads"]
+        tried = heads["retrained"]
+        # the FM head with the linear fields bucketised, the FM head as is, the DeepFM head
+        assert [(t["backbone"], t["numerical"]["num0"]) for t in tried] == \
+            [("fm", "bucket"), ("fm", "linear"), ("deepfm", "linear")]
+        best = max(tried, key=lambda t: t["valid_auc"])
+        assert heads["chosen"] == best["backbone"] == result.extra["backbone"]
+        assert result.spec.numerical == best["numerical"]
+        assert (result.spec.mlp == []) == (best["backbone"] == "fm")
+        # the guard finds the chosen spec already retrained
+        assert cached_fit(tiny_synthetic, result.spec, fast_config) is not None
+    # no time for any retrain: the first head's search, unretrained, for the guard to judge
+    broke = get_method("autofis").search(replace(ctx, budget_seconds=0.0))
+    assert broke.extra["heads"] == {"chosen": "fm", "retrained": []}
+    assert broke.spec.mlp == [] and broke.spec.fm
+
+
 def test_bad_options_are_named(tiny_synthetic: Dataset, fast_config: TrainConfig) -> None:
     with pytest.raises(SearchError, match="backbone"):
         get_method("autofis").search(context(tiny_synthetic, fast_config, backbone="dcn"))

@@ -49,6 +49,9 @@ def test_default_pipeline_runs_every_stage_and_writes_the_run_folder(tmp_path):
     assert all(s["seconds"] > 0 for s in r["stages"])
     assert r["cost"]["search_seconds"] >= sum(s["seconds"] for s in r["stages"]) * 0.99
     assert "searched" in (out / "report.html").read_text()
+    # the interaction stage chose its head between DeepFM and FM on retrains
+    heads = r["stages"][-1]["heads"]
+    assert heads["chosen"] in ("deepfm", "fm") and heads["retrained"]
 
 
 def test_yaml_config_with_flags_winning_and_effective_config_saved(tmp_path):
@@ -194,6 +197,10 @@ def test_a_guard_s_judging_time_comes_off_each_stage_s_share(
         assert METHODS[name].retrains_its_choice
     for name in ("autodim", "autofis", "adafs", "fieldsearch"):
         assert not METHODS[name].retrains_its_choice
+    # AutoFIS choosing its head retrains its choice; with a fixed head it does not
+    assert get_method("autofis").retrains_choice({"backbone": "auto"})
+    assert not get_method("autofis").retrains_choice({"backbone": "fm"})
+    assert not get_method("autofis").retrains_choice({})
 
 
 @pytest.mark.parametrize("method", ["autofis", "autofield"])

@@ -17,7 +17,8 @@ spends its time on: feature selection retrains the model once per ERASE point (l
 retrains by bisection under a budget), frequency pruning retrains once per threshold of
 its grid, the numerical-encoder choice once per encoder (two retrains of the full model,
 before selection has made it smaller), AutoDim trains a supernet with a table per candidate
-dim, AutoFIS trains its gated supernet for two epochs. Settings can come from a YAML file
+dim, AutoFIS trains its gated supernet (at least 400 steps) under two heads and retrains
+each result. Settings can come from a YAML file
 (``--config``) whose keys are the command's option names; flags given on the command line
 win, and the effective configuration is saved in the run folder.
 
@@ -54,8 +55,11 @@ DEFAULT_PIPELINE = ("autodis", "autofield", "frequency", "autodim", "autofis")
 # default stages that only apply to some data: dropped where the data has nothing for them
 NEEDS_NUMERICAL = ("autodis",)
 DEFAULT_BASELINES = "deepfm,fm,widedeep,dcnv2,ipnn"
+# options of the default pipeline's stages: AutoFIS searches under the DeepFM head and
+# under the FM head (no MLP) and keeps the head whose retrain validates best
+PIPELINE_OPTIONS = {"backbone": "auto"}
 STAGE_WEIGHTS = {"autodis": 2.0, "autofield": 3.0, "frequency": 2.0, "autodim": 2.0,
-                 "autofis": 1.0}
+                 "autofis": 2.0}
 RETRAIN_SHARE = 0.2
 GUARD_TOLERANCE = 0.0  # a stage's spec may validate this much worse and still be kept
 # ... and this much worse when it has fewer embedding parameters: between two models that
@@ -67,7 +71,7 @@ CONFIG_FILE = "config.yaml"
 
 def stage_weights(methods: list[str]) -> list[float]:
     """Relative budget shares of ``methods`` as stages: ``STAGE_WEIGHTS`` for the default
-    pipeline's methods, the mean weight (2) for any other."""
+    pipeline's methods, their mean weight for any other."""
     default = sum(STAGE_WEIGHTS.values()) / len(STAGE_WEIGHTS)
     return [STAGE_WEIGHTS.get(m, default) for m in methods]
 

@@ -148,6 +148,11 @@ class Method(ABC):
     # a frequency threshold, an encoder), so a validation guard judges it without a retrain
     retrains_its_choice: ClassVar[bool] = False
 
+    def retrains_choice(self, options: dict[str, Any]) -> bool:
+        """Whether, under these options, the returned spec is one the method retrained itself
+        (``retrains_its_choice`` unless a method's options decide it)."""
+        return self.retrains_its_choice
+
     @abstractmethod
     def search(self, ctx: SearchContext) -> StageResult:
         """Search from ``ctx.spec`` and return the refined spec with what was found."""

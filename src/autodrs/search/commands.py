@@ -58,6 +58,7 @@ from autodrs.pipeline import (
     DEFAULT_BASELINES,
     DEFAULT_PIPELINE,
     NEEDS_NUMERICAL,
+    PIPELINE_OPTIONS,
     RETRAIN_SHARE,
     SHRINK_TOLERANCE,
     ValidationGuard,
@@ -205,6 +206,8 @@ def run_search(data: str, out_dir: Path, methods: str | None, strategy: str | No
         options["memory_budget"] = memory_budget
     if guard:  # stages choose as the guard judges: the smallest model within its tolerance
         options["tolerance"] = SHRINK_TOLERANCE
+    if not methods:  # the default pipeline's interaction stage chooses its head too
+        options.update(PIPELINE_OPTIONS)
     with shared_fits():  # a fit asked for twice (ERASE, guard, retrain, baseline) runs once
         start: dict[str, Any] = {"model": model}
         if model == "auto":

@@ -71,7 +71,7 @@ def run_stages(ctx: SearchContext, methods: list[str],
     spec is what ``stage.json`` stores, so a resumed run makes the same decision. A guard
     with an ``expected_seconds()`` has that much taken off each stage's share, so judging
     the stage fits in its time, except for methods that retrain their choice themselves
-    (``Method.retrains_its_choice``: the guard reuses that fit)."""
+    (``Method.retrains_choice``: the guard reuses that fit)."""
     if not methods:
         raise SearchError("no search methods given")
     weights = list(weights) if weights is not None else [1.0] * len(methods)
@@ -90,7 +90,7 @@ def run_stages(ctx: SearchContext, methods: list[str],
         else:
             budget = stage_budget(ctx.remaining(), weights, index, reserve)
             if (budget is not None and guard is not None and hasattr(guard, "expected_seconds")
-                    and not method.retrains_its_choice):
+                    and not method.retrains_choice(ctx.options)):
                 budget = max(0.0, budget - guard.expected_seconds())  # time to judge it
             stage_ctx = replace(ctx, spec=spec.copy(), out_dir=folder, budget_seconds=budget,
                                 started=time.monotonic())

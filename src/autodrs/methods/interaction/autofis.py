@@ -20,11 +20,14 @@ default. The ranking is by ``|alpha|``.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
+from typing import Any
 
 import torch
 from torch import nn
 
 from autodrs.data.dataset import Batch
+from autodrs.experiment import fit_spec
 from autodrs.methods.interaction.common import (
     InteractionOutput,
     InteractionSupernet,
@@ -39,7 +42,7 @@ from autodrs.methods.interaction.common import (
 )
 from autodrs.nn.layers import PairProducts
 from autodrs.search.base import Method, SearchContext, SearchError, StageResult, register_method
-from autodrs.spec import Interaction
+from autodrs.spec import ArchSpec, Interaction
 from autodrs.train.grda import GRDA
 
 # GRDA settings of the official code per backbone: (c, mu); the gate learning rate is 1.0
@@ -51,6 +54,21 @@ SEARCH_EPOCHS = 2
 # earn their keep once those fields' embeddings have learned something
 SEARCH_STEPS = 400
 FINAL_THRESHOLD = 3 * GATE_INIT
+AUTO = "auto"  # backbone=auto: both heads searched, the better retrain kept
+# the FM head first: it is the structure the input cannot express (no MLP), so under a
+# tight budget it is the one retrained
+HEADS = ("fm", "deepfm")
+
+
+def affordable(ctx: SearchContext, tried: list[Any]) -> bool:
+    """Whether the stage's time left pays for one more retrain, as long as the longest so far
+    (or the run's estimate of a retrain, ``retrain_seconds``); always without a budget."""
+    left = ctx.remaining()
+    if left is None:
+        return True
+    done = [max(r.extra.get("retrain_seconds", [0.0])) for r, _, _ in tried]
+    guess = max(done + [float(ctx.options.get("retrain_seconds", 0.0))])
+    return left > guess
 
 
 def default_search_epochs(train_rows: int, batch_size: int) -> int:
@@ -94,7 +112,8 @@ class AutoFISSupernet(InteractionSupernet):
 class AutoFIS(Method):
     """AutoFIS: gates on every pair trained by GRDA on the same batches; zero gates pruned.
 
-    Options: ``backbone`` (deepfm | fm), ``search_epochs`` (default 2, more on small data:
+    Options: ``backbone`` (deepfm | fm | auto: both, the better retrain kept; the default
+    pipeline's), ``search_epochs`` (default 2, more on small data:
     ``default_search_epochs``), ``gate_lr`` (1.0), ``pair_norm`` (retrain on
     batch-normalised products as the official code does; off),
     ``mu`` (per backbone, from the official code), and the threshold scale: ``c`` when
@@ -114,7 +133,58 @@ class AutoFIS(Method):
     component = "interaction"
     strategies = ("gradient",)
 
+    def retrains_choice(self, options: dict[str, Any]) -> bool:
+        return str(options.get("backbone", "")).lower() == AUTO
+
     def search(self, ctx: SearchContext) -> StageResult:
+        if str(ctx.options.get("backbone", "")).lower() == AUTO:
+            return self.search_heads(ctx)
+        return self.search_head(ctx)
+
+    def search_heads(self, ctx: SearchContext) -> StageResult:
+        """``backbone=auto``: search under the FM head (no MLP), then under the DeepFM head,
+        retrain each result with the run's trainer and keep the one that validates best.
+
+        Under the FM head a numerical field encoded ``linear`` can only act monotonically
+        (nothing after it bends the encoding), so that head is also retrained with such
+        fields bucketised: the head is then not judged by an encoder chosen for an MLP. A
+        candidate is only retrained while the time left pays for it; the first head's
+        result is returned unretrained when none does."""
+        t0 = time.perf_counter()
+        tried: list[tuple[StageResult, ArchSpec, float]] = []
+        first: StageResult | None = None
+        for head in HEADS:
+            if first is not None and not affordable(ctx, tried):
+                break
+            found = self.search_head(replace(ctx, options={**ctx.options, "backbone": head}))
+            first = first or found
+            candidates = [found.spec]
+            linear = [f for f in found.spec.used_fields(ctx.dataset.schema)
+                      if ctx.dataset.schema.field(f).kind == "numerical"
+                      and found.spec.numerical.get(f, "linear") == "linear"]
+            if head == "fm" and linear:  # bucketised first, as the likelier under this head
+                candidates.insert(0, found.spec.copy(
+                    numerical={**found.spec.numerical, **dict.fromkeys(linear, "bucket")}))
+            for spec in candidates:
+                if not affordable(ctx, tried):
+                    break
+                outcome = fit_spec(ctx.dataset, spec, ctx.train)
+                tried.append((found, spec, outcome.metrics["valid"]["auc"]))
+                found.extra.setdefault("retrain_seconds", []).append(round(outcome.seconds, 3))
+        assert first is not None
+        if not tried:
+            first.extra["heads"] = {"chosen": first.extra["backbone"], "retrained": []}
+            return first
+        best, spec, _ = max(tried, key=lambda t: t[2])
+        best.spec = spec
+        best.seconds = time.perf_counter() - t0
+        best.extra["heads"] = {
+            "chosen": best.extra["backbone"],
+            "retrained": [{"backbone": r.extra["backbone"], "numerical": dict(s.numerical),
+                           "valid_auc": round(v, 6)} for r, s, v in tried]}
+        return best
+
+    def search_head(self, ctx: SearchContext) -> StageResult:
         strategy, t0, spec, names = start_search(self, ctx)
         backbone = "fm" if not spec.mlp else "deepfm"
         config = search_config(ctx, default_epochs=default_search_epochs(
