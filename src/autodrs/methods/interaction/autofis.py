@@ -173,6 +173,7 @@ class AutoFIS(Method):
                 found.extra.setdefault("retrain_seconds", []).append(round(outcome.seconds, 3))
         assert first is not None
         if not tried:
+            first.seconds = time.perf_counter() - t0
             first.extra["heads"] = {"chosen": first.extra["backbone"], "retrained": []}
             return first
         best, spec, _ = max(tried, key=lambda t: t[2])
