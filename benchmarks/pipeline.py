@@ -51,19 +51,23 @@ def load() -> str:
     return "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
 
 
+def flags(training: dict[str, int]) -> list[str]:
+    """``{"epochs": 40}`` as command-line flags, ``["--epochs", "40"]``."""
+    return [x for k, v in training.items() for x in (f"--{k}", str(v))]
+
+
 def run_pipeline(data: str, seed: int, budget: str, out: Path, reuse: bool = False,
-                 training: tuple[str, ...] = ()) -> tuple[dict[str, Any], float]:
-    """``autodrs search --data D --budget B --seed S --out DIR`` (plus the ``training``
-    flags, e.g. ``--epochs 40 --patience 4``) in this process; returns
+                 training: dict[str, int] | None = None) -> tuple[dict[str, Any], float]:
+    """``autodrs search --data D --budget B --seed S --out DIR`` (plus a flag per
+    ``training`` setting, e.g. ``{"epochs": 40}``: ``--epochs 40``) in this process; returns
     the run's ``result.json`` and the command's wall time. With ``reuse``, a finished run
     already in ``DIR`` is read instead (an interrupted benchmark goes on where it stopped);
     its wall time is then the sum of the search, retrain and baseline times it recorded."""
+    training = training or {}
     done = out / "result.json"
     if reuse and done.exists():
         result = json.loads(done.read_text())
-        asked = dict(zip(training[::2], training[1::2], strict=True))
-        same_training = all(str(result["config"].get(flag.lstrip("-"))) == value
-                            for flag, value in asked.items())
+        same_training = all(result["config"].get(k) == v for k, v in training.items())
         if (result["seed"] == seed and same_training
                 and result["cost"]["budget_seconds"] == parse_budget(budget)):
             cost = result["cost"]
@@ -72,7 +76,7 @@ def run_pipeline(data: str, seed: int, budget: str, out: Path, reuse: bool = Fal
     t0 = time.perf_counter()
     res = CliRunner().invoke(app, ["search", "--data", data, "--budget", budget,
                                    "--seed", str(seed), "--out", str(out), "--no-progress",
-                                   *training],
+                                   *flags(training)],
                              catch_exceptions=False)
     wall = time.perf_counter() - t0
     if res.exit_code != 0:
@@ -119,12 +123,9 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true",
                         help="read the runs already finished in --out instead of redoing them")
     args = parser.parse_args()
-    training: tuple[str, ...] = ()
-    overrides: dict[str, int] = {}
-    for flag in ("epochs", "patience"):
-        if getattr(args, flag) is not None:
-            training += (f"--{flag}", str(getattr(args, flag)))
-            overrides[flag] = getattr(args, flag)
+    # training settings given here apply to every fit: the command's and the oracle's
+    overrides = {k: getattr(args, k) for k in ("epochs", "patience")
+                 if getattr(args, k) is not None}
     print(machine_line())
     print(f"{load()} at start; baselines: {DEFAULT_BASELINES}", flush=True)
     for data in args.datasets.split(","):
@@ -135,7 +136,7 @@ def main() -> None:
             seed = args.first_seed + k
             result, wall = run_pipeline(data, seed, args.budget,
                                         args.out / f"{data.replace('?', '_')}-{seed}",
-                                        args.reuse, training)
+                                        args.reuse, overrides)
             walls.append(wall)
             for name, row in rows_of(result, wall).items():
                 rows.setdefault(name, []).append(row)
@@ -163,7 +164,7 @@ def main() -> None:
                       f"(Bayes {truth['bayes_auc']:.4f}; best epoch {oracle.fit.best_epoch}"
                       f"{', still improving at the epoch cap' if oracle.fit.still_improving else ''})",
                       flush=True)
-        setting = " ".join(training) or "the CLI's defaults"
+        setting = " ".join(flags(overrides)) or "the CLI's defaults"
         print(f"\n## {data} ({args.seeds} seeds, budget {args.budget}, {setting})\n")
         print(table(rows))
         print(f"\ncommand wall time (search + retrain + baselines): mean {np.mean(walls):.0f} s, "

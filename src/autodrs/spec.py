@@ -202,25 +202,20 @@ class ArchSpec:
                 raise SpecError(f"field_dims names unknown field {name!r}")
             if int(dim) <= 0:
                 raise SpecError(f"embedding dim of {name!r} must be > 0, got {dim}")
-        for name, text in self.pruning.items():
-            if name not in used or schema.field(name).kind != "categorical":
-                raise SpecError(f"pruning names {name!r}, which is not a categorical field "
-                                "the spec uses")
-            try:
-                decode_mask(text, schema.field(name).vocab_size, self.dim_of(name), name)
-            except MaskError as e:
-                raise SpecError(str(e)) from e
         if self.linear_pruning and not self.linear:
             raise SpecError("linear_pruning prunes the first-order term, which this spec does "
                             "not have (linear is false)")
-        for name, text in self.linear_pruning.items():
-            if name not in used or schema.field(name).kind != "categorical":
-                raise SpecError(f"linear_pruning names {name!r}, which is not a categorical "
-                                "field the spec uses")
-            try:
-                decode_mask(text, schema.field(name).vocab_size, 1, name)
-            except MaskError as e:
-                raise SpecError(str(e)) from e
+        # masks of the latent tables (at the field's dim) and of the first-order weights (1)
+        for key, masks, width in (("pruning", self.pruning, self.dim_of),
+                                  ("linear_pruning", self.linear_pruning, lambda _: 1)):
+            for name, text in masks.items():
+                if name not in used or schema.field(name).kind != "categorical":
+                    raise SpecError(f"{key} names {name!r}, which is not a categorical field "
+                                    "the spec uses")
+                try:
+                    decode_mask(text, schema.field(name).vocab_size, width(name), name)
+                except MaskError as e:
+                    raise SpecError(str(e)) from e
         for name, limit in self.vocab_limits.items():
             f = schema.field(name) if name in known else None
             if f is None or f.kind != "categorical" or f.hash_buckets or f.vocab is None:

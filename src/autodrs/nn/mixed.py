@@ -40,9 +40,9 @@ class SearchedEmbedding(nn.Module, ABC):
     """``FieldEmbedding``'s contract, with ``searched`` fields embedded by ``embed_field``."""
 
     def __init__(self, schema: Schema, spec: ArchSpec, searched: list[str], width: int,
-                 rest_dim: int | None = None) -> None:
-        """``rest_dim`` embeds the other fields at that dim (1, zero-initialised: a model's
-        first-order term) instead of the spec's dims."""
+                 first_order: bool = False) -> None:
+        """``first_order``: stand in for a model's first-order weights, the other fields
+        embedded as ``LinearTerm`` embeds them (dim 1, zero-initialised)."""
         super().__init__()
         used = spec.used_fields(schema)
         self.searched = list(searched)
@@ -51,9 +51,9 @@ class SearchedEmbedding(nn.Module, ABC):
             [schema.categorical.index(n) for n in self.searched], dtype=torch.long),
             persistent=False)
         rest = [n for n in used if n not in self.searched]
-        self.rest = FieldEmbedding(schema, spec.copy(fields=rest, pruning={}),
-                                   dim_override=rest_dim,
-                                   init_std=0.0 if rest_dim == 1 else 0.01)
+        rest_spec = spec.copy(fields=rest, pruning={})
+        self.rest = (FieldEmbedding(schema, rest_spec, dim_override=1, init_std=0.0)
+                     if first_order else FieldEmbedding(schema, rest_spec))
         self.names = list(used) + [cross_name(c) for c in spec.crosses]
         rest_dims = dict(zip(self.rest.names, self.rest.dims, strict=True))
         self.dims = [width if n in self.searched else rest_dims[n] for n in self.names]

@@ -213,13 +213,13 @@ class Trainer:
         if best_state is not None:
             model.load_state_dict(best_state)
         valid_metrics = next(h for h in history if h["epoch"] == best_epoch)
-        ran_all = bool(history) and history[-1]["epoch"] == cfg.epochs
         return TrainResult(
             best_epoch=best_epoch, valid={k: v for k, v in valid_metrics.items() if k != "epoch"},
             history=history, train_seconds=train_seconds,
             total_seconds=time.perf_counter() - start, samples=samples,
             stopped_early=stopped_early, stopped_by_hook=self.stop_requested,
-            still_improving=ran_all and best_epoch == cfg.epochs and cfg.epochs > 1
+            # the best epoch was the last the config allows (so every epoch ran)
+            still_improving=cfg.epochs > 1 and best_epoch == cfg.epochs
             and not self.stop_requested,
         )
 

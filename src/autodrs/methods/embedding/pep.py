@@ -57,7 +57,7 @@ class PEPEmbedding(SearchedEmbedding):
                  first_order: bool = False) -> None:
         # ``first_order``: the model's first-order weights (width 1, the other fields' weights
         # zero-initialised as in ``LinearTerm``), drawn as ``LinearTerm`` draws its pruned ones
-        super().__init__(schema, spec, fields, width, rest_dim=1 if first_order else None)
+        super().__init__(schema, spec, fields, width, first_order)
         self.granularity = granularity
         self.scale = scale
         tag = LINEAR_TAG if first_order else ""

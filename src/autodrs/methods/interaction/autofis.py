@@ -60,15 +60,11 @@ AUTO = "auto"  # backbone=auto: both heads searched, the better retrain kept
 HEADS = ("fm", "deepfm")
 
 
-def affordable(ctx: SearchContext, tried: list[Any]) -> bool:
+def affordable(ctx: SearchContext, longest: float) -> bool:
     """Whether the stage's time left pays for one more retrain, as long as the longest so far
     (or the run's estimate of a retrain, ``retrain_seconds``); always without a budget."""
     left = ctx.remaining()
-    if left is None:
-        return True
-    done = [max(r.extra.get("retrain_seconds", [0.0])) for r, _, _ in tried]
-    guess = max(done + [float(ctx.options.get("retrain_seconds", 0.0))])
-    return left > guess
+    return left is None or left > max(longest, float(ctx.options.get("retrain_seconds", 0.0)))
 
 
 def default_search_epochs(train_rows: int, batch_size: int) -> int:
@@ -137,7 +133,7 @@ class AutoFIS(Method):
         return str(options.get("backbone", "")).lower() == AUTO
 
     def search(self, ctx: SearchContext) -> StageResult:
-        if str(ctx.options.get("backbone", "")).lower() == AUTO:
+        if self.retrains_choice(ctx.options):
             return self.search_heads(ctx)
         return self.search_head(ctx)
 
@@ -151,10 +147,11 @@ class AutoFIS(Method):
         candidate is only retrained while the time left pays for it; the first head's
         result is returned unretrained when none does."""
         t0 = time.perf_counter()
-        tried: list[tuple[StageResult, ArchSpec, float]] = []
+        tried: list[tuple[StageResult, ArchSpec, float, float]] = []  # + valid AUC, seconds
+        longest = 0.0
         first: StageResult | None = None
         for head in HEADS:
-            if first is not None and not affordable(ctx, tried):
+            if first is not None and not affordable(ctx, longest):
                 break
             found = self.search_head(replace(ctx, options={**ctx.options, "backbone": head}))
             first = first or found
@@ -166,23 +163,24 @@ class AutoFIS(Method):
                 candidates.insert(0, found.spec.copy(
                     numerical={**found.spec.numerical, **dict.fromkeys(linear, "bucket")}))
             for spec in candidates:
-                if not affordable(ctx, tried):
+                if not affordable(ctx, longest):
                     break
                 outcome = fit_spec(ctx.dataset, spec, ctx.train)
-                tried.append((found, spec, outcome.metrics["valid"]["auc"]))
-                found.extra.setdefault("retrain_seconds", []).append(round(outcome.seconds, 3))
+                longest = max(longest, outcome.seconds)
+                tried.append((found, spec, outcome.metrics["valid"]["auc"], outcome.seconds))
         assert first is not None
         if not tried:
             first.seconds = time.perf_counter() - t0
             first.extra["heads"] = {"chosen": first.extra["backbone"], "retrained": []}
             return first
-        best, spec, _ = max(tried, key=lambda t: t[2])
+        best, spec, _, _ = max(tried, key=lambda t: t[2])
         best.spec = spec
         best.seconds = time.perf_counter() - t0
         best.extra["heads"] = {
             "chosen": best.extra["backbone"],
             "retrained": [{"backbone": r.extra["backbone"], "numerical": dict(s.numerical),
-                           "valid_auc": round(v, 6)} for r, s, v in tried]}
+                           "valid_auc": round(v, 6), "seconds": round(sec, 3)}
+                          for r, s, v, sec in tried]}
         return best
 
     def search_head(self, ctx: SearchContext) -> StageResult:
