@@ -15,7 +15,9 @@ from autodrs.data.dataset import Dataset, load_dataset
 from autodrs.methods.interaction.autofis import (
     SEARCH_EPOCHS,
     SEARCH_STEPS,
+    above_largest_drop,
     default_search_epochs,
+    head_candidates,
 )
 from autodrs.methods.interaction.space import PairSelectionSpace
 from autodrs.models.backbones import backbone_spec
@@ -178,25 +180,61 @@ def test_autofis_auto_keeps_the_head_whose_retrain_validates_best(
     from autodrs.experiment import cached_fit, shared_fits
 
     spec = backbone_spec("ipnn", 8).copy(numerical={"num0": "linear", "num_noise": "linear"})
+    # a low threshold, so that gates survive one epoch on 4,000 rows
     ctx = SearchContext(tiny_synthetic, spec, fast_config, seed=0,
-                        options={"backbone": "auto", "search_epochs": 1})
+                        options={"backbone": "auto", "search_epochs": 1, "threshold": 0.3})
     with shared_fits():
         result = get_method("autofis").search(ctx)
         heads = result.extra["heads"]
         tried = heads["retrained"]
-        # the FM head with the linear fields bucketised, the FM head as is, the DeepFM head
-        assert [(t["backbone"], t["numerical"]["num0"]) for t in tried] == \
-            [("fm", "bucket"), ("fm", "linear"), ("deepfm", "linear")]
+        # per head: the strong pairs plain, then every kept pair with its gate; under the FM
+        # head with the linear fields bucketised first
+        assert [(t["backbone"], t["numerical"]["num0"], t["gates"]) for t in tried] == [
+            ("fm", "bucket", False), ("fm", "bucket", True), ("fm", "linear", False),
+            ("fm", "linear", True), ("deepfm", "linear", False), ("deepfm", "linear", True)]
+        assert all(plain["pairs"] < gated["pairs"]
+                   for plain, gated in zip(tried[::2], tried[1::2], strict=True))
         best = max(tried, key=lambda t: t["valid_auc"])
         assert heads["chosen"] == best["backbone"] == result.extra["backbone"]
         assert result.spec.numerical == best["numerical"]
         assert (result.spec.mlp == []) == (best["backbone"] == "fm")
+        assert len(result.spec.interactions) == best["pairs"] == len(result.extra["kept"])
+        assert result.spec.provenance[-1]["kept"] == [i.fields for i in result.spec.interactions]
         # the guard finds the chosen spec already retrained
         assert cached_fit(tiny_synthetic, result.spec, fast_config) is not None
     # no time for any retrain: the first head's search, unretrained, for the guard to judge
     broke = get_method("autofis").search(replace(ctx, budget_seconds=0.0))
     assert broke.extra["heads"] == {"chosen": "fm", "retrained": []}
     assert broke.spec.mlp == [] and broke.spec.fm
+
+
+def test_autofis_plain_candidate_keeps_the_pairs_above_the_largest_gate_drop() -> None:
+    gates = [0.8, -0.75, 0.7, 0.2, 0.1]
+    kept = [Interaction(fields=[f"a{k}", f"b{k}"], weight=g) for k, g in enumerate(gates)]
+    top = above_largest_drop(kept)
+    assert [i.fields for i in top] == [["a0", "b0"], ["a1", "b1"], ["a2", "b2"]]
+    assert all(i.weight is None for i in top)  # a plain FM term: no gates
+    # the drop is measured on magnitudes: a sign flip is no drop
+    signs = [Interaction(["a", "b"], weight=0.8), Interaction(["c", "d"], weight=-0.79),
+             Interaction(["e", "f"], weight=0.1)]
+    assert len(above_largest_drop(signs)) == 2
+    single = above_largest_drop(kept[:1])
+    assert single[0].fields == ["a0", "b0"] and single[0].weight is None
+    assert above_largest_drop([]) == []
+
+
+def test_autofis_head_candidates(tiny_synthetic: Dataset) -> None:
+    schema = tiny_synthetic.schema
+    kept = [Interaction(["r0", "r1"], weight=0.9), Interaction(["r2", "r3"], weight=0.1)]
+    fm = ArchSpec(mlp=[], fm=True, linear=True, numerical={"num0": "linear"}, interactions=kept)
+    out = head_candidates(fm, schema)
+    assert [(c.numerical["num0"], len(c.interactions)) for c in out] == \
+        [("bucket", 1), ("bucket", 2), ("linear", 1), ("linear", 2)]
+    assert out[0].numerical["num_noise"] == "bucket"  # every linear field, default included
+    deep = fm.copy(mlp=[32])  # an MLP can bend a linear encoding: no bucketised variant
+    assert [len(c.interactions) for c in head_candidates(deep, schema)] == [1, 2]
+    # no surviving pair: one candidate, not two identical ones
+    assert len(head_candidates(deep.copy(interactions=[]), schema)) == 1
 
 
 def test_bad_options_are_named(tiny_synthetic: Dataset, fast_config: TrainConfig) -> None:
