@@ -1,9 +1,10 @@
 """Embedding search: stored size against accuracy, every method next to the full-dim model.
 
-For each dataset and seed: train DeepFM at dim 16 (the full-dim baseline), then run each
-embedding method from that spec and retrain what it found with the shared ``fit_spec`` and
-the same training config (PEP's retrain starts from its step-0 weights times the mask, the
-others from scratch). Prints, per method, embedding parameters, stored embedding bytes
+For each dataset and seed: train DeepFM at dim 16 (the full-dim baseline) and at each of
+``--uniform-dims`` (every field at one small dim: what a saving costs without a search),
+then run each embedding method from that spec and retrain what it found with the shared
+``fit_spec`` and the same training config (PEP's retrain starts from its step-0 weights times
+the mask, the others from scratch). Prints, per method, embedding parameters, stored embedding bytes
 (tensors as saved), test AUC (mean ± std over seeds) and search plus retrain seconds; on
 ``synthetic`` also the Bayes-optimal AUC and the dims AutoDim and DNIS give the planted
 relevant high-cardinality fields against the noise fields; and, on ``num0`` (synthetic's
@@ -62,8 +63,10 @@ def options_for(method: str, search_epochs: int, trial_epochs: int,
 
 
 def run_dataset(data: str, seeds: int, epochs: int, search_epochs: int, trials: int,
-                trial_epochs: int, methods: tuple[str, ...], threads: int) -> dict[str, Any]:
-    runs: dict[str, list[dict[str, Any]]] = {m: [] for m in ("full-dim", *methods)}
+                trial_epochs: int, methods: tuple[str, ...], threads: int,
+                uniform_dims: tuple[int, ...] = ()) -> dict[str, Any]:
+    uniform = [f"uniform-d{d}" for d in uniform_dims]
+    runs: dict[str, list[dict[str, Any]]] = {m: [] for m in ("full-dim", *uniform, *methods)}
     truth: dict[str, list[float]] = {}
     encoders: dict[str, list[float]] = {}
     bayes: list[float] = []
@@ -77,6 +80,11 @@ def run_dataset(data: str, seeds: int, epochs: int, search_epochs: int, trials: 
         base_bytes = count_bytes(base.model)["embedding"]
         runs["full-dim"].append(record(base, 0.0, None))
         report(data, seed, "full-dim", runs["full-dim"][-1])
+        # what a saving costs without a search: every field at one small dim
+        for dim, name in zip(uniform_dims, uniform, strict=True):
+            runs[name].append(record(fit_spec(ds, backbone_spec("deepfm", dim), config),
+                                     0.0, None))
+            report(data, seed, name, runs[name][-1])
         if "truth" in ds.info:
             bayes.append(ds.info["truth"]["bayes_auc"])
             compare_encoders(ds, base_spec, config, encoders)
@@ -211,6 +219,9 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=12, help="trials of nis and rule")
     parser.add_argument("--trial-epochs", type=int, default=2)
     parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--uniform-dims", default="1,2",
+                        help="also train DeepFM with every field at each of these dims: what "
+                             "the same saving costs without a search ('' for none)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("runs/bench-embedding"))
     args = parser.parse_args()
@@ -221,7 +232,8 @@ def main() -> None:
     results = {}
     for data in args.data:
         results[data] = run_dataset(data, args.seeds, args.epochs, args.search_epochs,
-                                    args.trials, args.trial_epochs, methods, args.threads)
+                                    args.trials, args.trial_epochs, methods, args.threads,
+                                    tuple(int(d) for d in args.uniform_dims.split(",") if d))
         print(summarise(data, results[data]), flush=True)
     plot(results, args.out / "auc_vs_bytes.png")
     (args.out / "embedding.json").write_text(json.dumps(results, indent=2, default=float))
