@@ -66,7 +66,14 @@ def _full_result() -> dict:
                         for i in range(1, 8)]},
             {"method": "autofis", "strategy": "gradient", "seconds": 3.0,
              "ranking": [["r0", "r1"], ["r1", "r2"], ["r0", "r2"]],
-             "scores": {"r0*r1": 0.9, "r1*r2": 0.5, "r0*r2": 0.0}},
+             "scores": {"r0*r1": 0.9, "r1*r2": 0.5, "r0*r2": 0.0}, "kept": ["r0*r1"],
+             "heads": {"chosen": "fm", "retrained": [
+                 {"backbone": "fm", "numerical": {}, "pairs": 1, "gates": False,
+                  "valid_auc": 0.83, "seconds": 1.5},
+                 {"backbone": "fm", "numerical": {}, "pairs": 2, "gates": True,
+                  "valid_auc": 0.82, "seconds": 1.2},
+                 {"backbone": "deepfm", "numerical": {"num0": "bucket"}, "pairs": 2,
+                  "gates": True, "valid_auc": 0.81, "seconds": 2.0}]}},
             {"method": "hparams", "strategy": "tpe", "seconds": 5.0, "ranking": [], "scores": {},
              "trials": [{"number": i, "values": [float(v)]}
                         for i, v in enumerate(np.linspace(0.6, 0.8, 6))]},
@@ -99,6 +106,21 @@ def test_every_plot_is_present_and_drawn_in_chromium(tmp_path):
 
     pixels = imread(shot)
     assert pixels.shape[0] > 500 and float(pixels[..., :3].std()) > 0.05
+
+
+def test_report_lists_the_candidates_a_stage_retrained(tmp_path):
+    out = tmp_path / "report.html"
+    build_report(_full_result(), out)
+    text = out.read_text()
+    table = text[text.index("<table class='candidates'>"):]
+    table = table[:table.index("</table>")]
+    rows = re.findall(r"<tr( class=searched)?><td>(\w+)</td><td>(\d+)</td><td>([\w ]+)</td>"
+                      r"<td>([^<]*)</td><td>([\d.]+)</td>", table)
+    assert [(r[1], r[2], r[3], r[4], r[5]) for r in rows] == [
+        ("fm", "1", "plain", "-", "0.8300"), ("fm", "2", "gates as attention", "-", "0.8200"),
+        ("deepfm", "2", "gates as attention", "num0 bucket", "0.8100")]
+    assert [bool(r[0]) for r in rows] == [True, False, False]  # the best validation marked
+    assert "kept pairs: r0*r1" in text
 
 
 def test_report_command_renders_a_trained_run(tmp_path):

@@ -144,6 +144,9 @@ def _stage(page: _Page, index: int, stage: dict[str, Any], truth: dict[str, Any]
                 if "stage_valid_auc" in guard else "")
         page.add(f"<p class='guard {verdict}'>Validation guard: the stage's spec was "
                  f"<b>{verdict}</b>{aucs}: {html.escape(str(guard.get('reason', '')))}.</p>")
+    heads = stage.get("heads")
+    if isinstance(heads, dict) and heads.get("retrained"):
+        _candidates(page, heads["retrained"], stage.get("kept") or [])
     ranking = stage.get("ranking") or []
     scores = stage.get("scores") or {}
     pair_keys = [k for k in scores if "*" in k]
@@ -199,6 +202,27 @@ def _stage(page: _Page, index: int, stage: dict[str, Any], truth: dict[str, Any]
             page.figure(f"{method}-dag", plots.dag(nodes, f"{method}: chosen block DAG"),
                         "Blocks and their inputs, left to right")
     page.add("</section>")
+
+
+def _candidates(page: _Page, tried: list[dict[str, Any]], kept: list[str]) -> None:
+    """The specs an interaction stage retrained to choose between (AutoFIS ``backbone=auto``:
+    per head, the strong pairs plain and every kept pair gated), the chosen one marked."""
+    best = max(range(len(tried)), key=lambda i: float(tried[i].get("valid_auc", -1.0)))
+    rows = []
+    for i, t in enumerate(tried):
+        encoders = ", ".join(f"{k} {v}" for k, v in sorted((t.get("numerical") or {}).items()))
+        rows.append(f"<tr{' class=searched' if i == best else ''}>"
+                    f"<td>{html.escape(str(t.get('backbone', '?')))}</td>"
+                    f"<td>{t.get('pairs', '')}</td>"
+                    f"<td>{'gates as attention' if t.get('gates') else 'plain'}</td>"
+                    f"<td>{html.escape(encoders) or '-'}</td>"
+                    f"<td>{_fmt(t.get('valid_auc'))}</td>"
+                    f"<td>{_fmt(t.get('seconds'), 1)}</td></tr>")
+    page.add("<h3>Candidates retrained</h3><table class='candidates'><tr><th>head</th>"
+             "<th>pairs</th><th>pair weights</th><th>numerical encoders</th>"
+             "<th>valid AUC</th><th>seconds</th></tr>" + "".join(rows) + "</table>")
+    if kept:
+        page.add("<p class='kv'>kept pairs: " + html.escape(", ".join(map(str, kept))) + "</p>")
 
 
 def _trial_value(trial: dict[str, Any]) -> float:
