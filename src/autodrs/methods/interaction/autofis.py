@@ -15,6 +15,10 @@ norm on each product (option ``pair_norm``, ``ArchSpec.pair_norm``); on movielen
 retrain tested 0.7848 +- 0.0033 against 0.7905 +- 0.0016 without it
 (``benchmarks/interaction.py --data movielens-100k --methods autofis``), so it is off by
 default. The ranking is by ``|alpha|``.
+
+``backbone=auto`` (the default pipeline's) searches under an FM head and a DeepFM head and
+retrains, per head, the paper's retrain and a plain FM term over the pairs above the largest
+drop in gate magnitude (:func:`head_candidates`), keeping what validates best.
 """
 
 from __future__ import annotations
