@@ -6,6 +6,7 @@ write their decisions into a spec that builds."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 
@@ -252,3 +253,79 @@ def test_autoctr_seeds_backbones_and_final_fit(tiny_synthetic: Dataset,
     assert {f["number"] for f in final} == {t["number"] for t in leaders} | {0, 1}
     best = max(final, key=lambda f: f["valid_auc"])
     assert found.extra["best_number"] == best["number"]
+
+
+def test_a_deadline_with_a_reserve_stops_where_the_reserve_begins(
+        tiny_synthetic: Dataset, fast_config: TrainConfig) -> None:
+    import time
+
+    from autodrs.search.estimation import BudgetExhausted, Deadline
+
+    ctx = SearchContext(tiny_synthetic, ArchSpec(), fast_config, budget_seconds=100.0)
+    Deadline(ctx, reserve=50.0).on_step(None, None, 0, None, None)  # 100 s left: go on
+    ctx.started = time.monotonic() - 60.0  # 40 s left, 50 kept for the final fit
+    Deadline(ctx).on_step(None, None, 0, None, None)  # the plain deadline: still time
+    with pytest.raises(BudgetExhausted, match="kept for the final fit"):
+        Deadline(ctx, reserve=50.0).on_step(None, None, 0, None, None)
+
+
+def test_autoctr_final_fit_gives_each_finalist_a_share_and_skips_a_cut_one(
+        tiny_synthetic: Dataset, fast_config: TrainConfig,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    import autodrs.methods.blocks.autoctr as autoctr
+    from autodrs.search.estimation import BudgetExhausted
+
+    reserves: list[float] = []
+    valid = {0: 0.70, 1: 0.99, 2: 0.75}  # #1 would validate best, but is too slow
+
+    def fake_train(ds, spec, config, train, valid_rows, hooks, parent=None):
+        reserves.append(hooks[0].reserve)
+        number = spec.provenance[-1]["number"]
+        if number == 1:
+            raise BudgetExhausted("cut")
+        return None, SimpleNamespace(valid={"auc": valid[number]})
+
+    monkeypatch.setattr(autoctr, "train_candidate", fake_train)
+    ctx = SearchContext(tiny_synthetic, ArchSpec(), fast_config, budget_seconds=90.0)
+    finalists = [Candidate(k, [], ArchSpec(provenance=[{"number": k}]), 0.5, 0.6, 1, 1.0)
+                 for k in range(3)]
+    chosen, results, cut = autoctr.AutoCTR.final_fit(ctx, finalists, finalists[0])
+    # shares of the time left (the fakes take no time): the first fit stops where the
+    # other two shares begin, the second where the last one's begins, the last at the end
+    assert reserves == pytest.approx([60.0, 45.0, 0.0], abs=1.0)
+    assert cut == [1] and [r["number"] for r in results] == [0, 2]
+    assert chosen.number == 2  # the best of the fits that finished
+    # without a budget nothing is kept back
+    reserves.clear()
+    autoctr.AutoCTR.final_fit(dataclasses.replace(ctx, budget_seconds=None), finalists[::2],
+                              finalists[0])
+    assert reserves == [0.0, 0.0]
+
+
+def test_autoctr_candidates_stop_where_the_final_fits_time_begins(
+        tiny_synthetic: Dataset, fast_config: TrainConfig,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import autodrs.methods.blocks.autoctr as autoctr
+
+    seen: list[tuple[int, float]] = []  # (training rows, the deadline's reserve)
+    real = autoctr.train_candidate
+
+    def spy(ds, spec, config, train, valid, hooks, parent=None):
+        seen.append((len(train), hooks[0].reserve))
+        return real(ds, spec, config, train, valid, hooks, parent)
+
+    monkeypatch.setattr(autoctr, "train_candidate", spy)
+    ctx = SearchContext(tiny_synthetic, backbone_spec("deepfm", 8), fast_config, seed=0,
+                        trials=3, budget_seconds=3600.0,
+                        options={"fast": True, "population": 2, "blocks": 2,
+                                 "final_candidates": 2})
+    found = get_method("autoctr").search(ctx)
+    searched = [r for n, r in seen if n < len(tiny_synthetic.train)]  # the subsampled fits
+    final = [r for n, r in seen if n == len(tiny_synthetic.train)]
+    assert len(searched) == found.extra["candidates"] == 3
+    # the first candidate has no timing to size the reserve; the later ones keep one back
+    assert searched[0] == 0.0 and all(r > 0.0 for r in searched[1:])
+    # the final fits share what is left: the first keeps the second's share, the last none
+    assert len(final) == 2 and final[0] > 0.0 and final[-1] == 0.0

@@ -74,15 +74,20 @@ class BudgetExhausted(optuna.TrialPruned):
 
 
 class Deadline(TrainHook):
-    """Stops a trial when the search's budget is spent, so the search ends on time."""
+    """Stops a trial when the search's budget is spent, so the search ends on time; with a
+    ``reserve``, as soon as only that many seconds are left (time kept for a final fit)."""
 
-    def __init__(self, ctx: SearchContext) -> None:
+    def __init__(self, ctx: SearchContext, reserve: float = 0.0) -> None:
         self.ctx = ctx
+        self.reserve = reserve
 
     def on_step(self, trainer: Trainer, model: nn.Module, step: int, batch: Any,
                 loss: torch.Tensor) -> None:
-        if self.ctx.out_of_budget():
-            raise BudgetExhausted("the search budget ran out during this trial")
+        left = self.ctx.remaining()
+        if left is not None and left <= self.reserve:
+            raise BudgetExhausted("the search budget ran out during this trial" if
+                                  self.reserve <= 0 else
+                                  f"only the {self.reserve:.0f} s kept for the final fit are left")
 
 
 def inherit_weights(model: nn.Module, state: dict[str, torch.Tensor],

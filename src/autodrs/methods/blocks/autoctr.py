@@ -338,12 +338,14 @@ class AutoCTR(Method):
         seen: set[str] = set()
         stopped = False
 
-        def evaluate(arch: list[Token], parent: Candidate | None) -> Candidate | None:
+        def evaluate(arch: list[Token], parent: Candidate | None,
+                     reserve: float = 0.0) -> Candidate | None:
             spec = base.copy(dag=encoding.graph(arch).to_dict())
             start = time.perf_counter()
             try:
+                # a candidate slower than the others stops where the final fit's time begins
                 model, fit = train_candidate(ctx.dataset, spec, config, train_rows,
-                                             ctx.dataset.valid, [Deadline(ctx)],
+                                             ctx.dataset.valid, [Deadline(ctx, reserve)],
                                              parent.state if parent is not None and warm
                                              else None)
             except BudgetExhausted:
@@ -380,7 +382,7 @@ class AutoCTR(Method):
                 arch = self.child(encoding, parent, rng, seen, history,
                                   ranker if use_ranker and len(history) >= RANKER_MIN_HISTORY
                                   else None, n_mutants)
-            cand = evaluate(arch, parent)
+            cand = evaluate(arch, parent, reserve)
             if cand is None:
                 stopped = True
                 break
@@ -399,7 +401,7 @@ class AutoCTR(Method):
             return dag_result(self.name, strategy, spec, [], {}, time.perf_counter() - t0,
                               extra={"candidates": 0, "stopped_by_budget": True})
         ordered = sorted(history, key=lambda c: (c.logloss, c.number))
-        best, final = ordered[0], []
+        best, final, final_cut = ordered[0], [], []
         if finalists > 1:
             # the seed backbones join the finalists: they trained from scratch at low
             # fidelity, while the leaders are warm-started descendants that trained longer
@@ -408,7 +410,7 @@ class AutoCTR(Method):
             leaders = {c.number for c in chosen}
             chosen += [c for c in history if encoding.key(c.arch) in seed_keys
                        and c.number not in leaders]
-            best, final = self.final_fit(ctx, chosen, best)
+            best, final, final_cut = self.final_fit(ctx, chosen, best)
         labels = [f"#{c.number}: {summary(c.spec)}" for c in ordered[:10]]
         return dag_result(
             self.name, strategy, best.spec, labels,
@@ -421,28 +423,36 @@ class AutoCTR(Method):
             extra={"candidates": len(history), "best_number": best.number,
                    "valid_logloss": best.logloss, "valid_auc": best.auc,
                    "stopped_by_budget": stopped, "ranker": use_ranker,
-                   "final_fit": final})
+                   "final_fit": final, "final_cut": final_cut})
 
     @staticmethod
     def final_fit(ctx: SearchContext, finalists: list[Candidate],
-                  best: Candidate) -> tuple[Candidate, list[dict[str, float]]]:
+                  best: Candidate) -> tuple[Candidate, list[dict[str, float]], list[int]]:
         """Retrain the finalists from scratch at full fidelity (all training rows, the
         command's epochs and early stopping, as AutoCTR's final fit) and keep the one with
-        the best validation AUC; a retrain cut short by the budget does not count."""
+        the best validation AUC. Under a budget each finalist gets an equal share of the time
+        left (its fit stops where the next finalists' shares begin), so one slow DAG cannot
+        starve the others; a retrain cut short does not count (its number is listed in the
+        third value)."""
         config = replace(ctx.train, seed=ctx.seed, progress=False, checkpoint=None)
-        results = []
+        results: list[dict[str, float]] = []
+        cut: list[int] = []
         chosen, chosen_auc = best, -1.0
-        for cand in finalists:
+        for i, cand in enumerate(finalists):
+            left = ctx.remaining()
+            after = len(finalists) - i - 1  # finalists still to fit after this one
+            reserve = 0.0 if left is None else left * after / (after + 1)
             try:
                 _, fit = train_candidate(ctx.dataset, cand.spec, config, ctx.dataset.train,
-                                         ctx.dataset.valid, [Deadline(ctx)])
+                                         ctx.dataset.valid, [Deadline(ctx, reserve)])
             except BudgetExhausted:
-                break
+                cut.append(cand.number)
+                continue
             auc = float(fit.valid["auc"])
             results.append({"number": cand.number, "valid_auc": round(auc, 6)})
             if auc > chosen_auc:
                 chosen, chosen_auc = cand, auc
-        return chosen, results
+        return chosen, results, cut
 
     @staticmethod
     def fresh(encoding: DagEncoding, rng: random.Random, seen: set[str]) -> list[Token]:
