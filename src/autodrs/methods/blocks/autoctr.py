@@ -26,7 +26,9 @@ As in the official code (``nasrec/evolutionary_controller.py``):
 - **final fit**: the best ``final_candidates`` architectures by validation logloss, and the
   seed backbones (below), are retrained from scratch on all training rows and the best by
   validation AUC is returned (the paper retrains only the best; with
-  ``final_candidates=1`` so does this). The search command then retrains the returned spec
+  ``final_candidates=1`` so does this). Under a budget the search keeps time back for this
+  fit (a candidate stops where it begins) and each finalist gets an equal share of it, so
+  one slow DAG cannot starve the others. The search command then retrains the returned spec
   from scratch.
 
 Three choices of this implementation: the initial population starts with the hand-crafted
