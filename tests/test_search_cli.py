@@ -133,3 +133,22 @@ def test_search_killed_with_sigkill_resumes_without_losing_finished_trials(
     not_interrupted = [t for t in trials if t.get("error") != "interrupted"]
     assert len(not_interrupted) == target
     assert all(t["state"] == "COMPLETE" for t in not_interrupted)
+
+
+def test_the_stage_line_says_what_was_chosen_and_what_the_guard_did() -> None:
+    from autodrs.search.base import StageResult
+    from autodrs.search.commands import stage_line
+
+    stage = StageResult("autofis", "gradient", ArchSpec(), ranking=[["a", "b"]], seconds=12.3,
+                        extra={"budget_seconds": 40.0, "heads": {"chosen": "fm", "retrained": [
+                            {"backbone": "fm", "pairs": 5, "gates": False, "valid_auc": 0.8381},
+                            {"backbone": "fm", "pairs": 9, "gates": True, "valid_auc": 0.8339}]},
+                            "guard": {"kept": False, "stage_valid_auc": 0.8381,
+                                      "input_valid_auc": 0.8390}})
+    line = stage_line(3, 4, stage)
+    assert line.startswith("stage 4/4 autofis (gradient): 12.3s of 40.0s; best first: [['a', 'b']]")
+    assert "chose the fm head, 5 pairs plain (validation 0.8381) of 2 retrained" in line
+    assert line.endswith("guard: rejected (0.8381 against 0.8390)")
+    # a stage without candidates or a guard check: the plain line
+    bare = StageResult("autofield", "gradient", ArchSpec(), ranking=["x"], seconds=1.0)
+    assert stage_line(0, 2, bare) == "stage 1/2 autofield (gradient): 1.0s; best first: ['x']"

@@ -83,6 +83,30 @@ EFFECTIVE_KEYS = (
 )
 
 
+def stage_line(index: int, total: int, stage: StageResult) -> str:
+    """The console line of a finished stage: its time against its share, its ranking's
+    head, the candidate it chose among those it retrained, and the guard's verdict."""
+    share = stage.extra.get("budget_seconds")
+    of = f" of {share:.1f}s" if share is not None else ""
+    line = (f"stage {index + 1}/{total} {stage.method} ({stage.strategy}): "
+            f"{stage.seconds:.1f}s{of}; best first: {stage.ranking[:3]}")
+    heads = stage.extra.get("heads")
+    if isinstance(heads, dict) and heads.get("retrained"):
+        tried = heads["retrained"]
+        best = max(tried, key=lambda t: t["valid_auc"])
+        weights = "gated" if best.get("gates") else "plain"
+        line += (f"; chose the {best['backbone']} head, {best.get('pairs', '?')} pairs "
+                 f"{weights} (validation {best['valid_auc']:.4f}) of {len(tried)} retrained")
+    guard = stage.extra.get("guard")
+    if isinstance(guard, dict) and "stage_valid_auc" in guard:
+        verdict = "kept" if guard.get("kept") else "rejected"
+        line += (f"; guard: {verdict} ({guard['stage_valid_auc']:.4f} against "
+                 f"{guard['input_valid_auc']:.4f})")
+    elif isinstance(guard, dict) and not guard.get("kept", True):
+        line += "; guard: rejected"
+    return line
+
+
 @app.command("search")
 def search_command(
     click_ctx: typer.Context,
@@ -229,11 +253,7 @@ def run_search(data: str, out_dir: Path, methods: str | None, strategy: str | No
                             ray_address=ray_address)
 
         def report(index: int, stage: StageResult) -> None:
-            share = stage.extra.get("budget_seconds")
-            of = f" of {share:.1f}s" if share is not None else ""
-            console.print(f"stage {index + 1}/{len(names)} {stage.method} ({stage.strategy}): "
-                          f"{stage.seconds:.1f}s{of}; best first: {stage.ranking[:3]}",
-                          highlight=False)
+            console.print(stage_line(index, len(names), stage), highlight=False)
 
         # the budget covers the stages and the retrain: the stages stop in time to leave a
         # share of it for the retrain, which is never cut short (the searched model is compared
