@@ -341,7 +341,7 @@ class AutoCTR(Method):
         stopped = False
 
         def evaluate(arch: list[Token], parent: Candidate | None,
-                     reserve: float = 0.0) -> Candidate | None:
+                     reserve: float) -> Candidate | None:
             spec = base.copy(dag=encoding.graph(arch).to_dict())
             start = time.perf_counter()
             try:

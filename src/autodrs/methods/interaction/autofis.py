@@ -76,10 +76,9 @@ def above_largest_drop(kept: list[Interaction]) -> list[Interaction]:
     """The pairs ranked above the largest drop between consecutive gate magnitudes
     (``kept`` best first), without their gates: the strong pairs of a search whose tail of
     weak survivors GRDA's threshold did not reach."""
-    if len(kept) < 2:
-        return [Interaction(fields=list(i.fields), function=i.function) for i in kept]
     size = [abs(i.weight or 0.0) for i in kept]
-    cut = max(range(1, len(kept)), key=lambda k: size[k - 1] - size[k])
+    cut = (max(range(1, len(kept)), key=lambda k: size[k - 1] - size[k]) if len(kept) > 1
+           else len(kept))
     return [Interaction(fields=list(i.fields), function=i.function) for i in kept[:cut]]
 
 
