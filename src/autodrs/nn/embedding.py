@@ -57,26 +57,66 @@ class AutoDisEmbedding(nn.Module):
     The biases b and c (which common implementations keep and the paper's equations leave
     out) give each bucket its own kink: without them every logit is linear through x = 0 on
     each side, so the assignment only sharpens with |x| and a non-monotone effect of x
-    cannot be represented. The temperature is low (0.1; the official code uses 1e-5), so each
-    meta-embedding learns from its own range of x from the first steps: at 1.0 they all get
-    nearly the same gradient, and a model that stops early never separates them."""
+    cannot be represented.
 
-    def __init__(self, dim: int, buckets: int = AUTODIS_BUCKETS, temperature: float = 0.1,
+    Given ``centres`` (the field's equal-frequency bucket centres, from its train quantiles),
+    the assignment starts as a soft equal-frequency discretisation: every hidden unit is
+    ``x + c`` (linear over the data) and bucket k's logit is ``(mu_k x - mu_k^2 / 2) /
+    sigma^2`` (a Gaussian around its centre mu_k, the shared ``-x^2 / 2 sigma^2`` cancelling
+    in the softmax; sigma is ``width`` times the centres' median spacing), then learned. The
+    temperature is then 1: the sharpness lies in the parameters' scale, so an Adam step moves
+    a logit by about the learning rate. Dividing by a small tau instead multiplies every
+    step by 1/tau: the assignment drifts faster than the meta-embeddings learn, and the end
+    buckets are swallowed by their neighbours (on ``synthetic``'s cos-shaped num0 the fitted
+    curve went flat over both ends of the range, and lost to 16 hard buckets). Without
+    centres (a field with one distinct value) the draws are random, as in ``nn.Linear(1, H)``,
+    sharpened by 1 / ``temperature``."""
+
+    def __init__(self, dim: int, centres: list[float] | None = None,
+                 buckets: int = AUTODIS_BUCKETS, temperature: float = 0.1, width: float = 1.0,
                  alpha: float = 0.1) -> None:
         super().__init__()
-        # slopes and kinks spread over the standardised range (nn.Linear(1, H)'s draw)
+        if centres is not None and len(centres) >= 2:
+            buckets = len(centres)
         self.w = nn.Parameter(torch.empty(buckets).uniform_(-1.0, 1.0))
         self.c = nn.Parameter(torch.empty(buckets).uniform_(-1.0, 1.0))
         self.proj = nn.Linear(buckets, buckets)
         self.meta = nn.Parameter(torch.randn(buckets, dim) * 0.01)
         self.alpha = alpha
-        self.temperature = temperature
+        with torch.no_grad():
+            if centres is not None and len(centres) >= 2:
+                mu = torch.tensor(centres, dtype=torch.float32)
+                sigma = width * float((mu[1:] - mu[:-1]).median())
+                slope, offset = mu / sigma**2, -(mu**2) / (2 * sigma**2)
+                shift = 1.0 - float(mu[0])  # every unit's kink one unit below the first centre
+                self.w.fill_(1.0)
+                self.c.fill_(shift)
+                # the units are equal, so the skip term alpha h adds the same to every logit
+                self.proj.weight.zero_()
+                self.proj.weight[:, 0] = slope
+                self.proj.bias.copy_(offset - shift * slope)
+            else:
+                self.proj.weight.mul_(1.0 / temperature)
+                self.proj.bias.mul_(1.0 / temperature)
+                self.alpha = alpha / temperature
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = nn.functional.leaky_relu(x.unsqueeze(1) * self.w + self.c)
         logits = self.proj(h) + self.alpha * h
-        p = torch.softmax(logits / self.temperature, dim=1)
-        return p @ self.meta
+        return torch.softmax(logits, dim=1) @ self.meta
+
+
+def bucket_centres(boundaries: list[float] | None) -> list[float] | None:
+    """The centres of the buckets ``boundaries`` cut (standardised units): the midpoints
+    between consecutive boundaries, the two open ends half their neighbour's width beyond
+    the outer boundaries (one unit with a single boundary); None without a boundary."""
+    if not boundaries:
+        return None
+    b = [float(v) for v in boundaries]
+    if len(b) == 1:
+        return [b[0] - 0.5, b[0] + 0.5]
+    inner = [(lo + hi) / 2 for lo, hi in zip(b[:-1], b[1:], strict=True)]
+    return [b[0] - (b[1] - b[0]) / 2, *inner, b[-1] + (b[-1] - b[-2]) / 2]
 
 
 class NumericalEmbedding(nn.Module):
@@ -90,7 +130,7 @@ class NumericalEmbedding(nn.Module):
             self.table = nn.Embedding(len(boundaries or []) + 1, dim)
             nn.init.normal_(self.table.weight, std=0.01)
         else:
-            self.autodis = AutoDisEmbedding(dim)
+            self.autodis = AutoDisEmbedding(dim, bucket_centres(boundaries))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.encoder == "linear":
