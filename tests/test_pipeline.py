@@ -374,7 +374,7 @@ def test_validation_guard_prefers_the_smaller_model_when_both_validate_alike(
             auc, params = figures[spec.embed_dim]
 
             class Outcome:
-                metrics = {"valid": {"auc": auc}}
+                metrics = {"valid": {"auc": auc, "logloss": 0.5}}
             Outcome.params = {"embedding": params}
             return Outcome()
 
@@ -388,6 +388,41 @@ def test_validation_guard_prefers_the_smaller_model_when_both_validate_alike(
     assert guard(big, too_far).embed_dim == 8 and not too_far.extra["guard"]["kept"]
     grown = StageResult(method="probe", strategy="none", spec=bigger)
     assert guard(big, grown).embed_dim == 8 and grown.extra["guard"]["tolerance"] == 0.0
+
+
+def test_validation_guard_tolerance_does_not_add_up_over_stages(
+        tiny_synthetic: Dataset, fast_config: TrainConfig) -> None:
+    """Each shrinking step within the tolerance of its own input, but the second beyond it
+    from the best kept so far: only the first is kept."""
+    figures = {8: (0.800, 800, 0.500), 4: (0.7994, 400, 0.501), 2: (0.7988, 200, 0.501),
+               1: (0.7999, 100, 0.5015), 16: (0.7996, 50, 0.505)}
+
+    class Fixed(ValidationGuard):
+        def fit(self, spec):  # noqa: ANN001, ANN202
+            auc, params, logloss = figures[spec.embed_dim]
+
+            class Outcome:
+                metrics = {"valid": {"auc": auc, "logloss": logloss}}
+            Outcome.params = {"embedding": params}
+            return Outcome()
+
+    guard = Fixed(tiny_synthetic, fast_config, tolerance=0.0, shrink_tolerance=0.001)
+    d8, d4, d2, d1 = (backbone_spec("deepfm", d) for d in (8, 4, 2, 1))
+    assert guard(d8, StageResult(method="a", strategy="none", spec=d4)) is d4
+    second = StageResult(method="b", strategy="none", spec=d2)
+    # 0.0006 below its input (0.7994), 0.0012 below the best kept so far (0.800)
+    assert guard(d4, second).embed_dim == 4
+    assert second.extra["guard"]["kept"] is False
+    assert second.extra["guard"]["best_valid_auc"] == 0.800
+    # a later shrinking stage within the tolerance of that best still goes on
+    third = StageResult(method="c", strategy="none", spec=d1)
+    assert guard(d4, third) is d1 and third.extra["guard"]["kept"]
+    # alike in AUC but not in logloss (0.005 above the best's, tolerance 0.002): rejected
+    d16 = backbone_spec("deepfm", 16)
+    fourth = StageResult(method="d", strategy="none", spec=d16)
+    assert guard(d1, fourth) is not d16 and not fourth.extra["guard"]["kept"]
+    assert fourth.extra["guard"]["best_valid_logloss"] == 0.5
+    assert fourth.extra["guard"]["logloss_tolerance"] == 0.002
 
 
 def test_validation_guard_skips_retrains_the_budget_cannot_pay_for(

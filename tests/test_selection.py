@@ -77,6 +77,17 @@ def test_pick_k_takes_the_smallest_k_within_tolerance() -> None:
     assert curve_area([1, 3], [0.6, 0.8], 3) == pytest.approx(0.7)
 
 
+def test_pick_k_with_a_logloss_tolerance_needs_the_logloss_alike_too() -> None:
+    # k=2 is within the AUC tolerance of the best (k=3) but its logloss is 0.005 higher
+    points = [ErasePoint(k, [], valid_auc=v, test_auc=v, valid_logloss=ll,
+                         test_logloss=ll, seconds=0.0)
+              for k, v, ll in [(1, 0.70, 0.60), (2, 0.7505, 0.555), (3, 0.751, 0.550),
+                               (4, 0.7505, 0.551)]]
+    assert pick_k(points, 0.002).k == 2
+    assert pick_k(points, 0.002, logloss_tolerance=0.002).k == 3
+    assert pick_k(points, 0.002, logloss_tolerance=0.01).k == 2
+
+
 def test_erase_curve_retrains_on_top_k(tiny_synthetic: Dataset,
                                        fast_config: TrainConfig) -> None:
     ranking = ["num0", "r3", "r1", "n0"]

@@ -89,3 +89,43 @@ def test_l2_fields_validated(tiny_synthetic):
         spec.validate(tiny_synthetic.schema)
     with pytest.raises(SpecError, match="must be >= 0"):
         backbone_spec("fm").copy(l2_fields={"r0": -1.0}).validate(tiny_synthetic.schema)
+
+
+def test_optim_raises_a_learning_rate_too_low_to_learn_and_the_spec_trains_at_it(
+        tiny_synthetic, fast_config):
+    fast_config.lr = 1e-5  # two epochs at this rate leave DeepFM near chance
+    result = get_method("optim").search(_ctx(tiny_synthetic, fast_config,
+                                             lr_factors="1,300,0.5"))
+    assert result.extra["start"] == "lr=1e-05, batch=512"
+    assert result.ranking[0] == "lr=0.003, batch=512"
+    assert result.extra["lr"] == pytest.approx(3e-3)
+    assert set(result.scores) == {"lr=1e-05, batch=512", "lr=0.003, batch=512",
+                                  "lr=5e-06, batch=512"}
+    assert result.scores["lr=0.003, batch=512"] > result.scores["lr=1e-05, batch=512"] + 0.05
+    assert result.spec.training.lr == pytest.approx(3e-3)
+    assert result.spec.provenance[-1]["method"] == "optim"
+    # the spec carries its rate: a fit under the run's (too low) config trains at 3e-3
+    refit = fit_spec(tiny_synthetic, result.spec, fast_config)
+    assert refit.metrics["valid"]["auc"] == pytest.approx(result.scores["lr=0.003, batch=512"])
+
+
+def test_optim_keeps_the_spec_when_no_rate_validates_better(tiny_synthetic, fast_config):
+    fast_config.lr = 3e-3
+    # rates 1000x off either way cannot beat a rate that learns
+    result = get_method("optim").search(_ctx(tiny_synthetic, fast_config,
+                                             lr_factors="1,0.001,1000"))
+    assert result.ranking[0] == "lr=0.003, batch=512"
+    assert result.spec.training.lr is None  # the spec as it came: the command's setting
+    assert len(result.scores) == 3
+
+
+def test_optim_batch_sizes_and_bad_options(tiny_synthetic, fast_config):
+    result = get_method("optim").search(_ctx(tiny_synthetic, fast_config, lr_factors="1",
+                                             batch_sizes="512,128"))
+    assert set(result.scores) == {"lr=0.001, batch=512", "lr=0.001, batch=128"}
+    chosen = result.ranking[0]
+    assert result.scores[chosen] == max(result.scores.values())
+    assert result.spec.training.batch_size == (128 if chosen.endswith("batch=128") else None)
+    for bad in ("0,1", "fast", ""):
+        with pytest.raises(ValueError, match="lr_factors must be positive numbers"):
+            get_method("optim").search(_ctx(tiny_synthetic, fast_config, lr_factors=bad))

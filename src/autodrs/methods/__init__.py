@@ -2,7 +2,7 @@
 registers every method with ``autodrs.search.base.METHODS``."""
 # ruff: noqa: I001  (one import line appended per method, in any order)
 from autodrs.methods import hparams  # noqa: F401, E402
-from autodrs.methods.training import autoloss, lambdaopt  # noqa: F401
+from autodrs.methods.training import autoloss, lambdaopt, optim  # noqa: F401
 from autodrs.methods import embedding  # noqa: F401, E402
 from autodrs.methods import interaction  # noqa: F401, E402
 from autodrs.methods import selection  # noqa: F401, E402

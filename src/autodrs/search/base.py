@@ -66,6 +66,20 @@ def parse_budget(text: str | None) -> float | None:
     return seconds
 
 
+def validates_alike(auc: float, logloss: float, ref_auc: float, ref_logloss: float,
+                    tolerance: float, logloss_tolerance: float | None = None) -> bool:
+    """Whether a model validates alike a reference (the best one measured): its validation
+    AUC within ``tolerance`` below the reference's and, given ``logloss_tolerance``, its
+    validation logloss within that above the reference's. The rules that prefer the smaller
+    of two models that validate alike (ERASE's k, frequency pruning's threshold, the
+    pipeline's guard) use it. AUC alone is a coarse judge on validation sets of ~10k rows:
+    on movielens-100k, dropping two fields moved validation AUC by 0.0009 and validation
+    logloss by 0.005, and test AUC fell 0.007."""
+    if auc < ref_auc - tolerance:
+        return False
+    return logloss_tolerance is None or logloss <= ref_logloss + logloss_tolerance
+
+
 @dataclass
 class SearchContext:
     """Everything a stage needs: data, the spec so far, the training config, the budget.

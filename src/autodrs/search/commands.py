@@ -60,6 +60,7 @@ from autodrs.pipeline import (
     NEEDS_NUMERICAL,
     PIPELINE_OPTIONS,
     RETRAIN_SHARE,
+    SHRINK_LOGLOSS_TOLERANCE,
     SHRINK_TOLERANCE,
     ValidationGuard,
     load_config,
@@ -230,6 +231,7 @@ def run_search(data: str, out_dir: Path, methods: str | None, strategy: str | No
         options["memory_budget"] = memory_budget
     if guard:  # stages choose as the guard judges: the smallest model within its tolerance
         options["tolerance"] = SHRINK_TOLERANCE
+        options["logloss_tolerance"] = SHRINK_LOGLOSS_TOLERANCE
     if not methods:  # the default pipeline's interaction stage chooses its head too
         options.update(PIPELINE_OPTIONS)
     with shared_fits():  # a fit asked for twice (ERASE, guard, retrain, baseline) runs once

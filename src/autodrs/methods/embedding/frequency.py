@@ -11,7 +11,8 @@ rows only, so parameters, state-dict bytes and ``model.pt`` really shrink.
 Search: the model of the spec is retrained from scratch (``experiment.fit_spec``, the run's
 trainer) at each threshold of a small grid, ascending (``thresholds``, default 1, 2, 3, 5,
 10, 20; 1 is the input spec), and the largest threshold whose validation AUC is within
-``tolerance`` (default 0) of the best is kept. Rare ids are noise to a full table (a few
+``tolerance`` (default 0) of the best is kept (and, with the option ``logloss_tolerance``,
+whose validation logloss is within that of the best's: ``search.base.validates_alike``). Rare ids are noise to a full table (a few
 gradient steps each), so on small data a threshold often validates *better* than none as
 well as storing fewer rows. Under a budget no retrain is started that the time left cannot
 pay for (judged by the longest retrain so far), and one the budget cuts short is left out.
@@ -27,7 +28,14 @@ import numpy as np
 from autodrs.data.schema import FIRST_ID
 from autodrs.experiment import fit_spec
 from autodrs.methods.embedding.common import dims_result, option, searched_fields
-from autodrs.search.base import Method, SearchContext, SearchError, StageResult, register_method
+from autodrs.search.base import (
+    Method,
+    SearchContext,
+    SearchError,
+    StageResult,
+    register_method,
+    validates_alike,
+)
 from autodrs.train.trainer import TimeLimit
 
 THRESHOLDS = (1, 2, 3, 5, 10, 20)
@@ -84,6 +92,10 @@ class FrequencyPruning(Method):
         tolerance = option(ctx, "tolerance", 0.0)
         if tolerance < 0:
             raise SearchError(f"option tolerance must be >= 0, got {tolerance}")
+        logloss_tolerance = (None if ctx.options.get("logloss_tolerance") is None
+                             else option(ctx, "logloss_tolerance", 0.0))
+        if logloss_tolerance is not None and logloss_tolerance < 0:
+            raise SearchError(f"option logloss_tolerance must be >= 0, got {logloss_tolerance}")
         counts = value_counts(ctx)
         if not counts:
             raise SearchError("frequency pruning needs a categorical field with a vocabulary "
@@ -108,13 +120,15 @@ class FrequencyPruning(Method):
             m = outcome.metrics
             points.append({"threshold": threshold, "limits": limits,
                            "valid_auc": round(m["valid"]["auc"], 6),
+                           "valid_logloss": round(m["valid"]["logloss"], 6),
                            "test_auc": round(m["test"]["auc"], 6),
                            "embedding_params": outcome.params["embedding"],
                            "seconds": round(outcome.seconds, 3)})
         if points:
-            best = max(p["valid_auc"] for p in points)
-            chosen = max((p for p in points if p["valid_auc"] >= best - tolerance),
-                         key=lambda p: p["threshold"])
+            best = max(points, key=lambda p: p["valid_auc"])
+            chosen = max((p for p in points if validates_alike(
+                p["valid_auc"], p["valid_logloss"], best["valid_auc"], best["valid_logloss"],
+                tolerance, logloss_tolerance)), key=lambda p: p["threshold"])
         else:
             chosen = {"threshold": 1, "limits": {}}
         spec = ctx.spec.copy(vocab_limits={**ctx.spec.vocab_limits, **chosen["limits"]})
@@ -123,7 +137,7 @@ class FrequencyPruning(Method):
             "threshold": chosen["threshold"], "vocab_limits": chosen["limits"],
             "threshold_curve": [{k: v for k, v in p.items() if k != "limits"}
                                 for p in points],
-            "tolerance": tolerance}
+            "tolerance": tolerance, "logloss_tolerance": logloss_tolerance}
         if skipped:
             extra["stopped"] = skipped
         return dims_result(self.name, strategy, ctx, spec, kept, time.perf_counter() - t0,

@@ -43,6 +43,7 @@ class SelectionConfig:
     k_grid: list[int] | None = None
     erase: str | None = None
     tolerance: float = 0.002
+    logloss_tolerance: float | None = None
     redundancy: float = 0.98
     fast: bool = False
 
@@ -58,6 +59,8 @@ class SelectionConfig:
                 cfg.k_grid = sorted({int(k) for k in items})
             cfg.erase = options.get("erase")
             cfg.tolerance = float(options.get("tolerance", cfg.tolerance))
+            if options.get("logloss_tolerance") is not None:
+                cfg.logloss_tolerance = float(options["logloss_tolerance"])
             cfg.redundancy = float(options.get("redundancy", cfg.redundancy) or 0.0)
         except (TypeError, ValueError) as e:
             raise SearchError(f"bad selection option: {e}") from e
@@ -69,6 +72,9 @@ class SelectionConfig:
             raise SearchError(f"option erase must be grid or bisect, got {cfg.erase!r}")
         if cfg.tolerance < 0:
             raise SearchError(f"option tolerance must be >= 0, got {cfg.tolerance}")
+        if cfg.logloss_tolerance is not None and cfg.logloss_tolerance < 0:
+            raise SearchError(f"option logloss_tolerance must be >= 0, got "
+                              f"{cfg.logloss_tolerance}")
         if not 0.0 <= cfg.redundancy <= 1.0:
             raise SearchError(f"option redundancy must be in [0, 1], got {cfg.redundancy}")
         return cfg
@@ -164,10 +170,12 @@ class SelectionMethod(Method):
             elif bisect:
                 curve = erase_bisect(ctx.dataset, order, ctx.spec, ctx.train,
                                      tolerance=cfg.tolerance, remaining=ctx.remaining,
-                                     anchors=gap_cuts([scored.scores[f] for f in order]))
+                                     anchors=gap_cuts([scored.scores[f] for f in order]),
+                                     logloss_tolerance=cfg.logloss_tolerance)
             else:
                 curve = erase_curve(ctx.dataset, order, ctx.spec, ctx.train, ks=grid or None,
-                                    tolerance=cfg.tolerance, stop=ctx.out_of_budget)
+                                    tolerance=cfg.tolerance, stop=ctx.out_of_budget,
+                                    logloss_tolerance=cfg.logloss_tolerance)
             if curve is not None:
                 chosen = curve.chosen.fields
         seconds = time.perf_counter() - t0

@@ -29,6 +29,7 @@ import numpy as np
 from autodrs.data.dataset import Dataset
 from autodrs.experiment import fit_spec
 from autodrs.methods.selection.subset import in_schema_order, with_fields
+from autodrs.search.base import validates_alike
 from autodrs.spec import ArchSpec
 from autodrs.train.trainer import TimeLimit, TrainConfig
 
@@ -51,6 +52,7 @@ class EraseCurve:
     points: list[ErasePoint]
     n_fields: int
     tolerance: float
+    logloss_tolerance: float | None = None
 
     @property
     def area(self) -> float:
@@ -59,7 +61,7 @@ class EraseCurve:
 
     @property
     def chosen(self) -> ErasePoint:
-        return pick_k(self.points, self.tolerance)
+        return pick_k(self.points, self.tolerance, self.logloss_tolerance)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -69,6 +71,7 @@ class EraseCurve:
             "area": round(self.area, 6),
             "chosen_k": self.chosen.k,
             "tolerance": self.tolerance,
+            "logloss_tolerance": self.logloss_tolerance,
             "points": [asdict(p) for p in self.points],
         }
 
@@ -92,10 +95,21 @@ def curve_area(ks: list[int], aucs: list[float], n_fields: int) -> float:
     return float(np.trapezoid(y, x) / (x[-1] - x[0]))
 
 
-def pick_k(points: list[ErasePoint], tolerance: float) -> ErasePoint:
-    """The smallest k whose validation AUC is within ``tolerance`` of the best."""
-    best = max(p.valid_auc for p in points)
-    return min((p for p in points if p.valid_auc >= best - tolerance), key=lambda p: p.k)
+def pick_k(points: list[ErasePoint], tolerance: float,
+           logloss_tolerance: float | None = None) -> ErasePoint:
+    """The smallest k whose validation AUC is within ``tolerance`` of the best point's (and,
+    given ``logloss_tolerance``, whose validation logloss is within that of the best point's:
+    ``validates_alike``)."""
+    return min(alike(points, tolerance, logloss_tolerance), key=lambda p: p.k)
+
+
+def alike(points: Sequence[ErasePoint], tolerance: float,
+          logloss_tolerance: float | None = None) -> list[ErasePoint]:
+    """The points that validate alike the one with the best validation AUC (itself included)."""
+    best = max(points, key=lambda p: p.valid_auc)
+    return [p for p in points if validates_alike(p.valid_auc, p.valid_logloss, best.valid_auc,
+                                                 best.valid_logloss, tolerance,
+                                                 logloss_tolerance)]
 
 
 def gap_cuts(scores: Sequence[float], count: int = 2) -> list[int]:
@@ -131,7 +145,8 @@ def measure_point(ds: Dataset, ranking: list[str], k: int, spec: ArchSpec,
 def erase_curve(ds: Dataset, ranking: list[str], spec: ArchSpec, config: TrainConfig,
                 ks: list[int] | None = None, tolerance: float = 0.002,
                 stop: Callable[[], bool] | None = None,
-                cache: dict[frozenset[str], ErasePoint] | None = None) -> EraseCurve:
+                cache: dict[frozenset[str], ErasePoint] | None = None,
+                logloss_tolerance: float | None = None) -> EraseCurve:
     """Retrain ``spec`` on the top-k fields of ``ranking`` for each k of ``ks`` (ascending).
 
     ``stop`` is asked before each retrain after the first (a search budget): the curve then
@@ -153,18 +168,22 @@ def erase_curve(ds: Dataset, ranking: list[str], spec: ArchSpec, config: TrainCo
             break
         points.append(measure_point(ds, ranking, k, spec, config, cache))
     points.sort(key=lambda p: p.k)
-    return EraseCurve(points=points, n_fields=len(ranking), tolerance=tolerance)
+    return EraseCurve(points=points, n_fields=len(ranking), tolerance=tolerance,
+                      logloss_tolerance=logloss_tolerance)
 
 
 def erase_bisect(ds: Dataset, ranking: list[str], spec: ArchSpec, config: TrainConfig,
                  tolerance: float = 0.002,
                  remaining: Callable[[], float | None] | None = None,
                  cache: dict[frozenset[str], ErasePoint] | None = None,
-                 anchors: Sequence[int] = ()) -> EraseCurve:
+                 anchors: Sequence[int] = (),
+                 logloss_tolerance: float | None = None) -> EraseCurve:
     """The ERASE choice of k by bisection: retrain on all ranked fields and on each k of
     ``anchors`` (the ranking's own cuts, :func:`gap_cuts`), then halve the
-    interval [lo, hi] of ks, where ``hi`` is the smallest k measured within ``tolerance`` of
-    the best validation AUC so far, and ``lo`` is one above the largest k measured below it.
+    interval [lo, hi] of ks, where ``hi`` is the smallest k measured that validates alike the
+    best so far (``pick_k``'s rule: within ``tolerance`` of its validation AUC and, given
+    ``logloss_tolerance``, of its logloss), and ``lo`` is one above the largest k measured
+    below it.
 
     The curve holds the measured points; its ``chosen`` point is the ERASE rule over them.
     When ``remaining`` (seconds left, None for no limit) is shorter than the longest retrain
@@ -193,9 +212,7 @@ def erase_bisect(ds: Dataset, ranking: list[str], spec: ArchSpec, config: TrainC
         if k not in measured and affordable():
             measured[k] = measure(k)
     while True:
-        best = max(p.valid_auc for p in measured.values())
-        within = sorted(k for k, p in measured.items() if p.valid_auc >= best - tolerance)
-        hi = within[0]
+        hi = pick_k(list(measured.values()), tolerance, logloss_tolerance).k
         below = [k for k in measured if k < hi]
         lo = max(below) + 1 if below else 1
         if lo >= hi or not affordable():
@@ -203,4 +220,5 @@ def erase_bisect(ds: Dataset, ranking: list[str], spec: ArchSpec, config: TrainC
         mid = (lo + hi) // 2
         measured[mid] = measure(mid)
     points = sorted(measured.values(), key=lambda p: p.k)
-    return EraseCurve(points=points, n_fields=n, tolerance=tolerance)
+    return EraseCurve(points=points, n_fields=n, tolerance=tolerance,
+                      logloss_tolerance=logloss_tolerance)
