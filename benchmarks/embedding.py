@@ -46,7 +46,7 @@ NOISE = ("n0", "n1", "n2", "n3")
 
 
 def options_for(method: str, search_epochs: int, trial_epochs: int,
-                baseline_bytes: int) -> dict[str, Any]:
+                baseline_bytes: int, pep_threshold: str = "feature_dim") -> dict[str, Any]:
     """Per-method settings of this benchmark (everything else is the method's default)."""
     return {
         "autodim": {"epochs": search_epochs},
@@ -56,7 +56,7 @@ def options_for(method: str, search_epochs: int, trial_epochs: int,
         # first-order weights with the latent tables, so about 92% of their entries go
         # (the search stops once its last level is reached; the cap is for small data)
         "pep": {"sparsity": 0.92, "levels": "0.9,0.92,0.95", "threshold_decay": 5e-5,
-                "epochs": 10 * search_epochs},
+                "epochs": 10 * search_epochs, "threshold": pep_threshold},
         "nis": {"epochs": trial_epochs},
         "rule": {"epochs": trial_epochs, "memory_budget": baseline_bytes // 2},
     }.get(method, {})
@@ -64,7 +64,8 @@ def options_for(method: str, search_epochs: int, trial_epochs: int,
 
 def run_dataset(data: str, seeds: int, epochs: int, search_epochs: int, trials: int,
                 trial_epochs: int, methods: tuple[str, ...], threads: int,
-                uniform_dims: tuple[int, ...] = ()) -> dict[str, Any]:
+                uniform_dims: tuple[int, ...] = (),
+                pep_threshold: str = "feature_dim") -> dict[str, Any]:
     uniform = [f"uniform-d{d}" for d in uniform_dims]
     runs: dict[str, list[dict[str, Any]]] = {m: [] for m in ("full-dim", *uniform, *methods)}
     truth: dict[str, list[float]] = {}
@@ -91,7 +92,7 @@ def run_dataset(data: str, seeds: int, epochs: int, search_epochs: int, trials: 
         for method in methods:
             ctx = SearchContext(ds, base_spec, config, seed=seed, trials=trials,
                                 options=options_for(method, search_epochs, trial_epochs,
-                                                    base_bytes))
+                                                    base_bytes, pep_threshold))
             t0 = time.perf_counter()
             searcher = get_method(method)
             stage = searcher.search(ctx)
@@ -222,6 +223,9 @@ def main() -> None:
     parser.add_argument("--uniform-dims", default="1,2",
                         help="also train DeepFM with every field at each of these dims: what "
                              "the same saving costs without a search ('' for none)")
+    parser.add_argument("--pep-threshold", default="feature_dim",
+                        help="PEP's threshold granularity (feature_dim: one per entry, the "
+                             "paper's default; feature: one per value; ...)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("runs/bench-embedding"))
     args = parser.parse_args()
@@ -233,7 +237,8 @@ def main() -> None:
     for data in args.data:
         results[data] = run_dataset(data, args.seeds, args.epochs, args.search_epochs,
                                     args.trials, args.trial_epochs, methods, args.threads,
-                                    tuple(int(d) for d in args.uniform_dims.split(",") if d))
+                                    tuple(int(d) for d in args.uniform_dims.split(",") if d),
+                                    args.pep_threshold)
         print(summarise(data, results[data]), flush=True)
     plot(results, args.out / "auc_vs_bytes.png")
     (args.out / "embedding.json").write_text(json.dumps(results, indent=2, default=float))
