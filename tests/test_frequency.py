@@ -110,6 +110,18 @@ def test_frequency_search_keeps_the_best_validated_threshold_and_exports(
         SearchContext(tiny_synthetic, backbone_spec("deepfm", 4), fast_config, seed=0,
                       options={"thresholds": [1, 3, 8], "tolerance": 1.0}))
     assert loose.extra["threshold"] == 8
+    # ... and a logloss tolerance also needs the logloss alike: with none allowed, only a
+    # threshold whose validation logloss is at most the best-AUC point's can be kept
+    strict = get_method("frequency").search(
+        SearchContext(tiny_synthetic, backbone_spec("deepfm", 4), fast_config, seed=0,
+                      options={"thresholds": [1, 3, 8], "tolerance": 1.0,
+                               "logloss_tolerance": 0.0}))
+    points = strict.extra["threshold_curve"]
+    top = max(points, key=lambda p: p["valid_auc"])
+    kept = next(p for p in points if p["threshold"] == strict.extra["threshold"])
+    assert kept["valid_logloss"] <= top["valid_logloss"]
+    assert kept["threshold"] == max(p["threshold"] for p in points
+                                    if p["valid_logloss"] <= top["valid_logloss"])
     # exported and reloaded, the limited model predicts the same
     save_model(tmp_path, loose_model := fit_spec(tiny_synthetic, loose.spec,
                                                  fast_config).model, tiny_synthetic.schema)

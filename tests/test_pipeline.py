@@ -408,12 +408,22 @@ def test_validation_guard_tolerance_does_not_add_up_over_stages(
 
     guard = Fixed(tiny_synthetic, fast_config, tolerance=0.0, shrink_tolerance=0.001)
     d8, d4, d2, d1 = (backbone_spec("deepfm", d) for d in (8, 4, 2, 1))
-    assert guard(d8, StageResult(method="a", strategy="none", spec=d4)) is d4
+    first = StageResult(method="a", strategy="none", spec=d4)
+    assert guard(d8, first) is d4
     second = StageResult(method="b", strategy="none", spec=d2)
     # 0.0006 below its input (0.7994), 0.0012 below the best kept so far (0.800)
     assert guard(d4, second).embed_dim == 4
     assert second.extra["guard"]["kept"] is False
     assert second.extra["guard"]["best_valid_auc"] == 0.800
+    # a resumed run reads the first stage back instead of running it: replaying its recorded
+    # verdict gives the second stage the verdict of the uninterrupted run
+    resumed = Fixed(tiny_synthetic, fast_config, tolerance=0.0, shrink_tolerance=0.001)
+    resumed.replay(StageResult(method="a", strategy="none", spec=d4, extra=first.extra))
+    again = StageResult(method="b", strategy="none", spec=d2)
+    assert resumed(d4, again).embed_dim == 4 and again.extra["guard"]["kept"] is False
+    fresh = StageResult(method="b", strategy="none", spec=d2)
+    assert Fixed(tiny_synthetic, fast_config, tolerance=0.0,
+                 shrink_tolerance=0.001)(d4, fresh) is d2  # without the replay it would pass
     # a later shrinking stage within the tolerance of that best still goes on
     third = StageResult(method="c", strategy="none", spec=d1)
     assert guard(d4, third) is d1 and third.extra["guard"]["kept"]

@@ -3,39 +3,39 @@
 ``autodrs search`` without ``--methods`` runs the default pipeline: the learning rate the
 model trains with (``optim``: every later stage's retrains, and the final one, train at it),
 then the numerical fields' encoder where there are any, then feature selection (AutoField
-ranked, ERASE-chosen k), then the embeddings (frequency pruning of rare values, AutoDim's per-field dims), then
-interactions (AutoFIS), each stage refining the spec, then a retrain from scratch evaluated
-next to hand-crafted baselines. The encoder comes first because selection ranks fields by
-what the model makes of them: a non-monotone numerical field read linearly looks like noise
-(on the planted synthetic data AutoField scored it among the noise fields when linear and
-among the relevant ones when bucketised).
+ranked, ERASE-chosen k), then the embeddings (frequency pruning of rare values, AutoDim's
+per-field dims), then interactions (AutoFIS), each stage refining the spec, then a retrain
+from scratch evaluated next to hand-crafted baselines. The encoder comes first because
+selection ranks fields by what the model makes of them: a non-monotone numerical field read
+linearly looks like noise (on the planted synthetic data AutoField scored it among the noise
+fields when linear and among the relevant ones when bucketised).
 
-``--budget`` covers the stages and the retrain (the baselines are trained after it, on
-their own time). ``RETRAIN_SHARE`` of it is kept back for the retrain, which may also use
-whatever the stages leave; the rest goes to the stages in proportion to ``STAGE_WEIGHTS``,
-each stage's unused time passing to the stages after it. The weights follow what each stage
-spends its time on: the learning rate retrains the start once per candidate rate,
-feature selection retrains the model once per ERASE point (log2 n
-retrains by bisection under a budget), frequency pruning retrains once per threshold of
-its grid, the numerical-encoder choice once per encoder (two retrains of the full model,
-before selection has made it smaller), AutoDim trains a supernet with a table per candidate
-dim, AutoFIS trains its gated supernet (at least 400 steps) under two heads and retrains
-each result. Settings can come from a YAML file
-(``--config``) whose keys are the command's option names; flags given on the command line
-win, and the effective configuration is saved in the run folder.
+``--budget`` covers the stages and the retrain (the baselines are trained after it, on their
+own time). ``RETRAIN_SHARE`` of it is kept back for the retrain, which may also use whatever
+the stages leave; the rest goes to the stages in proportion to ``STAGE_WEIGHTS``, each
+stage's unused time passing to the stages after it. The weights follow what each stage
+spends its time on: the learning rate retrains the start once per candidate rate, feature
+selection retrains the model once per ERASE point (log2 n retrains by bisection under a
+budget), frequency pruning retrains once per threshold of its grid, the numerical-encoder
+choice once per encoder (two retrains of the full model, before selection has made it
+smaller), AutoDim trains a supernet with a table per candidate dim, AutoFIS trains its gated
+supernet (at least 400 steps) under two heads and retrains each result. Settings can come
+from a YAML file (``--config``) whose keys are the command's option names; flags given on
+the command line win, and the effective configuration is saved in the run folder.
 
 Each stage of the default pipeline is guarded on validation data (``ValidationGuard``): the
 spec a stage proposes is retrained with the run's trainer and kept only when its validation
 AUC is at least that of the spec the stage started from, or, with fewer embedding
 parameters, within ``SHRINK_TOLERANCE`` of the AUC and ``SHRINK_LOGLOSS_TOLERANCE`` of the
-logloss of the best spec kept so far (so the tolerance does not add up over the stages), so a stage whose search went wrong (an embedding search
-that shrank every table, a selection that dropped a useful field) cannot make the pipeline's
-model worse than its input beyond noise, and between models that validate alike the smaller
-one goes on. The stages choose by the same rule (ERASE's smallest k and frequency pruning's
-largest threshold within that tolerance of their best). The retrains are shared with the rest
-of the run (``experiment.shared_fits``): the start baseline is the first stage's reference,
-a stage's own retrains (ERASE points, frequency thresholds, encoders) serve its judging, and
-the last kept spec is the final retrain. The test split is never looked at.
+logloss of the best spec kept so far (so the tolerance does not add up over the stages), so
+a stage whose search went wrong (an embedding search that shrank every table, a selection
+that dropped a useful field) cannot make the pipeline's model worse than its input beyond
+noise, and between models that validate alike the smaller one goes on. The stages choose by
+the same rule (ERASE's smallest k and frequency pruning's largest threshold within that
+tolerance of their best). The retrains are shared with the rest of the run
+(``experiment.shared_fits``): the start baseline is the first stage's reference, a stage's
+own retrains (ERASE points, frequency thresholds, encoders) serve its judging, and the last
+kept spec is the final retrain. The test split is never looked at.
 """
 
 from __future__ import annotations
@@ -241,6 +241,19 @@ class ValidationGuard:
                                 "stage_valid_auc": round(new, 6)})
         # the cached outcome is keyed without provenance, so it still serves this spec
         return spec
+
+    def replay(self, result: StageResult) -> None:
+        """Take in the verdict a finished stage recorded (a stage ``--resume`` reads back
+        instead of running), so the best spec kept so far, and with it every later verdict,
+        is what the uninterrupted run had."""
+        guard = result.extra.get("guard")
+        if not isinstance(guard, dict) or "input_valid_logloss" not in guard:
+            return
+        self.best = max(self.best, (guard["input_valid_auc"], guard["input_valid_logloss"]),
+                        key=lambda b: b[0])
+        if guard.get("kept"):
+            self.best = max(self.best, (guard["stage_valid_auc"], guard["stage_valid_logloss"]),
+                            key=lambda b: b[0])
 
     def expected_seconds(self) -> float:
         """What judging one more stage is likely to cost: one retrain (the input's is

@@ -87,6 +87,8 @@ def run_stages(ctx: SearchContext, methods: list[str],
         done = load_stage(folder) if folder is not None and ctx.resume else None
         if done is not None and done.method == method.name:
             result = done
+            if guard is not None and hasattr(guard, "replay"):
+                guard.replay(result)  # its verdict counts for the stages after it
         else:
             budget = stage_budget(ctx.remaining(), weights, index, reserve)
             if (budget is not None and guard is not None and hasattr(guard, "expected_seconds")
