@@ -207,7 +207,7 @@ class ValidationGuard:
                                                    "retrain")
         (base, base_ll), (new, new_ll) = ((f.metrics["valid"]["auc"],
                                            f.metrics["valid"]["logloss"]) for f in fits)
-        self.best = max(self.best, (base, base_ll), key=lambda b: b[0])
+        self._note_kept(base, base_ll)
         sizes = [f.params["embedding"] for f in fits]
         smaller = sizes[1] < sizes[0]
         tolerance = self.shrink_tolerance if smaller else self.tolerance
@@ -231,7 +231,7 @@ class ValidationGuard:
             "seconds": round(time.perf_counter() - t0, 3), "reason": reason,
         }
         if kept:
-            self.best = max(self.best, (new, new_ll), key=lambda b: b[0])
+            self._note_kept(new, new_ll)
             return proposed
         result.extra["guard"]["rejected"] = [line for line in before.diff(proposed)
                                              if not line.startswith("provenance")]
@@ -249,11 +249,14 @@ class ValidationGuard:
         guard = result.extra.get("guard")
         if not isinstance(guard, dict) or "input_valid_logloss" not in guard:
             return
-        self.best = max(self.best, (guard["input_valid_auc"], guard["input_valid_logloss"]),
-                        key=lambda b: b[0])
+        self._note_kept(guard["input_valid_auc"], guard["input_valid_logloss"])
         if guard.get("kept"):
-            self.best = max(self.best, (guard["stage_valid_auc"], guard["stage_valid_logloss"]),
-                            key=lambda b: b[0])
+            self._note_kept(guard["stage_valid_auc"], guard["stage_valid_logloss"])
+
+    def _note_kept(self, auc: float, logloss: float) -> None:
+        """A kept spec's validation figures: the best so far is the one with the best AUC."""
+        if auc > self.best[0]:
+            self.best = (auc, logloss)
 
     def expected_seconds(self) -> float:
         """What judging one more stage is likely to cost: one retrain (the input's is

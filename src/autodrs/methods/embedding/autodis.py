@@ -2,10 +2,10 @@
 compared with normalised-linear and equal-frequency bucketising.
 
 AutoDis embeds a (standardised) scalar x with H meta-embeddings ME: ``h = LeakyReLU(w x)``,
-``x~ = W h + alpha h``, ``p = softmax(x~ / tau)``, ``e = sum_h p_h ME_h`` (a soft,
-learned discretisation; ``nn.embedding.AutoDisEmbedding``, which starts it as a soft version
-of the field's equal-frequency buckets and keeps tau in the parameters' scale). ``linear`` embeds ``x v``
-(one vector scaled by the value: monotone in x), ``bucket`` looks up the value's
+``x~ = W h + alpha h``, ``p = softmax(x~ / tau)``, ``e = sum_h p_h ME_h`` (a soft, learned
+discretisation; ``nn.embedding.AutoDisEmbedding``, which starts it as a soft version of the
+field's equal-frequency buckets and keeps tau in the parameters' scale). ``linear`` embeds
+``x v`` (one vector scaled by the value: monotone in x), ``bucket`` looks up the value's
 equal-frequency bucket (16 train quantiles: a hard, fixed discretisation). The method trains
 the spec once with each encoder on every numerical field it uses and keeps the encoder with
 the best validation AUC; the test split is never looked at.

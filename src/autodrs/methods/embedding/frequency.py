@@ -13,9 +13,10 @@ trainer) at each threshold of a small grid, ascending (``thresholds``, default 1
 10, 20; 1 is the input spec), and the largest threshold whose validation AUC is within
 ``tolerance`` (default 0) of the best is kept (and, with the option ``logloss_tolerance``,
 whose validation logloss is within that of the best's: ``search.base.validates_alike``).
-Rare ids are noise to a full table (a few gradient steps each), so on small data a threshold often validates *better* than none as
-well as storing fewer rows. Under a budget no retrain is started that the time left cannot
-pay for (judged by the longest retrain so far), and one the budget cuts short is left out.
+Rare ids are noise to a full table (a few gradient steps each), so on small data a threshold
+often validates *better* than none as well as storing fewer rows. Under a budget no retrain
+is started that the time left cannot pay for (judged by the longest retrain so far), and one
+the budget cuts short is left out.
 """
 
 from __future__ import annotations

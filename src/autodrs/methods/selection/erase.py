@@ -100,16 +100,10 @@ def pick_k(points: list[ErasePoint], tolerance: float,
     """The smallest k whose validation AUC is within ``tolerance`` of the best point's (and,
     given ``logloss_tolerance``, whose validation logloss is within that of the best point's:
     ``validates_alike``)."""
-    return min(alike(points, tolerance, logloss_tolerance), key=lambda p: p.k)
-
-
-def alike(points: Sequence[ErasePoint], tolerance: float,
-          logloss_tolerance: float | None = None) -> list[ErasePoint]:
-    """The points that validate alike the one with the best validation AUC (itself included)."""
     best = max(points, key=lambda p: p.valid_auc)
-    return [p for p in points if validates_alike(p.valid_auc, p.valid_logloss, best.valid_auc,
-                                                 best.valid_logloss, tolerance,
-                                                 logloss_tolerance)]
+    return min((p for p in points if validates_alike(
+        p.valid_auc, p.valid_logloss, best.valid_auc, best.valid_logloss, tolerance,
+        logloss_tolerance)), key=lambda p: p.k)
 
 
 def gap_cuts(scores: Sequence[float], count: int = 2) -> list[int]:

@@ -74,9 +74,10 @@ class Optim(Method):
             left = ctx.remaining()
             if results and left is not None and left < longest:
                 break  # the time left cannot pay for another retrain
-            candidate = spec.copy(training=replace(spec.training, lr=lr, batch_size=batch))
-            if lr == current.lr and batch == current.batch_size:
+            if (lr, batch) == (current.lr, current.batch_size):
                 candidate = spec  # the spec as it is: a fit the run may already have done
+            else:
+                candidate = spec.copy(training=replace(spec.training, lr=lr, batch_size=batch))
             outcome = fit_spec(ctx.dataset, candidate, config)
             longest = max(longest, outcome.seconds)
             key = label(lr, batch)
