@@ -11,7 +11,7 @@ to ``--out``.
     python benchmarks/blocks.py [--datasets movielens-100k,synthetic?rows=200000]
         [--seeds 3] [--first-seed 2026] [--methods autoctr,autopi,sif,autofeature,aim]
         [--baselines deepfm,ipnn,dcnv2,autoint] [--budget 1200] [--epochs 10]
-        [--out runs/bench-blocks]
+        [--out runs/bench-blocks] [--reuse]
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from _common import machine_line, markdown_table, mean_std
 from autodrs.data.dataset import Dataset, load_dataset
 from autodrs.data.synthetic import oracle_spec
 from autodrs.experiment import fit_spec
+from autodrs.methods.blocks.autoctr import summary
 from autodrs.models import backbone_spec
 from autodrs.report import plots
 from autodrs.search.base import SearchContext, get_method
@@ -60,6 +61,21 @@ def planted_functions(ds: Dataset, functions: dict[str, str]) -> str:
     return ", ".join(f"{k}={functions.get(k, 'none')}" for k in keys)
 
 
+def saved(path: Path, reuse: bool) -> dict[str, Any] | None:
+    """A finished measurement written by an earlier run, when ``--reuse`` asks for it."""
+    return json.loads(path.read_text()) if reuse and path.exists() else None
+
+
+def autoctr_line(stage: dict[str, Any]) -> str:
+    """What AutoCTR trained and whether it returned a seed backbone or an evolved DAG."""
+    if "candidates" not in stage:
+        return ""
+    chose = stage["best_number"]
+    kind = "a seed backbone" if chose in stage.get("seed_numbers", []) else "an evolved DAG"
+    return (f", {stage['candidates']} candidates at {stage.get('fidelity')} fidelity, "
+            f"chose #{chose}: {kind}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", default="movielens-100k,synthetic?rows=200000")
@@ -74,6 +90,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", type=Path, default=Path("runs/bench-blocks"))
+    parser.add_argument("--reuse", action="store_true",
+                        help="read back the measurements a run with the same --out already "
+                             "wrote (per model, dataset and seed) instead of repeating them, "
+                             "so seeds run apart can be tabled together")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -96,28 +116,39 @@ def main() -> None:
             if truth is not None:
                 specs["oracle"] = oracle_spec(truth)
                 bayes.append(truth["bayes_auc"])
+            tag = data.split("?")[0]
             for name, spec in specs.items():
-                row = measure(ds, spec, config) | {"search": 0.0}
+                path = args.out / f"{name}-{tag}-{seed}.json"
+                old = saved(path, args.reuse)
+                row = old["test"] if old else measure(ds, spec, config) | {"search": 0.0}
+                path.write_text(json.dumps({"test": row}, indent=1))
                 rows.setdefault(name, []).append(row)
                 print(f"  {data} seed {seed} {name:>11}: AUC {row['auc']:.4f}", flush=True)
             for method in methods:
-                ctx = SearchContext(ds, backbone_spec("deepfm"), config, seed=seed,
-                                    budget_seconds=args.budget if method in BUDGETED else None)
-                t0 = time.perf_counter()
-                found = get_method(method).search(ctx)
-                search = time.perf_counter() - t0
-                row = measure(ds, found.spec, config) | {"search": search}
+                path = args.out / f"{method}-{tag}-{seed}.json"
+                old = saved(path, args.reuse)
+                if old is None:
+                    ctx = SearchContext(ds, backbone_spec("deepfm"), config, seed=seed,
+                                        budget_seconds=args.budget if method in BUDGETED
+                                        else None)
+                    t0 = time.perf_counter()
+                    found = get_method(method).search(ctx)
+                    search = time.perf_counter() - t0
+                    row = measure(ds, found.spec, config) | {"search": search}
+                    old = {"spec": found.spec.to_dict(), "test": row, "stage": found.to_dict()}
+                    path.write_text(json.dumps(old, indent=1, default=str))
+                row, stage = old["test"], old["stage"]
                 rows.setdefault(method, []).append(row)
-                if "functions" in found.extra:
+                if "functions" in stage:
                     planted.setdefault(method, []).append(
-                        planted_functions(ds, found.extra["functions"]))
-                if found.dag is not None and (best_dag is None or row["auc"] > best_dag[0]):
-                    best_dag = (row["auc"], f"{method} on {data}, seed {seed}", found.dag)
-                (args.out / f"{method}-{data.split('?')[0]}-{seed}.json").write_text(
-                    json.dumps({"spec": found.spec.to_dict(), "test": row,
-                                "stage": found.to_dict()}, indent=1, default=str))
+                        planted_functions(ds, stage["functions"]))
+                dag = stage.get("dag")
+                if dag is not None and (best_dag is None or row["auc"] > best_dag[0]):
+                    best_dag = (row["auc"], f"{method} on {data}, seed {seed}", dag)
                 print(f"  {data} seed {seed} {method:>11}: AUC {row['auc']:.4f} "
-                      f"(search {search:.0f}s)", flush=True)
+                      f"(search {row['search']:.0f}s{autoctr_line(stage)})"
+                      + (f": {summary(ArchSpec.from_dict(old['spec']))}"
+                         if old["spec"].get("dag") else ""), flush=True)
         print(f"\n## {data} ({args.seeds} seeds, up to {args.epochs} epochs, batch "
               f"{args.batch_size}, Adam 1e-3, embedding 16; searches start from DeepFM)\n")
         table = []

@@ -320,7 +320,7 @@ def test_autoctr_candidates_stop_where_the_final_fits_time_begins(
     ctx = SearchContext(tiny_synthetic, backbone_spec("deepfm", 8), fast_config, seed=0,
                         trials=3, budget_seconds=3600.0,
                         options={"fast": True, "population": 2, "blocks": 2,
-                                 "final_candidates": 2})
+                                 "final_candidates": 2, "fidelity": "low"})
     found = get_method("autoctr").search(ctx)
     searched = [r for n, r in seen if n < len(tiny_synthetic.train)]  # the subsampled fits
     final = [r for n, r in seen if n == len(tiny_synthetic.train)]
@@ -329,3 +329,68 @@ def test_autoctr_candidates_stop_where_the_final_fits_time_begins(
     assert searched[0] == 0.0 and all(r > 0.0 for r in searched[1:])
     # the final fits share what is left: the first keeps the second's share, the last none
     assert len(final) == 2 and final[0] > 0.0 and final[-1] == 0.0
+
+
+def spy_on_candidates(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int, bool, str]]:
+    """Record each candidate fit of AutoCTR: (training rows, epochs, warm-started, DAG)."""
+    import autodrs.methods.blocks.autoctr as autoctr
+
+    seen: list[tuple[int, int, bool, str]] = []
+    real = autoctr.train_candidate
+
+    def spy(ds, spec, config, train, valid, hooks, parent=None):
+        seen.append((len(train), config.epochs, parent is not None, autoctr.summary(spec)))
+        return real(ds, spec, config, train, valid, hooks, parent)
+
+    monkeypatch.setattr(autoctr, "train_candidate", spy)
+    return seen
+
+
+def test_autoctr_trains_candidates_at_full_fidelity_when_the_budget_affords_it(
+        tiny_synthetic: Dataset, fast_config: TrainConfig,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = spy_on_candidates(monkeypatch)
+    options = {"fast": True, "population": 2, "blocks": 2}
+    ctx = SearchContext(tiny_synthetic, backbone_spec("deepfm", 8), fast_config, seed=0,
+                        trials=4, budget_seconds=3600.0, options=options)
+    found = get_method("autoctr").search(ctx)
+    assert found.extra["fidelity"] == "full" and found.extra["candidates"] == 4
+    # every candidate on all rows for the command's epochs, children from scratch
+    rows = len(tiny_synthetic.train)
+    assert seen == [(rows, fast_config.epochs, False, t["dag"]) for t in found.trials]
+    assert all(t["parent"] is not None for t in found.trials[2:])
+    # warm_start still applies when asked for
+    seen.clear()
+    get_method("autoctr").search(dataclasses.replace(
+        ctx, options={**options, "warm_start": True}))
+    assert [warm for _, _, warm, _ in seen] == [False, False, True, True]
+
+
+def test_autoctr_falls_back_to_low_fidelity_when_a_full_fit_is_too_dear(
+        tiny_synthetic: Dataset, fast_config: TrainConfig,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import autodrs.methods.blocks.autoctr as autoctr
+
+    seen = spy_on_candidates(monkeypatch)
+    monkeypatch.setattr(autoctr, "FULL_FIDELITY_FITS", 10**9)  # no budget affords it
+    ctx = SearchContext(tiny_synthetic, backbone_spec("deepfm", 8), fast_config, seed=0,
+                        trials=3, budget_seconds=3600.0,
+                        options={"fast": True, "population": 2, "blocks": 2,
+                                 "subsample": 0.5, "epochs": 1})
+    found = get_method("autoctr").search(ctx)
+    assert found.extra["fidelity"] == "low" and found.extra["candidates"] == 3
+    rows = len(tiny_synthetic.train)
+    # the probe (all rows) is dropped; the same DAG is trained again at low fidelity, and
+    # so is every later candidate, children warm-started from their parents
+    assert seen[0] == (rows, fast_config.epochs, False, found.trials[0]["dag"])
+    low = [(n, e, w) for n, e, w, _ in seen[1:]]
+    assert low == [(round(rows * 0.5), 1, False)] * 2 + [(round(rows * 0.5), 1, True)]
+    assert [d for *_, d in seen[1:]] == [t["dag"] for t in found.trials]
+    # without a budget there is nothing to size a full fit against: low, and no probe
+    seen.clear()
+    found = get_method("autoctr").search(dataclasses.replace(ctx, budget_seconds=None))
+    assert found.extra["fidelity"] == "low" and len(seen) == 3
+    assert all(n == round(rows * 0.5) for n, *_ in seen)
+    with pytest.raises(SearchError, match="unknown autoctr fidelity 'medium'"):
+        get_method("autoctr").search(dataclasses.replace(
+            ctx, options={**ctx.options, "fidelity": "medium"}))
