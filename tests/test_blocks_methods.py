@@ -380,8 +380,9 @@ def test_autoctr_falls_back_to_low_fidelity_when_a_full_fit_is_too_dear(
     found = get_method("autoctr").search(ctx)
     assert found.extra["fidelity"] == "low" and found.extra["candidates"] == 3
     rows = len(tiny_synthetic.train)
-    # the probe (all rows) is dropped; the same DAG is trained again at low fidelity, and
-    # so is every later candidate, children warm-started from their parents
+    # the probe (all rows) is cut at its share of the budget and dropped; the same DAG is
+    # trained again at low fidelity, and so is every later candidate, children
+    # warm-started from their parents
     assert seen[0] == (rows, fast_config.epochs, False, found.trials[0]["dag"])
     low = [(n, e, w) for n, e, w, _ in seen[1:]]
     assert low == [(round(rows * 0.5), 1, False)] * 2 + [(round(rows * 0.5), 1, True)]

@@ -354,8 +354,9 @@ class AutoCTR(Method):
         if mode not in FIDELITIES:
             raise SearchError(f"unknown autoctr fidelity {mode!r}; choose from "
                               f"{', '.join(FIDELITIES)}")
-        # auto: probe the first candidate at full fidelity, and keep it only if the budget
-        # affords FULL_FIDELITY_FITS such fits (without a budget there is nothing to size)
+        # auto: probe the first candidate at full fidelity, and go on at full fidelity only
+        # if the budget affords FULL_FIDELITY_FITS such fits (without a budget there is
+        # nothing to size them against)
         probing = mode == "auto" and ctx.budget_seconds is not None
         fid = self.fidelity(ctx, "full" if probing else
                             ("low" if mode == "auto" else mode))
@@ -412,15 +413,17 @@ class AutoCTR(Method):
                 arch = self.child(encoding, parent, rng, seen, history,
                                   ranker if use_ranker and len(history) >= RANKER_MIN_HISTORY
                                   else None, n_mutants)
-            cand = evaluate(arch, parent, reserve)
-            if cand is not None and probing:
+            if probing:
+                # the probe may take 1 / FULL_FIDELITY_FITS of the budget; cut there, full
+                # fits are too dear and it is dropped: the search runs at low fidelity
                 probing = False
-                if ctx.budget_seconds < FULL_FIDELITY_FITS * cand.seconds:
-                    # too dear at full fidelity: the probe is dropped, the search runs low
-                    history.pop()
-                    seen.discard(encoding.key(arch))
+                assert ctx.budget_seconds is not None and left is not None
+                cand = evaluate(arch, parent, left - ctx.budget_seconds / FULL_FIDELITY_FITS)
+                if cand is None:
                     fid = self.fidelity(ctx, "low")
                     cand = evaluate(arch, parent, reserve)
+            else:
+                cand = evaluate(arch, parent, reserve)
             if cand is None:
                 stopped = True
                 break
