@@ -119,15 +119,15 @@ def main() -> None:
             tag = data.split("?")[0]
             for name, spec in specs.items():
                 path = args.out / f"{name}-{tag}-{seed}.json"
-                old = saved(path, args.reuse)
-                row = old["test"] if old else measure(ds, spec, config) | {"search": 0.0}
+                record = saved(path, args.reuse)
+                row = record["test"] if record else measure(ds, spec, config) | {"search": 0.0}
                 path.write_text(json.dumps({"test": row}, indent=1))
                 rows.setdefault(name, []).append(row)
                 print(f"  {data} seed {seed} {name:>11}: AUC {row['auc']:.4f}", flush=True)
             for method in methods:
                 path = args.out / f"{method}-{tag}-{seed}.json"
-                old = saved(path, args.reuse)
-                if old is None:
+                record = saved(path, args.reuse)
+                if record is None:
                     ctx = SearchContext(ds, backbone_spec("deepfm"), config, seed=seed,
                                         budget_seconds=args.budget if method in BUDGETED
                                         else None)
@@ -135,9 +135,9 @@ def main() -> None:
                     found = get_method(method).search(ctx)
                     search = time.perf_counter() - t0
                     row = measure(ds, found.spec, config) | {"search": search}
-                    old = {"spec": found.spec.to_dict(), "test": row, "stage": found.to_dict()}
-                    path.write_text(json.dumps(old, indent=1, default=str))
-                row, stage = old["test"], old["stage"]
+                    record = {"spec": found.spec.to_dict(), "test": row, "stage": found.to_dict()}
+                    path.write_text(json.dumps(record, indent=1, default=str))
+                row, stage = record["test"], record["stage"]
                 rows.setdefault(method, []).append(row)
                 if "functions" in stage:
                     planted.setdefault(method, []).append(
@@ -147,8 +147,8 @@ def main() -> None:
                     best_dag = (row["auc"], f"{method} on {data}, seed {seed}", dag)
                 print(f"  {data} seed {seed} {method:>11}: AUC {row['auc']:.4f} "
                       f"(search {row['search']:.0f}s{autoctr_line(stage)})"
-                      + (f": {summary(ArchSpec.from_dict(old['spec']))}"
-                         if old["spec"].get("dag") else ""), flush=True)
+                      + (f": {summary(ArchSpec.from_dict(record['spec']))}"
+                         if record["spec"].get("dag") else ""), flush=True)
         print(f"\n## {data} ({args.seeds} seeds, up to {args.epochs} epochs, batch "
               f"{args.batch_size}, Adam 1e-3, embedding 16; searches start from DeepFM)\n")
         table = []
