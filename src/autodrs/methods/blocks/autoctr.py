@@ -27,7 +27,8 @@ As in the official code (``nasrec/evolutionary_controller.py``):
   final model will, from scratch: low fidelity favours the DAGs that learn fastest, not
   the best ones (on movielens-100k at 2 epochs the MLP-free DAGs led with validation
   logloss 0.553 against the DeepFM shape's 0.561, yet validated below it trained to the
-  end, 0.7881 against 0.7914);
+  end, 0.7881 against 0.7914; the paper's low fidelity is a 100k-row subsample of Criteo,
+  more rows than movielens-100k's whole training split);
 - **final fit**: the best ``final_candidates`` architectures by validation logloss, and the
   seed backbones (below), are retrained from scratch on all training rows and the best by
   validation AUC is returned (the paper retrains only the best; with
