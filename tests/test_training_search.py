@@ -9,7 +9,7 @@ from autodrs.experiment import fit_spec
 from autodrs.methods.training.lambdaopt import LambdaOptModel
 from autodrs.models import backbone_spec, build_model
 from autodrs.nn.regularization import field_l2_penalty
-from autodrs.search.base import SearchContext, get_method
+from autodrs.search.base import SearchContext, SearchError, get_method
 from autodrs.spec import SpecError
 
 
@@ -129,3 +129,5 @@ def test_optim_batch_sizes_and_bad_options(tiny_synthetic, fast_config):
     for bad in ("0,1", "fast", ""):
         with pytest.raises(ValueError, match="lr_factors must be positive numbers"):
             get_method("optim").search(_ctx(tiny_synthetic, fast_config, lr_factors=bad))
+    with pytest.raises(SearchError, match="option epochs='many' is not a valid int"):
+        get_method("optim").search(_ctx(tiny_synthetic, fast_config, epochs="many"))

@@ -66,6 +66,18 @@ def parse_budget(text: str | None) -> float | None:
     return seconds
 
 
+def option(ctx: SearchContext, key: str, default: Any, kind: type = float) -> Any:
+    """``ctx.options[key]`` (``default`` when absent) as ``kind``, with a clear error naming
+    a bad value; None stays None (an option left unset)."""
+    value = ctx.options.get(key, default)
+    if value is None:
+        return None
+    try:
+        return kind(value)
+    except (TypeError, ValueError) as e:
+        raise SearchError(f"option {key}={value!r} is not a valid {kind.__name__}") from e
+
+
 def validates_alike(auc: float, logloss: float, ref_auc: float, ref_logloss: float,
                     tolerance: float, logloss_tolerance: float | None = None) -> bool:
     """Whether a model validates alike a reference (the best one measured): its validation

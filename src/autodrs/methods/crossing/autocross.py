@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import time
 from itertools import combinations
-from typing import Any
 
 import torch
 
@@ -46,19 +45,12 @@ from autodrs.search.base import (
     SearchContext,
     SearchError,
     StageResult,
+    option,
     register_method,
 )
 from autodrs.train.trainer import default_threads
 
 Feature = tuple[str, ...]
-
-
-def option(ctx: SearchContext, key: str, default: Any, kind: type = float) -> Any:
-    value = ctx.options.get(key, default)
-    try:
-        return kind(value)
-    except (TypeError, ValueError) as e:
-        raise SearchError(f"option {key}={value!r} is not a valid {kind.__name__}") from e
 
 
 def base_model(ctx: SearchContext, l2: float) -> tuple[OffsetModel, list[Feature]]:

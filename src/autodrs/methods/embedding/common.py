@@ -16,7 +16,7 @@ from autodrs.data.dataset import Batch
 from autodrs.data.schema import Schema
 from autodrs.models.builder import CTRModel, build_model, count_bytes, count_parameters
 from autodrs.nn.mixed import SearchedEmbedding
-from autodrs.search.base import SearchContext, SearchError, StageResult, Supernet
+from autodrs.search.base import SearchContext, SearchError, StageResult, Supernet, option
 from autodrs.search.estimation import BudgetExhausted, Deadline
 from autodrs.search.gradient import ArchStep
 from autodrs.spec import ArchSpec
@@ -79,15 +79,6 @@ def candidate_dims(ctx: SearchContext, default: Sequence[int] = DEFAULT_CANDIDAT
     if not dims or dims[0] <= 0:
         raise SearchError(f"candidate dims must be positive integers, got {raw!r}")
     return dims
-
-
-def option(ctx: SearchContext, key: str, default: Any, kind: type = float) -> Any:
-    """``ctx.options[key]`` converted to ``kind``; a clear error naming the option."""
-    value = ctx.options.get(key, default)
-    try:
-        return kind(value)
-    except (TypeError, ValueError) as e:
-        raise SearchError(f"option {key!r} must be {kind.__name__}, got {value!r}") from e
 
 
 def flag(ctx: SearchContext, key: str, default: bool) -> bool:

@@ -93,8 +93,7 @@ class FrequencyPruning(Method):
         tolerance = option(ctx, "tolerance", 0.0)
         if tolerance < 0:
             raise SearchError(f"option tolerance must be >= 0, got {tolerance}")
-        logloss_tolerance = (None if ctx.options.get("logloss_tolerance") is None
-                             else option(ctx, "logloss_tolerance", 0.0))
+        logloss_tolerance = option(ctx, "logloss_tolerance", None)  # None: AUC alone
         if logloss_tolerance is not None and logloss_tolerance < 0:
             raise SearchError(f"option logloss_tolerance must be >= 0, got {logloss_tolerance}")
         counts = value_counts(ctx)

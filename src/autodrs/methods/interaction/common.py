@@ -20,7 +20,14 @@ from autodrs.models.backbones import DEFAULT_MLP
 from autodrs.models.builder import LinearTerm
 from autodrs.nn.embedding import FieldEmbedding
 from autodrs.nn.layers import MLP
-from autodrs.search.base import Method, SearchContext, SearchError, StageResult, Supernet
+from autodrs.search.base import (
+    Method,
+    SearchContext,
+    SearchError,
+    StageResult,
+    Supernet,
+    option,
+)
 from autodrs.search.gradient import Temperature
 from autodrs.spec import ArchSpec, Interaction, cross_name
 from autodrs.train.losses import make_loss
@@ -41,17 +48,6 @@ def candidate_interactions(names: Sequence[str], order: int = 2) -> list[tuple[i
 def embedded_names(schema: Schema, spec: ArchSpec) -> list[str]:
     """The names a spec embeds, in model order: used fields, then crosses."""
     return spec.used_fields(schema) + [cross_name(c) for c in spec.crosses]
-
-
-def option(ctx: SearchContext, key: str, default: Any, kind: type = float) -> Any:
-    """Read ``ctx.options[key]`` as ``kind``, with a clear error naming a bad value."""
-    value = ctx.options.get(key, default)
-    if value is None:
-        return None
-    try:
-        return kind(value)
-    except (TypeError, ValueError) as e:
-        raise SearchError(f"option {key}={value!r} is not a valid {kind.__name__}") from e
 
 
 def start_search(method: Method, ctx: SearchContext) -> tuple[str, float, ArchSpec, list[str]]:

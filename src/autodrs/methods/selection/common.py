@@ -32,7 +32,7 @@ from typing import Any
 from autodrs.methods.selection.erase import EraseCurve, erase_bisect, erase_curve, gap_cuts
 from autodrs.methods.selection.redundancy import find_redundant, place_copies, redundant_copies
 from autodrs.methods.selection.subset import in_schema_order, with_fields
-from autodrs.search.base import Method, SearchContext, SearchError, StageResult
+from autodrs.search.base import Method, SearchContext, SearchError, StageResult, option
 from autodrs.spec import ArchSpec
 from autodrs.train.trainer import TrainConfig
 
@@ -200,15 +200,6 @@ def search_config(ctx: SearchContext, epochs: int | None = None) -> TrainConfig:
     if n < 1:
         raise SearchError(f"option search_epochs must be >= 1, got {n}")
     return replace(ctx.train, epochs=n, seed=ctx.seed)
-
-
-def option(ctx: SearchContext, key: str, default: Any, kind: type = float) -> Any:
-    """``ctx.options[key]`` as ``kind``, with an error naming a bad value."""
-    value = ctx.options.get(key, default)
-    try:
-        return kind(value)
-    except (TypeError, ValueError) as e:
-        raise SearchError(f"option {key}={value!r} is not a valid {kind.__name__}") from e
 
 
 def arch_interval(ctx: SearchContext, config: TrainConfig) -> int:

@@ -22,7 +22,14 @@ from dataclasses import replace
 from typing import Any
 
 from autodrs.experiment import fit_spec, with_training
-from autodrs.search.base import Method, SearchContext, SearchError, StageResult, register_method
+from autodrs.search.base import (
+    Method,
+    SearchContext,
+    SearchError,
+    StageResult,
+    option,
+    register_method,
+)
 from autodrs.spec import ArchSpec
 
 DEFAULT_LR_FACTORS = (1.0, 3.0, 2.0, 0.5)
@@ -64,7 +71,7 @@ class Optim(Method):
         current = with_training(ctx.train, spec)
         factors = parse_numbers(ctx, "lr_factors", DEFAULT_LR_FACTORS)
         batches = parse_numbers(ctx, "batch_sizes", (current.batch_size,), int)
-        epochs = int(ctx.options.get("epochs", 1 if ctx.fast else ctx.train.epochs))
+        epochs = option(ctx, "epochs", 1 if ctx.fast else ctx.train.epochs, int)
         config = replace(ctx.train, epochs=epochs, progress=False, checkpoint=None)
         candidates = [(float(f"{current.lr * f:.6g}"), b) for b in batches for f in factors]
         results: dict[str, dict[str, Any]] = {}
