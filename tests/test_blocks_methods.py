@@ -327,6 +327,12 @@ def test_autoctr_candidates_stop_where_the_final_fits_time_begins(
     assert len(searched) == found.extra["candidates"] == 3
     # the first candidate has no timing to size the reserve; the later ones keep one back
     assert searched[0] == 0.0 and all(r > 0.0 for r in searched[1:])
+    # sized as the final fits (finalists and seed backbones), each the median candidate's
+    # time scaled to every training row and every epoch of the command: an upper bound
+    fits = 2 + len(found.extra["seed_numbers"])
+    fid = autoctr.AutoCTR.fidelity(ctx, "low")
+    first = found.trials[0]["seconds"]
+    assert searched[1] == pytest.approx(fits * fid.scale * first, rel=0.01, abs=0.01)
     # the final fits share what is left: the first keeps the second's share, the last none
     assert len(final) == 2 and final[0] > 0.0 and final[-1] == 0.0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 from typing import Any
 
 import optuna
@@ -188,6 +189,19 @@ def test_bad_arguments_are_named(ctx: SearchContext) -> None:
         run_gradient(ToySpace(), ctx)
     with pytest.raises(SearchError, match="unknown pruner"):
         make_pruner("asha", 3)
+    # a method option of the wrong type is named, in the engine's readers and hparams'
+    for key, bad in (("epochs", "many"), ("subsample", "half")):
+        ctx.options = {"fast": True, key: bad}
+        with pytest.raises(SearchError, match=f"option {key}='{bad}' is not a valid"):
+            run_blackbox(ToySpace(), ctx, "random")
+    ctx.options = {"fast": True, "epochs": "many"}
+    with pytest.raises(SearchError, match="option epochs='many' is not a valid int"):
+        run_gradient(HParamSpace(ctx.spec, fast=True, arch_only=True), ctx)
+    from autodrs.search.base import get_method
+
+    ctx.options = {"fast": True, "estimation": "weight_sharing", "epochs": "1.5"}
+    with pytest.raises(SearchError, match="option epochs='1.5' is not a valid int"):
+        get_method("hparams").search(replace(ctx, strategy="tpe"))
 
 
 def test_parse_budget() -> None:

@@ -35,6 +35,7 @@ from autodrs.search.base import (
     SearchSpace,
     StageResult,
     Supernet,
+    option,
     register_method,
 )
 from autodrs.search.blackbox import BlackBoxResult, run_blackbox
@@ -233,7 +234,7 @@ class HParams(Method):
         torch.manual_seed(ctx.seed)
         supernet = space.supernet(ctx)
         supernet.sample_paths = True
-        epochs = int(ctx.options.get("epochs", 1 if ctx.fast else min(ctx.train.epochs, 3)))
+        epochs = option(ctx, "epochs", 1 if ctx.fast else min(ctx.train.epochs, 3), int)
         config = low_fidelity(ctx.train, epochs)
         train = subsample(ctx.dataset.train, ctx.options.get("subsample"), ctx.seed)
         Trainer(config, [TimeLimit(ctx.remaining)]).fit(
@@ -244,7 +245,7 @@ class HParams(Method):
     def _gradient(self, ctx: SearchContext, t0: float) -> StageResult:
         space = HParamSpace(ctx.spec, ctx.fast, arch_only=True)
         mode = str(ctx.options.get("arch_mode", "bilevel"))
-        found = run_gradient(space, ctx, mode=mode, every=int(ctx.options.get("arch_every", 5)))
+        found = run_gradient(space, ctx, mode=mode, every=option(ctx, "arch_every", 5, int))
         seconds = time.perf_counter() - t0
         supernet = found.supernet
         assert isinstance(supernet, HParamSupernet)

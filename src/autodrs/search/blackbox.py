@@ -21,7 +21,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from autodrs.search.base import SearchContext, SearchError, SearchSpace
+from autodrs.search.base import SearchContext, SearchError, SearchSpace, option
 from autodrs.search.estimation import Estimator
 from autodrs.search.strategies import BLACKBOX_STRATEGIES, check_strategy, make_pruner, make_sampler
 from autodrs.spec import ArchSpec
@@ -102,7 +102,7 @@ def run_blackbox(space: SearchSpace, ctx: SearchContext, strategy: str,
         evaluate = estimator
     name = f"{method or space.name}-{strategy}"
     sampler = make_sampler(strategy, space, ctx, len(directions))
-    epochs = int(ctx.options.get("epochs", 1 if ctx.fast else min(ctx.train.epochs, 3)))
+    epochs = option(ctx, "epochs", 1 if ctx.fast else min(ctx.train.epochs, 3), int)
     pruner = make_pruner(ctx.options.get("pruner") if len(directions) == 1 else None, epochs)
     study = open_study(ctx, name, directions, sampler, pruner)
 

@@ -26,7 +26,7 @@ from torch import nn
 from autodrs.data.dataset import Dataset, EncodedData
 from autodrs.experiment import with_training
 from autodrs.models.builder import CTRModel, build_model, count_parameters
-from autodrs.search.base import SearchContext, SearchError, Supernet
+from autodrs.search.base import SearchContext, SearchError, Supernet, option
 from autodrs.spec import ArchSpec
 from autodrs.train.trainer import TrainConfig, Trainer, TrainHook, TrainResult
 
@@ -157,13 +157,12 @@ class Estimator:
                               f"{', '.join(OBJECTIVES)}")
         self.ctx = ctx
         self.objectives = objectives
-        opts = ctx.options
-        size = opts.get("subsample", 0.5 if ctx.fast else None)
+        size = option(ctx, "subsample", 0.5 if ctx.fast else None)
         self.train = subsample(ctx.dataset.train, size, ctx.seed)
         self.valid = ctx.dataset.valid
-        epochs = opts.get("epochs", 1 if ctx.fast else min(ctx.train.epochs, 3))
-        self.config = low_fidelity(ctx.train, int(epochs))
-        self.warm_start = bool(opts.get("warm_start", False))
+        epochs = option(ctx, "epochs", 1 if ctx.fast else min(ctx.train.epochs, 3), int)
+        self.config = low_fidelity(ctx.train, epochs)
+        self.warm_start = bool(ctx.options.get("warm_start", False))
         self._parent: dict[str, torch.Tensor] | None = None
 
     def parent_state(self) -> dict[str, torch.Tensor]:

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from autodrs.data.dataset import Batch, EncodedData
-from autodrs.search.base import SearchContext, SearchError, SearchSpace, Supernet
+from autodrs.search.base import SearchContext, SearchError, SearchSpace, Supernet, option
 from autodrs.spec import ArchSpec
 from autodrs.train.losses import make_loss
 from autodrs.train.trainer import Trainer, TrainHook, TrainResult
@@ -151,7 +151,7 @@ def run_gradient(space: SearchSpace, ctx: SearchContext, mode: str = "bilevel",
         return value + reg() if reg is not None else value
 
     default_epochs = 1 if ctx.fast else ctx.train.epochs
-    config = low_fidelity(ctx.train, epochs or int(ctx.options.get("epochs", default_epochs)))
+    config = low_fidelity(ctx.train, epochs or option(ctx, "epochs", default_epochs, int))
     config = replace(config, patience=max(2, ctx.train.patience))
     hook = ArchStep(optimizer, arch_loss, mode=mode, every=every,
                     valid=ctx.dataset.valid if mode == "bilevel" else None,

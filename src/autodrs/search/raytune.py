@@ -15,7 +15,7 @@ from typing import Any
 
 import optuna
 
-from autodrs.search.base import SearchContext, SearchError, SearchSpace
+from autodrs.search.base import SearchContext, SearchError, SearchSpace, option
 from autodrs.search.blackbox import Evaluate
 
 METRIC = "objective"
@@ -105,7 +105,7 @@ def run_ray(space: SearchSpace, ctx: SearchContext, study: optuna.Study, evaluat
     started_here = not ray.is_initialized()
     if started_here:
         ray.init(address=ctx.ray_address, include_dashboard=False, log_to_driver=False,
-                 num_cpus=None if ctx.ray_address else int(ctx.options.get("ray_cpus", 2)),
+                 num_cpus=None if ctx.ray_address else option(ctx, "ray_cpus", 2, int),
                  configure_logging=False)
     try:
         trainable = tune.with_parameters(_trainable, space=space, base=ctx.spec,
@@ -116,7 +116,7 @@ def run_ray(space: SearchSpace, ctx: SearchContext, study: optuna.Study, evaluat
             tune_config=tune.TuneConfig(
                 search_alg=searcher,
                 num_samples=remaining if remaining is not None else -1,
-                max_concurrent_trials=int(ctx.options.get("ray_concurrency", 2)),
+                max_concurrent_trials=option(ctx, "ray_concurrency", 2, int),
                 time_budget_s=ctx.remaining()),
             run_config=tune.RunConfig(
                 name=study.study_name, verbose=0,

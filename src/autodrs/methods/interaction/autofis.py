@@ -69,7 +69,7 @@ def affordable(ctx: SearchContext, longest: float) -> bool:
     """Whether the stage's time left pays for one more retrain, as long as the longest so far
     (or the run's estimate of a retrain, ``retrain_seconds``); always without a budget."""
     left = ctx.remaining()
-    return left is None or left > max(longest, float(ctx.options.get("retrain_seconds", 0.0)))
+    return left is None or left > max(longest, option(ctx, "retrain_seconds", 0.0))
 
 
 def above_largest_drop(kept: list[Interaction]) -> list[Interaction]:
