@@ -60,6 +60,20 @@ def test_pruned_table_looks_up_like_the_masked_dense_table() -> None:
     assert torch.equal(table.to_dense(), dense * mask)
 
 
+def test_pruned_table_offsets_take_the_narrowest_type_that_holds_them() -> None:
+    small = random_mask(3000, 16, 0.1)  # about 4,800 kept: 2-byte offsets
+    large = random_mask(3000, 16, 0.9)  # about 43,200 kept: past int16, 4-byte offsets
+    for mask, dtype in ((small, torch.int16), (large, torch.int32)):
+        dense = torch.randn(3000, 16)
+        table = PrunedTable(mask, dense[mask])
+        assert table.row_ptr.dtype == dtype
+        assert int(table.row_ptr[-1]) == int(mask.sum())  # the last offset is not wrapped
+        ids = torch.arange(3000)
+        assert torch.equal(table(ids), dense * mask)
+        assert torch.equal(table.mask(), mask)
+        assert table.stored_bytes() == (3001 * dtype.itemsize + int(mask.sum()) * (1 + 4))
+
+
 def test_pruned_column_stores_kept_first_order_weights_only(tiny_synthetic: Dataset) -> None:
     mask = random_mask(400, 1, 0.1)
     mask[0] = True
