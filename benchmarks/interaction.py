@@ -32,7 +32,7 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from _common import machine_line, markdown_table, mean_std  # noqa: E402
+from _common import machine_line, markdown_table, mean_std, paired_difference  # noqa: E402
 from autodrs.data.dataset import Dataset, load_dataset  # noqa: E402
 from autodrs.experiment import fit_spec  # noqa: E402
 from autodrs.models.backbones import backbone_spec  # noqa: E402
@@ -123,7 +123,7 @@ def run_dataset(name: str, rows: int, seeds: int, config: TrainConfig,
 def print_table(name: str, result: dict[str, Any]) -> None:
     runs = result["runs"]
     synthetic = result["bayes_auc"] is not None
-    header = ["model", "test AUC", "pairs kept"]
+    header = ["model", "test AUC", "vs DeepFM per seed (± s.e.)", "pairs kept"]
     if synthetic:
         header += ["planted in top 5", "(copy = r0)", "others removed"]
     header += ["search s", "retrain s", "(search+retrain)/DeepFM", "retrain epochs"]
@@ -131,7 +131,10 @@ def print_table(name: str, result: dict[str, Any]) -> None:
     for model, records in runs.items():
         if not records:
             continue
-        row: list[object] = [model, mean_std([r["auc"] for r in records]),
+        aucs = [r["auc"] for r in records]
+        paired = ("-" if model == "deepfm" or len(runs["deepfm"]) != len(aucs) else
+                  paired_difference(aucs, [r["auc"] for r in runs["deepfm"]]))
+        row: list[object] = [model, mean_std(aucs), paired,
                              f"{np.mean([r['kept'] for r in records]):.1f}/{result['pairs']}"]
         if synthetic:
             if "top5" in records[0]:
