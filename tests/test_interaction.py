@@ -13,6 +13,7 @@ import torch
 
 from autodrs.data.dataset import Dataset, load_dataset
 from autodrs.methods.interaction.autofis import (
+    GATE_INIT,
     SEARCH_EPOCHS,
     SEARCH_STEPS,
     above_largest_drop,
@@ -104,6 +105,19 @@ def test_autofis_retrain_keeps_gates_as_attention(tiny_synthetic: Dataset,
     assert model.fm.weight is not None and model.fm.weight.requires_grad
     assert model.fm.weight.detach().tolist() == pytest.approx([i.weight for i in kept])
     assert model.fm.products.left.numel() == len(kept)
+    # as in the official retrain, every kept gate starts again at 0.6; the searched gates
+    # chose the pairs and rank them (best first)
+    assert [i.weight for i in kept] == [GATE_INIT] * len(kept)
+    magnitudes = [result.scores[i.key] for i in kept]
+    assert magnitudes == sorted(magnitudes, reverse=True) and min(magnitudes) > 0
+    assert result.extra["retrain_gates"] == "init"
+    searched = get_method("autofis").search(
+        context(tiny_synthetic, fast_config, threshold=0.7, retrain_gates="searched"))
+    assert [i.fields for i in searched.spec.interactions] == [i.fields for i in kept]
+    assert [abs(i.weight) for i in searched.spec.interactions] == \
+        pytest.approx(magnitudes, abs=1e-6)
+    with pytest.raises(SearchError, match="retrain_gates must be init or searched"):
+        get_method("autofis").search(context(tiny_synthetic, fast_config, retrain_gates="x"))
     assert not spec.pair_norm and model.fm.norm is None
     # the official retrain: the same gates on batch-normalised products (no affine)
     normed = get_method("autofis").search(
@@ -235,6 +249,14 @@ def test_autofis_head_candidates(tiny_synthetic: Dataset) -> None:
     assert [len(c.interactions) for c in head_candidates(deep, schema)] == [1, 2]
     # no surviving pair: one candidate, not two identical ones
     assert len(head_candidates(deep.copy(interactions=[]), schema)) == 1
+    # gates restarted at 0.6 in the spec: the drop is read from the searched gates given
+    three = [["r0", "r1"], ["r2", "r3"], ["r4", "r5"]]
+    restarted = deep.copy(interactions=[Interaction(f, weight=GATE_INIT) for f in three])
+    searched = [0.9, 0.8, 0.1]
+    assert [len(c.interactions) for c in head_candidates(restarted, schema, searched)] == \
+        [2, 3]
+    top = above_largest_drop(restarted.interactions, searched)
+    assert [i.fields for i in top] == three[:2] and top[0].weight is None
 
 
 def test_bad_options_are_named(tiny_synthetic: Dataset, fast_config: TrainConfig) -> None:
