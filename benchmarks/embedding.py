@@ -163,13 +163,13 @@ def summarise(data: str, found: dict[str, Any]) -> str:
     runs = found["runs"]
     base_auc = np.mean([r["test_auc"] for r in runs["full-dim"]])
     base_params = np.mean([r["embedding_params"] for r in runs["full-dim"]])
+    full = [r["test_auc"] for r in runs["full-dim"]]
     rows = []
     for method, items in runs.items():
         if not items:
             continue
         aucs = [r["test_auc"] for r in items]
         params = np.mean([r["embedding_params"] for r in items])
-        full = [r["test_auc"] for r in runs["full-dim"]]
         rows.append([method, mean_std(aucs), paired_difference(aucs, full)
                      if len(full) == len(aucs) else f"{np.mean(aucs) - base_auc:+.4f}",
                      f"{params:,.0f}", f"{1 - params / base_params:.1%}",
@@ -177,8 +177,8 @@ def summarise(data: str, found: dict[str, Any]) -> str:
                      f"{np.mean([r['search_seconds'] for r in items]):.1f}",
                      f"{np.mean([r['retrain_seconds'] for r in items]):.1f}"])
     text = [f"## {data} (DeepFM, dim 16 baseline; {len(runs['full-dim'])} seeds)", "",
-            markdown_table(["method", "test AUC", "vs full per seed (± s.e.)", "emb. params", "fewer",
-                            "emb. bytes", "search s", "retrain s"], rows)]
+            markdown_table(["method", "test AUC", "vs full per seed (± s.e.)", "emb. params",
+                            "fewer", "emb. bytes", "search s", "retrain s"], rows)]
     if found["bayes"]:
         text += ["", f"Bayes-optimal test AUC: {mean_std(found['bayes'])}"]
     if found["truth"]:

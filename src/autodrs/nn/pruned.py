@@ -3,9 +3,9 @@
 A pruned table keeps, for each row (value), only its kept entries: a CSR layout with a
 ``row_ptr`` ([N + 1]; int16 while it can hold the kept count, else int32), the kept column
 of each entry (``cols``, [nnz]) and the kept values (``values``, [nnz], the only trainable
-tensor). A lookup scatters a row's kept entries into a
-zero vector of the table's width, so the rest of the model sees ordinary ``[B, d]``
-embeddings; nothing dense of size ``N x d`` is ever held. Rows with no kept entry (pruned
+tensor). A lookup scatters a row's kept entries into a zero vector of the table's width, so
+the rest of the model sees ordinary ``[B, d]`` embeddings; nothing dense of size ``N x d``
+is ever held. Rows with no kept entry (pruned
 values) embed to zeros.
 
 Which entries a table keeps is written into the spec (``ArchSpec.pruning``) as a compact,

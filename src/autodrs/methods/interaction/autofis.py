@@ -13,7 +13,9 @@ the survivors are retrained with their gates kept as trainable attention
 (``Interaction.weight``) on the raw products, each gate starting again at 0.6 as in the
 official code (its retrain builds a fresh model whose gates start at ``weight_base``; the
 search's gates only choose the pairs). Option ``retrain_gates=searched`` starts them at the
-searched values instead; on movielens-100k that tested 0.0018 lower over 10 seeds. The official code's retrain keeps the batch
+searched values instead; on movielens-100k that tested 0.0018 lower over 10 seeds
+(``benchmarks/interaction.py --data movielens-100k --methods autofis --seeds 10``: -0.0010
+against DeepFM, the restart +0.0008). The official code's retrain keeps the batch
 norm on each product (option ``pair_norm``, ``ArchSpec.pair_norm``); on movielens-100k that
 retrain tested 0.7848 +- 0.0033 against 0.7905 +- 0.0016 without it
 (``benchmarks/interaction.py --data movielens-100k --methods autofis``), so it is off by
