@@ -120,8 +120,10 @@ def main() -> None:
             for name, spec in specs.items():
                 path = args.out / f"{name}-{tag}-{seed}.json"
                 record = saved(path, args.reuse)
-                row = record["test"] if record else measure(ds, spec, config) | {"search": 0.0}
-                path.write_text(json.dumps({"test": row}, indent=1))
+                if record is None:
+                    record = {"test": measure(ds, spec, config) | {"search": 0.0}}
+                    path.write_text(json.dumps(record, indent=1))
+                row = record["test"]
                 rows.setdefault(name, []).append(row)
                 print(f"  {data} seed {seed} {name:>11}: AUC {row['auc']:.4f}", flush=True)
             for method in methods:

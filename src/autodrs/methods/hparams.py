@@ -236,7 +236,7 @@ class HParams(Method):
         supernet.sample_paths = True
         epochs = option(ctx, "epochs", 1 if ctx.fast else min(ctx.train.epochs, 3), int)
         config = low_fidelity(ctx.train, epochs)
-        train = subsample(ctx.dataset.train, ctx.options.get("subsample"), ctx.seed)
+        train = subsample(ctx.dataset.train, option(ctx, "subsample", None), ctx.seed)
         Trainer(config, [TimeLimit(ctx.remaining)]).fit(
             supernet, train, ctx.dataset.valid, parameters=supernet.weight_parameters())
         supernet.sample_paths = False

@@ -482,7 +482,7 @@ class AutoCTR(Method):
         full = name == "full"
         epochs = ctx.train.epochs if full else option(ctx, "epochs", 1 if ctx.fast else 2, int)
         config = replace(low_fidelity(ctx.train, epochs), seed=ctx.seed)
-        rows = subsample(ctx.dataset.train, None if full else ctx.options.get("subsample", 0.5),
+        rows = subsample(ctx.dataset.train, None if full else option(ctx, "subsample", 0.5),
                          ctx.seed)
         warm = bool(ctx.options.get("warm_start", not full))
         # how much longer a full fit takes than a candidate's (rows x epochs)
