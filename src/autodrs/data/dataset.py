@@ -34,12 +34,18 @@ class Batch:
     seq: dict[str, torch.Tensor]
     label: torch.Tensor | None = None
 
-    def to(self, device: torch.device | str) -> Batch:
-        return Batch(
-            self.cat.to(device), self.num.to(device),
-            {k: v.to(device) for k, v in self.seq.items()},
-            None if self.label is None else self.label.to(device),
-        )
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
+        def move(t: torch.Tensor) -> torch.Tensor:
+            return t.to(device, non_blocking=non_blocking)
+
+        return Batch(move(self.cat), move(self.num), {k: move(v) for k, v in self.seq.items()},
+                     None if self.label is None else move(self.label))
+
+    def pin_memory(self) -> Batch:
+        """Page-locked copies, so a later ``to(cuda, non_blocking=True)`` overlaps compute."""
+        return Batch(self.cat.pin_memory(), self.num.pin_memory(),
+                     {k: v.pin_memory() for k, v in self.seq.items()},
+                     None if self.label is None else self.label.pin_memory())
 
     def __len__(self) -> int:
         return int(self.cat.shape[0])
@@ -81,6 +87,13 @@ class EncodedData:
     def batch(self, idx: torch.Tensor | slice) -> Batch:
         return Batch(self.cat[idx], self.num[idx], {k: v[idx] for k, v in self.seq.items()},
                      self.label[idx])
+
+    def shard(self, rank: int, world: int) -> EncodedData:
+        """The rows one of ``world`` data-parallel ranks trains on: every ``world``-th row
+        from ``rank``, so the ranks' parts are disjoint and cover the split."""
+        if world == 1:
+            return self
+        return self.subset(torch.arange(rank, len(self), world))
 
     def subset(self, idx: torch.Tensor) -> EncodedData:
         b = self.batch(idx)
