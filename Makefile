@@ -3,13 +3,21 @@ VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.autodrs-installed
+# the exact torch build, installed before autodrs so that its `torch>=2.3` is already met and
+# pip never pulls a CUDA build; on macOS use `make setup TORCH=torch==2.13.0 TORCH_INDEX=`
+TORCH ?= torch==2.13.0+cpu
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
 .PHONY: setup browser run test lint clean
 
 setup: $(STAMP)
 
+# movielens-100k is read from the data files inside the recbole wheel; recbole itself is never
+# imported, so it is installed without its (heavy) dependencies
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check "$(TORCH)" \
+		$(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
 	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[test,serve,ray]"
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps recbole==1.2.1
 	touch $(STAMP)
