@@ -3,8 +3,9 @@ VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.autodrs-installed
-# the exact torch build, installed before autodrs so that its `torch>=2.3` is already met and
-# pip never pulls a CUDA build; on macOS use `make setup TORCH=torch==2.13.0 TORCH_INDEX=`
+# the exact torch build, installed first (without its dependencies, which the next step
+# resolves from the usual index) so that autodrs's `torch>=2.3` is already met and pip never
+# pulls a CUDA build; on macOS: `make setup TORCH=torch==2.13.0 TORCH_INDEX=`
 TORCH ?= torch==2.13.0+cpu
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
@@ -16,7 +17,7 @@ setup: $(STAMP)
 # imported, so it is installed without its (heavy) dependencies
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check "$(TORCH)" \
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps "$(TORCH)" \
 		$(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
 	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[test,serve,ray]"
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps recbole==1.2.1
