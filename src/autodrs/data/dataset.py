@@ -17,12 +17,20 @@ import polars as pl
 import torch
 from sklearn.metrics import roc_auc_score
 
+from autodrs.data.cache import (
+    SPLITS,
+    BuildSettings,
+    DiskData,
+    build_cache,
+    read_info,
+    time_cut_points,
+)
 from autodrs.data.errors import DataError
+from autodrs.data.readers import Source, infer_text_kinds
 from autodrs.data.schema import Schema, infer_schema
-from autodrs.data.sources import TRUE_PROB, load_table
+from autodrs.data.sources import TRUE_PROB, open_source
 
-CACHE_VERSION = "1"
-SPLITS = ("train", "valid", "test")
+CACHE_VERSION = "2"
 
 
 @dataclass
@@ -152,68 +160,112 @@ def load_dataset(
     hash_threshold: int = 1_000_000,
     cache: bool = True,
     cache_dir: str | Path | None = None,
+    rows: int | None = None,
+    in_memory: bool | None = None,
+    progress: bool = False,
 ) -> Dataset:
-    """Read ``data``, split it 80/10/10 (``random`` by ``seed`` or ``time`` ordered), fit the
-    schema on train, encode all splits and cache the result on disk."""
+    """Read ``data`` in one streaming pass, split it 80/10/10 (``random`` by a hash of the
+    row number and ``seed``, or by the ``time`` column), fit the schema on train and write
+    the encoded splits to the on-disk cache (see ``autodrs.data.cache``).
+
+    ``rows`` reads only the first rows. The splits are held in memory when the cache is at
+    most ``in_memory_limit()`` bytes (``in_memory`` True or False overrides), else read from
+    disk batch by batch."""
     if split not in ("random", "time"):
         raise DataError(f"unknown split {split!r}; use 'random' or 'time'")
     overrides: dict[str, Any] = {}
     if schema_file is not None:
         overrides = _read_schema_file(schema_file)
-    table = load_table(data, fmt=fmt, label=label or overrides.get("label"))
+    source = open_source(data, fmt=fmt, label=label or overrides.get("label")).capped(rows)
     categorical = [*(categorical or []), *overrides.get("categorical", [])]
     numerical = [*(numerical or []), *overrides.get("numerical", [])]
     sequence = [*(sequence or []), *overrides.get("sequence", [])]
-    group = group or overrides.get("group") or table.group
-    time = time or overrides.get("time") or table.time
+    group = group or overrides.get("group") or source.group
+    time = time or overrides.get("time") or source.time
     declared = {"categorical": categorical, "numerical": numerical, "sequence": sequence}
-    key_parts = [CACHE_VERSION, table.identity, table.label, json.dumps(declared),
+    key_parts = [CACHE_VERSION, source.identity, source.label, json.dumps(declared),
                  str(group), str(time), split, str(seed), str(min_count), str(hash_threshold),
                  json.dumps(overrides.get("drop", []))]
     key = hashlib.sha256("|".join(key_parts).encode()).hexdigest()[:20]
-    folder = Path(cache_dir or default_cache_dir()) / key
-    if cache and table.identity and folder.exists():
-        try:
-            return _load_cached(folder)
-        except (OSError, ValueError, KeyError):
-            shutil.rmtree(folder, ignore_errors=True)
+    persistent = cache and bool(source.identity)
+    root = (Path(cache_dir or default_cache_dir()) if persistent
+            else Path(tempfile.mkdtemp(prefix="autodrs-")))
+    folder = root / key
+    built = read_info(folder) if persistent else None
+    cached = built is not None
+    if built is None:
+        schema = _infer(source, declared, group, time, overrides)
+        cuts = time_cut_points(source, time) if split == "time" and time else None
+        if split == "time" and cuts is None:
+            raise DataError("a time split needs a time column (--time COL)")
+        extra = (TRUE_PROB,) if source.truth is not None else ()
+        settings = BuildSettings(seed=seed, split=split, min_count=min_count,
+                                 hash_threshold=hash_threshold, extra=extra)
+        built = build_cache(source, schema, folder, settings, time_cuts=cuts,
+                            progress=progress)
+    schema = Schema.load(folder / "schema.json")
+    if in_memory is None:
+        in_memory = built["bytes"] <= in_memory_limit()
+    on_disk = {s: DiskData.open(folder, s, built) for s in SPLITS}
+    splits: dict[str, EncodedData | DiskData] = (
+        {s: d.to_memory() for s, d in on_disk.items()} if in_memory else dict(on_disk))
+    info: dict[str, Any] = {
+        "name": source.name, "rows": built["rows"], "split": split, "seed": seed,
+        "sizes": built["sizes"],
+        "fields": {f.name: {"kind": f.kind, "vocab_size": f.vocab_size} for f in schema.fields},
+        "label": source.label, "positive_rate": built["positive_rate"],
+        "cache": {"folder": str(folder), "bytes": built["bytes"],
+                  "shards": sum(len(v) for v in built["shards"].values()),
+                  "in_memory": bool(in_memory), "encode_seconds": built["seconds"]},
+    }
+    if rows is not None:
+        info["rows_cap"] = rows
+    if cached:
+        info["cached"] = True
+    if source.truth is not None:
+        truth = dict(source.truth)
+        probs = np.load(folder / f"extra-{TRUE_PROB}-test.npy")
+        truth["bayes_auc"] = float(roc_auc_score(splits["test"].label.numpy(), probs))
+        info["truth"] = truth
+    if not persistent and in_memory:
+        shutil.rmtree(root, ignore_errors=True)
+        info["cache"]["folder"] = None
+    return Dataset(schema, splits["train"], splits["valid"], splits["test"], info)
 
-    df = table.df
-    if table.label not in df.columns:
-        raise DataError(f"label column {table.label!r} not found; columns are {df.columns}")
-    kinds = dict(table.kinds)
+
+def in_memory_limit() -> int:
+    """Largest encoded cache (bytes) held in memory: ``AUTODRS_IN_MEMORY_BYTES``, or 2 GiB."""
+    env = os.environ.get("AUTODRS_IN_MEMORY_BYTES")
+    try:
+        return int(env) if env else 2 << 30
+    except ValueError as e:
+        raise DataError(f"AUTODRS_IN_MEMORY_BYTES={env!r} is not a number of bytes") from e
+
+
+def _infer(source: Source, declared: dict[str, list[str]], group: str | None,
+           time: str | None, overrides: dict[str, Any]) -> Schema:
+    """The schema's fields and kinds, inferred from the first chunk."""
+    first = next(iter(source.chunks()), None)
+    if first is None or first.height == 0:
+        raise DataError(f"{source.name} has no data rows")
+    if source.label not in first.columns:
+        raise DataError(f"label column {source.label!r} not found; columns are {first.columns}")
+    for kind, names in declared.items():
+        for name in names:
+            if name not in first.columns:
+                raise DataError(f"declared {kind} field {name!r} is not a column of the table")
+    drop = [c for c in (TRUE_PROB, *overrides.get("drop", [])) if c in first.columns]
+    kinds = dict(source.kinds)
+    if source.text_columns:
+        skip = {source.label, *drop, *(c for c in (group, time) if c)} | set(kinds)
+        kinds |= infer_text_kinds(first, skip)
     for kind, names in declared.items():
         for name in names:
             kinds[name] = kind
-    by_kind = {k: [n for n, v in kinds.items() if v == k and n in df.columns] for k in declared}
-    for kind, names in declared.items():
-        for name in names:
-            if name not in df.columns:
-                raise DataError(f"declared {kind} field {name!r} is not a column of the table")
-    drop = [c for c in (TRUE_PROB, *overrides.get("drop", [])) if c in df.columns]
-    schema = infer_schema(df, label=table.label, group=group, time=time, drop=drop,
-                          log_numerical=table.log_numerical, **by_kind)
-    parts = _split(df, split, seed, time)
-    schema.fit(parts["train"], min_count=min_count, hash_threshold=hash_threshold)
-    encoded = {name: EncodedData.from_arrays(schema.transform(part))
-               for name, part in parts.items()}
-    info: dict[str, Any] = {
-        "name": table.name, "rows": df.height, "split": split, "seed": seed,
-        "sizes": {k: len(v) for k, v in encoded.items()},
-        "fields": {f.name: {"kind": f.kind, "vocab_size": f.vocab_size} for f in schema.fields},
-        "label": table.label, "positive_rate": float(df[table.label].cast(pl.Float64).mean()),
-    }
-    if table.truth is not None:
-        truth = dict(table.truth)
-        test = parts["test"]
-        truth["bayes_auc"] = float(roc_auc_score(test[table.label].to_numpy(),
-                                                 test[TRUE_PROB].to_numpy()))
-        info["truth"] = truth
-    ds = Dataset(schema, encoded["train"], encoded["valid"], encoded["test"], info)
-    if cache and table.identity:
-        _save_cached(folder, ds)
-    return ds
-
+    by_kind = {k: [n for n, v in kinds.items() if v == k and n in first.columns]
+               for k in declared}
+    return infer_schema(first, label=source.label, group=group, time=time, drop=drop,
+                        log_numerical=source.log_numerical, **by_kind)
 
 def default_cache_dir() -> Path:
     env = os.environ.get("AUTODRS_CACHE")
@@ -234,45 +286,6 @@ def _read_schema_file(path: str | Path) -> dict[str, Any]:
     if unknown:
         raise DataError(f"schema file {p} has unknown keys {sorted(unknown)}; use {sorted(allowed)}")
     return data
-
-
-def _split(df: pl.DataFrame, how: str, seed: int, time: str | None) -> dict[str, pl.DataFrame]:
-    n = df.height
-    if n < 10:
-        raise DataError(f"the table has {n} rows; at least 10 are needed to split 80/10/10")
-    if how == "time":
-        if time is None:
-            raise DataError("a time split needs a time column (--time COL)")
-        order = np.argsort(df[time].to_numpy(), kind="stable")
-    else:
-        order = np.random.default_rng(seed).permutation(n)
-    a, b = int(n * 0.8), int(n * 0.9)
-    idx = {"train": order[:a], "valid": order[a:b], "test": order[b:]}
-    return {k: df[np.sort(v) if how == "random" else v] for k, v in idx.items()}
-
-
-def _save_cached(folder: Path, ds: Dataset) -> None:
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".tmp-"))
-    try:
-        ds.schema.save(tmp / "schema.json")
-        (tmp / "info.json").write_text(json.dumps(ds.info))
-        for name in SPLITS:
-            np.savez(tmp / f"{name}.npz", **ds.split(name).to_arrays())
-        os.replace(tmp, folder)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _load_cached(folder: Path) -> Dataset:
-    schema = Schema.load(folder / "schema.json")
-    info = json.loads((folder / "info.json").read_text())
-    splits = {}
-    for name in SPLITS:
-        with np.load(folder / f"{name}.npz", allow_pickle=False) as z:
-            splits[name] = EncodedData.from_arrays({k: z[k] for k in z.files})
-    info["cached"] = True
-    return Dataset(schema, splits["train"], splits["valid"], splits["test"], info)
 
 
 def stream_parquet(path: str | Path, schema: Schema, batch_rows: int = 65_536,

@@ -106,23 +106,18 @@ class Schema:
             col = df[f.name]
             if f.kind == "categorical":
                 counts = _as_str(col).drop_nulls().value_counts(sort=True)
-                _fit_vocab(f, counts, min_count, hash_threshold)
+                fit_vocab(f, counts, min_count, hash_threshold)
             elif f.kind == "sequence":
                 tokens = _seq_lists(col, f.sep)
                 lengths = tokens.list.len().fill_null(0)
-                f.max_len = int(max(1, min(max_seq_len, int(lengths.max() or 1))))
+                f.max_len = seq_width(int(lengths.max() or 1), max_seq_len)
                 counts = tokens.explode().drop_nulls().value_counts(sort=True)
-                _fit_vocab(f, counts, min_count, hash_threshold)
+                fit_vocab(f, counts, min_count, hash_threshold)
             else:
-                values = _numeric(col, f)
-                finite = values.drop_nulls().to_numpy().astype(np.float64)
+                finite = _numeric(col, f).drop_nulls().to_numpy().astype(np.float64)
                 if finite.size == 0:
                     raise DataError(f"numerical field {f.name!r} has no values in train")
-                f.mean = float(finite.mean())
-                f.std = float(finite.std()) or 1.0
-                z = (finite - f.mean) / f.std
-                qs = np.unique(np.quantile(z, np.linspace(0, 1, N_BUCKETS + 1)[1:-1]))
-                f.boundaries = [float(q) for q in qs]
+                fit_numerical(f, float(finite.mean()), float(finite.std()), finite)
         self.fitted = True
         return self
 
@@ -154,8 +149,7 @@ class Schema:
 
     def _encode_ids(self, values: pl.Series, f: Field) -> pl.Series:
         if f.hash_buckets:
-            hashed = values.hash(seed=0) % f.hash_buckets + FIRST_ID
-            return hashed.cast(pl.Int64)
+            return hash_ids(values, f.hash_buckets)
         mapping = {v: i + FIRST_ID for i, v in enumerate(f.vocab or [])}
         return values.replace_strict(mapping, default=OOV, return_dtype=pl.Int64)
 
@@ -328,7 +322,30 @@ def _numeric(col: pl.Series, f: Field) -> pl.Series:
     return values
 
 
-def _fit_vocab(f: Field, counts: pl.DataFrame, min_count: int, hash_threshold: int) -> None:
+def hash_ids(values: pl.Series, buckets: int) -> pl.Series:
+    """Ids of a hashed vocabulary: a value's hash modulo the bucket count, after the
+    reserved ids."""
+    return (values.hash(seed=0) % buckets + FIRST_ID).cast(pl.Int64)
+
+
+def seq_width(longest: int, max_seq_len: int) -> int:
+    """The padded width of a sequence field: its longest train list, capped."""
+    return int(max(1, min(max_seq_len, longest)))
+
+
+def fit_numerical(f: Field, mean: float, std: float, sample: np.ndarray) -> None:
+    """Standardise with the train ``mean`` and ``std``; bucket boundaries at equal-frequency
+    quantiles of the standardised ``sample`` (all train values, or a uniform sample)."""
+    f.mean = mean
+    f.std = std or 1.0
+    z = (sample - f.mean) / f.std
+    qs = np.unique(np.quantile(z, np.linspace(0, 1, N_BUCKETS + 1)[1:-1]))
+    f.boundaries = [float(q) for q in qs]
+
+
+def fit_vocab(f: Field, counts: pl.DataFrame, min_count: int, hash_threshold: int) -> None:
+    """Set a field's vocabulary from (value, train count) rows: values at least ``min_count``
+    times in train, most frequent first (ties by value); hashed above ``hash_threshold``."""
     value_col, count_col = counts.columns
     counts = counts.sort([count_col, value_col], descending=[True, False])
     kept = counts.filter(pl.col(count_col) >= min_count)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +20,15 @@ from urllib.parse import parse_qsl
 import polars as pl
 
 from autodrs.data.errors import DataError
+from autodrs.data.readers import (
+    Source,
+    cast_or_line,
+    frame_chunks,
+    open_text,
+    parquet_chunks,
+    read_header,
+    text_chunks,
+)
 
 TRUE_PROB = "_p_true"  # the synthetic generator's true click probability (never a feature)
 
@@ -45,7 +55,7 @@ BUILTINS = {
 
 @dataclass
 class Table:
-    """A raw table plus what its source knows about it."""
+    """A raw table in memory plus what its source knows about it."""
 
     df: pl.DataFrame
     name: str
@@ -57,27 +67,47 @@ class Table:
     identity: str = ""
     truth: dict[str, Any] | None = None
 
+    def source(self) -> Source:
+        return Source(name=self.name, chunks=frame_chunks(self.df), label=self.label,
+                      time=self.time, group=self.group, kinds=dict(self.kinds),
+                      log_numerical=list(self.log_numerical), identity=self.identity,
+                      truth=self.truth)
 
-def load_table(data: str, fmt: str | None = None, label: str | None = None) -> Table:
-    """Read ``data`` (a built-in name or a path) into a ``Table``; ``label`` overrides the
-    source's label column."""
-    table = _load(data, fmt)
+
+def load_table(data: str, fmt: str | None = None, label: str | None = None,
+               rows: int | None = None) -> Table:
+    """Read ``data`` (a built-in name or a path) into memory; ``label`` overrides the
+    source's label column. For data larger than memory use ``open_source``."""
+    src = open_source(data, fmt=fmt, label=label).capped(rows)
+    chunks = [c for c in src.chunks() if c.height]
+    if not chunks:
+        raise DataError(f"{data} has no data rows")
+    df = pl.concat(chunks, how="vertical_relaxed") if len(chunks) > 1 else chunks[0]
+    if src.label not in df.columns:
+        raise DataError(f"label column {src.label!r} not found; columns are {df.columns}")
+    return Table(df=df, name=src.name, label=src.label, time=src.time, group=src.group,
+                 kinds=src.kinds, log_numerical=src.log_numerical, identity=src.identity,
+                 truth=src.truth)
+
+
+def open_source(data: str, fmt: str | None = None, label: str | None = None) -> Source:
+    """A streaming ``Source`` for ``data``; ``label`` overrides the source's label column."""
+    src = _open(data, fmt)
     if label:
-        table.label = label
-    if table.label not in table.df.columns:
-        raise DataError(f"label column {table.label!r} not found; columns are {table.df.columns}")
-    return table
+        src.label = label
+    return src
 
 
-def _load(data: str, fmt: str | None) -> Table:
+def _open(data: str, fmt: str | None) -> Source:
     name, _, query = data.partition("?")
     opts = dict(parse_qsl(query))
     if name == "movielens-100k":
-        return movielens_100k(_recbole_ml100k_dir())
+        return movielens_100k(_recbole_ml100k_dir()).source()
     if name == "synthetic":
-        from autodrs.data.synthetic import synthetic_table
+        from autodrs.data.synthetic import synthetic_source
 
-        return synthetic_table(rows=int(opts.get("rows", 200_000)), seed=int(opts.get("seed", 0)))
+        return synthetic_source(rows=_int_option(opts, "rows", 200_000),
+                                seed=_int_option(opts, "seed", 0))
     path = Path(name)
     if not path.exists():
         raise DataError(
@@ -85,40 +115,44 @@ def _load(data: str, fmt: str | None) -> Table:
             "existing file"
         )
     if path.is_dir():
-        if (path / "u.data").exists():
-            return movielens_100k(path)
-        if (path / "ml-100k.inter").exists():
-            return movielens_100k(path)
+        if (path / "u.data").exists() or (path / "ml-100k.inter").exists():
+            return movielens_100k(path).source()
         raise DataError(f"{path} is a folder without a known dataset layout (u.data, ml-100k.inter)")
     if path.stat().st_size == 0:
         raise DataError(f"{path} is empty")
     fmt = fmt or _guess_format(path)
     identity = f"{path.resolve()}:{path.stat().st_size}:{path.stat().st_mtime_ns}:{fmt}"
     if fmt == "criteo":
-        table = read_criteo(path)
+        src = criteo_source(path)
     elif fmt == "avazu":
-        table = read_avazu(path)
+        src = avazu_source(path)
     elif fmt == "parquet":
-        table = Table(df=_read(pl.read_parquet, path), name=path.name)
+        src = Source(name=path.name, chunks=parquet_chunks(path))
     elif fmt in ("csv", "tsv"):
         sep = "\t" if fmt == "tsv" else ","
-        table = Table(df=_read(pl.read_csv, path, separator=sep, infer_schema_length=10_000),
-                      name=path.name)
+        src = Source(name=path.name, chunks=text_chunks(path, sep, read_header(path, sep), True),
+                     text_columns=True)
     else:
         raise DataError(f"unknown format {fmt!r}; use csv, tsv, parquet, criteo or avazu")
-    table.identity = identity
-    if table.df.height == 0:
-        raise DataError(f"{path} has no data rows")
-    return table
+    src.identity = identity
+    return src
+
+
+def _int_option(opts: dict[str, str], key: str, default: int) -> int:
+    try:
+        return int(opts.get(key, default))
+    except ValueError as e:
+        raise DataError(f"option {key}={opts[key]!r} is not an integer") from e
 
 
 def _guess_format(path: Path) -> str:
-    suffix = path.suffix.lower()
+    stem = path.name[:-3] if path.suffix == ".gz" else path.name
+    suffix = Path(stem).suffix.lower()
     if suffix in (".parquet", ".pq"):
         return "parquet"
-    with path.open("r", errors="replace") as fh:
+    with open_text(path) as fh:
         first = fh.readline().rstrip("\n")
-    if suffix in (".txt", ".tsv") and "criteo" in path.name.lower():
+    if suffix in (".txt", ".tsv") and "criteo" in stem.lower():
         return "criteo"
     if first.split(",")[:3] == ["id", "click", "hour"]:
         return "avazu"
@@ -127,85 +161,53 @@ def _guess_format(path: Path) -> str:
     return "csv"
 
 
-def _read(reader: Any, path: Path, **kwargs: Any) -> pl.DataFrame:
-    try:
-        return reader(path, **kwargs)
-    except pl.exceptions.NoDataError as e:
-        raise DataError(f"{path} is empty") from e
-    except (pl.exceptions.ComputeError, pl.exceptions.ShapeError, OSError) as e:
-        raise DataError(f"{path}: cannot read the file: {str(e).splitlines()[0]}") from e
-
-
-def _check_field_counts(path: Path, sep: str, expected: int, skip_header: bool) -> pl.DataFrame:
-    """Read ``path`` as raw lines and fail on the first line whose field count is wrong."""
-    lines = pl.read_csv(
-        path, separator="\x01", has_header=False, new_columns=["line"], quote_char=None,
-        schema_overrides={"line": pl.String}, truncate_ragged_lines=True,
-    )["line"]
-    counts = lines.str.count_matches(sep, literal=True).fill_null(0) + 1
-    bad = (counts != expected).arg_true()
-    first_data = 1 if skip_header else 0
-    bad = bad.filter(bad >= first_data)
-    if len(bad):
-        row = int(bad[0])
-        raise DataError(
-            f"{path}: malformed row at line {row + 1}: expected {expected} fields separated "
-            f"by {sep!r}, found {int(counts[row])}"
-        )
-    return lines
-
-
-def read_criteo(path: Path) -> Table:
-    """Criteo Kaggle layout: label, 13 integer features, 26 hashed categoricals, no header."""
-    _check_field_counts(path, "\t", 40, skip_header=False)
+def criteo_source(path: Path) -> Source:
+    """Criteo Kaggle layout: label, 13 integer features, 26 hashed categoricals, no header;
+    the integer features are log-transformed numbers."""
     columns = ["label", *CRITEO_NUM, *CRITEO_CAT]
-    df = _read(
-        pl.read_csv, path, separator="\t", has_header=False, new_columns=columns,
-        schema_overrides={**{c: pl.String for c in columns}}, quote_char=None,
-    )
-    df = _cast_or_line(df, path, "label", pl.Int64)
-    for c in CRITEO_NUM:
-        df = _cast_or_line(df, path, c, pl.Float64)
+    raw = text_chunks(path, "\t", columns, header=False, quote=False)
+
+    def chunks() -> Iterator[pl.DataFrame]:
+        line = 1
+        for df in raw():
+            df = cast_or_line(df, path, "label", pl.Int64, line)
+            for c in CRITEO_NUM:
+                df = cast_or_line(df, path, c, pl.Float64, line)
+            line += df.height
+            yield df
+
     kinds = {c: "numerical" for c in CRITEO_NUM} | {c: "categorical" for c in CRITEO_CAT}
-    return Table(df=df, name=path.name, kinds=kinds, log_numerical=list(CRITEO_NUM))
+    return Source(name=path.name, chunks=chunks, kinds=kinds, log_numerical=list(CRITEO_NUM))
 
 
-def read_avazu(path: Path) -> Table:
+def avazu_source(path: Path) -> Source:
     """Avazu layout: id, click, hour (YYMMDDHH), then categorical columns; ``hour`` is
     split into hour of day and weekday, ``id`` is dropped."""
-    with path.open() as fh:
-        header = fh.readline().rstrip("\n").split(",")
-    _check_field_counts(path, ",", len(header), skip_header=True)
-    df = _read(pl.read_csv, path, infer_schema_length=0)
-    if "click" not in df.columns or "hour" not in df.columns:
+    header = read_header(path, ",")
+    if "click" not in header or "hour" not in header:
         raise DataError(f"{path}: not the Avazu layout (needs columns 'click' and 'hour')")
-    df = _cast_or_line(df, path, "click", pl.Int64, header=True)
-    # polars needs minutes beside hours in a format string
-    ts = (df["hour"] + "00").str.strptime(pl.Datetime, "%y%m%d%H%M", strict=False)
-    if ts.null_count():
-        row = int(ts.is_null().arg_true()[0])
-        raise DataError(f"{path}: malformed row at line {row + 2}: bad hour {df['hour'][row]!r}")
-    df = df.with_columns(
-        ts.dt.hour().cast(pl.String).alias("hour_of_day"),
-        ts.dt.weekday().cast(pl.String).alias("weekday"),
-        ts.dt.epoch("s").alias("_time"),
-    ).drop([c for c in ("id", "hour") if c in df.columns])
-    df = df.rename({"click": "label"})
-    kinds = {c: "categorical" for c in df.columns if c not in ("label", "_time")}
-    return Table(df=df, name=path.name, kinds=kinds, time="_time")
+    raw = text_chunks(path, ",", header, header=True)
 
+    def chunks() -> Iterator[pl.DataFrame]:
+        line = 2
+        for df in raw():
+            df = cast_or_line(df, path, "click", pl.Int64, line)
+            # polars needs minutes beside hours in a format string
+            ts = (df["hour"] + "00").str.strptime(pl.Datetime, "%y%m%d%H%M", strict=False)
+            if ts.null_count():
+                row = int(ts.is_null().arg_true()[0])
+                raise DataError(f"{path}: malformed row at line {line + row}: bad hour "
+                                f"{df['hour'][row]!r}")
+            line += df.height
+            yield df.with_columns(
+                ts.dt.hour().cast(pl.String).alias("hour_of_day"),
+                ts.dt.weekday().cast(pl.String).alias("weekday"),
+                ts.dt.epoch("s").alias("_time"),
+            ).drop([c for c in ("id", "hour") if c in df.columns]).rename({"click": "label"})
 
-def _cast_or_line(df: pl.DataFrame, path: Path, col: str, dtype: Any,
-                  header: bool = False) -> pl.DataFrame:
-    cast = df[col].cast(dtype, strict=False)
-    bad = (cast.is_null() & df[col].is_not_null() & (df[col] != "")).arg_true()
-    if len(bad):
-        row = int(bad[0])
-        raise DataError(
-            f"{path}: malformed row at line {row + 1 + int(header)}: column {col} has "
-            f"{df[col][row]!r}, expected a number"
-        )
-    return df.with_columns(cast.alias(col))
+    kinds = {c: "categorical" for c in [*header, "hour_of_day", "weekday"]
+             if c not in ("id", "hour", "click")}
+    return Source(name=path.name, chunks=chunks, kinds=kinds, time="_time")
 
 
 # ---------------------------------------------------------------- MovieLens-100k

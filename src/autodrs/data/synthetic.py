@@ -12,6 +12,7 @@ split can be measured. Generation is chunked: any row count in bounded memory.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from autodrs.data.errors import DataError
+from autodrs.data.readers import Source
 from autodrs.data.sources import TRUE_PROB, Table
 
 CHUNK_ROWS = 500_000
@@ -123,6 +126,20 @@ def synthetic_table(rows: int = 200_000, seed: int = 0) -> Table:
     return Table(df=gen.frame(rows), name=f"synthetic?rows={rows}&seed={seed}",
                  kinds=gen.kinds(), identity=f"synthetic:{rows}:{seed}:v1",
                  truth=gen.truth(rows))
+
+
+def synthetic_source(rows: int = 200_000, seed: int = 0) -> Source:
+    """The synthetic rows generated chunk by chunk as they are read (any size)."""
+    if rows < 100:
+        raise DataError(f"synthetic needs at least 100 rows, got {rows}")
+    gen = SyntheticGenerator(seed)
+
+    def chunks() -> Iterator[pl.DataFrame]:
+        for i, n in enumerate(_chunks(rows)):
+            yield gen.chunk(i, n)
+
+    return Source(name=f"synthetic?rows={rows}&seed={seed}", chunks=chunks, kinds=gen.kinds(),
+                  identity=f"synthetic:{rows}:{seed}:v1", truth=gen.truth(rows))
 
 
 def write_synthetic(path: str | Path, rows: int, seed: int = 0) -> dict[str, Any]:
