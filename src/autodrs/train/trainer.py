@@ -1,14 +1,23 @@
 """The one Trainer: Adam, the spec's loss (BCE with logits by default), early stopping on
 validation AUC with patience, best weights restored, a progress bar, and a clear error when
 the loss diverges. Search methods plug in through ``TrainHook`` (architecture steps every k
-batches, temperature schedules) without editing the loop."""
+batches, temperature schedules) without editing the loop.
+
+On CUDA, batches are pinned on a background thread and copied without blocking; ``precision
+= "bf16"`` trains under bfloat16 autocast (weights stay float32). Inside a torch.distributed
+process group (``autodrs.train.distributed``) the same loop trains data-parallel: each rank
+takes its shard of the train split under DDP with ``batch_size / world`` rows per step (the
+global batch stays ``batch_size``), every rank runs the same number of steps, and
+validation predictions are gathered so every rank takes the same early-stopping decision."""
 
 from __future__ import annotations
 
 import os
+import queue
 import random
+import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +27,7 @@ import torch
 from torch import nn
 
 from autodrs.data.dataset import Batch, EncodedData
+from autodrs.train import distributed
 from autodrs.train.losses import make_loss
 from autodrs.train.metrics import classification_metrics
 
@@ -40,6 +50,7 @@ class TrainConfig:
     progress: bool = True
     max_steps: int | None = None
     checkpoint: str | None = None
+    precision: str = "fp32"  # or "bf16": bfloat16 autocast in training steps
 
 
 @dataclass
@@ -96,15 +107,75 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+PRECISIONS = ("fp32", "bf16")
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {name}: no CUDA device is available on this machine")
+        if device.index is None:  # this rank's GPU (torchrun and Ray Train set it)
+            device = torch.device("cuda", torch.cuda.current_device())
+    return device
 
 
 def default_threads() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-               else (os.cpu_count() or 1))
+    """The CPUs this process may use, split between the ranks sharing this machine."""
+    cpus = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+            else (os.cpu_count() or 1))
+    return max(1, cpus // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+
+
+def shuffled_batch_count(rows: int, batch_size: int) -> int:
+    """How many batches ``EncodedData.batches(shuffle=True)`` yields (a last batch of one
+    row joins the one before it)."""
+    count = -(-rows // batch_size)
+    return count - 1 if count > 1 and rows % batch_size == 1 else count
+
+
+def device_batches(batches: Iterable[Batch], device: torch.device, pin: bool,
+                   depth: int = 2) -> Iterator[Batch]:
+    """``batches`` on ``device``. With ``pin``, a background thread makes page-locked copies
+    ``depth`` batches ahead, so the host-to-device copy runs without blocking and overlaps
+    the step before it; an error in the thread is raised here."""
+    if not pin:
+        for batch in batches:
+            yield batch if device.type == "cpu" else batch.to(device)
+        return
+    q: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for batch in batches:
+                if stop.is_set():
+                    return
+                q.put(batch.pin_memory())
+            q.put(done)
+        except BaseException as e:  # handed to the consumer
+            q.put(e)
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item.to(device, non_blocking=True)
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                thread.join(timeout=0.01)
 
 
 class Trainer:
@@ -112,6 +183,9 @@ class Trainer:
                  hooks: Sequence[TrainHook] = ()) -> None:
         self.config = config or TrainConfig()
         self.hooks = list(hooks)
+        if self.config.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.config.precision!r}; use "
+                             f"{' or '.join(PRECISIONS)}")
         self.device = resolve_device(self.config.device)
         torch.set_num_threads(self.config.threads or default_threads())
         self.step = 0
@@ -150,6 +224,21 @@ class Trainer:
         cfg = self.config
         generator = seed_everything(cfg.seed)
         model.to(self.device)
+        world = distributed.world()
+        batch_size = cfg.batch_size
+        net: nn.Module = model  # what training steps call: DDP around the model on >1 rank
+        if world.size > 1:
+            if cfg.batch_size < world.size:
+                raise ValueError(f"batch size {cfg.batch_size} is smaller than the "
+                                 f"{world.size} data-parallel ranks")
+            train = train.shard(world.rank, world.size)
+            batch_size = cfg.batch_size // world.size
+            from torch.nn.parallel import DistributedDataParallel
+
+            # static_graph: parameters a model never uses (LR's embeddings) are allowed
+            net = DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                static_graph=True)
         optimizer = self.make_optimizer(model, parameters)
         self.optimizer = optimizer  # hooks doing look-ahead steps read its state
         loss_fn = self.loss_fn(model)
@@ -159,21 +248,31 @@ class Trainer:
         history: list[dict[str, float]] = []
         train_seconds, samples, bad_epochs = 0.0, 0, 0
         start = time.perf_counter()
-        steps_per_epoch = -(-len(train) // cfg.batch_size)
+        # every rank runs the same number of steps (a rank with a batch more would wait
+        # forever in DDP's gradient all-reduce)
+        steps_per_epoch = distributed.all_reduce_int(
+            shuffled_batch_count(len(train), batch_size), "min")
         stopped_early = False
         self.stop_requested = False
-        with _progress(cfg.progress, cfg.epochs * steps_per_epoch) as bar:
+        bf16 = cfg.precision == "bf16"
+        pin = self.device.type == "cuda"
+        with _progress(cfg.progress and world.main, cfg.epochs * steps_per_epoch) as bar:
             for epoch in range(cfg.epochs):
                 model.train()
                 t0 = time.perf_counter()
-                for batch in train.batches(cfg.batch_size, shuffle=True, generator=generator):
-                    batch = batch.to(self.device) if self.device.type != "cpu" else batch
-                    logits = model(batch)
-                    loss = (custom_loss(logits, batch) if custom_loss is not None
-                            else loss_fn(logits, batch.label))
-                    reg = getattr(model, "regularization", None)
-                    if reg is not None:
-                        loss = loss + reg()
+                batches = train.batches(batch_size, shuffle=True, generator=generator)
+                taken = 0
+                for batch in device_batches(batches, self.device, pin):
+                    if taken == steps_per_epoch:
+                        break
+                    taken += 1
+                    with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+                        logits = net(batch)
+                        loss = (custom_loss(logits, batch) if custom_loss is not None
+                                else loss_fn(logits, batch.label))
+                        reg = getattr(model, "regularization", None)
+                        if reg is not None:
+                            loss = loss + reg()
                     if not torch.isfinite(loss):
                         raise TrainingDiverged(
                             f"loss became {loss.item()} at epoch {epoch + 1}, step {self.step + 1}; "
@@ -186,11 +285,18 @@ class Trainer:
                     samples += len(batch)
                     for hook in self.hooks:
                         hook.on_step(self, model, self.step, batch, loss)
+                    if self.hooks and world.size > 1:  # one rank's hook stops them all
+                        self.stop_requested = bool(
+                            distributed.all_reduce_int(int(self.stop_requested), "max"))
                     if bar is not None and self.step % 25 == 0:
                         bar.advance(25, loss=float(loss))
                     if self.stop_requested or (cfg.max_steps is not None
                                                and self.step >= cfg.max_steps):
                         break
+                if taken < steps_per_epoch and not self.stop_requested and (
+                        cfg.max_steps is None or self.step < cfg.max_steps):
+                    raise RuntimeError(f"rank {world.rank} ran out of batches after {taken} of "
+                                       f"{steps_per_epoch} steps")
                 train_seconds += time.perf_counter() - t0
                 metrics = self.evaluate(model, valid)
                 metrics["epoch"] = epoch + 1
@@ -200,7 +306,7 @@ class Trainer:
                 if metrics["auc"] > best_auc:
                     best_auc, best_epoch, bad_epochs = metrics["auc"], epoch + 1, 0
                     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                    if cfg.checkpoint:
+                    if cfg.checkpoint and world.main:
                         save_state(best_state, cfg.checkpoint)
                 else:
                     bad_epochs += 1
@@ -213,6 +319,7 @@ class Trainer:
         if best_state is not None:
             model.load_state_dict(best_state)
         valid_metrics = next(h for h in history if h["epoch"] == best_epoch)
+        samples = distributed.all_reduce_int(samples, "sum")  # rows of all ranks
         return TrainResult(
             best_epoch=best_epoch, valid={k: v for k, v in valid_metrics.items() if k != "epoch"},
             history=history, train_seconds=train_seconds,
@@ -229,17 +336,31 @@ class Trainer:
         model.eval()
         model.to(self.device)
         out = []
-        for batch in data.batches(self.config.eval_batch_size):
-            batch = batch.to(self.device) if self.device.type != "cpu" else batch
+        for batch in device_batches(data.batches(self.config.eval_batch_size), self.device,
+                                    pin=self.device.type == "cuda"):
             out.append(torch.sigmoid(model(batch)).float().cpu())
         return torch.cat(out).numpy().astype(np.float64)
 
     def evaluate(self, model: nn.Module, data: EncodedData) -> dict[str, float]:
-        probs = self.predict(model, data)
-        if not np.isfinite(probs).all():
-            raise TrainingDiverged("the model predicts NaN; lower the learning rate")
-        groups = data.group.numpy() if data.group is not None else None
-        return classification_metrics(data.label.numpy(), probs, groups)
+        """Metrics of ``model`` on ``data``. On several ranks each predicts its shard, rank 0
+        computes the metrics over all predictions and every rank gets them."""
+        world = distributed.world()
+        part = data.shard(world.rank, world.size) if world.size > 1 else data
+        probs = self.predict(model, part)
+        gathered = distributed.gather_to_main({
+            "probs": probs, "label": part.label.numpy(),
+            "group": part.group.numpy() if part.group is not None else None})
+        metrics: dict[str, float] | str | None = None
+        if gathered is not None:
+            probs = gathered["probs"]
+            if not np.isfinite(probs).all():
+                metrics = "the model predicts NaN; lower the learning rate"
+            else:
+                metrics = classification_metrics(gathered["label"], probs, gathered["group"])
+        metrics = distributed.broadcast_from_main(metrics)
+        if isinstance(metrics, str):
+            raise TrainingDiverged(metrics)
+        return metrics
 
 
 def save_state(state: dict[str, torch.Tensor], path: str | Path) -> None:
