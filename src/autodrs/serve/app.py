@@ -6,36 +6,81 @@
   each with ``{"detail": "..."}`` naming the problem; the server keeps serving.
 - ``GET /health``: ``{"status": "ok", ...}`` with the fields and the serving configuration.
 
-Requests are micro-batched (see ``batching.py``).
+Requests are micro-batched (see ``batching.py``). A body is at most ``body_limit`` bytes
+(about ``BYTES_PER_ROW`` per row the configuration allows), UTF-8, nested at most
+``rows.MAX_DEPTH`` levels, with values bounded as ``rows.py`` says. With an API key, both
+routes answer 401 unless the request carries ``Authorization: Bearer <key>`` or
+``X-API-Key: <key>`` (compared in constant time); ``/docs`` and ``/openapi.json`` describe
+the API only and can be turned off.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import hmac
+import os
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 
 from autodrs.data.errors import DataError
 from autodrs.serve.batching import MicroBatcher
 from autodrs.serve.encoder import merge_columns
 from autodrs.serve.predictor import Predictor
-from autodrs.serve.rows import RowError, TooLarge, parse_json, rows_to_columns
+from autodrs.serve.rows import RowError, RowReader, TooLarge, parse_json
 from autodrs.serve.tuning import ServingConfig
 
-BYTES_PER_ROW = 16_384  # generous bound on one JSON row, for the body size limit
+BYTES_PER_ROW = 2_048  # a CTR row in JSON takes a few hundred bytes
+MIN_BODY_BYTES = 65_536  # room for one row of long values when few rows are allowed
+KEY_ENV = "AUTODRS_API_KEY"
+MIN_KEY_CHARS = 16
 
 
-def create_app(predictor: Predictor, config: ServingConfig | None = None) -> FastAPI:
-    """An app serving ``predictor`` with ``config`` (micro-batch size, threads, limits)."""
+def body_limit(config: ServingConfig) -> int:
+    """The largest request body ``config`` accepts, in bytes."""
+    return max(MIN_BODY_BYTES, config.max_request_rows * BYTES_PER_ROW)
+
+
+def read_api_key(path: Path | None, environ: Mapping[str, str] = os.environ) -> str | None:
+    """The API key from ``path`` (``--api-key-file``), else from ``AUTODRS_API_KEY``, else
+    None (no authentication). A key is printable ASCII without spaces, 16 characters or
+    more; surrounding whitespace (a final newline) is dropped."""
+    if path is not None:
+        if not path.is_file():
+            raise ValueError(f"--api-key-file {path} not found")
+        try:
+            key, where = path.read_text(encoding="utf-8").strip(), f"--api-key-file {path}"
+        except (OSError, UnicodeDecodeError) as e:
+            raise ValueError(f"--api-key-file {path} cannot be read: {e}") from e
+    elif environ.get(KEY_ENV) is not None:
+        key, where = environ[KEY_ENV].strip(), KEY_ENV
+    else:
+        return None
+    if not key:
+        raise ValueError(f"{where} is empty")
+    if not all(33 <= ord(c) <= 126 for c in key):
+        raise ValueError(f"{where}: the key must be printable ASCII without spaces")
+    if len(key) < MIN_KEY_CHARS:
+        raise ValueError(f"{where}: the key must be at least {MIN_KEY_CHARS} characters, "
+                         f"got {len(key)}")
+    return key
+
+
+def create_app(predictor: Predictor, config: ServingConfig | None = None,
+               api_key: str | None = None, docs: bool = True) -> FastAPI:
+    """An app serving ``predictor`` with ``config`` (micro-batch size, threads, limits);
+    with ``api_key``, every route but the docs requires it; ``docs=False`` removes
+    ``/docs``, ``/redoc`` and ``/openapi.json``."""
     config = (config or ServingConfig()).check()
     batcher = MicroBatcher(lambda parts: predictor.predict_columns(merge_columns(parts)),
                            max_rows=config.batch_size,
                            max_wait_ms=config.max_wait_ms, threads=config.threads)
-    max_body = config.max_request_rows * BYTES_PER_ROW
+    max_body = body_limit(config)
+    reader = RowReader(predictor.schema)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -45,7 +90,23 @@ def create_app(predictor: Predictor, config: ServingConfig | None = None) -> Fas
         finally:
             await batcher.stop()
 
-    app = FastAPI(title="autodrs", lifespan=lifespan)
+    expected = api_key.encode("ascii") if api_key is not None else None
+
+    def authorize(request: Request) -> None:
+        if expected is None:
+            return
+        given = request.headers.get("x-api-key")
+        if given is None:
+            scheme, _, token = request.headers.get("authorization", "").partition(" ")
+            given = token.strip() if scheme.lower() == "bearer" else ""
+        if not hmac.compare_digest(given.encode("latin-1", "replace"), expected):
+            raise HTTPException(401, "missing or wrong API key: send 'Authorization: Bearer "
+                                "<key>' or 'X-API-Key: <key>'",
+                                headers={"WWW-Authenticate": "Bearer"})
+
+    app = FastAPI(title="autodrs", lifespan=lifespan, dependencies=[Depends(authorize)],
+                  docs_url="/docs" if docs else None, redoc_url="/redoc" if docs else None,
+                  openapi_url="/openapi.json" if docs else None)
     fields = {f.name: f.kind for f in predictor.schema.fields}
 
     @app.get("/health")
@@ -61,8 +122,7 @@ def create_app(predictor: Predictor, config: ServingConfig | None = None) -> Fas
     async def predict(request: Request) -> JSONResponse:
         try:
             body = await _read_body(request, max_body)
-            columns = rows_to_columns(parse_json(body), predictor.schema,
-                                      config.max_request_rows)
+            columns = reader.columns(parse_json(body), config.max_request_rows)
         except RowError as e:
             return JSONResponse({"detail": str(e)}, status_code=e.status)
         rows = len(columns[predictor.feature_names[0]])
@@ -81,11 +141,12 @@ async def _read_body(request: Request, limit: int) -> bytes:
     """The request body, refused as soon as it grows past ``limit`` bytes."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise TooLarge(f"request body of {declared} bytes is over the limit of {limit}")
+        raise TooLarge(f"request body of {int(declared):,} bytes is over the limit of "
+                       f"{limit:,} bytes")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise TooLarge(f"request body is over the limit of {limit} bytes")
+            raise TooLarge(f"request body is over the limit of {limit:,} bytes")
         chunks.append(chunk)
     return b"".join(chunks)

@@ -27,6 +27,7 @@ from autodrs.serve.tuning import (
     save_serving_config,
 )
 from autodrs.train.trainer import default_threads
+from autodrs.validation import check_flags, check_out_file
 
 console = Console(stderr=True)
 out = Console()
@@ -61,6 +62,8 @@ def predict_command(
     threads: Annotated[int | None, typer.Option(help="CPU threads (default: all)")] = None,
 ) -> None:
     """Score every row of a file: raw rows in, click probabilities out, in bounded memory."""
+    check_flags(threads=threads, chunk_rows=chunk_rows)
+    check_out_file(out_path)
     torch.set_num_threads(threads or default_threads())
     predictor = Predictor.from_folder(model)
     columns = [c.strip() for c in keep.split(",") if c.strip()] if keep else []
@@ -79,21 +82,30 @@ def serve_command(
     max_wait_ms: Annotated[float | None, typer.Option(
         help="how long a micro-batch waits for more requests")] = None,
     max_rows: Annotated[int | None, typer.Option(help="most rows in one request")] = None,
+    api_key_file: Annotated[Path | None, typer.Option(
+        help="file holding an API key that every request must send, as 'Authorization: "
+             "Bearer <key>' or 'X-API-Key: <key>' (default: $AUTODRS_API_KEY, else none)")
+    ] = None,
+    docs: Annotated[bool, typer.Option(help="serve /docs and /openapi.json")] = True,
 ) -> None:
     """Serve a model over HTTP: POST /predict with JSON rows, GET /health."""
+    check_flags(port=port, threads=threads, batch_size=batch_size)
     import uvicorn
 
-    from autodrs.serve.app import create_app
+    from autodrs.serve.app import create_app, read_api_key
 
+    api_key = read_api_key(api_key_file)
     predictor = Predictor.from_folder(model)
     config = _override(load_serving_config(model), batch_size, threads, max_wait_ms, max_rows)
-    app = create_app(predictor, config)
-    if host not in ("127.0.0.1", "localhost", "::1"):
+    app = create_app(predictor, config, api_key=api_key, docs=docs)
+    if host not in ("127.0.0.1", "localhost", "::1") and api_key is None:
         console.print(f"[yellow]warning:[/yellow] listening on {host} exposes the endpoint "
-                      "beyond this machine; it has no authentication", highlight=False)
+                      "beyond this machine; it has no authentication (--api-key-file)",
+                      highlight=False)
     console.print(f"serving {model} on http://{host}:{port} (batch {config.batch_size}, "
-                  f"{config.threads} threads, from {config.source}); POST /predict, GET /health",
-                  highlight=False)
+                  f"{config.threads} threads, from {config.source}; "
+                  f"{'API key required' if api_key else 'no API key'}); POST /predict, "
+                  "GET /health", highlight=False)
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
