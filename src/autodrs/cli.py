@@ -17,11 +17,17 @@ from rich.table import Table as RichTable
 from autodrs.data.dataset import Dataset, load_dataset
 from autodrs.data.errors import DataError
 from autodrs.data.sources import BUILTINS
-from autodrs.experiment import epoch_cap_note, fit_spec, machine_info
+from autodrs.experiment import epoch_cap_note, fit_spec, machine_info, scale_warning
 from autodrs.models.backbones import BACKBONES, backbone_spec
 from autodrs.models.builder import count_bytes
 from autodrs.report.html import build_report
-from autodrs.runfolder import ModelFileError, save_model, write_json
+from autodrs.runfolder import (
+    ModelFileError,
+    check_run_folder,
+    prepare_run_folder,
+    save_model,
+    write_json,
+)
 from autodrs.serve.commands import (
     export_command,
     predict_command,
@@ -29,7 +35,9 @@ from autodrs.serve.commands import (
     tune_serving_command,
 )
 from autodrs.spec import ArchSpec, SpecError
+from autodrs.train import distributed
 from autodrs.train.trainer import TrainConfig, TrainingDiverged
+from autodrs.validation import check_flags, check_out_folder
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Automated design of deep recommender systems for CTR prediction.")
@@ -60,6 +68,7 @@ Device = Annotated[str, typer.Option(help="auto, cpu or cuda")]
 Threads = Annotated[int | None, typer.Option(help="CPU threads (default: all available)")]
 EmbedDim = Annotated[int, typer.Option(help="embedding dim of every field")]
 Progress = Annotated[bool, typer.Option(help="show progress bars")]
+Overwrite = Annotated[bool, typer.Option(help="replace the run --out already holds")]
 
 
 def _split_list(value: str | None) -> list[str] | None:
@@ -96,6 +105,41 @@ def user_errors(fn: F) -> F:
             raise typer.Exit(2) from e
 
     return wrapper  # type: ignore[return-value]
+
+
+def check_run_flags(out_dir: Path, overwrite: bool, resume: bool = False,
+                    can_resume: bool = False, **flags: Any) -> None:
+    """The checks every command that writes a run folder makes before any work: each flag's
+    value (``validation.check_flags``), that ``out_dir`` can be written, and that it holds
+    no run this command would replace unasked."""
+    check_flags(**flags)
+    check_out_folder(out_dir)
+    check_run_folder(out_dir, resume=resume, overwrite=overwrite, can_resume=can_resume)
+
+
+def warn(text: str) -> None:
+    console.print(f"[yellow]warning:[/yellow] {text}", highlight=False)
+
+
+def note_scale(ds: Dataset, spec: ArchSpec) -> None:
+    """Say so before training when the model this data implies is unreasonable for it."""
+    text = scale_warning(ds, spec)
+    if text is not None:
+        warn(text)
+
+
+def write_report(result: dict[str, Any], path: Path) -> bool:
+    """Build the report; a failure costs only the report (result.json and the model are
+    written before it) and is said in one line."""
+    try:
+        build_report(result, path)
+    except Exception as e:  # the run's work is saved: never end it with a traceback here
+        first = str(e).strip().splitlines()
+        warn(f"{path.name} could not be built ({type(e).__name__}: "
+             f"{first[0] if first else 'no message'}); result.json and the model are saved, "
+             f"and `autodrs report {path.parent}` tries again")
+        return False
+    return True
 
 
 def result_skeleton(command: str, ds: Dataset, seed: int) -> dict[str, Any]:
@@ -140,6 +184,7 @@ def make_synthetic(
 @app.command()
 @user_errors
 def train(
+    click_ctx: typer.Context,
     data: Data = "movielens-100k",
     out_dir: Annotated[Path, typer.Option("--out", help="run folder")] = Path("runs/train"),
     model: Annotated[str, typer.Option(help=f"backbone: {', '.join(BACKBONES)}")] = "deepfm",
@@ -150,18 +195,39 @@ def train(
     group: Group = None, time_col: Time = None, split: Split = "random", min_count: MinCount = 1,
     seed: Seed = 2026, epochs: Epochs = 10, batch_size: BatchSize = 1024, lr: Lr = 1e-3,
     patience: Patience = 2, embed_dim: EmbedDim = 16, device: Device = "auto",
-    threads: Threads = None, progress: Progress = True,
+    threads: Threads = None, progress: Progress = True, overwrite: Overwrite = False,
+    bf16: Annotated[bool, typer.Option("--bf16", help="train under bfloat16 autocast")] = False,
+    nproc: Annotated[int, typer.Option(help="data-parallel processes on this machine "
+                                            "(launched through torchrun)")] = 1,
+    backend: Annotated[str, typer.Option(help="local, or ray (Ray Train workers)")] = "local",
+    workers: Annotated[int, typer.Option(help="Ray Train workers (--backend ray)")] = 2,
+    gpus_per_worker: Annotated[float, typer.Option(help="GPUs per Ray Train worker")] = 0.0,
 ) -> None:
-    """Train one model and write DIR/result.json and the model files."""
+    """Train one model and write DIR/result.json and the model files.
+
+    With --nproc N (or under torchrun) or --backend ray the model trains data-parallel;
+    --batch-size is then the global batch, split between the ranks."""
+    check_run_flags(out_dir, overwrite, epochs=epochs, batch_size=batch_size, lr=lr,
+                    patience=patience, threads=threads, seed=seed, device=device,
+                    embed_dim=embed_dim, min_count=min_count)
+    if distributed.launch_train(train, click_ctx, dict(locals()), nproc, backend, workers,
+                                gpus_per_worker):
+        return  # trained by torchrun's or Ray's workers
+    rank = distributed.init_from_env(device)
     spec = ArchSpec.from_json(spec_file) if spec_file else backbone_spec(model, embed_dim)
     ds = dataset_from(data, label, fmt, categorical, numerical, sequence, schema, group,
                       time_col, split, seed, min_count)
     spec.validate(ds.schema)
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
                          seed=seed, device=device, threads=threads,
-                         progress=progress and sys.stderr.isatty())
-    out_dir.mkdir(parents=True, exist_ok=True)
+                         progress=progress and sys.stderr.isatty(),
+                         precision="bf16" if bf16 else "fp32")
+    if rank.main:
+        note_scale(ds, spec)
+        prepare_run_folder(out_dir, overwrite)
     outcome = fit_spec(ds, spec, config)
+    if not rank.main:  # rank 0 writes the run folder
+        return
     save_model(out_dir, outcome.model, ds.schema)
     result = result_skeleton("train", ds, seed)
     result |= {
@@ -174,11 +240,12 @@ def train(
                  "train_samples_per_second": round(outcome.fit.samples_per_second, 1)},
         "history": outcome.fit.history,
         "still_improving": outcome.fit.still_improving,
-        "config": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "patience": patience},
+        "config": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "patience": patience,
+                   "precision": config.precision, "world_size": rank.size},
         "machine": machine_info(config),
     }
     write_json(out_dir / "result.json", result)
-    build_report(result, out_dir / "report.html")
+    write_report(result, out_dir / "report.html")
     t = outcome.metrics["test"]
     out.print(f"{model}: test AUC {t['auc']:.4f}  logloss {t['logloss']:.4f}  "
               f"({outcome.params['total']:,} parameters, best epoch {outcome.fit.best_epoch}) "
@@ -199,12 +266,15 @@ def bench(
     group: Group = None, time_col: Time = None, split: Split = "random", min_count: MinCount = 1,
     seed: Seed = 2026, epochs: Epochs = 10, batch_size: BatchSize = 1024, lr: Lr = 1e-3,
     patience: Patience = 2, embed_dim: EmbedDim = 16, device: Device = "auto",
-    threads: Threads = None,
+    threads: Threads = None, overwrite: Overwrite = False,
 ) -> None:
     """A leaderboard of backbones over seeds on one dataset (Markdown and JSON)."""
+    check_run_flags(out_dir, overwrite, seeds=seeds, epochs=epochs, batch_size=batch_size,
+                    lr=lr, patience=patience, threads=threads, seed=seed, device=device,
+                    embed_dim=embed_dim, min_count=min_count)
     names = list(BACKBONES) if baselines == "all" else _split_list(baselines) or []
     specs = {n: backbone_spec(n, embed_dim) for n in names}
-    out_dir.mkdir(parents=True, exist_ok=True)
+    prepare_run_folder(out_dir, overwrite)
     runs: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
     t0 = time.perf_counter()
     first: Dataset | None = None
@@ -230,7 +300,7 @@ def bench(
     write_json(out_dir / "result.json", result)
     markdown = leaderboard_markdown(board, first.info["name"])
     (out_dir / "leaderboard.md").write_text(markdown)
-    build_report(result, out_dir / "leaderboard.html")
+    write_report(result, out_dir / "leaderboard.html")
     print_leaderboard(board)
     out.print(f"leaderboard -> {out_dir / 'leaderboard.md'}")
 

@@ -118,6 +118,38 @@ def fit_spec(ds: Dataset, spec: ArchSpec, config: TrainConfig,
     return outcome
 
 
+# beyond these a model is unreasonable for its data: CTR models are built over tens to
+# hundreds of fields, and a model with this many parameters per training row only memorises
+MAX_FIELDS = 1000
+MAX_PARAMS_PER_ROW = 1000
+
+
+def scale_warning(ds: Dataset, spec: ArchSpec) -> str | None:
+    """A warning when the model ``spec`` implies on this data is unreasonable for its size
+    (far more fields than a CTR model handles, or parameters far beyond the training rows),
+    saying what training it will mean; None when it is reasonable. The model is built on
+    PyTorch's meta device: shapes only, no memory, no time."""
+    fields = len(spec.used_fields(ds.schema))
+    rows = len(ds.train)
+    if fields > MAX_FIELDS:  # unreasonable already; building it would take seconds
+        problem = (f"{fields:,} fields for {rows:,} training rows (CTR models are built for "
+                   "tens to hundreds of fields)")
+    else:
+        try:
+            with torch.device("meta"):
+                params = count_parameters(build_model(ds.schema, spec))["total"]
+        except (ValueError, RuntimeError, NotImplementedError):
+            return None  # a model the meta device cannot build is measured when trained
+        if params <= MAX_PARAMS_PER_ROW * rows:
+            return None
+        problem = f"{params:,} parameters for {rows:,} training rows ({fields:,} fields)"
+    return (f"the model this data implies is unreasonable for its size: {problem}; each "
+            "training step touches every field, so an "
+            "epoch may take minutes and the model can only memorise the rows. Training goes "
+            "on; to avoid this, keep fewer fields (a --schema file with drop:, or "
+            "--categorical/--numerical) or use more rows")
+
+
 def with_training(config: TrainConfig, spec: ArchSpec) -> TrainConfig:
     """``config`` with the training hyper-parameters the spec sets (a searched lr, batch
     size or weight decay) in place of the command's."""

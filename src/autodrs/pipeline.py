@@ -8,7 +8,10 @@ per-field dims), then interactions (AutoFIS), each stage refining the spec, then
 from scratch evaluated next to hand-crafted baselines. The encoder comes first because
 selection ranks fields by what the model makes of them: a non-monotone numerical field read
 linearly looks like noise (on the planted synthetic data AutoField scored it among the noise
-fields when linear and among the relevant ones when bucketised).
+fields when linear and among the relevant ones when bucketised). A stage with nothing to
+work on in the data (``inapplicable_stages``: no categorical field for the embedding stages)
+is skipped with a line saying so, and a stage that fails is recorded as failed, with its
+reason, while the run goes on from the spec it was given: finished work is never lost.
 
 ``--budget`` covers the stages and the retrain (the baselines are trained after it, on their
 own time). ``RETRAIN_SHARE`` of it is kept back for the retrain, which may also use whatever
@@ -49,14 +52,17 @@ import yaml
 
 from autodrs.data.dataset import Dataset
 from autodrs.data.errors import DataError
+from autodrs.data.schema import Schema
 from autodrs.experiment import Outcome, cached_fit, fit_key, fit_spec
 from autodrs.search.base import StageResult, validates_alike
 from autodrs.spec import ArchSpec
 from autodrs.train.trainer import TimeLimit, TrainConfig
 
 DEFAULT_PIPELINE = ("optim", "autodis", "autofield", "frequency", "autodim", "autofis")
-# default stages that only apply to some data: dropped where the data has nothing for them
+# default stages that only apply to some data: skipped where the data has nothing for them
 NEEDS_NUMERICAL = ("autodis",)
+NEEDS_CATEGORICAL = ("frequency", "autodim")
+NEEDS_TWO_FIELDS = ("autofield", "autofis")
 DEFAULT_BASELINES = "deepfm,fm,widedeep,dcnv2,ipnn"
 # options of the default pipeline's stages: AutoFIS searches under the DeepFM head and
 # under the FM head (no MLP) and keeps the head whose retrain validates best
@@ -74,6 +80,21 @@ SHRINK_TOLERANCE = 0.001
 # AUC by 0.0009 and validation logloss by 0.005, and cost 0.007 of test AUC)
 SHRINK_LOGLOSS_TOLERANCE = 0.002
 CONFIG_FILE = "config.yaml"
+
+
+def inapplicable_stages(methods: list[str], schema: Schema) -> dict[str, str]:
+    """The default pipeline's stages that have nothing to work on in this data, each with
+    the reason (a numerical-only table has no embedding table to size)."""
+    fields = schema.field_names
+    reasons = {}
+    for name in methods:
+        if name in NEEDS_NUMERICAL and not schema.numerical:
+            reasons[name] = "the data has no numerical fields to encode"
+        elif name in NEEDS_CATEGORICAL and not schema.categorical:
+            reasons[name] = "the data has no categorical fields, so no embedding table to size"
+        elif name in NEEDS_TWO_FIELDS and len(fields) < 2:
+            reasons[name] = f"the data has {len(fields)} field; the stage needs two or more"
+    return reasons
 
 
 def stage_weights(methods: list[str]) -> list[float]:

@@ -1,5 +1,9 @@
 """Run folders: what a command writes, and how a saved model is loaded back safely.
 
+A run folder holds one run: a command refuses to replace one unless told to
+(``--overwrite``), and ``search --resume`` refuses one searched on other data
+(``data.json`` records the data a folder's stages were searched on).
+
 A saved model is ``model.pt`` (a plain state dict, loaded with ``weights_only=True``),
 ``spec.json``, ``schema.json`` (the fitted encoders) and ``manifest.json`` holding the
 SHA-256 of each file. Loading never executes code from a file, and a tampered, truncated
@@ -12,6 +16,7 @@ import hashlib
 import json
 import os
 import pickle
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +28,120 @@ from autodrs.spec import ArchSpec
 
 MODEL_FILES = ("model.pt", "spec.json", "schema.json")
 FORMAT = "autodrs-model/1"
+# what the commands write in a run folder (``stages`` is a folder)
+RUN_OUTPUTS = ("result.json", "report.html", "leaderboard.md", "leaderboard.html",
+               "config.yaml", "data.json", "manifest.json", *MODEL_FILES, "stages")
+DATA_FILE = "data.json"
+# the search settings that decide which rows and encodings the stages saw
+DATA_SETTINGS = ("data", "label", "fmt", "categorical", "numerical", "sequence", "schema",
+                 "group", "time_col", "split", "min_count", "seed")
 
 
 class ModelFileError(ValueError):
     """A saved model folder is missing, tampered with, truncated or not autodrs's."""
+
+
+class RunFolderError(ValueError):
+    """A run folder cannot be used as asked: it holds a run that would be replaced, or a
+    ``--resume`` names a run made with other data."""
+
+
+def held_run(folder: Path) -> str | None:
+    """What run ``folder`` holds, in words (None when it holds none)."""
+    folder = Path(folder)
+    result = folder / "result.json"
+    if result.is_file():
+        try:
+            command = json.loads(result.read_text()).get("command", "autodrs")
+        except (OSError, ValueError, AttributeError):
+            command = "autodrs"
+        return f"a finished {command} run (result.json)"
+    if (folder / "stages").is_dir():
+        return "an unfinished search (stages/ without result.json)"
+    if (folder / "model.pt").exists() or (folder / "manifest.json").exists():
+        return "a saved model (model.pt)"
+    return None
+
+
+def check_run_folder(folder: Path, resume: bool = False, overwrite: bool = False,
+                     can_resume: bool = False) -> None:
+    """Refuse a ``--out`` folder holding a run, unless the run is to be resumed or replaced.
+    Nothing is written."""
+    held = held_run(folder)
+    if held is None or overwrite or resume:
+        return
+    hint = "--resume to continue it, " if can_resume else ""
+    raise RunFolderError(f"--out {folder} already holds {held}; pass {hint}--overwrite to "
+                         "replace it, or choose another --out folder")
+
+
+def prepare_run_folder(folder: Path, overwrite: bool = False) -> None:
+    """Create ``folder``; with ``overwrite``, first remove the outputs of the run it holds
+    (only the files autodrs writes; anything else in the folder stays)."""
+    folder = Path(folder)
+    if overwrite:
+        for name in RUN_OUTPUTS:
+            path = folder / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
+    folder.mkdir(parents=True, exist_ok=True)
+
+
+def data_identity(settings: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
+    """What a search's stages depend on in its data: the data settings as given and a
+    fingerprint of the data as read (rows, split sizes, fields and their vocabularies,
+    label rate)."""
+    seen = {k: v for k, v in info.items() if k != "cached"}
+    digest = hashlib.sha256(json.dumps(seen, sort_keys=True, default=str).encode()).hexdigest()
+    return {"settings": {k: (str(v) if isinstance(v, Path) else v)
+                         for k, v in settings.items() if k in DATA_SETTINGS},
+            "rows": info.get("rows"), "name": info.get("name"), "fingerprint": digest}
+
+
+def check_same_data(folder: Path, identity: dict[str, Any]) -> None:
+    """Refuse to resume the search in ``folder`` with other data than its stages saw: the
+    settings must match (read from ``data.json``, or ``config.yaml`` in older folders) and
+    so must the data's fingerprint where recorded."""
+    folder = Path(folder)
+    path = folder / DATA_FILE
+    if path.is_file():
+        try:
+            before = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise RunFolderError(f"{path} is not valid JSON ({e}); cannot tell what data "
+                                 f"{folder} was searched on") from e
+    elif (folder / "config.yaml").is_file():
+        import yaml
+
+        try:
+            config = yaml.safe_load((folder / "config.yaml").read_text()) or {}
+        except yaml.YAMLError as e:
+            raise RunFolderError(f"{folder}/config.yaml is not valid YAML ({e})") from e
+        before = {"settings": {k: config.get(k) for k in DATA_SETTINGS}}
+    else:
+        return  # nothing was searched there yet
+    old = before.get("settings") or {}
+    new = identity["settings"]
+    changed = [k for k in DATA_SETTINGS if k in old and old.get(k) != new.get(k)]
+    if changed:
+        what = "; ".join(f"--{k.replace('_', '-')} {new.get(k)!r} (was {old.get(k)!r})"
+                         for k in changed)
+        raise RunFolderError(f"--resume: {folder} was searched with other data settings: "
+                             f"{what}; its finished stages do not apply. Use the same "
+                             "settings, another --out folder, or --overwrite to start afresh")
+    if before.get("fingerprint") not in (None, identity["fingerprint"]):
+        raise RunFolderError(
+            f"--resume: {folder} was searched on {before.get('name')} as read then "
+            f"({before.get('rows')} rows), and the data reads differently now "
+            f"({identity['rows']} rows, other split sizes, values or label rate); its "
+            "finished stages do not apply. Use another --out folder, or --overwrite to start "
+            "afresh")
+
+
+def save_data_identity(folder: Path, identity: dict[str, Any]) -> None:
+    write_json(Path(folder) / DATA_FILE, identity)
 
 
 def write_json(path: str | Path, data: Any) -> None:

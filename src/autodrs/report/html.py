@@ -75,14 +75,30 @@ def _label(item: Any) -> str:
 
 def build_report(result: dict[str, Any], out: str | Path) -> list[str]:
     """Write the report to ``out``; returns the names of the plots it holds."""
+    # read the result as result.json holds it (tuples as lists, numpy scalars as numbers), so
+    # a report built in the command is the one ``autodrs report`` rebuilds from the file
+    result = json.loads(json.dumps(result, default=_jsonable))
     page = _Page()
     data = result.get("data", {})
     title = f"autodrs {result.get('command', 'run')} on {data.get('name', 'data')}"
     page.add(f"<header><h1>{html.escape(title)}</h1><p>seed {result.get('seed')} · "
              f"{data.get('rows', '?')} rows · split {data.get('split', '?')}</p></header><main>")
     _summary(page, result)
+    skipped = result.get("skipped_stages") or []
+    if skipped:
+        page.add("<section class='skipped'><h2>Stages skipped</h2><ul>" + "".join(
+            f"<li><b>{html.escape(str(s.get('method', '?')))}</b>: "
+            f"{html.escape(str(s.get('reason', '')))}</li>" for s in skipped) + "</ul></section>")
     for i, stage in enumerate(result.get("stages", [])):
-        _stage(page, i, stage, data.get("truth"))
+        mark = len(page.parts), len(page.plot_names)
+        try:
+            _stage(page, i, stage, data.get("truth"))
+        except Exception as e:  # one odd stage entry must not cost the rest of the report
+            del page.parts[mark[0]:], page.plot_names[mark[1]:]
+            page.add(f"<section class='unrendered'><h2>Stage {i + 1}: "
+                     f"{html.escape(str(stage.get('method', '?')))}</h2><p>This stage's "
+                     f"section could not be drawn ({html.escape(type(e).__name__)}: "
+                     f"{html.escape(str(e))}); its entry is in result.json.</p></section>")
     if result.get("spec"):
         page.add("<section><h2>The chosen spec</h2><details><summary>ArchSpec JSON</summary>"
                  f"<pre>{html.escape(json.dumps(result['spec'], indent=2))}</pre>"
@@ -93,6 +109,12 @@ def build_report(result: dict[str, Any], out: str | Path) -> list[str]:
            + "".join(page.parts) + f"<script>{SCRIPT}</script></body></html>")
     Path(out).write_text(doc)
     return page.plot_names
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "tolist"):  # numpy arrays and scalars
+        return value.tolist()
+    return str(value)
 
 
 def _summary(page: _Page, result: dict[str, Any]) -> None:
@@ -136,6 +158,9 @@ def _stage(page: _Page, index: int, stage: dict[str, Any], truth: dict[str, Any]
     page.add(f"<section><h2>Stage {index + 1}: {html.escape(method)}</h2><p class='kv'>"
              f"strategy {html.escape(str(stage.get('strategy', '?')))} · "
              f"{_fmt(float(stage.get('seconds', 0.0)), 1)} s</p>")
+    if stage.get("failed"):
+        page.add(f"<p class='failed'>This stage <b>failed</b> and the run went on from its "
+                 f"input: {html.escape(str(stage.get('error', 'no reason recorded')))}</p>")
     guard = stage.get("guard")
     if isinstance(guard, dict):
         verdict = "kept" if guard.get("kept") else "rejected"
@@ -160,7 +185,15 @@ def _stage(page: _Page, index: int, stage: dict[str, Any], truth: dict[str, Any]
             names, vals, f"{method}: ranking, best first", highlight=relevant),
             "Scores of the ranked items" + (" (planted relevant fields in red)"
                                             if relevant else ""))
-    curve_rows = stage.get("curve")
+    curve_rows = stage.get("curve") or []
+    if curve_rows and all(isinstance(c, list) and len(c) == 2 for c in curve_rows):
+        # (training step, sparsity) pairs: how a pruning search (PEP) thinned its tables
+        page.figure(f"{method}-sparsity", plots.curve(
+            [c[0] for c in curve_rows], {"sparsity": [c[1] for c in curve_rows]},
+            f"{method}: embedding sparsity during the search", "training step",
+            "fraction of weights pruned"), "Share of embedding weights pruned as the "
+                                           "search trained")
+        curve_rows = []
     erase = stage.get("erase")
     if not curve_rows and isinstance(erase, dict) and erase.get("k"):
         curve_rows = [{"k": k, "valid_auc": v, "test_auc": t} for k, v, t in

@@ -6,7 +6,6 @@ The command registers itself on ``autodrs.cli.app`` (which imports this module).
 
 from __future__ import annotations
 
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from autodrs.cli import (
     Lr,
     MinCount,
     Numerical,
+    Overwrite,
     Patience,
     Progress,
     SchemaFile,
@@ -38,11 +38,15 @@ from autodrs.cli import (
     Time,
     _split_list,
     app,
+    check_run_flags,
     console,
     dataset_from,
+    note_scale,
     out,
     result_skeleton,
     user_errors,
+    warn,
+    write_report,
 )
 from autodrs.experiment import (
     epoch_cap_note,
@@ -57,19 +61,25 @@ from autodrs.models.builder import count_bytes
 from autodrs.pipeline import (
     DEFAULT_BASELINES,
     DEFAULT_PIPELINE,
-    NEEDS_NUMERICAL,
     PIPELINE_OPTIONS,
     RETRAIN_SHARE,
     SHRINK_LOGLOSS_TOLERANCE,
     SHRINK_TOLERANCE,
     ValidationGuard,
+    inapplicable_stages,
     load_config,
     merge_config,
     save_config,
     stage_weights,
 )
-from autodrs.report.html import build_report
-from autodrs.runfolder import save_model, write_json
+from autodrs.runfolder import (
+    check_same_data,
+    data_identity,
+    prepare_run_folder,
+    save_data_identity,
+    save_model,
+    write_json,
+)
 from autodrs.search.base import METHODS, SearchContext, SearchError, StageResult, parse_budget
 from autodrs.search.stages import run_stages
 from autodrs.search.strategies import STRATEGIES
@@ -86,9 +96,14 @@ EFFECTIVE_KEYS = (
 
 def stage_line(index: int, total: int, stage: StageResult) -> str:
     """The console line of a finished stage: its time against its share, its ranking's
-    head, the candidate it chose among those it retrained, and the guard's verdict."""
+    head, the candidate it chose among those it retrained, and the guard's verdict (or why
+    it failed)."""
     share = stage.extra.get("budget_seconds")
     of = f" of {share:.1f}s" if share is not None else ""
+    if stage.extra.get("failed"):
+        return (f"stage {index + 1}/{total} {stage.method} ({stage.strategy}) failed after "
+                f"{stage.seconds:.1f}s ({stage.extra.get('error')}); the run goes on from "
+                "the spec the stage was given")
     line = (f"stage {index + 1}/{total} {stage.method} ({stage.strategy}): "
             f"{stage.seconds:.1f}s{of}; best first: {stage.ranking[:3]}")
     heads = stage.extra.get("heads")
@@ -155,7 +170,7 @@ def search_command(
     group: Group = None, time_col: Time = None, split: Split = "random", min_count: MinCount = 1,
     seed: Seed = 2026, epochs: Epochs = 10, batch_size: BatchSize = 1024, lr: Lr = 1e-3,
     patience: Patience = 2, embed_dim: EmbedDim = 16, device: Device = "auto",
-    threads: Threads = None, progress: Progress = True,
+    threads: Threads = None, progress: Progress = True, overwrite: Overwrite = False,
     config: Annotated[Path | None, typer.Option(help="YAML file of settings (keys are option "
                                                      "names); flags win")] = None,
 ) -> None:
@@ -180,7 +195,8 @@ def run_search(data: str, out_dir: Path, methods: str | None, strategy: str | No
                numerical: str | None, sequence: str | None, schema: Path | None,
                group: str | None, time_col: str | None, split: str, min_count: int,
                seed: int, epochs: int, batch_size: int, lr: float, patience: int,
-               embed_dim: int, device: str, threads: int | None, progress: bool) -> None:
+               embed_dim: int, device: str, threads: int | None, progress: bool,
+               overwrite: bool = False) -> None:
     import autodrs.methods  # noqa: F401  (fills the registry)
 
     names = _split_list(methods) or list(DEFAULT_PIPELINE)
@@ -200,6 +216,17 @@ def run_search(data: str, out_dir: Path, methods: str | None, strategy: str | No
         raise SearchError(f"unknown backend {backend!r}; use local or ray")
     if trials is not None and trials <= 0:
         raise SearchError(f"--trials must be > 0, got {trials}")
+    for name in names:  # a strategy a method does not take, before any work
+        accepted = METHODS[name].strategies
+        if strategy is not None and strategy not in accepted:
+            raise SearchError(f"method {name!r} does not support strategy {strategy!r}; it "
+                              f"supports {', '.join(accepted)}")
+    if estimation not in ("train", "weight_sharing"):
+        raise SearchError(f"unknown estimation {estimation!r}; use train or weight_sharing")
+    check_run_flags(out_dir, overwrite, resume=resume, can_resume=True, epochs=epochs,
+                    batch_size=batch_size, lr=lr, patience=patience, threads=threads,
+                    seed=seed, device=device, embed_dim=embed_dim, min_count=min_count,
+                    trial_epochs=trial_epochs, subsample=subsample)
     seconds = parse_budget(budget)
     baseline_names = [] if baselines == "none" else _split_list(baselines) or []
     if model == "auto" and not baseline_names:
@@ -209,17 +236,22 @@ def run_search(data: str, out_dir: Path, methods: str | None, strategy: str | No
     ds = dataset_from(data, label, fmt, categorical, numerical, sequence, schema, group,
                       time_col, split, seed, min_count)
     base.validate(ds.schema)
-    if not methods and not ds.schema.numerical:  # nothing for a numerical-encoder stage
-        names = [n for n in names if n not in NEEDS_NUMERICAL]
+    identity = data_identity(locals(), ds.info)
+    if resume:  # finished stages are reused only on the data they were searched on
+        check_same_data(out_dir, identity)
+    skipped: list[dict[str, str]] = []
+    if not methods:  # the default pipeline leaves out what has nothing to work on here
+        for name, reason in inapplicable_stages(names, ds.schema).items():
+            console.print(f"skipping {name}: {reason}", highlight=False)
+            skipped.append({"method": name, "reason": reason})
+        names = [n for n in names if n not in {s["method"] for s in skipped}]
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
                          seed=seed, device=device, threads=threads,
                          progress=progress and sys.stderr.isatty())
-    out_dir.mkdir(parents=True, exist_ok=True)
+    note_scale(ds, base)
+    prepare_run_folder(out_dir, overwrite)
     save_config(out_dir, {k: v for k, v in locals().items() if k in EFFECTIVE_KEYS})
-    if not resume:
-        shutil.rmtree(out_dir / "stages", ignore_errors=True)
-    if estimation not in ("train", "weight_sharing"):
-        raise SearchError(f"unknown estimation {estimation!r}; use train or weight_sharing")
+    save_data_identity(out_dir, identity)
     options: dict[str, Any] = {"pruner": pruner, "warm_start": warm_start, "fast": fast,
                                "estimation": estimation,
                                "objectives": tuple(_split_list(objectives) or ["auc"])}
@@ -265,8 +297,9 @@ def run_search(data: str, out_dir: Path, methods: str | None, strategy: str | No
         checker = (ValidationGuard(ds, config, remaining=ctx.remaining, reserve=reserve,
                                    retrain_seconds=options.get("retrain_seconds", 0.0))
                    if guard else None)
+        # a stage that fails is recorded and the run goes on from its input spec
         stages = run_stages(ctx, names, on_stage=report, weights=stage_weights(names),
-                            reserve=reserve, guard=checker)
+                            reserve=reserve, guard=checker, keep_going=True)
         search_seconds = time.perf_counter() - t0
         spec = stages[-1].spec
         final = fit_spec(ds, spec, config)
@@ -289,6 +322,7 @@ def run_search(data: str, out_dir: Path, methods: str | None, strategy: str | No
                  "train_samples_per_second": round(final.fit.samples_per_second, 1),
                  "budget_seconds": seconds, "trials_per_stage": trials},
         "stages": [s.to_dict() for s in stages],
+        "skipped_stages": skipped,
         # fits that validated best at their last epoch: the epoch cap stopped them
         "still_improving": still_improving({"searched": final, **fits}),
         "config": {**vars(with_training(config, spec)), "progress": False},
@@ -296,7 +330,7 @@ def run_search(data: str, out_dir: Path, methods: str | None, strategy: str | No
         "machine": machine_info(config),
     }
     write_json(out_dir / "result.json", result)
-    build_report(result, out_dir / "report.html")
+    write_report(result, out_dir / "report.html")
     table = RichTable("model", "test AUC", "test logloss", "parameters", "embedding params",
                       title=f"searched model against baselines on {ds.info['name']}")
     rows = [("searched", final.metrics, final.params)]
@@ -309,4 +343,10 @@ def run_search(data: str, out_dir: Path, methods: str | None, strategy: str | No
         out.print(epoch_cap_note(result["still_improving"], config.epochs), highlight=False)
     out.print(f"search {search_seconds:.1f}s, retrain {final.seconds:.1f}s; report: "
               f"{out_dir / 'report.html'}", highlight=False)
+    failed = [s for s in stages if s.extra.get("failed")]
+    if failed:
+        warn(f"{len(failed)} of {len(stages)} stages failed ("
+             + "; ".join(f"{s.method}: {s.extra['error']}" for s in failed)
+             + "); the model is the best spec the other stages gave, and result.json records "
+             "each failure")
     out.print(f"-> {out_dir / 'result.json'}", highlight=False)

@@ -54,11 +54,21 @@ def stage_budget(left: float | None, weights: Sequence[float], index: int,
     return max(0.0, left - reserve) * (weights[index] / rest if rest > 0 else 1.0)
 
 
+def failed_stage(method: str, strategy: str, spec: ArchSpec, error: BaseException,
+                 seconds: float) -> StageResult:
+    """The result of a stage that raised: its input spec goes on, and the reason is kept."""
+    text = str(error).strip().splitlines()
+    reason = f"{type(error).__name__}: {text[0] if text else 'no message'}"
+    return StageResult(method=method, strategy=strategy, spec=spec.copy(), seconds=seconds,
+                       extra={"failed": True, "error": reason})
+
+
 def run_stages(ctx: SearchContext, methods: list[str],
                on_stage: Callable[[int, StageResult], Any] | None = None,
                weights: Sequence[float] | None = None,
                reserve: float = 0.0,
                guard: Callable[[ArchSpec, StageResult], ArchSpec] | None = None,
+               keep_going: bool = False,
                ) -> list[StageResult]:
     """Run ``methods`` in order from ``ctx.spec``; return one ``StageResult`` per method.
     Every stage's spec is validated against the schema before the next stage starts.
@@ -71,7 +81,9 @@ def run_stages(ctx: SearchContext, methods: list[str],
     spec is what ``stage.json`` stores, so a resumed run makes the same decision. A guard
     with an ``expected_seconds()`` has that much taken off each stage's share, so judging
     the stage fits in its time, except for methods that retrain their choice themselves
-    (``Method.retrains_choice``: the guard reuses that fit)."""
+    (``Method.retrains_choice``: the guard reuses that fit). With ``keep_going`` a stage
+    that raises does not end the run: its result keeps its input spec and records
+    ``failed`` and the ``error``; it is not saved, so ``--resume`` tries it again."""
     if not methods:
         raise SearchError("no search methods given")
     weights = list(weights) if weights is not None else [1.0] * len(methods)
@@ -96,13 +108,20 @@ def run_stages(ctx: SearchContext, methods: list[str],
                 budget = max(0.0, budget - guard.expected_seconds())  # time to judge it
             stage_ctx = replace(ctx, spec=spec.copy(), out_dir=folder, budget_seconds=budget,
                                 started=time.monotonic())
-            result = method.search(stage_ctx)
-            if budget is not None:
-                result.extra["budget_seconds"] = round(budget, 3)
-            result.spec.validate(ctx.dataset.schema)
-            if guard is not None:
-                result.spec = guard(spec, result)
-            if folder is not None:
+            t0 = time.perf_counter()
+            try:
+                result = method.search(stage_ctx)
+                if budget is not None:
+                    result.extra["budget_seconds"] = round(budget, 3)
+                result.spec.validate(ctx.dataset.schema)
+                if guard is not None:
+                    result.spec = guard(spec, result)
+            except Exception as e:
+                if not keep_going:
+                    raise
+                result = failed_stage(method.name, method.resolve_strategy(ctx), spec, e,
+                                      time.perf_counter() - t0)
+            if folder is not None and not result.extra.get("failed"):
                 save_stage(folder, result)
         spec = result.spec
         results.append(result)
