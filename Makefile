@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: setup
-	$(VENV)/bin/autodrs search --data movielens-100k --budget 5m --out runs/quickstart
+	$(VENV)/bin/autodrs search --data movielens-100k --budget 5m --out runs/quickstart --overwrite
 
 # headless Chromium renders report.html in the report tests (Debian's package)
 browser:

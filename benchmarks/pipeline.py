@@ -86,6 +86,7 @@ def run_pipeline(data: str, seed: int, budget: str, out: Path, reuse: bool = Fal
     t0 = time.perf_counter()
     res = CliRunner().invoke(app, ["search", "--data", data, "--budget", budget,
                                    "--seed", str(seed), "--out", str(out), "--no-progress",
+                                   "--overwrite",
                                    *flags(training)],
                              catch_exceptions=False)
     wall = time.perf_counter() - t0
