@@ -367,3 +367,17 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def test_numbers_too_large_for_the_model_are_refused(predictor: Predictor, raw: pl.DataFrame,
+                                                     tmp_path: Path) -> None:
+    """A finite number beyond float32 after standardisation would score as NaN."""
+    row = raw.row(0, named=True)
+    with TestClient(create_app(predictor)) as client:
+        response = client.post("/predict", json=[row, row | {"num0": 1e300}])
+        assert response.status_code == 422
+        assert "row 2, field 'num0': the value is too large" in response.json()["detail"]
+    data = tmp_path / "rows.parquet"
+    raw.head(3).with_columns(pl.Series("num0", [0.0, -1e45, 1.0])).write_parquet(data)
+    with pytest.raises(DataError, match="data rows 1-3: row 2, field 'num0': the value is too"):
+        predict_file(predictor, data, tmp_path / "out.csv")

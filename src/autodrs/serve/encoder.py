@@ -40,8 +40,9 @@ class RowEncoder:
         cats = [self._ids(schema.field(name), columns[name]) for name in schema.categorical]
         cat = np.array(cats, dtype=np.int64).T if cats else np.zeros((n, 0), np.int64)
         nums = [self._numbers(schema.field(name), columns[name]) for name in schema.numerical]
-        num = (np.array(nums, dtype=np.float64).T.astype(np.float32) if nums
-               else np.zeros((n, 0), np.float32))
+        with np.errstate(over="ignore"):  # too-large numbers are refused by the predictor
+            num = (np.array(nums, dtype=np.float64).T.astype(np.float32) if nums
+                   else np.zeros((n, 0), np.float32))
         seq = {name: torch.from_numpy(self._sequences(schema.field(name), columns[name]))
                for name in schema.sequence}
         return Batch(torch.from_numpy(np.ascontiguousarray(cat)),

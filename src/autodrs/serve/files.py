@@ -229,7 +229,10 @@ def predict_file(predictor: Predictor, data: str | Path, out: str | Path,
         for chunk in chunks:
             if chunk.height == 0:
                 continue
-            probs = predictor.predict_frame(chunk)
+            try:
+                probs = predictor.predict_frame(chunk)
+            except DataError as e:
+                raise DataError(f"{data}, data rows {rows + 1}-{rows + chunk.height}: {e}") from e
             scored = pl.DataFrame([*(chunk[c] for c in keep), pl.Series(OUTPUT_COLUMN, probs)])
             try:
                 writer.write(scored)

@@ -59,13 +59,21 @@ class Predictor:
     def encode(self, df: pl.DataFrame) -> Batch:
         """Encode raw rows with the train encoders; the label column is never needed."""
         self.check_columns(df.columns)
-        arrays = self.schema.transform(df.select(self.feature_names), require_label=False)
+        with np.errstate(over="ignore"):  # too-large numbers are refused in predict_batch
+            arrays = self.schema.transform(df.select(self.feature_names), require_label=False)
         data = EncodedData.from_arrays(arrays)
         return Batch(data.cat, data.num, data.seq)
 
     @torch.inference_mode()
     def predict_batch(self, batch: Batch) -> np.ndarray:
-        """Click probabilities of an encoded batch."""
+        """Click probabilities of an encoded batch. A number too large for the model's
+        float32 inputs after standardisation is an error, not a NaN score."""
+        finite = torch.isfinite(batch.num)
+        if not bool(finite.all()):
+            row, col = (int(i) for i in torch.nonzero(~finite)[0])
+            raise DataError(f"row {row + 1}, field {self.schema.numerical[col]!r}: the value "
+                            "is too large for the model (beyond float32 after "
+                            "standardisation)")
         return torch.sigmoid(self.model(batch)).float().numpy().astype(np.float64)
 
     def predict_frame(self, df: pl.DataFrame) -> np.ndarray:
