@@ -21,6 +21,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+_OWNED = False  # this process set up the process group (torchrun), not Ray Train
+
 
 @dataclass(frozen=True)
 class World:
@@ -58,12 +60,21 @@ def init_from_env(device: str = "auto") -> World:
             raise ValueError("--device cuda: no CUDA device is available on this machine")
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group("nccl" if cuda else "gloo")
+    global _OWNED
+    _OWNED = True
     return world()
 
 
-def shutdown() -> None:
-    if dist.is_available() and dist.is_initialized():
+def finish() -> None:
+    """Wait for every rank (rank 0 writing the run folder), then leave a group this process
+    joined in ``init_from_env`` (a rank exiting without that aborts in gloo's threads). A
+    group Ray Train set up is left to Ray."""
+    global _OWNED
+    if world().size > 1:
+        dist.barrier()
+    if _OWNED and dist.is_initialized():
         dist.destroy_process_group()
+        _OWNED = False
 
 
 def _device() -> torch.device:

@@ -133,7 +133,8 @@ def shuffled_batch_count(rows: int, batch_size: int) -> int:
     """How many batches ``EncodedData.batches(shuffle=True)`` yields (a last batch of one
     row joins the one before it)."""
     count = -(-rows // batch_size)
-    return count - 1 if count > 1 and rows % batch_size == 1 else count
+    last = rows - (count - 1) * batch_size
+    return count - 1 if count > 1 and last == 1 else count
 
 
 def device_batches(batches: Iterable[Batch], device: torch.device, pin: bool,
