@@ -227,7 +227,7 @@ def train(
         prepare_run_folder(out_dir, overwrite)
     outcome = fit_spec(ds, spec, config)
     if not rank.main:  # rank 0 writes the run folder
-        return
+        return distributed.finish()
     save_model(out_dir, outcome.model, ds.schema)
     result = result_skeleton("train", ds, seed)
     result |= {
@@ -246,6 +246,7 @@ def train(
     }
     write_json(out_dir / "result.json", result)
     write_report(result, out_dir / "report.html")
+    distributed.finish()
     t = outcome.metrics["test"]
     out.print(f"{model}: test AUC {t['auc']:.4f}  logloss {t['logloss']:.4f}  "
               f"({outcome.params['total']:,} parameters, best epoch {outcome.fit.best_epoch}) "
