@@ -10,12 +10,22 @@ Every level is bounded in requests (--requests, split over --rounds) and in time
                                  [--rounds 3] [--rows-per-request 1] [--batch-size 64]
 
 Without --model, a DeepFM is trained for one epoch on synthetic?rows=20000 first.
+
+--load-check runs the robustness check instead: one server (micro-batching, API key
+required) takes --load-requests requests from --load-clients concurrent clients, a mix of
+valid rows and invalid ones (bad JSON, deep nesting, a missing field, a wrong type, a
+too-long value, too many rows, a wrong key), and the check reports p50/p95/p99 latency,
+responses by status, whether the server stayed up and its resident memory before and after.
+
+    python benchmarks/serving.py --load-check [--load-requests 10000] [--load-clients 32]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import random
 import socket
 import subprocess
 import sys
@@ -53,7 +63,15 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--max-wait-ms", type=float, default=2.0)
     parser.add_argument("--threads", type=int, default=1, help="model threads of each server")
+    parser.add_argument("--load-check", action="store_true",
+                        help="run the mixed valid/invalid load check instead")
+    parser.add_argument("--load-requests", type=int, default=10_000)
+    parser.add_argument("--load-clients", type=int, default=32)
+    parser.add_argument("--invalid-share", type=float, default=0.3)
     args = parser.parse_args()
+    if args.load_check:
+        load_check(args)
+        return
     levels = [int(c) for c in args.concurrency.split(",")]
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -93,21 +111,23 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(model: Path, batch: int, wait_ms: float,
-                 threads: int) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(model: Path, batch: int, wait_ms: float, threads: int,
+                 key_file: Path | None = None) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
+    extra = ["--api-key-file", str(key_file)] if key_file else []
     proc = subprocess.Popen(
         [sys.executable, "-c", SERVE_MAIN, "serve", "--model", str(model), "--host", HOST,
          "--port", str(port), "--batch-size", str(batch), "--max-wait-ms", str(wait_ms),
-         "--threads", str(threads)],
+         "--threads", str(threads), *extra],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://{HOST}:{port}"
+    headers = {"X-API-Key": key_file.read_text().strip()} if key_file else {}
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}")
         try:
-            httpx.get(f"{url}/health", timeout=2).raise_for_status()
+            httpx.get(f"{url}/health", headers=headers, timeout=2).raise_for_status()
             return proc, url
         except httpx.TransportError:
             time.sleep(0.2)
@@ -178,6 +198,108 @@ async def run_round(client: httpx.AsyncClient, url: str, rows: list[dict[str, An
 
     await asyncio.gather(*(worker() for _ in range(clients)))
     return latencies, errors, time.perf_counter() - start
+
+
+# ---------------------------------------------------------------- the load check
+LOAD_KEY = "load-check-key-0123456789"
+
+
+def invalid_bodies(row: dict[str, Any]) -> list[tuple[str, bytes, dict[str, str]]]:
+    """Requests the server must refuse with a 4xx, each named."""
+    field = next(k for k, v in row.items() if isinstance(v, int) and not isinstance(v, bool))
+    good = {"X-API-Key": LOAD_KEY}
+    return [
+        ("bad json", b"[{", good),
+        ("deep nesting", b"[" * 100_000, good),
+        ("missing field", json.dumps([{k: v for k, v in row.items() if k != field}]).encode(),
+         good),
+        ("wrong type", json.dumps([row | {field: {"a": 1}}]).encode(), good),
+        ("float for an integer field", json.dumps([row | {field: 1234567.5}]).encode(), good),
+        ("long value", json.dumps([row | {field: "x" * 10_000}]).encode(), good),
+        ("too many rows", json.dumps([row] * 10_001).encode(), good),
+        ("wrong key", json.dumps([row]).encode(), {"X-API-Key": "wrong"}),
+    ]
+
+
+def resident_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def load_check(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        model = args.model or train_model(Path(tmp) / "model")
+        key_file = Path(tmp) / "key"
+        key_file.write_text(LOAD_KEY)
+        rows = load_table("synthetic?rows=20000&seed=0").df.head(2000).drop(
+            "label", "_p_true").to_dicts()
+        proc, url = start_server(model, args.batch_size, args.max_wait_ms, args.threads,
+                                 key_file)
+        try:
+            before = resident_mb(proc.pid)
+            result = asyncio.run(load_run(url, rows, args))
+            after = resident_mb(proc.pid)
+            alive = proc.poll() is None
+            health = httpx.get(f"{url}/health", headers={"X-API-Key": LOAD_KEY},
+                               timeout=10).status_code
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    latencies, statuses, seconds = result
+    print(machine_line())
+    print(f"load check: {args.load_requests:,} requests from {args.load_clients} clients on "
+          f"{HOST}, {args.invalid_share:.0%} invalid; server batch {args.batch_size}, "
+          f"{args.threads} thread(s), API key required; {seconds:.1f} s")
+    header = ["kind", "requests", "p50 ms", "p95 ms", "p99 ms"]
+    table = []
+    for kind, values in sorted(latencies.items()):
+        ms = np.array(values) * 1000
+        table.append([kind, len(ms), *(f"{np.percentile(ms, q):.2f}" for q in (50, 95, 99))])
+    print(markdown_table(header, table))
+    print(markdown_table(["kind", "status", "responses"],
+                         [[k, s, n] for (k, s), n in sorted(statuses.items())]))
+    print(f"server process alive after the run: {alive}; /health after: {health}; "
+          f"resident memory before {before:.0f} MB, after {after:.0f} MB")
+
+
+async def load_run(url: str, rows: list[dict[str, Any]], args: argparse.Namespace
+                   ) -> tuple[dict[str, list[float]], dict[tuple[str, object], int], float]:
+    """Send the mix; returns latencies by kind, responses by (kind, status) and wall time."""
+    rng = random.Random(0)
+    bad = invalid_bodies(rows[0])
+    good = {"X-API-Key": LOAD_KEY, "content-type": "application/json"}
+    plan = []
+    for i in range(args.load_requests):
+        if rng.random() < args.invalid_share:
+            plan.append(bad[i % len(bad)])
+        else:
+            plan.append(("valid", json.dumps([rows[i % len(rows)]]).encode(), good))
+    latencies: dict[str, list[float]] = {}
+    statuses: dict[tuple[str, object], int] = {}
+    position = 0
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal position
+        while position < len(plan):
+            kind, body, headers = plan[position]
+            position += 1
+            t0 = time.perf_counter()
+            try:
+                response = await client.post(f"{url}/predict", content=body, headers=headers)
+                status: object = response.status_code
+            except httpx.HTTPError as e:
+                status = type(e).__name__
+            group = "valid" if kind == "valid" else "invalid"
+            latencies.setdefault(group, []).append(time.perf_counter() - t0)
+            statuses[(kind, status)] = statuses.get((kind, status), 0) + 1
+
+    start = time.perf_counter()
+    limits = httpx.Limits(max_connections=args.load_clients)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+        await asyncio.gather(*(worker(client) for _ in range(args.load_clients)))
+    return latencies, statuses, time.perf_counter() - start
 
 
 if __name__ == "__main__":
