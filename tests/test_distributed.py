@@ -140,3 +140,38 @@ def test_ray_train_with_two_workers_trains(tmp_path: Path) -> None:
     assert result["config"]["world_size"] == 2
     assert result["metrics"]["valid"]["auc"] > 0.55
     assert (tmp_path / "ray" / "model.pt").exists()
+
+
+def test_ray_tune_trials_ask_for_their_cpus_gpus_and_storage(tmp_path: Path) -> None:
+    from autodrs.models.backbones import backbone_spec
+    from autodrs.search.base import SearchContext, SearchError
+    from autodrs.search.raytune import tune_settings
+    from autodrs.train.trainer import TrainConfig
+
+    ds = load_dataset("synthetic?rows=3000&seed=1", seed=0)
+
+    def ctx(**options: object) -> SearchContext:
+        return SearchContext(ds, backbone_spec("deepfm", 8), TrainConfig(), seed=0,
+                             out_dir=tmp_path / "run", backend="ray", options=dict(options))
+
+    default = tune_settings(ctx())
+    assert default.resources == {"cpu": 1.0} and default.concurrency == 2
+    assert default.storage == str((tmp_path / "run" / "ray").resolve())
+    wide = tune_settings(ctx(ray_cpus_per_trial=4, ray_gpus_per_trial=0.5, ray_concurrency=3,
+                             ray_storage="s3://bucket/autodrs"))
+    assert wide.resources == {"cpu": 4.0, "gpu": 0.5} and wide.concurrency == 3
+    assert wide.storage == "s3://bucket/autodrs" and wide.local_cpus == 12
+    assert tune_settings(ctx(ray_storage=str(tmp_path / "shared"))).storage == str(
+        (tmp_path / "shared").resolve())
+    for bad, match in (({"ray_cpus_per_trial": 0}, "--cpus-per-trial"),
+                       ({"ray_gpus_per_trial": -1}, "--gpus-per-trial"),
+                       ({"ray_concurrency": 0}, "--concurrency")):
+        with pytest.raises(SearchError, match=match):
+            tune_settings(ctx(**bad))
+
+
+def test_search_ray_flags_reach_the_trials(tmp_path: Path) -> None:
+    run = autodrs("search", "--data", "synthetic?rows=3000&seed=1", "--methods", "hparams",
+                  "--trials", "1", "--baselines", "none", "--backend", "ray",
+                  "--concurrency", "0", "--no-progress", "--out", str(tmp_path / "s"))
+    assert run.returncode == 2 and "--concurrency must be >= 1, got 0" in run.stderr

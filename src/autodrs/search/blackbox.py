@@ -97,8 +97,10 @@ def run_blackbox(space: SearchSpace, ctx: SearchContext, strategy: str,
                               "(AUC, embedding parameters); pass evaluate=")
         estimator = Estimator(ctx, ("auc", "embedding_params")[: len(directions)])
         if ctx.backend == "ray":
-            # one thread per trial, so concurrent trials share the CPUs instead of fighting
-            estimator.config = replace(estimator.config, threads=1)
+            # as many threads as CPUs a trial asks Ray for (--cpus-per-trial, default 1), so
+            # concurrent trials share the CPUs instead of fighting
+            cpus = option(ctx, "ray_cpus_per_trial", 1.0, float)
+            estimator.config = replace(estimator.config, threads=max(1, int(cpus)))
         evaluate = estimator
     name = f"{method or space.name}-{strategy}"
     sampler = make_sampler(strategy, space, ctx, len(directions))

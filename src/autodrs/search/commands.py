@@ -86,7 +86,8 @@ from autodrs.search.strategies import STRATEGIES
 from autodrs.train.trainer import TrainConfig
 
 EFFECTIVE_KEYS = (
-    "data", "methods", "strategy", "budget", "trials", "backend", "ray_address", "model",
+    "data", "methods", "strategy", "budget", "trials", "backend", "ray_address",
+    "cpus_per_trial", "gpus_per_trial", "concurrency", "ray_storage", "model",
     "baselines", "subsample", "trial_epochs", "pruner", "warm_start", "fast", "estimation",
     "objectives", "memory_budget", "label", "fmt", "categorical", "numerical", "sequence", "schema", "group",
     "time_col", "split", "min_count", "seed", "epochs", "batch_size", "lr", "patience",
@@ -138,6 +139,13 @@ def search_command(
     backend: Annotated[str, typer.Option(help="local or ray")] = "local",
     ray_address: Annotated[str | None, typer.Option(help="address of an existing Ray "
                                                          "cluster (default: start one)")] = None,
+    cpus_per_trial: Annotated[float, typer.Option(help="CPUs each Ray trial asks for (and "
+                                                       "its threads)")] = 1.0,
+    gpus_per_trial: Annotated[float, typer.Option(help="GPUs each Ray trial asks for")] = 0.0,
+    concurrency: Annotated[int, typer.Option(help="Ray trials at once")] = 2,
+    ray_storage: Annotated[str | None, typer.Option(
+        help="where Ray keeps trial results: a folder every node reaches, or a URI "
+             "(s3://...); default <out>/ray")] = None,
     resume: Annotated[bool, typer.Option(help="continue the search in --out")] = False,
     model: Annotated[str | None, typer.Option(
         help=f"backbone the search starts from: {', '.join(BACKBONES)}, or auto (the "
@@ -187,6 +195,8 @@ def search_command(
 @user_errors
 def run_search(data: str, out_dir: Path, methods: str | None, strategy: str | None,
                budget: str | None, trials: int | None, backend: str, ray_address: str | None,
+               cpus_per_trial: float, gpus_per_trial: float, concurrency: int,
+               ray_storage: str | None,
                resume: bool, model: str | None, baselines: str | None, subsample: float | None,
                trial_epochs: int | None, pruner: str, warm_start: bool, fast: bool,
                estimation: str, objectives: str, memory_budget: str | None,
@@ -261,6 +271,12 @@ def run_search(data: str, out_dir: Path, methods: str | None, strategy: str | No
         options["epochs"] = trial_epochs
     if memory_budget is not None:
         options["memory_budget"] = memory_budget
+    if backend == "ray":
+        from autodrs.search.raytune import check_resources
+
+        check_resources(cpus_per_trial, gpus_per_trial, concurrency)
+        options |= {"ray_cpus_per_trial": cpus_per_trial, "ray_gpus_per_trial": gpus_per_trial,
+                    "ray_concurrency": concurrency, "ray_storage": ray_storage}
     if guard:  # stages choose as the guard judges: the smallest model within its tolerance
         options["tolerance"] = SHRINK_TOLERANCE
         options["logloss_tolerance"] = SHRINK_LOGLOSS_TOLERANCE

@@ -3,13 +3,19 @@
 ``OptunaSearch`` asks the study (the same sampler and SQLite storage as the local backend)
 for each trial's decision through a define-by-run function; Ray runs up to
 ``ctx.options["ray_concurrency"]`` (default 2) trials at once, each in a worker process
-that applies the decision to the spec and calls ``evaluate``. Ray is started locally with
-``ctx.options["ray_cpus"]`` CPUs unless ``ctx.ray_address`` names an existing cluster.
+that applies the decision to the spec and calls ``evaluate``. Each trial asks Ray for
+``ray_cpus_per_trial`` CPUs (default 1) and ``ray_gpus_per_trial`` GPUs (default 0), so Ray
+places it where those are free. Ray's trial results go to ``ray_storage`` (a folder, or a
+URI such as ``s3://bucket/path`` that every node of a cluster can reach; default
+``<out>/ray``); the study itself lives in the driver's Optuna storage, which ``--resume``
+continues. Ray is started locally with ``ctx.options["ray_cpus"]`` CPUs (default: enough
+for the concurrent trials) unless ``ctx.ray_address`` names an existing cluster.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +88,47 @@ def _trainable(config: dict[str, Any], space: SearchSpace, base: Any, evaluate: 
                            "trial_seconds": time.perf_counter() - t0})
 
 
+@dataclass(frozen=True)
+class TuneSettings:
+    """What a Ray search asks of the cluster."""
+
+    cpus_per_trial: float
+    gpus_per_trial: float
+    concurrency: int
+    storage: str | None
+    local_cpus: int  # CPUs of a Ray started here
+
+    @property
+    def resources(self) -> dict[str, float]:
+        return {"cpu": self.cpus_per_trial} | (
+            {"gpu": self.gpus_per_trial} if self.gpus_per_trial else {})
+
+
+def check_resources(cpus_per_trial: float, gpus_per_trial: float, concurrency: int) -> None:
+    """A clear error for trial resources Ray could never grant."""
+    if cpus_per_trial <= 0:
+        raise SearchError(f"--cpus-per-trial must be > 0, got {cpus_per_trial}")
+    if gpus_per_trial < 0:
+        raise SearchError(f"--gpus-per-trial must be >= 0, got {gpus_per_trial}")
+    if concurrency < 1:
+        raise SearchError(f"--concurrency must be >= 1, got {concurrency}")
+
+
+def tune_settings(ctx: SearchContext) -> TuneSettings:
+    """The trial resources, concurrency and storage of ``ctx``'s options, checked."""
+    cpus = option(ctx, "ray_cpus_per_trial", 1.0, float)
+    gpus = option(ctx, "ray_gpus_per_trial", 0.0, float)
+    concurrency = option(ctx, "ray_concurrency", 2, int)
+    check_resources(cpus, gpus, concurrency)
+    storage = ctx.options.get("ray_storage")
+    if storage is None:
+        storage = str(Path(ctx.out_dir).resolve() / "ray") if ctx.out_dir else None
+    elif "://" not in str(storage):  # a folder (a shared mount on a cluster)
+        storage = str(Path(storage).expanduser().resolve())
+    local = option(ctx, "ray_cpus", max(2, int(-(-concurrency * cpus // 1))), int)
+    return TuneSettings(cpus, gpus, concurrency, storage, local)
+
+
 def run_ray(space: SearchSpace, ctx: SearchContext, study: optuna.Study, evaluate: Evaluate,
             directions: tuple[str, ...], remaining: int | None) -> dict[int, dict[str, Any]]:
     """Run up to ``remaining`` trials of ``study`` on Ray Tune; return the user attributes
@@ -102,25 +149,25 @@ def run_ray(space: SearchSpace, ctx: SearchContext, study: optuna.Study, evaluat
     searcher = OptunaSearch(space=DefineByRun(space, ctx), metric=metric, mode=modes if multi else modes[0],
                             sampler=study.sampler, storage=study._storage,
                             study_name=study.study_name)
+    settings = tune_settings(ctx)
     started_here = not ray.is_initialized()
     if started_here:
         ray.init(address=ctx.ray_address, include_dashboard=False, log_to_driver=False,
-                 num_cpus=None if ctx.ray_address else option(ctx, "ray_cpus", 2, int),
+                 num_cpus=None if ctx.ray_address else settings.local_cpus,
                  configure_logging=False)
     try:
         trainable = tune.with_parameters(_trainable, space=space, base=ctx.spec,
                                          evaluate=evaluate, schema=ctx.dataset.schema,
                                          n_objectives=len(directions))
         tuner = tune.Tuner(
-            tune.with_resources(trainable, {"cpu": 1}),
+            tune.with_resources(trainable, settings.resources),
             tune_config=tune.TuneConfig(
                 search_alg=searcher,
                 num_samples=remaining if remaining is not None else -1,
-                max_concurrent_trials=option(ctx, "ray_concurrency", 2, int),
+                max_concurrent_trials=settings.concurrency,
                 time_budget_s=ctx.remaining()),
             run_config=tune.RunConfig(
-                name=study.study_name, verbose=0,
-                storage_path=str(Path(ctx.out_dir).resolve() / "ray") if ctx.out_dir else None),
+                name=study.study_name, verbose=0, storage_path=settings.storage),
         )
         grid = tuner.fit()
     finally:
