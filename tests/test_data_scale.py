@@ -246,3 +246,15 @@ def test_cache_info_records_size_and_mode(on_disk):
     assert cache["in_memory"] is False and cache["bytes"] > 0
     info = json.loads((Path(cache["folder"]) / "info.json").read_text())
     assert info["sizes"] == on_disk.info["sizes"]
+
+
+@pytest.mark.parametrize("batch_size", [7, 64, 128])
+def test_disk_batches_count_as_the_trainer_expects(on_disk, batch_size):
+    from autodrs.train.trainer import shuffled_batch_count
+
+    train = on_disk.train
+    train.shuffle_rows = 700
+    sizes = [len(b) for b in train.batches(batch_size, shuffle=True,
+                                           generator=torch.Generator().manual_seed(0))]
+    assert len(sizes) == shuffled_batch_count(len(train), batch_size)
+    assert sum(sizes) == len(train) and min(sizes) > 1

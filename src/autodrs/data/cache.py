@@ -549,7 +549,10 @@ class DiskData:
             if sum(len(p) for p in groups[-1]) >= self.shuffle_rows:
                 groups.append([])
             groups[-1].append(self.pieces[i])
+        # full batches, then the rest; a rest of one row joins the batch before it (batch
+        # norm cannot normalise one row), as ``EncodedData.batches`` does
         carry: dict[str, np.ndarray] | None = None
+        pending: tuple[dict[str, np.ndarray], np.ndarray] | None = None
         for arrays in _prefetch(self._read, groups):
             if carry is not None:
                 arrays = {k: np.concatenate([carry[k], v]) for k, v in arrays.items()}
@@ -557,10 +560,19 @@ class DiskData:
             perm = torch.randperm(n, generator=generator).numpy()
             full = n - n % batch_size
             for start in range(0, full, batch_size):
-                yield self._batch(arrays, perm[start:start + batch_size])
+                if pending is not None:
+                    yield self._batch(*pending)
+                pending = (arrays, perm[start:start + batch_size])
             carry = {k: v[perm[full:]] for k, v in arrays.items()}
-        if carry is not None and len(carry["label"]):
-            yield self._batch(carry, slice(None))
+        rest = 0 if carry is None else len(carry["label"])
+        if pending is not None and rest == 1:
+            last, idx = pending
+            pending = ({k: np.concatenate([last[k][idx], carry[k]]) for k in last},  # type: ignore[index]
+                       np.arange(len(idx) + 1))
+        if pending is not None:
+            yield self._batch(*pending)
+        if rest and not (rest == 1 and pending is not None):
+            yield self._batch(carry, slice(None))  # type: ignore[arg-type]
 
     # -------------------------------------------------------- parts
     def shard(self, rank: int, world: int) -> DiskData:
