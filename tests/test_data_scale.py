@@ -258,3 +258,19 @@ def test_disk_batches_count_as_the_trainer_expects(on_disk, batch_size):
                                            generator=torch.Generator().manual_seed(0))]
     assert len(sizes) == shuffled_batch_count(len(train), batch_size)
     assert sum(sizes) == len(train) and min(sizes) > 1
+
+
+def test_train_rows_flag_caps_the_rows_read(tmp_path):
+    from typer.testing import CliRunner
+
+    from autodrs.cli import app
+
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["train", "--data", "synthetic?rows=5000", "--rows", "1200",
+                                      "--model", "lr", "--epochs", "1", "--out", str(out),
+                                      "--no-progress", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "result.json").read_text())
+    assert data["data"]["rows"] == 1200 and data["data"]["rows_cap"] == 1200
+    bad = CliRunner().invoke(app, ["train", "--rows", "3", "--out", str(tmp_path / "r2")])
+    assert bad.exit_code == 2 and "--rows must be at least 10" in bad.output

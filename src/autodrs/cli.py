@@ -69,6 +69,7 @@ Threads = Annotated[int | None, typer.Option(help="CPU threads (default: all ava
 EmbedDim = Annotated[int, typer.Option(help="embedding dim of every field")]
 Progress = Annotated[bool, typer.Option(help="show progress bars")]
 Overwrite = Annotated[bool, typer.Option(help="replace the run --out already holds")]
+Rows = Annotated[int | None, typer.Option(help="read only the first N rows (a quick first look)")]
 
 
 def _split_list(value: str | None) -> list[str] | None:
@@ -78,11 +79,14 @@ def _split_list(value: str | None) -> list[str] | None:
 def dataset_from(data: str, label: str | None, fmt: str | None, categorical: str | None,
                  numerical: str | None, sequence: str | None, schema: Path | None,
                  group: str | None, time: str | None, split: str, seed: int,
-                 min_count: int) -> Dataset:
+                 min_count: int, rows: int | None = None) -> Dataset:
+    if rows is not None and rows < 10:
+        raise DataError(f"--rows must be at least 10 (to split 80/10/10), got {rows}")
     return load_dataset(
         data, label=label, fmt=fmt, categorical=_split_list(categorical),
         numerical=_split_list(numerical), sequence=_split_list(sequence), schema_file=schema,
-        group=group, time=time, split=split, seed=seed, min_count=min_count,
+        group=group, time=time, split=split, seed=seed, min_count=min_count, rows=rows,
+        progress=True,
     )
 
 
@@ -196,6 +200,7 @@ def train(
     seed: Seed = 2026, epochs: Epochs = 10, batch_size: BatchSize = 1024, lr: Lr = 1e-3,
     patience: Patience = 2, embed_dim: EmbedDim = 16, device: Device = "auto",
     threads: Threads = None, progress: Progress = True, overwrite: Overwrite = False,
+    rows: Rows = None,
     bf16: Annotated[bool, typer.Option("--bf16", help="train under bfloat16 autocast")] = False,
     nproc: Annotated[int, typer.Option(help="data-parallel processes on this machine "
                                             "(launched through torchrun)")] = 1,
@@ -216,7 +221,7 @@ def train(
     rank = distributed.init_from_env(device)
     spec = ArchSpec.from_json(spec_file) if spec_file else backbone_spec(model, embed_dim)
     ds = dataset_from(data, label, fmt, categorical, numerical, sequence, schema, group,
-                      time_col, split, seed, min_count)
+                      time_col, split, seed, min_count, rows)
     spec.validate(ds.schema)
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
                          seed=seed, device=device, threads=threads,
@@ -267,7 +272,7 @@ def bench(
     group: Group = None, time_col: Time = None, split: Split = "random", min_count: MinCount = 1,
     seed: Seed = 2026, epochs: Epochs = 10, batch_size: BatchSize = 1024, lr: Lr = 1e-3,
     patience: Patience = 2, embed_dim: EmbedDim = 16, device: Device = "auto",
-    threads: Threads = None, overwrite: Overwrite = False,
+    threads: Threads = None, overwrite: Overwrite = False, rows: Rows = None,
 ) -> None:
     """A leaderboard of backbones over seeds on one dataset (Markdown and JSON)."""
     check_run_flags(out_dir, overwrite, seeds=seeds, epochs=epochs, batch_size=batch_size,
@@ -282,7 +287,7 @@ def bench(
     for k in range(seeds):
         s = seed + k
         ds = dataset_from(data, label, fmt, categorical, numerical, sequence, schema, group,
-                          time_col, split, s, min_count)
+                          time_col, split, s, min_count, rows)
         first = first or ds
         config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
                              seed=s, device=device, threads=threads, progress=False)

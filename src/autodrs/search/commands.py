@@ -30,6 +30,7 @@ from autodrs.cli import (
     Overwrite,
     Patience,
     Progress,
+    Rows,
     SchemaFile,
     Seed,
     Sequence,
@@ -179,6 +180,7 @@ def search_command(
     seed: Seed = 2026, epochs: Epochs = 10, batch_size: BatchSize = 1024, lr: Lr = 1e-3,
     patience: Patience = 2, embed_dim: EmbedDim = 16, device: Device = "auto",
     threads: Threads = None, progress: Progress = True, overwrite: Overwrite = False,
+    rows: Rows = None,
     config: Annotated[Path | None, typer.Option(help="YAML file of settings (keys are option "
                                                      "names); flags win")] = None,
 ) -> None:
@@ -206,7 +208,7 @@ def run_search(data: str, out_dir: Path, methods: str | None, strategy: str | No
                group: str | None, time_col: str | None, split: str, min_count: int,
                seed: int, epochs: int, batch_size: int, lr: float, patience: int,
                embed_dim: int, device: str, threads: int | None, progress: bool,
-               overwrite: bool = False) -> None:
+               overwrite: bool = False, rows: int | None = None) -> None:
     import autodrs.methods  # noqa: F401  (fills the registry)
 
     names = _split_list(methods) or list(DEFAULT_PIPELINE)
@@ -244,7 +246,7 @@ def run_search(data: str, out_dir: Path, methods: str | None, strategy: str | No
     base = backbone_spec("deepfm" if model == "auto" else model, embed_dim)
     base_specs = {n: backbone_spec(n, embed_dim) for n in baseline_names}
     ds = dataset_from(data, label, fmt, categorical, numerical, sequence, schema, group,
-                      time_col, split, seed, min_count)
+                      time_col, split, seed, min_count, rows)
     base.validate(ds.schema)
     identity = data_identity(locals(), ds.info)
     if resume:  # finished stages are reused only on the data they were searched on
