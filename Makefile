@@ -3,11 +3,10 @@ VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.autodrs-installed
-# the exact torch build, installed first (without its dependencies, which the next step
-# resolves from the usual index) so that autodrs's `torch>=2.3` is already met and pip never
-# pulls a CUDA build; on macOS: `make setup TORCH=torch==2.13.0 TORCH_INDEX=`
-TORCH ?= torch==2.13.0+cpu
-TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+# the exact torch build, installed first so that autodrs's `torch>=2.3` is already met and pip
+# never pulls another build; TORCH_INDEX names an extra package index where one is needed
+TORCH ?= torch==2.13.0
+TORCH_INDEX ?=
 
 .PHONY: setup browser run test lint clean
 
@@ -17,7 +16,7 @@ setup: $(STAMP)
 # imported, so it is installed without its (heavy) dependencies
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps "$(TORCH)" \
+	$(PY) -m pip install --quiet --disable-pip-version-check "$(TORCH)" \
 		$(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
 	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[test,serve,ray]"
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps recbole==1.2.1
