@@ -182,7 +182,7 @@ class BuildSettings:
     min_count: int = 1
     hash_threshold: int = 1_000_000
     shard_rows: int | None = None  # None: ``SHARD_ROWS``
-    extra: tuple[str, ...] = ()  # columns kept beside the encoded ones (e.g. truth)
+    extra: tuple[str, ...] = ()  # test-split columns kept beside the encoded ones (truth)
 
 
 class _ShardWriter:
@@ -259,7 +259,7 @@ def _build(source: Any, schema: Schema, tmp: Path, st: BuildSettings,
     moments = {f.name: _Moments() for f in nums}
     longest = dict.fromkeys((f.name for f in seqs), 0)
     writers = {s: _ShardWriter(tmp / s, st.shard_rows or SHARD_ROWS) for s in SPLITS}
-    extra: dict[str, list[np.ndarray]] = {f"{k}:{s}": [] for k in st.extra for s in SPLITS}
+    extra: dict[str, list[np.ndarray]] = {k: [] for k in st.extra}
     offset, positives, t0, last_print = 0, 0.0, time.perf_counter(), 0.0
     for chunk in source.chunks():
         n = chunk.height
@@ -297,8 +297,8 @@ def _build(source: Any, schema: Schema, tmp: Path, st: BuildSettings,
         for s, writer in enumerate(writers.values()):
             mask = which == s
             writer.add({k: v[mask] for k, v in arrays.items()})
-            for k in st.extra:
-                extra[f"{k}:{SPLITS[s]}"].append(chunk[k].to_numpy()[mask])
+        for k in st.extra:
+            extra[k].append(chunk[k].to_numpy()[which == 2])
         offset += n
         if progress and time.perf_counter() - last_print > 10:
             last_print = time.perf_counter()
@@ -334,7 +334,7 @@ def _build(source: Any, schema: Schema, tmp: Path, st: BuildSettings,
         "seconds": round(time.perf_counter() - t0, 3),
     }
     for key, parts in extra.items():
-        np.save(tmp / f"extra-{key.replace(':', '-')}.npy", np.concatenate(parts))
+        np.save(tmp / f"extra-{key}-test.npy", np.concatenate(parts))
     schema.save(tmp / "schema.json")
     (tmp / "info.json").write_text(json.dumps(info))
     return info
