@@ -31,9 +31,7 @@ from __future__ import annotations
 import errno
 import json
 import os
-import queue
 import shutil
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -45,6 +43,7 @@ import polars as pl
 import torch
 
 from autodrs.data.errors import DataError
+from autodrs.data.prefetch import prefetch
 from autodrs.data.schema import (
     FIRST_ID,
     MISSING,
@@ -553,7 +552,7 @@ class DiskData:
         # norm cannot normalise one row), as ``EncodedData.batches`` does
         carry: dict[str, np.ndarray] | None = None
         pending: tuple[dict[str, np.ndarray], np.ndarray] | None = None
-        for arrays in _prefetch(self._read, groups):
+        for arrays in prefetch(map(self._read, groups)):
             if carry is not None:
                 arrays = {k: np.concatenate([carry[k], v]) for k, v in arrays.items()}
             n = len(arrays["label"])
@@ -623,34 +622,3 @@ def _arrays_for_memory(arrays: dict[str, np.ndarray], seq_names: list[str]) -> d
     if "group" in arrays:
         out["group"] = arrays["group"]
     return out
-
-
-def _prefetch(read: Any, groups: list[list[_Piece]]) -> Iterator[dict[str, np.ndarray]]:
-    """``read(group)`` for each group, one group ahead on a background thread."""
-    q: queue.Queue = queue.Queue(maxsize=1)
-    stop = threading.Event()
-
-    def work() -> None:
-        try:
-            for g in groups:
-                if stop.is_set():
-                    return
-                q.put(read(g))
-        except BaseException as e:  # re-raised in the consumer
-            q.put(e)
-
-    thread = threading.Thread(target=work, daemon=True)
-    thread.start()
-    try:
-        for _ in groups:
-            item = q.get()
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        while thread.is_alive():
-            try:
-                q.get_nowait()
-            except queue.Empty:
-                thread.join(timeout=0.05)

@@ -13,9 +13,7 @@ validation predictions are gathered so every rank takes the same early-stopping 
 from __future__ import annotations
 
 import os
-import queue
 import random
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +25,7 @@ import torch
 from torch import nn
 
 from autodrs.data.dataset import Batch, EncodedData
+from autodrs.data.prefetch import prefetch
 from autodrs.train import distributed
 from autodrs.train.losses import make_loss
 from autodrs.train.metrics import classification_metrics
@@ -146,37 +145,8 @@ def device_batches(batches: Iterable[Batch], device: torch.device, pin: bool,
         for batch in batches:
             yield batch if device.type == "cpu" else batch.to(device)
         return
-    q: queue.Queue[Any] = queue.Queue(maxsize=depth)
-    done = object()
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for batch in batches:
-                if stop.is_set():
-                    return
-                q.put(batch.pin_memory())
-            q.put(done)
-        except BaseException as e:  # handed to the consumer
-            q.put(e)
-
-    thread = threading.Thread(target=produce, daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = q.get()
-            if item is done:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item.to(device, non_blocking=True)
-    finally:
-        stop.set()
-        while thread.is_alive():  # unblock a producer waiting on a full queue
-            try:
-                q.get_nowait()
-            except queue.Empty:
-                thread.join(timeout=0.01)
+    for batch in prefetch((b.pin_memory() for b in batches), depth):
+        yield batch.to(device, non_blocking=True)
 
 
 class Trainer:
