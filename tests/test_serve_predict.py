@@ -128,3 +128,23 @@ def test_bad_files_give_clear_errors(predictor: Predictor, tmp_path: Path) -> No
         predict_file(predictor, header_only, tmp_path / "out.csv")
     assert not (tmp_path / "out.csv").exists()
 
+
+
+def test_predict_frame_takes_pandas_polars_and_arrow(predictor: Predictor,
+                                                     raw: pl.DataFrame) -> None:
+    rows = raw.head(300).drop("label")
+    expected = predictor.predict_frame(rows)
+    assert expected.shape == (300,) and expected.std() > 1e-3
+    pdf = rows.to_pandas()
+    pdf.index = pdf.index + 1000  # a pandas index is not a column and is not read
+    for frame in (pdf, rows.to_arrow(), rows.to_arrow().to_batches()[0]):
+        np.testing.assert_array_equal(predictor.predict_frame(frame), expected)
+    pdf.loc[pdf.index[0], "num0"] = float("nan")  # NaN in pandas is a missing number
+    with_missing = rows.with_columns(pl.when(pl.int_range(pl.len()) == 0).then(None)
+                                     .otherwise(pl.col("num0")).alias("num0"))
+    np.testing.assert_array_equal(predictor.predict_frame(pdf),
+                                  predictor.predict_frame(with_missing))
+    with pytest.raises(DataError, match="columns missing from the table: r0"):
+        predictor.predict_frame(pdf.drop(columns=["r0"]))
+    with pytest.raises(DataError, match="expected a Polars or pandas DataFrame.*got builtins.dict"):
+        predictor.predict_frame(rows.to_dict(as_series=False))

@@ -24,17 +24,21 @@ import torch
 
 from autodrs.data.schema import Schema
 from autodrs.models.builder import CTRModel, build_model
+from autodrs.provenance import autodrs_version, versions
 from autodrs.spec import ArchSpec
 
 MODEL_FILES = ("model.pt", "spec.json", "schema.json")
-FORMAT = "autodrs-model/1"
+# /2: hashed vocabularies use the stable documented hash of ``data.schema``, and the manifest
+# records the versions that wrote it; a model is read only by the release (major.minor) and
+# format that saved it
+FORMAT = "autodrs-model/2"
 # what the commands write in a run folder (``stages`` is a folder)
 RUN_OUTPUTS = ("result.json", "report.html", "leaderboard.md", "leaderboard.html",
                "config.yaml", "data.json", "manifest.json", *MODEL_FILES, "stages")
 DATA_FILE = "data.json"
 # the search settings that decide which rows and encodings the stages saw
 DATA_SETTINGS = ("data", "label", "fmt", "categorical", "numerical", "sequence", "schema",
-                 "group", "time_col", "split", "min_count", "seed")
+                 "group", "time_col", "split", "min_count", "seed", "search_rows")
 
 
 class ModelFileError(ValueError):
@@ -119,7 +123,7 @@ def check_same_data(folder: Path, identity: dict[str, Any]) -> None:
             config = yaml.safe_load((folder / "config.yaml").read_text()) or {}
         except yaml.YAMLError as e:
             raise RunFolderError(f"{folder}/config.yaml is not valid YAML ({e})") from e
-        before = {"settings": {k: config.get(k) for k in DATA_SETTINGS}}
+        before = {"settings": {k: config[k] for k in DATA_SETTINGS if k in config}}
     else:
         return  # nothing was searched there yet
     old = before.get("settings") or {}
@@ -177,8 +181,37 @@ def save_model(folder: str | Path, model: CTRModel, schema: Schema) -> None:
     os.replace(tmp, folder / "model.pt")
     model.spec.to_json(folder / "spec.json")
     schema.save(folder / "schema.json")
-    manifest = {"format": FORMAT, "files": {n: sha256(folder / n) for n in MODEL_FILES}}
+    manifest = {"format": FORMAT, "versions": versions(),
+                "files": {n: sha256(folder / n) for n in MODEL_FILES}}
     write_json(folder / "manifest.json", manifest)
+
+
+def release(version: str) -> str | None:
+    """A version's release, major.minor (``"0.1"`` for ``"0.1.3"``); None when unknown."""
+    parts = version.split("+")[0].split(".")
+    if version.endswith("+unknown") or len(parts) < 2:
+        return None
+    return ".".join(parts[:2])
+
+
+def incompatible(manifest: dict[str, Any], fmt: str) -> str | None:
+    """Why this autodrs cannot read a model file described by ``manifest`` (its ``format``
+    and the ``versions`` that wrote it), or None when it can: another file format, or
+    another autodrs release (major.minor; an uninstalled tree's version is not compared)."""
+    mine = autodrs_version()
+    saved_by = (manifest.get("versions") or {}).get("autodrs")
+    who = f"autodrs {saved_by}" if saved_by else "an earlier autodrs"
+    if manifest.get("format") != fmt:
+        return (f"it was saved by {who} in the format {manifest.get('format')}, and this "
+                f"autodrs {mine} reads {fmt} only; train it again with this release, or "
+                "load it with the release that saved it")
+    if not isinstance(saved_by, str):
+        return "its manifest does not record the autodrs version that saved it (versions)"
+    if None not in (release(saved_by), release(mine)) and release(saved_by) != release(mine):
+        return (f"it was saved by autodrs {saved_by}, and this is autodrs {mine}; a model "
+                f"file is read only by the release that saved it ({release(saved_by)}): train "
+                f"it again with this release, or install autodrs=={release(saved_by)}.*")
+    return None
 
 
 def load_model(folder: str | Path) -> tuple[CTRModel, Schema]:
@@ -195,8 +228,12 @@ def load_model(folder: str | Path) -> tuple[CTRModel, Schema]:
         manifest = json.loads(manifest_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ModelFileError(f"{manifest_path} is not valid JSON ({e})") from e
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+    if not isinstance(manifest, dict) or not str(manifest.get("format")).startswith(
+            FORMAT.split("/")[0] + "/"):
         raise ModelFileError(f"{manifest_path} is not an autodrs model manifest")
+    problem = incompatible(manifest, FORMAT)
+    if problem:
+        raise ModelFileError(f"cannot load the model in {folder}: {problem}")
     checksums = manifest.get("files")
     if not isinstance(checksums, dict):
         raise ModelFileError(f"{manifest_path} has no checksums (files)")

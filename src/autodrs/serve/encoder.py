@@ -3,8 +3,9 @@
 ``Schema.transform`` encodes a table with a few Polars operations per field; each costs a
 fixed overhead, which for a request of one or a few rows outweighs the model itself many
 times over. ``RowEncoder`` applies the same encoders with dictionary lookups on the
-canonical values of ``rows.py`` (text, float, token lists): ids for known values, OOV for unseen ones, MISSING for nulls, Polars' hash for
-hashed fields, ``(x - mean) / std`` (after ``log1p`` for log fields) for numbers with the
+canonical values of ``rows.py`` (text, float, token lists): ids for known values, OOV for
+unseen ones, MISSING for nulls, the schema's own ``hash_ids`` for hashed fields,
+``(x - mean) / std`` (after ``log1p`` for log fields) for numbers with the
 train mean for nulls, and sequences cut to the field's length, padded, MISSING when empty.
 Tests check it agrees with ``Schema.transform``.
 """
@@ -19,7 +20,7 @@ import polars as pl
 import torch
 
 from autodrs.data.dataset import Batch
-from autodrs.data.schema import FIRST_ID, MISSING, OOV, Field, Schema
+from autodrs.data.schema import FIRST_ID, MISSING, OOV, Field, Schema, hash_ids
 
 Columns = dict[str, list[Any]]
 
@@ -101,8 +102,8 @@ def merge_columns(parts: list[Columns]) -> Columns:
 
 
 def _hash_ids(f: Field, values: list[str]) -> list[int]:
-    """Ids of hashed values, by the same Polars hash the schema uses."""
+    """Ids of hashed values: the schema's ``hash_ids`` itself, so serving and training can
+    never hash differently."""
     if not values:
         return []
-    hashed = pl.Series(values, dtype=pl.String).hash(seed=0) % f.hash_buckets + FIRST_ID
-    return hashed.cast(pl.Int64).to_list()
+    return hash_ids(pl.Series(values, dtype=pl.String), f.hash_buckets).to_list()

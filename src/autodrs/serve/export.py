@@ -9,7 +9,9 @@ the batch size would be captured wrongly, so every export is checked against the
 model on fresh batches of other sizes and refused when they disagree.
 
 Files written for ``--out model.onnx``: ``model.onnx``, ``model.onnx.schema.json`` (the
-fitted encoders) and ``model.onnx.meta.json`` (format, input names, SHA-256 checksums).
+fitted encoders) and ``model.onnx.meta.json`` (format, input names, SHA-256 checksums, the
+versions of autodrs and its libraries that wrote it). An export is loaded only by the autodrs
+release (major.minor) and metadata format that wrote it, as a model folder is.
 """
 
 from __future__ import annotations
@@ -22,19 +24,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import polars as pl
 import torch
 from torch import nn
 
 from autodrs.data.dataset import Batch
 from autodrs.data.errors import DataError
 from autodrs.data.schema import Schema
-from autodrs.runfolder import sha256, write_json
-from autodrs.serve.predictor import sample_batch
+from autodrs.provenance import versions
+from autodrs.runfolder import incompatible, sha256, write_json
+from autodrs.serve.predictor import as_polars, sample_batch
 
 FORMATS = ("torchscript", "onnx")
 OUTPUT = "probability"
-META_FORMAT = "autodrs-export/1"
+# /2: the stable hash of hashed vocabularies, and the versions that wrote the export
+META_FORMAT = "autodrs-export/2"
 ONNX_OPSET = 17
 TOLERANCE = 1e-5
 TRACE_ROWS = 8
@@ -144,7 +147,7 @@ def export_model(model: nn.Module, schema: Schema, path: str | Path, fmt: str) -
         "inputs": used_inputs,
         "output": OUTPUT,
         "max_abs_diff": worst,
-        "torch": torch.__version__,
+        "versions": versions(),
         "files": {path.name: sha256(path), schema_path.name: sha256(schema_path)},
     }
     spec = getattr(model, "spec", None)
@@ -210,8 +213,12 @@ class ExportedModel:
             meta = json.loads(meta_path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ExportError(f"{meta_path} is not valid JSON ({e})") from e
-        if not isinstance(meta, dict) or meta.get("format") != META_FORMAT:
+        if not isinstance(meta, dict) or not str(meta.get("format")).startswith(
+                META_FORMAT.split("/")[0] + "/"):
             raise ExportError(f"{meta_path} is not autodrs export metadata")
+        problem = incompatible(meta, META_FORMAT)
+        if problem:
+            raise ExportError(f"cannot load the export {path}: {problem}")
         files = meta.get("files")
         fmt = meta.get("export_format")
         if not isinstance(files, dict) or fmt not in FORMATS:
@@ -238,8 +245,10 @@ class ExportedModel:
     def predict_batch(self, batch: Batch) -> np.ndarray:
         return self.predict_arrays(batch_arrays(batch, self.schema))
 
-    def predict_frame(self, df: pl.DataFrame) -> np.ndarray:
-        """Probabilities of raw rows, encoded with the saved encoders."""
+    def predict_frame(self, frame: Any) -> np.ndarray:
+        """Probabilities of raw rows (a Polars or pandas DataFrame or an Arrow table),
+        encoded with the saved encoders."""
+        df = as_polars(frame)
         missing = [n for n in self.schema.field_names if n not in df.columns]
         if missing:
             raise DataError(f"columns missing from the table: {', '.join(missing)}")

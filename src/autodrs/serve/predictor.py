@@ -8,7 +8,9 @@ train mean for numbers).
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -56,8 +58,10 @@ class Predictor:
             raise DataError(f"columns missing from {where}: {', '.join(missing)} "
                             f"(the model needs {', '.join(self.feature_names)})")
 
-    def encode(self, df: pl.DataFrame) -> Batch:
-        """Encode raw rows with the train encoders; the label column is never needed."""
+    def encode(self, frame: Any) -> Batch:
+        """Encode raw rows (see ``as_polars`` for the tables taken) with the train encoders;
+        the label column is never needed."""
+        df = as_polars(frame)
         self.check_columns(df.columns)
         with np.errstate(over="ignore"):  # too-large numbers are refused in predict_batch
             arrays = self.schema.transform(df.select(self.feature_names), require_label=False)
@@ -76,9 +80,9 @@ class Predictor:
                             "standardisation)")
         return torch.sigmoid(self.model(batch)).float().numpy().astype(np.float64)
 
-    def predict_frame(self, df: pl.DataFrame) -> np.ndarray:
-        """Click probabilities of raw rows."""
-        return self.predict_batch(self.encode(df))
+    def predict_frame(self, frame: Any) -> np.ndarray:
+        """Click probabilities of raw rows: a Polars or pandas DataFrame or an Arrow table."""
+        return self.predict_batch(self.encode(frame))
 
     def predict_columns(self, columns: Columns) -> np.ndarray:
         """Click probabilities of canonical columns (see ``rows.py``): few rows go through
@@ -87,6 +91,28 @@ class Predictor:
         if rows <= FAST_ENCODE_ROWS:
             return self.predict_batch(self.row_encoder.encode(columns))
         return self.predict_frame(columns_to_frame(columns, self.schema))
+
+
+def as_polars(frame: Any) -> pl.DataFrame:
+    """A table of raw rows as a Polars DataFrame: a Polars DataFrame as it is, a pandas
+    DataFrame (its index dropped, NaN as null) or a pyarrow Table or RecordBatch converted.
+    Anything else is a ``DataError`` naming its type."""
+    if isinstance(frame, pl.DataFrame):
+        return frame
+    pandas = sys.modules.get("pandas")  # only a frame of an imported pandas can be one
+    if pandas is not None and isinstance(frame, pandas.DataFrame):
+        try:
+            return pl.from_pandas(frame, include_index=False)
+        except (pl.exceptions.PolarsError, TypeError, ValueError) as e:
+            raise DataError(f"cannot read the pandas DataFrame: {e}") from e
+    import pyarrow as pa
+
+    if isinstance(frame, pa.Table | pa.RecordBatch):
+        result = pl.from_arrow(frame)
+        assert isinstance(result, pl.DataFrame)
+        return result
+    raise DataError(f"expected a Polars or pandas DataFrame or a pyarrow Table of rows, got "
+                    f"{type(frame).__module__}.{type(frame).__qualname__}")
 
 
 def sample_batch(schema: Schema, rows: int, seed: int = 0) -> Batch:
