@@ -173,13 +173,23 @@ def datasets() -> None:
 @app.command("make-synthetic")
 @user_errors
 def make_synthetic(
-    out_path: Annotated[Path, typer.Option("--out", help="Parquet file to write")],
+    out_path: Annotated[Path, typer.Option("--out", help="file to write (.gz: gzip'd text)")],
     rows: Annotated[int, typer.Option(help="number of rows")] = 1_000_000,
     seed: Seed = 0,
+    fmt: Annotated[str, typer.Option("--format", help="parquet (planted-structure table), "
+                                                      "or the criteo or avazu file layout")
+                   ] = "parquet",
 ) -> None:
     """Write a synthetic dataset (any size, bounded memory) and its truth as JSON."""
     from autodrs.data.synthetic import write_synthetic
 
+    if fmt != "parquet":
+        from autodrs.data.criteo_gen import write_layout
+
+        info = write_layout(fmt, out_path, rows=rows, seed=seed)
+        out.print(f"wrote {rows} rows in the {fmt} layout to {out_path} (click rate "
+                  f"{info['click_rate']:.3f}; truth: {out_path}.truth.json)", highlight=False)
+        return
     truth = write_synthetic(out_path, rows=rows, seed=seed)
     out.print(f"wrote {rows} rows to {out_path} (truth: {out_path}.truth.json; "
               f"relevant fields {truth['relevant']})")
