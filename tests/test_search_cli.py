@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from autodrs.cli import app
@@ -152,3 +153,67 @@ def test_the_stage_line_says_what_was_chosen_and_what_the_guard_did() -> None:
     # a stage without candidates or a guard check: the plain line
     bare = StageResult("autofield", "gradient", ArchSpec(), ranking=["x"], seconds=1.0)
     assert stage_line(0, 2, bare) == "stage 1/2 autofield (gradient): 1.0s; best first: ['x']"
+
+
+@pytest.fixture()
+def probe(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A search method ``probe`` that keeps its input spec and records the training rows
+    its stage was given."""
+    from autodrs.search.base import METHODS, Method, SearchContext, StageResult
+
+    seen: list[int] = []
+
+    class Probe(Method):
+        name = "probe"
+        component = "training"
+        strategies = ("grid",)
+
+        def search(self, ctx: SearchContext) -> StageResult:
+            seen.append(len(ctx.dataset.train))
+            return StageResult(method=self.name, strategy="grid", spec=ctx.spec.copy())
+
+    monkeypatch.setitem(METHODS, "probe", Probe)
+    return seen
+
+
+def test_search_rows_samples_the_stages_and_trains_the_retrain_and_baselines_on_all_rows(
+        tmp_path: Path, probe: list[int]) -> None:
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["search", *COMMON, "--methods", "probe", "--search-rows",
+                                      "500", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("search: 1 baseline(s) (deepfm), then 1 stage(s) (probe) "
+                                    "on at most 500 training rows")
+    r = json.loads((out / "result.json").read_text())
+    train_rows = r["data"]["sizes"]["train"]
+    assert train_rows > 3000 and probe == [500]
+    assert r["rows"]["stages"]["train"] == 500 and r["stages"][0]["train_rows"] == 500
+    # the validation split is kept whole: it is below the sampled splits' floor
+    assert r["rows"]["stages"]["valid"] == r["data"]["sizes"]["valid"]
+    assert r["rows"]["retrain"] == train_rows
+    assert r["baselines"]["deepfm"]["train_rows"] == train_rows
+    assert "the stages search on 500 of" in result.output
+    # --search-rows 0 searches on every row
+    probe.clear()
+    result = CliRunner().invoke(app, ["search", *COMMON, "--methods", "probe", "--search-rows",
+                                      "0", "--baselines", "none", "--out", str(tmp_path / "b")])
+    assert result.exit_code == 0, result.output
+    assert probe == [train_rows]
+
+
+def test_the_baselines_train_within_their_share_of_the_budget(
+        tmp_path: Path, probe: list[int]) -> None:
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, [
+        "search", *COMMON, "--methods", "probe", "--baselines", "fm", "--epochs", "3",
+        "--batch-size", "8", "--budget", "30s", "--baseline-budget", "0.5s",
+        "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "within 0.5s" in result.output.splitlines()[0]
+    r = json.loads((out / "result.json").read_text())
+    assert r["baselines"]["fm"]["cut_short"] is True
+    assert r["cost"]["baseline_budget_seconds"] == 0.5
+    assert "cut short by their share of the budget" in " ".join(result.output.split())
+    bad = CliRunner().invoke(app, ["search", *COMMON, "--methods", "probe", "--budget", "5s",
+                                   "--baseline-budget", "1m", "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "--baseline-budget 1m leaves nothing" in bad.output

@@ -13,10 +13,19 @@ work on in the data (``inapplicable_stages``: no categorical field for the embed
 is skipped with a line saying so, and a stage that fails is recorded as failed, with its
 reason, while the run goes on from the spec it was given: finished work is never lost.
 
-``--budget`` covers the stages and the retrain (the baselines are trained after it, on their
-own time). ``RETRAIN_SHARE`` of it is kept back for the retrain, which may also use whatever
-the stages leave; the rest goes to the stages in proportion to ``STAGE_WEIGHTS``, each
-stage's unused time passing to the stages after it. The weights follow what each stage
+``--budget`` covers the whole command: reading the data, the baselines, the stages and the
+retrain. The baselines train first, within ``BASELINE_SHARE`` of it (or ``--baseline-budget``),
+each given an equal part of what is left of that share (a baseline its part cuts short keeps
+its best epoch and is flagged). Of what remains, ``RETRAIN_SHARE`` (at least as long as the
+start baseline's fit took, at most half) is kept back for the retrain, which may also use
+whatever the stages leave; the rest goes to the stages in proportion to ``STAGE_WEIGHTS``,
+each stage's unused time passing to the stages after it. The retrain is never cut short, so
+the command may end a little after its budget.
+
+On a large table the stages search on a sample (``search_sample``): ``--search-rows``
+training rows (``DEFAULT_SEARCH_ROWS`` by default) drawn by the seed, with the validation and
+test splits cut by the same fraction but never below ``MIN_EVAL_ROWS``; the final retrain
+and the baselines train on every row. The weights follow what each stage
 spends its time on: the learning rate retrains the start once per candidate rate, feature
 selection retrains the model once per ERASE point (log2 n retrains by bisection under a
 budget), frequency pruning retrains once per threshold of its grid, the numerical-encoder
@@ -48,9 +57,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
-from autodrs.data.dataset import Dataset
+from autodrs.data.dataset import Dataset, EncodedData
 from autodrs.data.errors import DataError
 from autodrs.data.schema import Schema
 from autodrs.experiment import Outcome, cached_fit, fit_key, fit_spec
@@ -70,6 +80,14 @@ PIPELINE_OPTIONS = {"backbone": "auto"}
 STAGE_WEIGHTS = {"optim": 2.0, "autodis": 2.0, "autofield": 3.0, "frequency": 2.0,
                  "autodim": 2.0, "autofis": 2.0}
 RETRAIN_SHARE = 0.2
+# the part of --budget the baselines train in, when --baseline-budget is not given
+BASELINE_SHARE = 0.25
+# training rows the stages search on: a search compares designs, which a million rows rank
+# as a larger table would, while each trial costs far less
+DEFAULT_SEARCH_ROWS = 1_000_000
+# the sampled validation and test splits keep at least this many rows (or all they have):
+# the stages and the guard choose by validation AUC, which is noisy on small splits
+MIN_EVAL_ROWS = 100_000
 GUARD_TOLERANCE = 0.0  # a stage's spec may validate this much worse and still be kept
 # ... and this much worse when it has fewer embedding parameters: between two models that
 # validate alike the smaller is preferred (differences this small are noise on validation
@@ -80,6 +98,60 @@ SHRINK_TOLERANCE = 0.001
 # AUC by 0.0009 and validation logloss by 0.005, and cost 0.007 of test AUC)
 SHRINK_LOGLOSS_TOLERANCE = 0.002
 CONFIG_FILE = "config.yaml"
+
+
+def search_sample(ds: Dataset, rows: int | None, seed: int) -> Dataset:
+    """``ds`` with its training split cut to about ``rows`` rows drawn by ``seed``, and its
+    validation and test splits cut by the same fraction (at least ``MIN_EVAL_ROWS`` each);
+    ``ds`` itself when ``rows`` is None or 0 or the training split is no larger. The sample
+    is held in memory; ``info["search_sample"]`` records each split's rows."""
+    n = len(ds.train)
+    if not rows or n <= rows:
+        return ds
+    frac = rows / n
+    parts = {name: _sample_split(ds.split(name), target, seed + k)
+             for k, (name, target) in enumerate((
+                 ("train", rows),
+                 ("valid", max(MIN_EVAL_ROWS, round(frac * len(ds.valid)))),
+                 ("test", max(MIN_EVAL_ROWS, round(frac * len(ds.test))))))}
+    info = dict(ds.info)
+    info["search_sample"] = {"search_rows": rows, "seed": seed,
+                             **{name: len(part) for name, part in parts.items()}}
+    return Dataset(ds.schema, parts["train"], parts["valid"], parts["test"], info)
+
+
+def _sample_split(split: Any, rows: int, seed: int) -> Any:
+    """About ``rows`` rows of one split, drawn by ``seed`` and kept in their order."""
+    if len(split) <= rows:
+        return split
+    if isinstance(split, EncodedData):
+        order = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))
+        return split.subset(order[:rows].sort().values)
+    return split.sample(rows, seed)  # on disk: a row-hash sample, read into memory
+
+
+def fit_baselines(ds: Dataset, specs: dict[str, ArchSpec], config: TrainConfig,
+                  seconds: float | None = None,
+                  on_fit: Callable[[str, Outcome], Any] | None = None) -> dict[str, Outcome]:
+    """Train each baseline in turn. Under ``seconds`` each gets an equal part of the time
+    left (a fast one passes its unused time on); a fit its part cuts short keeps its best
+    epoch and has ``fit.stopped_by_hook`` set. ``on_fit`` is called after each fit."""
+    end = None if seconds is None else time.monotonic() + seconds
+    outcomes: dict[str, Outcome] = {}
+    for i, (name, spec) in enumerate(specs.items()):
+        hooks: list[Any] = []
+        if end is not None:
+            deadline = time.monotonic() + max(0.0, end - time.monotonic()) / (len(specs) - i)
+            hooks = [TimeLimit(lambda d=deadline: d - time.monotonic())]
+        outcomes[name] = fit_spec(ds, spec, config, hooks=hooks)
+        if on_fit is not None:
+            on_fit(name, outcomes[name])
+    return outcomes
+
+
+def sample_rows(ds: Dataset) -> dict[str, int]:
+    """The rows of each split of ``ds``."""
+    return {name: len(ds.split(name)) for name in ("train", "valid", "test")}
 
 
 def inapplicable_stages(methods: list[str], schema: Schema) -> dict[str, str]:

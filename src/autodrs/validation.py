@@ -78,6 +78,7 @@ RULES: dict[str, Callable[[str, Any], None]] = {
     "min_count": _at_least(1),
     "trials": _at_least(1),
     "subsample": _positive,
+    "search_rows": _at_least(0),
     "chunk_rows": _at_least(1),
     "port": _port,
     "device": _device,

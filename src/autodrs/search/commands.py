@@ -1,6 +1,7 @@
-"""``autodrs search``: run search stages, retrain the final spec from scratch, evaluate it
-on test next to hand-crafted baselines trained with the same config, and write the run
-folder (``result.json`` per DESIGN.md, the model files, and the Optuna studies).
+"""``autodrs search``: train hand-crafted baselines, run search stages (on a sample of a
+large table), retrain the final spec from scratch on every row, evaluate it on test next to
+the baselines, and write the run folder (``result.json`` per DESIGN.md, the model files,
+and the Optuna studies).
 
 The command registers itself on ``autodrs.cli.app`` (which imports this module)."""
 
@@ -60,17 +61,22 @@ from autodrs.experiment import (
 from autodrs.models.backbones import BACKBONES, backbone_spec
 from autodrs.models.builder import count_bytes
 from autodrs.pipeline import (
+    BASELINE_SHARE,
     DEFAULT_BASELINES,
     DEFAULT_PIPELINE,
+    DEFAULT_SEARCH_ROWS,
     PIPELINE_OPTIONS,
     RETRAIN_SHARE,
     SHRINK_LOGLOSS_TOLERANCE,
     SHRINK_TOLERANCE,
     ValidationGuard,
+    fit_baselines,
     inapplicable_stages,
     load_config,
     merge_config,
+    sample_rows,
     save_config,
+    search_sample,
     stage_weights,
 )
 from autodrs.runfolder import (
@@ -92,8 +98,42 @@ EFFECTIVE_KEYS = (
     "baselines", "subsample", "trial_epochs", "pruner", "warm_start", "fast", "estimation",
     "objectives", "memory_budget", "label", "fmt", "categorical", "numerical", "sequence", "schema", "group",
     "time_col", "split", "min_count", "seed", "epochs", "batch_size", "lr", "patience",
-    "embed_dim", "device", "threads", "names", "guard",
+    "embed_dim", "device", "threads", "names", "guard", "search_rows", "baseline_budget",
 )
+
+
+def duration(seconds: float) -> str:
+    """``75`` -> ``1m15s``, ``0.5`` -> ``0.5s``: a budget as a user writes one."""
+    if seconds < 60:
+        return f"{round(seconds, 1):g}s"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def plan_line(names: list[str], baselines: list[str], seconds: float | None,
+              baseline_seconds: float | None, search_rows: int | None) -> str:
+    """The first line of a search: what will run, in order, and for about how long."""
+    rows = f" on at most {search_rows:,} training rows" if search_rows else ""
+    parts = []
+    if baselines:
+        within = f" within {duration(baseline_seconds)}" if baseline_seconds is not None else ""
+        parts.append(f"{len(baselines)} baseline(s) ({', '.join(baselines)}){within}")
+    parts.append(f"{len(names)} stage(s) ({', '.join(names)}){rows}")
+    parts.append("a retrain of the result on all rows")
+    when = (f"about {duration(seconds)} in all (--budget; the retrain is not cut short)"
+            if seconds is not None else
+            "no --budget, so each stage runs its full trials and the time is not bounded")
+    return f"search: {', then '.join(parts)}; {when}"
+
+
+def baseline_line(name: str, outcome: Any) -> str:
+    """The console line of a trained baseline."""
+    cut = " (cut short by its share of the budget)" if outcome.fit.stopped_by_hook else ""
+    return (f"baseline {name}: validation AUC {outcome.metrics['valid']['auc']:.4f} "
+            f"({outcome.seconds:.1f}s){cut}")
 
 
 def stage_line(index: int, total: int, stage: StageResult) -> str:
@@ -134,8 +174,15 @@ def search_command(
                                                      "as stages in order")] = None,
     strategy: Annotated[str | None, typer.Option(
         help=f"{'|'.join(STRATEGIES)} (default: each method's own)")] = None,
-    budget: Annotated[str | None, typer.Option(help="wall time for the search, e.g. 90s, "
+    budget: Annotated[str | None, typer.Option(help="wall time for the whole command (data, "
+                                                    "baselines, stages, retrain), e.g. 90s, "
                                                     "10m, 1h")] = None,
+    baseline_budget: Annotated[str | None, typer.Option(
+        help=f"wall time for the baselines (default: {BASELINE_SHARE:.0%} of --budget)")] = None,
+    search_rows: Annotated[int, typer.Option(
+        help="training rows the stages search on: a larger training split is sampled by "
+             "--seed (the retrain and the baselines use all rows); 0 for all rows")
+    ] = DEFAULT_SEARCH_ROWS,
     trials: Annotated[int | None, typer.Option(help="black-box trials per stage")] = None,
     backend: Annotated[str, typer.Option(help="local or ray")] = "local",
     ray_address: Annotated[str | None, typer.Option(help="address of an existing Ray "
@@ -196,7 +243,8 @@ def search_command(
 
 @user_errors
 def run_search(data: str, out_dir: Path, methods: str | None, strategy: str | None,
-               budget: str | None, trials: int | None, backend: str, ray_address: str | None,
+               budget: str | None, baseline_budget: str | None, search_rows: int,
+               trials: int | None, backend: str, ray_address: str | None,
                cpus_per_trial: float, gpus_per_trial: float, concurrency: int,
                ray_storage: str | None,
                resume: bool, model: str | None, baselines: str | None, subsample: float | None,
@@ -211,6 +259,7 @@ def run_search(data: str, out_dir: Path, methods: str | None, strategy: str | No
                overwrite: bool = False, rows: int | None = None) -> None:
     import autodrs.methods  # noqa: F401  (fills the registry)
 
+    started = time.monotonic()  # --budget bounds the whole command, from here
     names = _split_list(methods) or list(DEFAULT_PIPELINE)
     if baselines is None:
         baselines = "deepfm" if methods else DEFAULT_BASELINES
@@ -238,9 +287,18 @@ def run_search(data: str, out_dir: Path, methods: str | None, strategy: str | No
     check_run_flags(out_dir, overwrite, resume=resume, can_resume=True, epochs=epochs,
                     batch_size=batch_size, lr=lr, patience=patience, threads=threads,
                     seed=seed, device=device, embed_dim=embed_dim, min_count=min_count,
-                    trial_epochs=trial_epochs, subsample=subsample)
+                    trial_epochs=trial_epochs, subsample=subsample, search_rows=search_rows)
     seconds = parse_budget(budget)
     baseline_names = [] if baselines == "none" else _split_list(baselines) or []
+    baseline_seconds = parse_budget(baseline_budget)
+    if seconds is not None and baseline_names:
+        if baseline_seconds is None:
+            baseline_seconds = BASELINE_SHARE * seconds
+        elif baseline_seconds >= seconds:
+            raise SearchError(f"--baseline-budget {baseline_budget} leaves nothing of --budget "
+                              f"{budget} for the search; give the baselines less")
+    console.print(plan_line(names, baseline_names, seconds, baseline_seconds, search_rows),
+                  highlight=False)
     if model == "auto" and not baseline_names:
         model = "deepfm"  # no baselines to choose from
     base = backbone_spec("deepfm" if model == "auto" else model, embed_dim)
@@ -261,6 +319,11 @@ def run_search(data: str, out_dir: Path, methods: str | None, strategy: str | No
                          seed=seed, device=device, threads=threads,
                          progress=progress and sys.stderr.isatty())
     note_scale(ds, base)
+    sample = search_sample(ds, search_rows, seed)
+    if sample is not ds:
+        console.print(f"the stages search on {len(sample.train):,} of {len(ds.train):,} "
+                      "training rows (--search-rows); the retrain and the baselines train on "
+                      "all of them", highlight=False)
     prepare_run_folder(out_dir, overwrite)
     save_config(out_dir, {k: v for k, v in locals().items() if k in EFFECTIVE_KEYS})
     save_data_identity(out_dir, identity)
@@ -285,34 +348,46 @@ def run_search(data: str, out_dir: Path, methods: str | None, strategy: str | No
     if not methods:  # the default pipeline's interaction stage chooses its head too
         options.update(PIPELINE_OPTIONS)
     with shared_fits():  # a fit asked for twice (ERASE, guard, retrain, baseline) runs once
+        # the baselines train first, on all rows, within their share of the budget
+        t_base = time.perf_counter()
+        fits = fit_baselines(ds, base_specs, config, baseline_seconds,
+                             on_fit=lambda n, o: console.print(baseline_line(n, o),
+                                                               highlight=False))
+        baseline_time = time.perf_counter() - t_base
         start: dict[str, Any] = {"model": model}
-        if model == "auto":
-            # the baselines are trained anyway (outside the budget, as after the search): the
-            # search starts from the one that validates best, and their fits are reused later
-            outcomes = {n: fit_spec(ds, b, config) for n, b in base_specs.items()}
-            valid = {n: o.metrics["valid"]["auc"] for n, o in outcomes.items()}
-            best = max(valid, key=lambda n: (valid[n], n == "deepfm"))
-            # what a retrain of the start costs: the stages' and the guard's estimate
-            options["retrain_seconds"] = round(outcomes[best].seconds, 3)
-            base = base_specs[best].copy()
-            start = {"model": best, "chosen_by": "validation AUC of the baselines",
+        start_name = model
+        if model == "auto":  # the search starts from the baseline that validates best
+            valid = {n: o.metrics["valid"]["auc"] for n, o in fits.items()}
+            start_name = max(valid, key=lambda n: (valid[n], n == "deepfm"))
+            base = base_specs[start_name].copy()
+            start = {"model": start_name, "chosen_by": "validation AUC of the baselines",
                      "valid_auc": {n: round(v, 6) for n, v in valid.items()}}
-            console.print(f"starting from {best} (best validation AUC of the baselines, "
-                          f"{valid[best]:.4f})", highlight=False)
-        ctx = SearchContext(dataset=ds, spec=base, train=config, seed=seed, out_dir=out_dir,
-                            budget_seconds=seconds, trials=trials, strategy=strategy,
+            console.print(f"starting from {start_name} (best validation AUC of the baselines, "
+                          f"{valid[start_name]:.4f})", highlight=False)
+        known = fits.get(start_name)
+        if known is not None and not known.fit.stopped_by_hook:
+            # what a retrain of the start costs on the stages' rows: the stages' and the
+            # guard's estimate
+            options["retrain_seconds"] = round(
+                known.seconds * len(sample.train) / len(ds.train), 3)
+        left = None if seconds is None else max(0.0, seconds - (time.monotonic() - started))
+        ctx = SearchContext(dataset=sample, spec=base, train=config, seed=seed, out_dir=out_dir,
+                            budget_seconds=left, trials=trials, strategy=strategy,
                             options=options, resume=resume, backend=backend,
                             ray_address=ray_address)
 
         def report(index: int, stage: StageResult) -> None:
             console.print(stage_line(index, len(names), stage), highlight=False)
 
-        # the budget covers the stages and the retrain: the stages stop in time to leave a
-        # share of it for the retrain, which is never cut short (the searched model is compared
-        # with baselines trained to convergence)
-        reserve = RETRAIN_SHARE * seconds if seconds is not None else 0.0
+        # what is left of the budget covers the stages and the retrain: the stages stop in
+        # time to leave a share of it for the retrain (at least what the start's fit on all
+        # rows took, at most half), which is never cut short
+        reserve = 0.0
+        if left is not None:
+            full = known.seconds if known is not None else 0.0
+            reserve = max(RETRAIN_SHARE * left, min(full, 0.5 * left))
         t0 = time.perf_counter()
-        checker = (ValidationGuard(ds, config, remaining=ctx.remaining, reserve=reserve,
+        checker = (ValidationGuard(sample, config, remaining=ctx.remaining, reserve=reserve,
                                    retrain_seconds=options.get("retrain_seconds", 0.0))
                    if guard else None)
         # a stage that fails is recorded and the run goes on from its input spec
@@ -321,11 +396,12 @@ def run_search(data: str, out_dir: Path, methods: str | None, strategy: str | No
         search_seconds = time.perf_counter() - t0
         spec = stages[-1].spec
         final = fit_spec(ds, spec, config)
-        fits = {name: fit_spec(ds, bspec, config) for name, bspec in base_specs.items()}
     save_model(out_dir, final.model, ds.schema)
     compared: dict[str, Any] = {
         name: {**o.metrics, "params": o.params, "bytes": count_bytes(o.model),
-               "seconds": round(o.seconds, 3)} for name, o in fits.items()}
+               "seconds": round(o.seconds, 3), "train_rows": len(ds.train),
+               "cut_short": o.fit.stopped_by_hook} for name, o in fits.items()}
+    stage_rows = len(sample.train)
     result = result_skeleton("search", ds, seed)
     result |= {
         "methods": names, "strategy": strategy, "backend": backend, "model": start["model"],
@@ -337,9 +413,16 @@ def run_search(data: str, out_dir: Path, methods: str | None, strategy: str | No
         "bytes": count_bytes(final.model),
         "cost": {"search_seconds": round(search_seconds, 3),
                  "retrain_seconds": round(final.seconds, 3),
+                 "baseline_seconds": round(baseline_time, 3),
+                 "total_seconds": round(time.monotonic() - started, 3),
                  "train_samples_per_second": round(final.fit.samples_per_second, 1),
-                 "budget_seconds": seconds, "trials_per_stage": trials},
-        "stages": [s.to_dict() for s in stages],
+                 "budget_seconds": seconds, "baseline_budget_seconds": baseline_seconds,
+                 "trials_per_stage": trials},
+        # the rows each part trained on: the stages on a sample of a large table, the
+        # retrain and the baselines on all rows
+        "rows": {"search_rows": search_rows or None, "stages": sample_rows(sample),
+                 "retrain": len(ds.train), "baselines": len(ds.train)},
+        "stages": [{**s.to_dict(), "train_rows": stage_rows} for s in stages],
         "skipped_stages": skipped,
         # fits that validated best at their last epoch: the epoch cap stopped them
         "still_improving": still_improving({"searched": final, **fits}),
@@ -361,6 +444,10 @@ def run_search(data: str, out_dir: Path, methods: str | None, strategy: str | No
         out.print(epoch_cap_note(result["still_improving"], config.epochs), highlight=False)
     out.print(f"search {search_seconds:.1f}s, retrain {final.seconds:.1f}s; report: "
               f"{out_dir / 'report.html'}", highlight=False)
+    cut = [name for name, row in compared.items() if row["cut_short"]]
+    if cut:
+        warn(f"baseline(s) {', '.join(cut)} were cut short by their share of the budget "
+             "(result.json flags them cut_short); a larger --baseline-budget trains them out")
     failed = [s for s in stages if s.extra.get("failed")]
     if failed:
         warn(f"{len(failed)} of {len(stages)} stages failed ("
