@@ -11,7 +11,13 @@ from autodrs.methods.training.lambdaopt import LambdaOptModel
 from autodrs.models import backbone_spec, build_model
 from autodrs.nn.regularization import field_l2_penalty
 from autodrs.search.base import SearchContext, SearchError, get_method
-from autodrs.spec import SpecError
+from autodrs.spec import ArchSpec, LossSpec, SpecError
+from autodrs.train.losses import (
+    LossController,
+    controller_params,
+    load_controller,
+    mixture_weights,
+)
 
 
 def _ctx(ds, config, **options):
@@ -32,8 +38,45 @@ def test_autoloss_controller_learns_to_avoid_a_harmful_loss(tiny_synthetic, fast
     # avoiding the flipped loss makes a better model than the untrained mixture
     assert (learned.extra["metrics"]["test"]["auc"]
             > frozen.extra["metrics"]["test"]["auc"] + 0.05)
-    assert learned.spec.loss.name == "bce"
     assert learned.extra["controller_steps"] > 0
+    # the delivered loss is the controller itself (per-example selection), not its top pick
+    loss = learned.spec.loss
+    assert loss.name == "autoloss" and loss.params["candidates"] == ["bce", "flipped"]
+    controller, _, tau = load_controller(ArchSpec.from_json(learned.spec.to_json()).loss.params)
+    y = torch.tensor([0.0, 0.0, 1.0, 1.0])
+    logits = torch.tensor([-2.0, 2.0, -2.0, 2.0])
+    weights = mixture_weights(controller, tau, logits, y)
+    assert float(weights[:, 0].mean()) > 0.9
+    # its retrain learns the way the search did: far better than the untrained mixture's
+    refit = fit_spec(tiny_synthetic, learned.spec, fast_config)
+    assert refit.metrics["test"]["auc"] > frozen.extra["metrics"]["test"]["auc"] + 0.05
+
+
+def _controller_favouring(index: int, candidates: list[str]) -> dict:
+    """AutoLoss params whose controller gives candidate ``index`` almost all the weight."""
+    controller = LossController(len(candidates))
+    with torch.no_grad():
+        controller.net[2].weight.zero_()
+        controller.net[2].bias.fill_(-10.0)
+        controller.net[2].bias[index] = 10.0
+    return controller_params(controller, candidates, temperature=1.0)
+
+
+def test_an_autoloss_spec_retrains_with_its_controllers_selection(tiny_synthetic,
+                                                                   fast_config):
+    fast_config.lr = 1e-2
+    base = backbone_spec("deepfm")
+    good = base.copy(loss=LossSpec("autoloss", _controller_favouring(0, ["bce", "flipped"])))
+    bad = base.copy(loss=LossSpec("autoloss", _controller_favouring(1, ["bce", "flipped"])))
+    assert fit_spec(tiny_synthetic, good, fast_config).metrics["test"]["auc"] > 0.6
+    # a controller that selects the flipped loss trains a model that ranks backwards
+    assert fit_spec(tiny_synthetic, bad, fast_config).metrics["test"]["auc"] < 0.45
+    broken = base.copy(loss=LossSpec("autoloss", {"candidates": ["bce", "nope"]}))
+    with pytest.raises(SpecError, match="unknown autoloss candidates"):
+        broken.validate(tiny_synthetic.schema)
+    wrong = dict(_controller_favouring(0, ["bce", "flipped"]), candidates=["bce"])
+    with pytest.raises(SpecError, match="does not fit 1 candidates"):
+        base.copy(loss=LossSpec("autoloss", wrong)).validate(tiny_synthetic.schema)
 
 
 def test_autoloss_rejects_unknown_candidates(tiny_synthetic, fast_config):
@@ -56,11 +99,21 @@ def test_lambdaopt_reduces_overfitting(tiny_synthetic, fast_config):
         assert all(v >= 0 for v in result.scores.values())
         assert max(result.scores.values()) > 0
     assert sum(gains) / len(gains) > 0.01
-    # the learned strengths are in the spec and a model built from it is regularised by them
-    spec = result.spec
-    assert spec.l2_fields == result.scores
-    model = build_model(ds.schema, spec)
-    assert float(model.regularization().detach()) > 0
+    # the spec carries lambda-Opt's rule, not its last strengths as constants: a fit of the
+    # spec learns its strengths again alongside the weights, so under the same seed and
+    # config it is the model the search trained
+    spec = ArchSpec.from_json(result.spec.to_json())
+    assert spec.adaptive_l2 is not None and spec.adaptive_l2.lr == pytest.approx(1e-2)
+    assert spec.l2_fields == {}
+    refit = fit_spec(ds, spec, fast_config)
+    assert refit.metrics["test"]["auc"] == pytest.approx(
+        result.extra["metrics"]["test"]["auc"], abs=1e-9)
+    constant = fit_spec(ds, spec.copy(adaptive_l2=None, l2_fields=result.scores),
+                        fast_config)
+    assert constant.metrics["test"]["auc"] != pytest.approx(
+        refit.metrics["test"]["auc"], abs=1e-6)
+    with pytest.raises(SpecError, match="drop the constant l2_fields"):
+        spec.copy(l2_fields=result.scores).validate(ds.schema)
 
 
 def test_lambdaopt_lookahead_gradient_matches_finite_differences(tiny_synthetic):

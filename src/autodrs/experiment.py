@@ -25,7 +25,7 @@ import torch
 from autodrs.data.dataset import Dataset
 from autodrs.models.builder import CTRModel, build_model, count_parameters
 from autodrs.spec import ArchSpec
-from autodrs.train.trainer import TrainConfig, Trainer, TrainHook, TrainResult
+from autodrs.train.trainer import TrainConfig, TrainHook, TrainResult
 
 
 @dataclass
@@ -106,8 +106,12 @@ def fit_spec(ds: Dataset, spec: ArchSpec, config: TrainConfig,
         return done
     torch.manual_seed(config.seed)
     model = build_model(ds.schema, spec)
-    trainer = Trainer(config, hooks or [])
-    fit = trainer.fit(model, ds.train, ds.valid)
+    # the spec's training rules (an AdaFS controller's bi-level schedule, lambda-Opt's
+    # learned strengths) are followed here, so every fit of a spec trains it the same way
+    from autodrs.methods.training.rules import fit_model  # methods import this module
+
+    ruled = fit_model(model, spec, ds, config, hooks or [])
+    trainer, fit = ruled.trainer, ruled.fit
     metrics = {"valid": fit.valid, "test": trainer.evaluate(model, ds.test)}
     outcome = Outcome(model=model, fit=fit, metrics=metrics, params=count_parameters(model),
                       seconds=time.perf_counter() - t0)

@@ -18,14 +18,24 @@ if TYPE_CHECKING:
     from autodrs.data.schema import Schema
 
 NUMERICAL_ENCODERS = ("linear", "bucket", "autodis")
-# "product": an inner product of the fields' embeddings (the FM / inner towers);
+# "product": an inner product of the fields' embeddings: a pair is modelled by the FM /
+# inner towers, a tuple of three or more fields by a higher-order term in the logit
+# (sum_k prod_t e_tk; PROFIT, FIVES, AutoFIS's third order);
 # "memorise": the embedding of the fields' cross feature (OptInter), so the cross must be
 # one of ``spec.crosses``; pairs that are not listed are not modelled ("naive");
+# "hadamard": the elementwise product of the pair's own embeddings (a table of
+# ``pair_dim`` per field, apart from the main one) fed to the deep head (OptInter's
+# "factorise");
+# "group": an AutoGroup feature group of ``order`` p over its fields,
+# ``sum_k (sum_i w_i e_ik)^p - group_compensation * sum_i w_i^p e_ik^p`` on batch-normalised
+# embeddings (order 1 keeps the d-dim vector), fed to the deep head;
 # the per-pair functions of SIF / AutoFeature / AIM (``autodrs.nn.functions``) are summed
 # into the logit by a tower of their own
 PAIR_FUNCTIONS = ("multiply", "plus", "max", "min", "concat", "generalised")
-INTERACTION_FUNCTIONS = ("product", "memorise", *PAIR_FUNCTIONS)
-LOSSES = ("bce", "focal", "hinge", "squared")
+INTERACTION_FUNCTIONS = ("product", "memorise", "hadamard", "group", *PAIR_FUNCTIONS)
+MAX_GROUP_ORDER = 4
+# "autoloss": a searched per-example mixture of the others (``autodrs.train.losses``)
+LOSSES = ("bce", "focal", "hinge", "squared", "autoloss")
 
 
 class SpecError(ValueError):
@@ -39,6 +49,7 @@ class Interaction:
     fields: list[str]
     function: str = "product"
     weight: float | None = None  # a searched gate kept as attention (AutoFIS retrain)
+    order: int | None = None  # the power p of a "group" interaction (AutoGroup)
 
     @property
     def key(self) -> str:
@@ -48,7 +59,7 @@ class Interaction:
 @dataclass
 class LossSpec:
     name: str = "bce"
-    params: dict[str, float] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -63,10 +74,28 @@ class TrainingSpec:
 @dataclass
 class ControllerSpec:
     """AdaFS per-sample field controller: scores every embedded field per example and
-    re-weights the embeddings (``k=None``, soft) or keeps each example's top ``k`` (hard)."""
+    re-weights the embeddings (``k=None``, soft) or keeps each example's top ``k`` (hard).
+
+    How it is trained: ``update_every=0`` jointly with the model on the training loss;
+    ``update_every=n`` as AdaFS does, ``pretrain_epochs`` without the controller, then the
+    controller alone (Adam at ``lr``) on one validation batch every n weight steps."""
 
     k: int | None = None
     dropout: float = 0.2
+    pretrain_epochs: int = 0
+    update_every: int = 0
+    lr: float = 1e-3
+
+
+@dataclass
+class AdaptiveL2Spec:
+    """lambda-Opt: the per-field L2 strengths are learned while the model trains (from
+    ``init``, an Adam step at ``lr`` on the validation loss of a one-step look-ahead every
+    ``every`` weight steps) instead of being constants (``l2_fields``)."""
+
+    lr: float = 1e-3
+    every: int = 1
+    init: float = 0.0
 
 
 @dataclass
@@ -108,8 +137,13 @@ class ArchSpec:
     loss: LossSpec = field(default_factory=LossSpec)
     l2_embedding: float = 0.0
     l2_fields: dict[str, float] = field(default_factory=dict)  # per-field L2 (lambda-Opt)
+    adaptive_l2: AdaptiveL2Spec | None = None
     training: TrainingSpec = field(default_factory=TrainingSpec)
     controller: ControllerSpec | None = None
+    # width of the per-field tables of "hadamard" interactions (None: ``embed_dim``)
+    pair_dim: int | None = None
+    # lambda of "group" interactions: how much of each member's own p-th power is removed
+    group_compensation: float = 0.01
     # a block DAG over the embeddings in place of the towers (``autodrs.models.dag``)
     dag: dict[str, Any] | None = None
     provenance: list[dict[str, Any]] = field(default_factory=list)
@@ -136,6 +170,8 @@ class ArchSpec:
             kwargs["training"] = TrainingSpec(**kwargs["training"])
         if isinstance(kwargs.get("controller"), dict):
             kwargs["controller"] = ControllerSpec(**kwargs["controller"])
+        if isinstance(kwargs.get("adaptive_l2"), dict):
+            kwargs["adaptive_l2"] = AdaptiveL2Spec(**kwargs["adaptive_l2"])
         return cls(**kwargs)
 
     def to_json(self, path: str | Path | None = None) -> str:
@@ -241,16 +277,34 @@ class ArchSpec:
                         raise SpecError(
                             f"interaction {inter.key} names {name!r}, which the spec does not use"
                         )
-                if len(inter.fields) < 2:
-                    raise SpecError(f"interaction {inter.key} needs two or more fields")
                 if inter.function not in INTERACTION_FUNCTIONS:
                     raise SpecError(f"unknown interaction function {inter.function!r}")
+                if len(set(inter.fields)) != len(inter.fields):
+                    raise SpecError(f"interaction {inter.key} names a field twice")
+                if inter.function == "group":
+                    if not inter.fields:
+                        raise SpecError("a group interaction needs at least one field")
+                    if (isinstance(inter.order, bool) or not isinstance(inter.order, int)
+                            or not 1 <= inter.order <= MAX_GROUP_ORDER):
+                        raise SpecError(f"group interaction {inter.key} needs an order in "
+                                        f"1..{MAX_GROUP_ORDER}, got {inter.order!r}")
+                else:
+                    if len(inter.fields) < 2:
+                        raise SpecError(f"interaction {inter.key} needs two or more fields")
+                    if inter.order is not None:
+                        raise SpecError(f"interaction {inter.key}: order applies to group "
+                                        "interactions only")
                 if inter.function == "memorise" and inter.fields not in self.crosses:
                     raise SpecError(f"interaction {inter.key} is memorised, but the spec has "
                                     f"no cross {inter.fields}; add it to crosses")
-                if inter.function in PAIR_FUNCTIONS and len(inter.fields) != 2:
+                if inter.function in (*PAIR_FUNCTIONS, "hadamard") and len(inter.fields) != 2:
                     raise SpecError(f"interaction {inter.key}: function {inter.function!r} "
                                     "joins exactly two fields")
+        if self.pair_dim is not None and int(self.pair_dim) <= 0:
+            raise SpecError(f"pair_dim must be > 0, got {self.pair_dim}")
+        if not 0.0 <= self.group_compensation <= 1.0:
+            raise SpecError(f"group_compensation must be in [0, 1], got "
+                            f"{self.group_compensation}")
         if self.pair_norm and not self.fm:
             raise SpecError("pair_norm normalises the FM term's pair products; it needs fm")
         if any(int(w) <= 0 for w in self.mlp):
@@ -261,6 +315,13 @@ class ArchSpec:
             raise SpecError("layer counts must be >= 0")
         if self.loss.name not in LOSSES:
             raise SpecError(f"unknown loss {self.loss.name!r}; choose from {LOSSES}")
+        if self.loss.name == "autoloss":
+            from autodrs.train.losses import load_controller
+
+            try:
+                load_controller(self.loss.params)
+            except ValueError as e:
+                raise SpecError(str(e)) from e
         if self.l2_embedding < 0:
             raise SpecError("l2_embedding must be >= 0")
         for name, lam in self.l2_fields.items():
@@ -268,6 +329,14 @@ class ArchSpec:
                 raise SpecError(f"l2_fields names {name!r}, which the spec does not use")
             if float(lam) < 0:
                 raise SpecError(f"l2 strength of {name!r} must be >= 0, got {lam}")
+        a = self.adaptive_l2
+        if a is not None:
+            if not a.lr > 0 or int(a.every) < 1 or a.init < 0:
+                raise SpecError(f"adaptive_l2 needs lr > 0, every >= 1 and init >= 0, got "
+                                f"{a.lr}, {a.every}, {a.init}")
+            if self.l2_fields:
+                raise SpecError("adaptive_l2 learns the per-field L2 strengths; drop the "
+                                "constant l2_fields")
         t = self.training
         if t.lr is not None and not t.lr > 0:
             raise SpecError(f"training.lr must be > 0, got {t.lr}")
@@ -284,6 +353,11 @@ class ArchSpec:
             if not 0.0 <= self.controller.dropout < 1.0:
                 raise SpecError(f"controller.dropout must be in [0, 1), got "
                                 f"{self.controller.dropout}")
+            c = self.controller
+            if int(c.pretrain_epochs) < 0 or int(c.update_every) < 0 or not c.lr > 0:
+                raise SpecError("controller.pretrain_epochs and update_every must be >= 0 and "
+                                f"controller.lr > 0, got {c.pretrain_epochs}, "
+                                f"{c.update_every}, {c.lr}")
         if self.dag is not None:
             from autodrs.models.dag import BlockGraph  # models import this module
 
@@ -294,7 +368,10 @@ class ArchSpec:
                                             ("attention", self.attention_layers)) if on]
             if towers:
                 raise SpecError(f"a block DAG replaces the towers; turn off {', '.join(towers)}")
-        pair_functions = any(i.function in PAIR_FUNCTIONS for i in self.interactions or [])
+        # interactions with a term of their own (a logit term or a deep-head input)
+        pair_functions = any(i.function in (*PAIR_FUNCTIONS, "hadamard", "group")
+                             or (i.function == "product" and len(i.fields) > 2)
+                             for i in self.interactions or [])
         if not (self.linear or self.fm or self.inner or self.mlp or self.cross_layers
                 or self.attention_layers or self.dag is not None or pair_functions):
             raise SpecError("spec has no tower: enable linear, fm, inner, mlp, cross or attention")

@@ -8,8 +8,12 @@ official code: stage 0 (``pretrain_epochs`` = 2) trains the recommender without 
 controller; stage 1 trains the recommender (Adam) on every training batch and the
 controller (Adam, lr 1e-3) every ``update_every`` = 10 batches on one validation batch
 (first-order bi-level). The trained controller is part of the model (``spec.controller``,
-built by ``build_model``), so it selects fields at serving time too; there is no retrain.
-The ranking is the mean soft weight of each field over the validation split.
+built by ``build_model``), so it selects fields at serving time too. The paper has no
+retrain: the model trained by this schedule is the result. So the spec carries the schedule
+(``pretrain_epochs``, ``update_every``, ``lr``) and every fit of it, the final one included,
+trains by the same rule (``autodrs.methods.training.rules``); under the same seed and
+config it is the searched model. The ranking is the mean soft weight of each field over the
+validation split.
 
 Options: ``variant`` (soft | hard), ``controller_k`` (hard top-k, default F // 2),
 ``pretrain_epochs`` (2), ``search_epochs``, ``arch_lr`` (1e-3), ``update_every`` (10),
@@ -18,7 +22,7 @@ Options: ``variant`` (soft | hard), ``controller_k`` (hard top-k, default F // 2
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import torch
 
@@ -29,12 +33,11 @@ from autodrs.methods.selection.common import (
     option,
     search_config,
 )
+from autodrs.methods.training.rules import fit_model
 from autodrs.models.builder import CTRModel, build_model
 from autodrs.search.base import SearchContext, SearchError, register_method
-from autodrs.search.gradient import ArchStep
 from autodrs.spec import ArchSpec, ControllerSpec
-from autodrs.train.losses import make_loss
-from autodrs.train.trainer import TimeLimit, Trainer
+from autodrs.train.trainer import TimeLimit
 
 VARIANTS = ("soft", "hard")
 
@@ -62,49 +65,37 @@ class AdaFS(SelectionMethod):
         variant = str(ctx.options.get("variant", "soft"))
         if variant not in VARIANTS:
             raise SearchError(f"AdaFS variant must be one of {VARIANTS}, got {variant!r}")
-        if variant == "soft":
-            return ControllerSpec(k=None)
-        k = option(ctx, "controller_k", max(1, n_embedded // 2), int)
-        if not 1 <= k <= n_embedded:
-            raise SearchError(f"option controller_k must be in 1..{n_embedded}, got {k}")
-        return ControllerSpec(k=k)
-
-    def score_fields(self, ctx: SearchContext, fields: list[str], strategy: str) -> FieldScores:
-        spec = ctx.spec.copy(controller=self.controller(ctx, len(fields) + len(ctx.spec.crosses)))
-        spec.validate(ctx.dataset.schema)
-        torch.manual_seed(ctx.seed)
-        model = build_model(ctx.dataset.schema, spec)
-        controller = model.controller
-        assert controller is not None
-        arch = list(controller.score.parameters())
-        arch_ids = {id(p) for p in arch}
-        weights = [p for p in model.parameters() if id(p) not in arch_ids]
-        config = search_config(ctx)
+        k = None
+        if variant == "hard":
+            k = option(ctx, "controller_k", max(1, n_embedded // 2), int)
+            if not 1 <= k <= n_embedded:
+                raise SearchError(f"option controller_k must be in 1..{n_embedded}, got {k}")
         pretrain = 1 if ctx.fast else option(ctx, "pretrain_epochs", 2, int)
         if pretrain < 0:
             raise SearchError(f"option pretrain_epochs must be >= 0, got {pretrain}")
-        if pretrain:
-            controller.active = False
-            Trainer(replace(config, epochs=pretrain), [TimeLimit(ctx.remaining)]).fit(
-                model, ctx.dataset.train, ctx.dataset.valid, parameters=weights)
-            controller.active = True
-        loss = make_loss(spec.loss.name, spec.loss.params)
-        arch_step = ArchStep(
-            torch.optim.Adam(arch, lr=option(ctx, "arch_lr", 1e-3)),
-            lambda m, batch: loss(m(batch), batch.label),
-            mode="bilevel", every=arch_interval(ctx, config),
-            valid=ctx.dataset.valid, batch_size=config.batch_size, seed=ctx.seed)
-        trainer = Trainer(config, [arch_step, TimeLimit(ctx.remaining)])
-        fit = trainer.fit(model, ctx.dataset.train, ctx.dataset.valid, parameters=weights)
+        return ControllerSpec(k=k, pretrain_epochs=pretrain,
+                              update_every=arch_interval(ctx, search_config(ctx)),
+                              lr=option(ctx, "arch_lr", 1e-3))
+
+    def score_fields(self, ctx: SearchContext, fields: list[str], strategy: str) -> FieldScores:
+        controller = self.controller(ctx, len(fields) + len(ctx.spec.crosses))
+        spec = ctx.spec.copy(controller=controller)
+        spec.validate(ctx.dataset.schema)
+        torch.manual_seed(ctx.seed)
+        model = build_model(ctx.dataset.schema, spec)
+        config = search_config(ctx)
+        ruled = fit_model(model, spec, ctx.dataset, config, [TimeLimit(ctx.remaining)])
         weights_of = mean_field_weights(model, ctx)
-        test = trainer.evaluate(model, ctx.dataset.test)
+        test = ruled.trainer.evaluate(model, ctx.dataset.test)
         return FieldScores(
             scores={f: weights_of[f] for f in fields}, subset=list(fields),
-            extra={"controller": {"k": spec.controller.k},
-                   "metrics": {"valid": fit.valid, "test": test},
-                   "arch_steps": arch_step.arch_steps})
+            extra={"controller": asdict(controller),
+                   "metrics": {"valid": ruled.fit.valid, "test": test},
+                   "arch_steps": ruled.arch_steps})
 
     def finish_spec(self, spec: ArchSpec, scored: FieldScores) -> ArchSpec:
-        k = scored.extra["controller"]["k"]
+        controller = ControllerSpec(**scored.extra["controller"])
+        k = controller.k
         embedded = len(spec.fields or []) + len(spec.crosses)
-        return spec.copy(controller=ControllerSpec(k=None if k is None else min(k, embedded)))
+        return spec.copy(controller=replace(controller,
+                                            k=None if k is None else min(k, embedded)))

@@ -5,8 +5,13 @@ candidate losses; the recommender is trained on ``sum_l p_l * loss_l``. The cont
 updated on validation batches through a one-step look-ahead of the recommender's weights:
 ``w' = w - xi * grad_w L_train(w, p)``, then ``grad_controller BCE_valid(w')`` (the
 validation BCE depends on the controller only through ``w'``, so a plain first-order
-step would give it no gradient). There is no retrain stage: the model trained with the
-controller is the result. The stage reports the mean weight of each candidate.
+step would give it no gradient).
+
+What it delivers is the controller: the spec's loss becomes ``LossSpec("autoloss")`` with
+the trained controller's weights and final temperature (``autodrs.train.losses``), so the
+final retrain trains the recommender with the same per-example loss selection, the
+controller frozen at what the search learned. The stage reports the mean weight of each
+candidate.
 """
 
 from __future__ import annotations
@@ -24,28 +29,9 @@ from autodrs.models.builder import CTRModel, build_model, count_parameters
 from autodrs.search.base import Method, SearchContext, StageResult, register_method
 from autodrs.search.gradient import ArchStep, Temperature, gumbel_softmax
 from autodrs.spec import LossSpec
-from autodrs.train.losses import PER_SAMPLE_LOSSES
+from autodrs.train.losses import MIXTURE_CANDIDATES as CANDIDATES
+from autodrs.train.losses import LossController, controller_params
 from autodrs.train.trainer import TimeLimit, Trainer
-
-
-def _flipped(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """A deliberately harmful candidate (BCE against the flipped label), used to check that
-    the controller learns to avoid a bad loss."""
-    return F.binary_cross_entropy_with_logits(logits, 1 - y, reduction="none")
-
-
-CANDIDATES = dict(PER_SAMPLE_LOSSES) | {"flipped": _flipped}
-
-
-class LossController(nn.Module):
-    """MLP over (label, predicted probability) -> logits over candidate losses."""
-
-    def __init__(self, n_losses: int, hidden: int = 16) -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(2, hidden), nn.ReLU(), nn.Linear(hidden, n_losses))
-
-    def forward(self, y: torch.Tensor, prob: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.stack([y, prob], dim=1))
 
 
 class AutoLossModel(nn.Module):
@@ -166,9 +152,11 @@ class AutoLoss(Method):
                           parameters=list(wrapper.model.parameters()))
         weights = wrapper.final_weights(ds.valid)
         ranking = sorted(weights, key=lambda c: -weights[c])
-        spec = ctx.spec.copy(loss=LossSpec(name=ranking[0]))
+        spec = ctx.spec.copy(loss=LossSpec(name="autoloss", params=controller_params(
+            wrapper.controller, candidates, temperature.value)))
         spec.provenance.append({"method": self.name, "decided": "loss",
                                 "mean_weights": weights})
+        spec.validate(ds.schema)
         metrics = {"valid": fit.valid, "test": trainer.evaluate(wrapper, ds.test)}
         return StageResult(
             method=self.name, strategy=strategy, spec=spec, ranking=ranking, scores=weights,

@@ -7,8 +7,15 @@ gradient ``g = g_noreg + 2 lambda (.) theta`` the Adam step is replayed from the
 moments, ``theta' = theta - lr sqrt(1 - b2^t) / (1 - b1^t) * s / sqrt(r + eps)`` with
 ``s = b1 m + (1 - b1) g`` and ``r = b2 v + (1 - b2) g^2``, the validation loss at
 ``theta'`` is back-propagated to lambda, lambda takes an Adam step and is clamped at zero.
-There is no retrain: the model trained alongside lambda is the result; the learned
-strengths are written to ``spec.l2_fields`` so the same regularisation can be reused.
+
+In the paper the model trained alongside lambda is the result: lambda changes through
+training (small while the model is young, growing as it starts to overfit), and no fixed
+value reproduces that. So the stage writes the rule, not its last value: ``spec.adaptive_l2``
+(lr, every, init), which every fit of the spec follows (``autodrs.methods.training.rules``);
+the final retrain learns its strengths again alongside its weights. The strengths this
+search ended with are the stage's scores.
+
+Options: ``lambda_lr`` (1e-3), ``every`` (1), ``lambda_init`` (0).
 """
 
 from __future__ import annotations
@@ -21,10 +28,11 @@ from torch import nn
 from torch.func import functional_call
 
 from autodrs.data.dataset import Batch
+from autodrs.methods.training.rules import fit_model
 from autodrs.models.builder import CTRModel, build_model, count_parameters
 from autodrs.nn.regularization import field_l2_penalty, owned_parameters
 from autodrs.search.base import Method, SearchContext, StageResult, register_method
-from autodrs.search.gradient import cycle_batches
+from autodrs.spec import AdaptiveL2Spec
 from autodrs.train.trainer import TimeLimit, Trainer, TrainHook
 
 
@@ -113,26 +121,24 @@ class LambdaOpt(Method):
         t0 = time.perf_counter()
         opts = ctx.options
         config = ctx.train
+        rule = AdaptiveL2Spec(lr=float(opts.get("lambda_lr", 1e-3)),
+                              every=int(opts.get("every", 1)),
+                              init=float(opts.get("lambda_init", 0.0)))
+        spec = ctx.spec.copy(adaptive_l2=rule, l2_fields={})
+        spec.validate(ctx.dataset.schema)
         torch.manual_seed(config.seed)
         ds = ctx.dataset
-        wrapper = LambdaOptModel(build_model(ds.schema, ctx.spec),
-                                 init=float(opts.get("lambda_init", 0.0)))
-        valid = cycle_batches(ds.valid, config.batch_size,
-                              torch.Generator().manual_seed(config.seed))
-        hook = LambdaStep(wrapper, valid, lr=float(opts.get("lambda_lr", 1e-3)),
-                          every=int(opts.get("every", 1)))
-        trainer = Trainer(config, [hook, TimeLimit(ctx.remaining)])
-        fit = trainer.fit(wrapper, ds.train, ds.valid,
-                          parameters=list(wrapper.model.parameters()))
-        strengths = {n: float(v) for n, v in zip(wrapper.model.embedding.names,
-                                                 wrapper.lam.detach(), strict=True)}
+        model = build_model(ds.schema, spec)
+        ruled = fit_model(model, spec, ds, config, [TimeLimit(ctx.remaining)])
+        trainer, fit = ruled.trainer, ruled.fit
+        assert ruled.strengths is not None
+        strengths = dict(zip(model.embedding.names, ruled.strengths, strict=True))
         ranking = sorted(strengths, key=lambda n: -strengths[n])
-        spec = ctx.spec.copy(l2_fields=strengths)
-        spec.provenance.append({"method": self.name, "decided": "l2_fields"})
-        metrics = {"valid": fit.valid, "test": trainer.evaluate(wrapper, ds.test)}
+        spec.provenance.append({"method": self.name, "decided": "adaptive_l2"})
+        metrics = {"valid": fit.valid, "test": trainer.evaluate(model, ds.test)}
         return StageResult(
             method=self.name, strategy=strategy, spec=spec, ranking=ranking, scores=strengths,
             seconds=time.perf_counter() - t0,
-            extra={"metrics": metrics, "params": count_parameters(wrapper.model),
-                   "lambda_steps": hook.steps},
+            extra={"metrics": metrics, "params": count_parameters(model),
+                   "lambda_steps": ruled.lambda_steps},
         )
