@@ -48,13 +48,37 @@ def _full_result() -> dict:
     return {
         "command": "search", "seed": 7,
         "data": {"name": "synthetic", "rows": 1000, "split": "random",
-                 "truth": {"relevant": ["r0", "r1", "r2"]}},
-        "spec": {"fields": fields[:3]},
-        "metrics": {"test": {"auc": 0.80, "logloss": 0.50}, "valid": {"auc": 0.81}},
+                 "truth": {"relevant": ["r0", "r1", "r2"]},
+                 "fields": {f: {"kind": "categorical", "vocab_size": 10 + i}
+                            for i, f in enumerate(fields)} | {"num0": {"kind": "numerical",
+                                                                     "vocab_size": 0}}},
+        "spec": {"fields": [*fields[:3], "num0"], "crosses": [["r0", "r1"]], "embed_dim": 8,
+                 "field_dims": {"r0": 16, "r2": 4}, "numerical": {"num0": "autodis"},
+                 "linear": True, "fm": True, "mlp": [64, 32], "dropout": 0.1,
+                 "interactions": [{"fields": ["r0", "r1"], "function": "product",
+                                   "weight": 0.7},
+                                  {"fields": ["r1", "r2"], "function": "multiply"}],
+                 "loss": {"name": "focal", "params": {"gamma": 2.0}},
+                 "training": {"lr": 0.003, "batch_size": None, "weight_decay": None},
+                 "provenance": [{"method": "preset", "model": "deepfm"},
+                                {"method": "autofield", "strategy": "gradient",
+                                 "decided": ["fields"]},
+                                {"method": "guard", "rejected": "autodim"}]},
+        "metrics": {"test": {"auc": 0.80, "logloss": 0.50},
+                    "valid": {"auc": 0.81, "logloss": 0.49}},
         "params": {"embedding": 1000, "total": 2000},
+        "bytes": {"embedding": 4000, "total": 8000},
         "baselines": {"deepfm": {"test": {"auc": 0.78, "logloss": 0.52},
-                                 "spread": {"auc_std": 0.004}, "params": {"total": 5000}}},
+                                 "valid": {"auc": 0.785, "logloss": 0.515},
+                                 "spread": {"auc_std": 0.0},
+                                 "params": {"embedding": 3000, "total": 5000}}},
         "cost": {"search_seconds": 12.0, "retrain_seconds": 3.0},
+        "history": [{"epoch": e, "auc": 0.7 + 0.03 * e, "logloss": 0.6 - 0.03 * e}
+                    for e in range(1, 5)],
+        "config": {"epochs": 10, "batch_size": 1024, "lr": 0.001, "patience": 2},
+        "versions": {"autodrs": "0.1.0", "torch": "2.13.0", "polars": "1.30.0",
+                     "numpy": "2.2.0"},
+        "machine": {"python": "3.11.7", "threads": 2},
         "stages": [
             {"method": "autofield", "strategy": "gradient", "seconds": 4.0,
              "ranking": fields, "scores": {f: 1.0 - 0.1 * i for i, f in enumerate(fields)},
@@ -74,7 +98,10 @@ def _full_result() -> dict:
                   "valid_auc": 0.82, "seconds": 1.2},
                  {"backbone": "deepfm", "numerical": {"num0": "bucket"}, "pairs": 2,
                   "gates": True, "valid_auc": 0.81, "seconds": 2.0}]}},
-            {"method": "hparams", "strategy": "tpe", "seconds": 5.0, "ranking": [], "scores": {},
+            # as the hparams method writes it: decisions ranked, values keyed "trial N"
+            {"method": "hparams", "strategy": "tpe", "seconds": 5.0,
+             "ranking": [{"mlp": "64-32", "lr": 0.003}, {"mlp": "128", "lr": 0.001}],
+             "scores": {"trial 4": 0.8, "trial 2": 0.76},
              "trials": [{"number": i, "values": [float(v)]}
                         for i, v in enumerate(np.linspace(0.6, 0.8, 6))]},
             {"method": "autoctr", "strategy": "evolution", "seconds": 6.0, "ranking": [],
@@ -89,8 +116,9 @@ def _full_result() -> dict:
 def test_every_plot_is_present_and_drawn_in_chromium(tmp_path):
     out = tmp_path / "report.html"
     names = build_report(_full_result(), out)
-    assert names == ["comparison", "autofield-ranking", "autofield-auc-vs-k", "autodim-dims",
-                     "autodim-pareto-bytes", "autofis-pairs", "hparams-progress", "autoctr-dag"]
+    assert names == ["comparison", "auc-vs-embedding", "training-curves", "autofield-ranking",
+                     "autofield-auc-vs-k", "autodim-dims", "autodim-pareto-bytes",
+                     "autofis-pairs", "hparams-progress", "autoctr-dag"]
     html_text = out.read_text()
     assert "http://" not in html_text and "https://" not in html_text  # self-contained
     dom, shot = _render(out, tmp_path)
@@ -142,3 +170,170 @@ def test_report_of_a_folder_without_result_fails_clearly(tmp_path):
     result = CliRunner().invoke(app, ["report", str(tmp_path)])
     assert result.exit_code == 2
     assert "result.json not found" in result.output
+
+
+def _section(text: str, cls: str) -> str:
+    start = text.index(f"<section class='{cls}'>")
+    return text[start:text.index("</section>", start)]
+
+
+def test_report_leads_with_the_architecture_and_ends_with_configuration(tmp_path):
+    out = tmp_path / "report.html"
+    build_report(_full_result(), out)
+    text = out.read_text()
+    order = [text.index(f"<section class='{c}'>") for c in
+             ("architecture", "leaderboard", "curves", "diagnostics", "configuration")]
+    assert order == sorted(order)
+    arch = _section(text, "architecture")
+    assert "reads 4 of 6 fields (dropping n0, n1)" in arch
+    assert "embedded in 4 to 16 dimensions" in arch
+    assert "1 cross feature: r0 × r1" in arch
+    assert "models 2 of the" in arch and "<td>r0×r1</td><td>product</td><td>0.7</td>" in arch
+    assert "<td>MLP</td><td>64 → 32 (dropout 0.1)</td>" in arch
+    assert "<td>num0</td><td>numerical</td><td>kept</td><td>8</td><td>-</td>" \
+           "<td>autodis encoder</td>" in arch
+    assert "<tr class=dropped><td>n0</td>" in arch
+    # a searched rate, and the command's batch size where the spec leaves it
+    assert "<td>learning rate</td><td>0.003 (searched)</td>" in arch
+    assert "<td>batch size</td><td>1,024 (the command&#x27;s setting)</td>" in arch
+    assert "focal loss (gamma 2)" in arch
+    assert "rejected what autodim proposed" in arch
+    config = _section(text, "configuration")
+    assert "<td>torch</td><td>2.13.0</td>" in config and "ArchSpec JSON" in config
+
+
+def test_leaderboard_has_validation_and_test_metrics_and_sizes(tmp_path):
+    out = tmp_path / "report.html"
+    build_report(_full_result(), out)
+    board = _section(out.read_text(), "leaderboard")
+    head = re.search(r"<table class='board'><tr>(.*?)</tr>", board).group(1)
+    assert re.findall(r"<th>([^<]*)</th>", head) == [
+        "model", "valid AUC", "test AUC", "valid logloss", "test logloss", "parameters",
+        "embedding parameters", "bytes"]
+    assert ("<tr class=searched><td>searched</td><td>0.8100</td><td>0.8000</td><td>0.4900</td>"
+            "<td>0.5000</td><td>2,000</td><td>1,000</td><td>8,000</td></tr>") in board
+
+
+def test_one_seed_shows_no_spread_and_several_seeds_do(tmp_path):
+    out = tmp_path / "report.html"
+    build_report(_full_result(), out)  # one seed; a baseline's spread of 0.0 recorded
+    text = out.read_text()
+    assert "± 0.0000" not in text and "± std" not in text and "0.0000" not in text
+    bench = {"command": "bench", "seed": 1, "seeds": [1, 2, 3], "data": {"name": "synthetic"},
+             "baselines": {
+                 "fm": {"test": {"auc": 0.78, "logloss": 0.52}, "params": {"total": 5},
+                        "spread": {"auc_std": 0.0031, "logloss_std": 0.002}},
+                 "lr": {"test": {"auc": 0.75, "logloss": 0.55}, "params": {"total": 3},
+                        "spread": {"auc_std": 0.0042, "logloss_std": 0.001}}}}
+    build_report(bench, out)
+    board = _section(out.read_text(), "leaderboard")
+    assert "over 3 seeds" in board
+    assert "<tr><td>fm</td><td>0.7800</td><td>0.0031</td><td>0.5200</td><td>0.0020</td>" in board
+
+
+def test_search_diagnostics_plot_no_test_scores(tmp_path, monkeypatch):
+    """Every number a stage's charts are drawn from is a validation number: the sentinel
+    test AUCs planted in the stage entries reach no chart and no diagnostics text."""
+    result = _full_result()
+    sentinels = [0.6111, 0.6222, 0.6333]
+    result["stages"].append({
+        "method": "frequency", "strategy": "grid", "seconds": 1.0, "ranking": [], "scores": {},
+        "threshold_curve": [{"threshold": t, "valid_auc": 0.79 + 0.001 * t, "test_auc": s}
+                            for t, s in zip((1, 2, 3), sentinels, strict=True)]})
+    result["stages"].append({
+        "method": "lasso", "strategy": "erase", "seconds": 1.0, "ranking": ["r0", "r1"],
+        "scores": {"r0": 0.5, "r1": 0.2},
+        "erase": {"k": [1, 2, 3], "valid_auc": [0.7, 0.71, 0.72], "test_auc": sentinels}})
+    result["stages"][0]["curve"] = [{"k": k, "valid_auc": 0.7 + 0.01 * k, "test_auc": s}
+                                    for k, s in zip((1, 2, 3), sentinels, strict=True)]
+    drawn: list[float] = []
+
+    def record(name):
+        original = getattr(plots, name)
+
+        def wrapper(*args, **kwargs):
+            drawn.extend(_numbers([args, kwargs]))
+            return original(*args, **kwargs)
+        return wrapper
+
+    from autodrs.report import plots
+    for name in ("curve", "scores_bar", "progress", "pareto", "heatmap", "dag"):
+        monkeypatch.setattr(plots, name, record(name))
+    out = tmp_path / "report.html"
+    names = build_report(result, out)
+    assert {"frequency-auc-vs-threshold", "lasso-auc-vs-k", "autofield-auc-vs-k"} <= set(names)
+    assert 0.79 + 0.001 in drawn and 0.71 in drawn  # the validation curves are drawn
+    assert not {round(v, 4) for v in drawn} & set(sentinels)
+    diagnostics = _section(out.read_text(), "diagnostics")
+    assert "test" not in diagnostics.lower().replace("the test split is kept", "")
+    assert not any(f"{s:.4f}" in diagnostics for s in sentinels)
+
+
+def _numbers(value):
+    if isinstance(value, bool):
+        return []
+    if isinstance(value, int | float):
+        return [float(value)]
+    if isinstance(value, dict):
+        return [n for v in value.values() for n in _numbers(v)]
+    if isinstance(value, list | tuple):
+        return [n for v in value for n in _numbers(v)]
+    if isinstance(value, np.ndarray):
+        return [float(v) for v in value.ravel()]
+    return []
+
+
+def test_charts_with_nothing_to_show_are_left_out(tmp_path):
+    out = tmp_path / "report.html"
+    result = _full_result()
+    # hparams ranks decisions and keys its values by trial: no bar chart of NaNs, a table
+    result["stages"][3].pop("trials")
+    # a ranking whose items carry no score
+    result["stages"].append({"method": "marlfs", "strategy": "rl", "seconds": 1.0,
+                             "ranking": ["r0", "r1"], "scores": {"x": float("nan")}})
+    del result["history"], result["baselines"]
+    names = build_report(result, out)
+    assert not [n for n in names if n.startswith(("hparams", "marlfs"))]
+    assert "training-curves" not in names  # no history
+    assert "comparison" not in names and "auc-vs-embedding" not in names  # one model only
+    text = out.read_text()
+    trials = text[text.index("<table class='trials'>"):]
+    assert "<td>4</td><td>0.8000</td><td>mlp=64-32, lr=0.003</td>" in trials
+    assert "Scores of the ranked items" not in text
+
+
+def test_training_curves_are_drawn_from_history(tmp_path):
+    out = tmp_path / "report.html"
+    result = _full_result()
+    result["baselines"]["deepfm"]["history"] = [{"epoch": 1, "auc": 0.7, "logloss": 0.6},
+                                                {"epoch": 2, "auc": 0.75, "logloss": 0.55}]
+    names = build_report(result, out)
+    assert "training-curves" in names
+    assert "(the final model in red)" in _section(out.read_text(), "curves")
+    result["history"] = [{"epoch": 1, "auc": None}]  # nothing usable: no chart
+    del result["baselines"]["deepfm"]["history"]
+    assert "training-curves" not in build_report(result, out)
+
+
+def test_axes_sit_around_values_near_0_8(tmp_path, monkeypatch):
+    from autodrs.report import plots
+
+    limits: dict[str, list[tuple[float, float]]] = {}
+    original = plots._png
+
+    def capture(fig):
+        title = fig.axes[0].get_title()
+        limits[title] = [ax.get_xlim() for ax in fig.axes] + [ax.get_ylim() for ax in fig.axes]
+        return original(fig)
+
+    monkeypatch.setattr(plots, "_png", capture)
+    result = _full_result()
+    result["stages"].append({"method": "optim", "strategy": "grid", "seconds": 1.0,
+                             "ranking": ["lr=0.003", "lr=0.001"],
+                             "scores": {"lr=0.003": 0.792, "lr=0.001": 0.785}})
+    build_report(result, tmp_path / "report.html")
+    assert limits["searched model against hand-crafted baselines"][0][0] > 0.7
+    assert limits["optim: ranking, best first"][0][0] > 0.7
+    assert limits["test AUC against embedding parameters"][1][0] > 0.7  # the y axis
+    # values that run from near 0 (dims 4 to 16) keep bars from 0
+    assert limits["autodim: embedding size per field"][0][0] <= 0.0

@@ -1,6 +1,12 @@
 """``report.html``: a self-contained page (plots embedded as PNG) explaining what a run
 chose and why, built from the run's ``result.json``.
 
+In order: the final architecture in words and tables, the leaderboard (validation and test
+metrics, size, latency where measured) with AUC against size, the training curves, the
+search diagnostics (validation data only: test scores are for the leaderboard, so nothing
+in the search invites choosing by them), then the configuration and versions. A chart with
+nothing to show is left out, and a spread column appears only over several seeds.
+
 Each plot is a ``<figure class="plot">``; a small inline script marks on ``<body>`` how many
 plot images the browser actually decoded (``data-plots-drawn`` of ``data-plots-total``),
 which the test reads from headless Chromium.
@@ -11,12 +17,14 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from autodrs.report import plots
+from autodrs.report.architecture import describe
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;background:#f6f7f9;
@@ -26,10 +34,13 @@ header h1{margin:0;font-size:22px} header p{margin:4px 0 0;color:#c9d1e0}
 main{max-width:1100px;margin:0 auto;padding:16px 32px}
 section{background:#fff;border-radius:8px;padding:16px 20px;margin:16px 0;
 box-shadow:0 1px 3px rgba(0,0,0,.08)}
+section.diagnostics{background:transparent;box-shadow:none;padding:0}
 h2{font-size:18px;margin:0 0 8px} h3{font-size:15px;margin:12px 0 6px}
-table{border-collapse:collapse;font-size:14px} td,th{padding:4px 10px;
+table{border-collapse:collapse;font-size:14px;margin:6px 0} td,th{padding:4px 10px;
 border-bottom:1px solid #e3e6eb;text-align:right} td:first-child,th:first-child{text-align:left}
-tr.searched td{font-weight:600;color:#b3261e}
+table.text td,table.text th{text-align:left}
+tr.searched td{font-weight:600;color:#b3261e} tr.dropped td{color:#9aa1ad}
+.tables{display:flex;flex-wrap:wrap;gap:8px 32px;align-items:flex-start}
 figure{margin:10px 0} figure img{max-width:100%} figcaption{font-size:13px;color:#5b6475}
 .kv{color:#5b6475;font-size:13px} pre{background:#f0f2f5;padding:10px;overflow:auto;font-size:12px}
 """
@@ -60,8 +71,22 @@ class _Page:
                  f'<img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
                  f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
+    def table(self, head: list[str], rows: list[list[str]], cls: str = "",
+              row_classes: list[str] | None = None) -> None:
+        """A table of already-escaped cells."""
+        row_classes = row_classes or [""] * len(rows)
+        self.add(f"<table{f' class={chr(39)}{cls}{chr(39)}' if cls else ''}><tr>"
+                 + "".join(f"<th>{h}</th>" for h in head) + "</tr>"
+                 + "".join(f"<tr{f' class={c}' if c else ''}>"
+                           + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>"
+                           for row, c in zip(rows, row_classes, strict=True)) + "</table>")
+
 
 def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None or value == "":
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, float):
         return f"{value:.{digits}f}"
     if isinstance(value, int):
@@ -83,13 +108,21 @@ def build_report(result: dict[str, Any], out: str | Path) -> list[str]:
     title = f"autodrs {result.get('command', 'run')} on {data.get('name', 'data')}"
     page.add(f"<header><h1>{html.escape(title)}</h1><p>seed {result.get('seed')} · "
              f"{data.get('rows', '?')} rows · split {data.get('split', '?')}</p></header><main>")
-    _summary(page, result)
+    if result.get("spec"):
+        _architecture(page, result)
+    _leaderboard(page, result)
+    _curves(page, result)
     skipped = result.get("skipped_stages") or []
     if skipped:
         page.add("<section class='skipped'><h2>Stages skipped</h2><ul>" + "".join(
             f"<li><b>{html.escape(str(s.get('method', '?')))}</b>: "
             f"{html.escape(str(s.get('reason', '')))}</li>" for s in skipped) + "</ul></section>")
-    for i, stage in enumerate(result.get("stages", [])):
+    stages = result.get("stages", [])
+    if stages:
+        page.add("<section class='diagnostics'><h2>Search diagnostics</h2><p class='kv'>What "
+                 "each stage tried and found, on validation data only: the test split is "
+                 "kept for the leaderboard above.</p>")
+    for i, stage in enumerate(stages):
         mark = len(page.parts), len(page.plot_names)
         try:
             _stage(page, i, stage, data.get("truth"))
@@ -99,10 +132,9 @@ def build_report(result: dict[str, Any], out: str | Path) -> list[str]:
                      f"{html.escape(str(stage.get('method', '?')))}</h2><p>This stage's "
                      f"section could not be drawn ({html.escape(type(e).__name__)}: "
                      f"{html.escape(str(e))}); its entry is in result.json.</p></section>")
-    if result.get("spec"):
-        page.add("<section><h2>The chosen spec</h2><details><summary>ArchSpec JSON</summary>"
-                 f"<pre>{html.escape(json.dumps(result['spec'], indent=2))}</pre>"
-                 "</details></section>")
+    if stages:
+        page.add("</section>")
+    _configuration(page, result)
     page.add("</main>")
     doc = ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
            f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>"
@@ -117,40 +149,169 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def _summary(page: _Page, result: dict[str, Any]) -> None:
-    page.add("<section><h2>Searched model against the baselines</h2>")
-    rows: list[tuple[str, float, float, bool]] = []
-    table = ["<table><tr><th>model</th><th>test AUC</th><th>± std</th><th>test logloss</th>"
-             "<th>parameters</th><th>embedding</th></tr>"]
-    test = result.get("metrics", {}).get("test")
-    if test:
-        params = result.get("params", {})
-        spread = result.get("spread", {})
+def _architecture(page: _Page, result: dict[str, Any]) -> None:
+    arch = describe(result["spec"], result.get("data", {}).get("fields") or {},
+                    result.get("config"))
+    name = "searched" if result.get("command") == "search" else result.get("model", "model")
+    page.add(f"<section class='architecture'><h2>The final model ({html.escape(str(name))})"
+             "</h2><p class='words'>" + " ".join(html.escape(s) for s in arch.sentences)
+             + "</p>")
+    page.add("<h3>Fields</h3>")
+    page.table(["field", "kind", "", "dim", "vocabulary", "notes"],
+               [[html.escape(c) for c in row] for row in arch.fields], cls="text fields",
+               row_classes=["dropped" if row[2] == "dropped" else "" for row in arch.fields])
+    page.add("<div class='tables'>")
+    if arch.towers:
+        page.add("<div><h3>Towers</h3>")
+        page.table(["tower", "setting"], [[html.escape(c) for c in r] for r in arch.towers],
+                   cls="text towers")
+        page.add("</div>")
+    page.add("<div><h3>Training</h3>")
+    page.table(["setting", "value"], [[html.escape(c) for c in r] for r in arch.training],
+               cls="text training")
+    page.add("</div>")
+    if arch.pairs:
+        page.add("<div><h3>Kept interaction pairs</h3>")
+        page.table(["pair", "function", "weight"],
+                   [[html.escape(c) for c in r] for r in arch.pairs], cls="text pairs")
+        if arch.more_pairs:
+            page.add(f"<p class='kv'>and {arch.more_pairs} more (spec.json lists them)</p>")
+        page.add("</div>")
+    page.add("</div></section>")
+
+
+def _board_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per model of the leaderboard: the command's final model, then the
+    baselines."""
+    rows = []
+    if result.get("metrics", {}).get("test"):
         name = "searched" if result.get("command") == "search" else result.get("model", "model")
-        rows.append((name, test["auc"], spread.get("auc_std", 0.0), True))
-        table.append(f"<tr class='searched'><td>{html.escape(str(name))}</td>"
-                     f"<td>{_fmt(test['auc'])}</td><td>{_fmt(spread.get('auc_std', 0.0))}</td>"
-                     f"<td>{_fmt(test['logloss'])}</td><td>{_fmt(params.get('total', ''))}</td>"
-                     f"<td>{_fmt(params.get('embedding', ''))}</td></tr>")
-    for name, base in result.get("baselines", {}).items():
-        t = base.get("test", {})
-        std = base.get("spread", {}).get("auc_std", 0.0)
-        rows.append((name, t.get("auc", float("nan")), std, False))
-        p = base.get("params", {})
-        table.append(f"<tr><td>{html.escape(name)}</td><td>{_fmt(t.get('auc'))}</td>"
-                     f"<td>{_fmt(std)}</td><td>{_fmt(t.get('logloss'))}</td>"
-                     f"<td>{_fmt(p.get('total', ''))}</td><td>{_fmt(p.get('embedding', ''))}"
-                     "</td></tr>")
-    page.add("".join(table) + "</table>")
+        rows.append(_board_row(str(name), result, result["metrics"], searched=True))
+    for name, base in (result.get("baselines") or {}).items():
+        rows.append(_board_row(name, base, base, searched=False))
+    return rows
+
+
+def _board_row(name: str, entry: dict[str, Any], metrics: dict[str, Any],
+               searched: bool) -> dict[str, Any]:
+    valid, test = metrics.get("valid") or {}, metrics.get("test") or {}
+    params, size = entry.get("params") or {}, entry.get("bytes") or {}
+    spread = entry.get("spread") or {}
+    return {"name": name, "searched": searched,
+            "valid_auc": valid.get("auc"), "test_auc": test.get("auc"),
+            "valid_logloss": valid.get("logloss"), "test_logloss": test.get("logloss"),
+            "params": params.get("total"), "embedding": params.get("embedding"),
+            "bytes": size.get("total"), "latency_ms": entry.get("latency_ms"),
+            "auc_std": spread.get("auc_std"), "logloss_std": spread.get("logloss_std")}
+
+
+def _seeds(result: dict[str, Any]) -> int:
+    return len(result.get("seeds") or []) or 1
+
+
+def _leaderboard(page: _Page, result: dict[str, Any]) -> None:
+    rows = _board_rows(result)
+    if not rows:
+        return
+    rows.sort(key=lambda r: -_finite(r["test_auc"], -1.0))
+    several = _seeds(result) > 1
+    columns = [("valid_auc", "valid AUC", 4), ("test_auc", "test AUC", 4),
+               ("auc_std", "± std", 4), ("valid_logloss", "valid logloss", 4),
+               ("test_logloss", "test logloss", 4), ("logloss_std", "± std", 4),
+               ("params", "parameters", 0), ("embedding", "embedding parameters", 0),
+               ("bytes", "bytes", 0), ("latency_ms", "latency (ms)", 2)]
+    # a column only where some model has a value; a spread only over several seeds
+    shown = [c for c in columns if any(r[c[0]] is not None for r in rows)
+             and (several or not c[0].endswith("_std"))]
+    page.add("<section class='leaderboard'><h2>Leaderboard</h2>")
+    if several:
+        page.add(f"<p class='kv'>mean and standard deviation over {_seeds(result)} seeds</p>")
+    page.table(["model", *(c[1] for c in shown)],
+               [[html.escape(r["name"]), *(_fmt(r[c[0]], c[2]) for c in shown)] for r in rows],
+               cls="board", row_classes=["searched" if r["searched"] else "" for r in rows])
     cost = result.get("cost", {})
     if cost:
         page.add("<p class='kv'>" + " · ".join(
-            f"{html.escape(k.replace('_', ' '))}: {_fmt(v, 1)}" for k, v in cost.items())
-            + "</p>")
-    if rows:
-        page.figure("comparison", plots.model_comparison(rows),
-                    "Test AUC of the searched model (red) and each baseline (blue)")
+            f"{html.escape(k.replace('_', ' '))}: {_fmt(v, 1)}" for k, v in cost.items()
+            if v is not None) + "</p>")
+    ranked = [r for r in rows if _finite(r["test_auc"]) is not None]
+    if len(ranked) > 1:
+        page.figure("comparison", plots.model_comparison(
+            [(r["name"], r["test_auc"], r["auc_std"] if several else None, r["searched"])
+             for r in ranked]),
+            "Test AUC of the final model (red) and each baseline (blue)"
+            + (", with the standard deviation over seeds" if several else ""))
+    for key, label in (("embedding", "embedding parameters"), ("bytes", "model bytes")):
+        sized = [r for r in ranked if _finite(r[key]) is not None]
+        if len(sized) > 1 and len({r[key] for r in sized}) > 1:
+            page.figure(f"auc-vs-{key}", plots.auc_against_size(
+                [(r["name"], float(r[key]), r["test_auc"], r["searched"]) for r in sized],
+                label), f"Test AUC against {label}: the final model (red star) and each "
+                        "baseline")
+            break
     page.add("</section>")
+
+
+def _curves(page: _Page, result: dict[str, Any]) -> None:
+    name = "searched" if result.get("command") == "search" else str(result.get("model", "model"))
+    histories = {}
+    if _usable_history(result.get("history")):
+        histories[name] = result["history"]
+    for base, entry in (result.get("baselines") or {}).items():
+        if _usable_history(entry.get("history")):
+            histories[base] = entry["history"]
+    if not histories:
+        return
+    page.add("<section class='curves'><h2>Training curves</h2>")
+    page.figure("training-curves", plots.training_curves(histories, name),
+                "Validation AUC and logloss after each epoch"
+                + (" of the final model's training" if list(histories) == [name] else
+                   " (the final model in red)"))
+    page.add("</section>")
+
+
+def _usable_history(history: Any) -> bool:
+    return isinstance(history, list) and any(
+        isinstance(h, dict) and _finite(h.get("auc")) is not None for h in history)
+
+
+def _finite(value: Any, default: float | None = None) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return default
+
+
+def _configuration(page: _Page, result: dict[str, Any]) -> None:
+    page.add("<section class='configuration'><h2>Configuration and versions</h2>")
+    config = result.get("config") or {}
+    if config:
+        page.add("<h3>Training configuration</h3>")
+        page.table(["setting", "value"], [[html.escape(str(k)), _value(v)]
+                                          for k, v in config.items()], cls="text config")
+    versions = result.get("versions")
+    machine = result.get("machine") or {}
+    page.add("<h3>Versions</h3>")
+    if versions:
+        page.table(["package", "version"], [[html.escape(str(k)), _value(v)]
+                                            for k, v in versions.items()], cls="text versions")
+    else:
+        page.add("<p class='kv'>This result.json records no library versions (it was written "
+                 "before autodrs recorded them).</p>")
+    if machine:
+        page.add("<p class='kv'>machine: " + " · ".join(
+            f"{html.escape(str(k))} {_value(v)}" for k, v in machine.items()) + "</p>")
+    if result.get("spec"):
+        page.add("<h3>The final spec</h3><details><summary>ArchSpec JSON</summary>"
+                 f"<pre>{html.escape(json.dumps(result['spec'], indent=2))}</pre></details>")
+    page.add("</section>")
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, dict | list):
+        return html.escape(json.dumps(value))
+    if value is None:
+        return "-"
+    return f"{value:.6g}" if isinstance(value, float) else _fmt(value)
 
 
 def _stage(page: _Page, index: int, stage: dict[str, Any], truth: dict[str, Any] | None) -> None:
@@ -177,14 +338,20 @@ def _stage(page: _Page, index: int, stage: dict[str, Any], truth: dict[str, Any]
     pair_keys = [k for k in scores if "*" in k]
     if pair_keys and len(pair_keys) == len(scores):
         _pair_heatmap(page, method, scores)
+    elif ranking and all(isinstance(r, dict) for r in ranking):
+        _best_trials(page, ranking, scores)
     elif ranking and scores:
         names = [_label(r) for r in ranking]
-        vals = [float(scores.get(n, np.nan)) for n in names]
-        relevant = set(truth["relevant"]) if truth else None
-        page.figure(f"{method}-ranking", plots.scores_bar(
-            names, vals, f"{method}: ranking, best first", highlight=relevant),
-            "Scores of the ranked items" + (" (planted relevant fields in red)"
-                                            if relevant else ""))
+        vals = [_finite(scores.get(n), math.nan) for n in names]
+        dims = stage.get("dims") or {}
+        same_as_dims = bool(dims) and all(dims.get(n) == scores.get(n) for n in names)
+        # a ranking whose items have no score draws nothing; one that is the dims, once
+        if any(v == v for v in vals) and not same_as_dims:
+            relevant = set(truth["relevant"]) if truth else None
+            page.figure(f"{method}-ranking", plots.scores_bar(
+                names, vals, f"{method}: ranking, best first", highlight=relevant),
+                f"The score {method} ranks by, best first"
+                + (" (planted relevant fields in red)" if relevant else ""))
     curve_rows = stage.get("curve") or []
     if curve_rows and all(isinstance(c, list) and len(c) == 2 for c in curve_rows):
         # (training step, sparsity) pairs: how a pruning search (PEP) thinned its tables
@@ -196,24 +363,22 @@ def _stage(page: _Page, index: int, stage: dict[str, Any], truth: dict[str, Any]
         curve_rows = []
     erase = stage.get("erase")
     if not curve_rows and isinstance(erase, dict) and erase.get("k"):
-        curve_rows = [{"k": k, "valid_auc": v, "test_auc": t} for k, v, t in
-                      zip(erase["k"], erase["valid_auc"], erase["test_auc"], strict=True)]
-    if curve_rows:
-        ks = [c["k"] for c in curve_rows]
-        series = {key.replace("_", " "): [c[key] for c in curve_rows]
-                  for key in ("valid_auc", "test_auc") if key in curve_rows[0]}
+        curve_rows = [{"k": k, "valid_auc": v}
+                      for k, v in zip(erase["k"], erase["valid_auc"], strict=True)]
+    # validation only: a stage's test scores stay in result.json, out of the search's view
+    if curve_rows and "valid_auc" in curve_rows[0]:
         page.figure(f"{method}-auc-vs-k", plots.curve(
-            ks, series, f"{method}: AUC against the number of kept fields k", "k", "AUC"),
-            "Retrained on the top-k fields of the ranking")
+            [c["k"] for c in curve_rows], {"valid AUC": [c["valid_auc"] for c in curve_rows]},
+            f"{method}: validation AUC against the number of kept fields k", "k",
+            "validation AUC"), "Retrained on the top-k fields of the ranking")
     thresholds = stage.get("threshold_curve")
     if thresholds:
         page.figure(f"{method}-auc-vs-threshold", plots.curve(
             [c["threshold"] for c in thresholds],
-            {"valid auc": [c["valid_auc"] for c in thresholds],
-             "test auc": [c["test_auc"] for c in thresholds]},
-            f"{method}: AUC against the rare-value threshold", "threshold (train count)",
-            "AUC"), "Retrained with values seen fewer times than the threshold sharing one "
-                    "row")
+            {"valid AUC": [c["valid_auc"] for c in thresholds]},
+            f"{method}: validation AUC against the rare-value threshold",
+            "threshold (train count)", "validation AUC"),
+            "Retrained with values seen fewer times than the threshold sharing one row")
     dims = stage.get("dims")
     if dims:
         names = sorted(dims, key=lambda n: -float(dims[n]))
@@ -235,6 +400,18 @@ def _stage(page: _Page, index: int, stage: dict[str, Any], truth: dict[str, Any]
             page.figure(f"{method}-dag", plots.dag(nodes, f"{method}: chosen block DAG"),
                         "Blocks and their inputs, left to right")
     page.add("</section>")
+
+
+def _best_trials(page: _Page, decisions: list[dict[str, Any]],
+                 scores: dict[str, float]) -> None:
+    """A black-box stage's best trials: ``ranking`` holds their decisions, ``scores`` their
+    validation values keyed ``trial N``, both best first."""
+    rows = [[html.escape(key.removeprefix("trial ")), _fmt(_finite(value)),
+             html.escape(", ".join(f"{k}={v}" for k, v in decision.items()))]
+            for (key, value), decision in zip(scores.items(), decisions, strict=False)]
+    if rows:
+        page.add("<h3>Best trials</h3>")
+        page.table(["trial", "validation value", "decision"], rows, cls="trials")
 
 
 def _candidates(page: _Page, tried: list[dict[str, Any]], kept: list[str]) -> None:

@@ -23,32 +23,99 @@ def _png(fig: Any) -> bytes:
     return buf.getvalue()
 
 
-def model_comparison(rows: Sequence[tuple[str, float, float, bool]]) -> bytes:
-    """Test AUC with spread (name, auc, std, is_searched), best at the top."""
-    rows = sorted(rows, key=lambda r: r[1])
-    fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.4))
-    y = np.arange(len(rows))
-    colors = [COLORS["searched"] if r[3] else COLORS["baseline"] for r in rows]
-    ax.barh(y, [r[1] for r in rows], xerr=[r[2] for r in rows], color=colors, capsize=3)
-    ax.set_yticks(y, [r[0] for r in rows])
-    lo = min(r[1] - r[2] for r in rows)
-    hi = max(r[1] + r[2] for r in rows)
+def clustered(values: Sequence[float]) -> bool:
+    """Whether positive values sit far from 0 (AUCs near 0.8): their axis is then drawn
+    around them, with points rather than bars (a bar's length would start nowhere)."""
+    finite = [v for v in values if np.isfinite(v)]
+    return bool(finite) and min(finite) > 0 and max(finite) - min(finite) < 0.5 * max(finite)
+
+
+def value_limits(values: Sequence[float], spread: Sequence[float] | None = None
+                 ) -> tuple[float, float]:
+    """Axis limits around ``values`` (with their spread), padded by 15% of their range."""
+    spread = spread or [0.0] * len(values)
+    pairs = [(v, s) for v, s in zip(values, spread, strict=True) if np.isfinite(v)]
+    lo = min(v - s for v, s in pairs)
+    hi = max(v + s for v, s in pairs)
     pad = max(0.002, (hi - lo) * 0.15)
-    ax.set_xlim(lo - pad, hi + pad)
-    ax.set_xlabel("test AUC (mean ± std over seeds where run)")
+    return lo - pad, hi + pad
+
+
+def model_comparison(rows: Sequence[tuple[str, float, float | None, bool]]) -> bytes:
+    """Test AUC (name, auc, std or None, is_searched) as points, best at the top, on an
+    axis around the values; error bars only where a spread over seeds exists."""
+    rows = sorted(rows, key=lambda r: r[1])
+    fig, ax = plt.subplots(figsize=(7, 0.4 * len(rows) + 1.4))
+    y = np.arange(len(rows))
+    spread = [r[2] or 0.0 for r in rows]
+    for i, r in enumerate(rows):
+        color = COLORS["searched"] if r[3] else COLORS["baseline"]
+        ax.errorbar([r[1]], [i], xerr=[r[2]] if r[2] else None, fmt="o", color=color,
+                    capsize=3, markersize=7)
+    ax.set_yticks(y, [r[0] for r in rows])
+    ax.set_xlim(*value_limits([r[1] for r in rows], spread))
+    ax.grid(axis="x", alpha=0.3)
+    seeds = any(r[2] for r in rows)
+    ax.set_xlabel("test AUC" + (" (mean ± std over seeds)" if seeds else ""))
     ax.set_title("searched model against hand-crafted baselines")
+    return _png(fig)
+
+
+def auc_against_size(points: Sequence[tuple[str, float, float, bool]], xlabel: str) -> bytes:
+    """(name, size, auc, is_searched) points, each labelled; a log size axis where sizes
+    span more than 20x."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, size, auc, searched in points:
+        ax.scatter([size], [auc], s=80 if searched else 40,
+                   marker="*" if searched else "o",
+                   color=COLORS["searched"] if searched else COLORS["baseline"], zorder=3)
+        ax.annotate(name, (size, auc), textcoords="offset points", xytext=(6, 4), fontsize=9)
+    sizes = [p[1] for p in points]
+    if min(sizes) > 0 and max(sizes) / min(sizes) > 20:
+        ax.set_xscale("log")
+    ax.set_ylim(*value_limits([p[2] for p in points]))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test AUC")
+    ax.set_title(f"test AUC against {xlabel}")
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def training_curves(histories: dict[str, Sequence[dict[str, Any]]], highlight: str) -> bytes:
+    """Validation AUC and logloss per epoch of each named fit (``highlight`` in red)."""
+    fig, (auc_ax, loss_ax) = plt.subplots(1, 2, figsize=(9, 3.6))
+    for name, history in histories.items():
+        epochs = [h.get("epoch", i + 1) for i, h in enumerate(history)]
+        style = ({"color": COLORS["searched"], "linewidth": 2.2, "zorder": 3}
+                 if name == highlight else {"alpha": 0.7})
+        for ax, key in ((auc_ax, "auc"), (loss_ax, "logloss")):
+            ax.plot(epochs, [h.get(key, np.nan) for h in history], marker="o", markersize=3,
+                    label=name, **style)
+    for ax, label in ((auc_ax, "validation AUC"), (loss_ax, "validation logloss")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    auc_ax.legend(fontsize=8)
+    fig.suptitle("training curves")
     return _png(fig)
 
 
 def scores_bar(names: Sequence[str], scores: Sequence[float], title: str,
                xlabel: str = "score", highlight: set[str] | None = None) -> bytes:
-    """Horizontal bars, best first (top), for a ranking of fields or crosses."""
+    """A ranking of fields or crosses, best first (top): bars from 0, or points on an axis
+    around the values where they sit far from 0."""
     names, scores = list(names)[:30], list(scores)[:30]
     fig, ax = plt.subplots(figsize=(7, 0.32 * len(names) + 1.4))
     y = np.arange(len(names))[::-1]
     colors = [COLORS["searched"] if highlight and n in highlight else COLORS["baseline"]
               for n in names]
-    ax.barh(y, scores, color=colors)
+    if clustered(scores):
+        ax.scatter(scores, y, color=colors, zorder=3)
+        ax.set_xlim(*value_limits(scores))
+        ax.grid(axis="x", alpha=0.3)
+    else:
+        ax.barh(y, scores, color=colors)
     ax.set_yticks(y, names)
     ax.set_xlabel(xlabel)
     ax.set_title(title)
