@@ -49,14 +49,14 @@ def options_for(method: str, search_epochs: int, trial_epochs: int,
                 baseline_bytes: int, pep_threshold: str = "feature_dim") -> dict[str, Any]:
     """Per-method settings of this benchmark (everything else is the method's default)."""
     return {
-        "autodim": {"epochs": search_epochs},
-        "dnis": {"epochs": search_epochs},
-        "autoemb": {"epochs": search_epochs},
+        "autodim": {"search_epochs": search_epochs},
+        "dnis": {"search_epochs": search_epochs},
+        "autoemb": {"search_epochs": search_epochs},
         # PEP's target: 90% fewer embedding parameters than DeepFM-16; PEP prunes the
         # first-order weights with the latent tables, so about 92% of their entries go
         # (the search stops once its last level is reached; the cap is for small data)
         "pep": {"sparsity": 0.92, "levels": "0.9,0.92,0.95", "threshold_decay": 5e-5,
-                "epochs": 10 * search_epochs, "threshold": pep_threshold},
+                "search_epochs": 10 * search_epochs, "threshold": pep_threshold},
         "nis": {"epochs": trial_epochs},
         "rule": {"epochs": trial_epochs, "memory_budget": baseline_bytes // 2},
     }.get(method, {})

@@ -61,7 +61,7 @@ def test_frequency_groups_put_frequent_values_first() -> None:
 def test_pep_prunes_to_its_target_and_retrains_from_the_step_zero_weights(
         tiny_synthetic: Dataset, fast_config: TrainConfig, tmp_path: Path) -> None:
     options = {"sparsity": 0.8, "levels": "0.5,0.8", "threshold_init": -6,
-               "threshold_scale": 30, "epochs": 40}
+               "threshold_scale": 30, "search_epochs": 40}
     fm = backbone_spec("fm", 16)  # PEP's backbone: the tables are most of the model
     found = run("pep", tiny_synthetic, fast_config, spec=fm, options=options)
     assert found.extra["reached_target"] and found.extra["sparsity"] >= 0.8
@@ -114,15 +114,15 @@ def test_pep_threshold_granularities_and_bad_options(tiny_synthetic: Dataset,
                                                      fast_config: TrainConfig) -> None:
     for granularity in ("feature", "field_dim", "global"):
         found = run("pep", tiny_synthetic, fast_config,
-                    options={"threshold": granularity, "threshold_init": -4, "epochs": 2})
+                    options={"threshold": granularity, "threshold_init": -4, "search_epochs": 2})
         assert found.extra["threshold"] == granularity
         assert set(found.spec.pruning) == set(tiny_synthetic.schema.categorical)
     # without a first-order term (or asked not to) only the latent tables are pruned
     found = run("pep", tiny_synthetic, fast_config, spec=backbone_spec("dnn", 8),
-                options={"threshold_init": -4, "epochs": 1})
+                options={"threshold_init": -4, "search_epochs": 1})
     assert not found.extra["first_order"] and not found.spec.linear_pruning
     found = run("pep", tiny_synthetic, fast_config,
-                options={"threshold_init": -4, "epochs": 1, "first_order": "false"})
+                options={"threshold_init": -4, "search_epochs": 1, "first_order": "false"})
     assert not found.extra["first_order"] and not found.spec.linear_pruning
     with pytest.raises(SearchError, match="first-order term"):
         run("pep", tiny_synthetic, fast_config, spec=backbone_spec("dnn", 8),
@@ -173,13 +173,13 @@ def test_nis_reward_trades_auc_for_memory(tiny_synthetic: Dataset,
 def test_dnis_writes_field_dims_or_group_masks(tiny_synthetic: Dataset,
                                                fast_config: TrainConfig) -> None:
     fields = tiny_synthetic.schema.categorical
-    by_field = run("dnis", tiny_synthetic, fast_config, options={"epochs": 1, "keep": 0.4})
+    by_field = run("dnis", tiny_synthetic, fast_config, options={"search_epochs": 1, "keep": 0.4})
     assert set(by_field.dims) == set(fields)
     assert all(d % 2 == 0 and 2 <= d <= 8 for d in by_field.dims.values())
     assert all(by_field.spec.dim_of(f) == by_field.dims[f] for f in fields)
 
     by_group = run("dnis", tiny_synthetic, fast_config,
-                   options={"epochs": 1, "keep": 0.4, "granularity": "group"})
+                   options={"search_epochs": 1, "keep": 0.4, "granularity": "group"})
     masks = masks_of(tiny_synthetic, by_group.spec)
     assert set(masks) == set(fields)
     kept = sum(int(m.sum()) for m in masks.values())
@@ -225,21 +225,21 @@ def test_autoemb_controller_sees_each_values_popularity() -> None:
 
 def test_autoemb_gives_each_value_a_candidate_dim(tiny_synthetic: Dataset,
                                                   fast_config: TrainConfig) -> None:
-    found = run("autoemb", tiny_synthetic, fast_config, options={"epochs": 1})
+    found = run("autoemb", tiny_synthetic, fast_config, options={"search_epochs": 1})
     for mask in masks_of(tiny_synthetic, found.spec).values():
         dims = mask.sum(1)
         assert set(dims.tolist()) <= {2, 8, 16}
         # kept entries are each value's leading coordinates of the largest candidate
         assert torch.equal(mask, torch.arange(16).unsqueeze(0) < dims.unsqueeze(1))
     per_field = run("autoemb", tiny_synthetic, fast_config,
-                    options={"epochs": 1, "granularity": "field", "candidates": "2,4,8"})
+                    options={"search_epochs": 1, "granularity": "field", "candidates": "2,4,8"})
     assert set(per_field.dims.values()) <= {2, 4, 8} and not per_field.spec.pruning
 
 
 def test_autodim_picks_a_candidate_per_field(tiny_synthetic: Dataset,
                                              fast_config: TrainConfig) -> None:
     found = run("autodim", tiny_synthetic, fast_config,
-                options={"epochs": 1, "candidates": "2,4,8"})
+                options={"search_epochs": 1, "candidates": "2,4,8"})
     assert set(found.dims) == set(tiny_synthetic.schema.categorical)
     for f, p in found.extra["probabilities"].items():
         assert sum(p) == pytest.approx(1.0, abs=1e-3)
@@ -248,7 +248,7 @@ def test_autodim_picks_a_candidate_per_field(tiny_synthetic: Dataset,
         run("autodim", tiny_synthetic, fast_config, options={"candidates": "0,4"})
     assert found.extra["storage"] == "shared"
     tables = run("autodim", tiny_synthetic, fast_config,
-                 options={"epochs": 1, "candidates": "2,4,8", "storage": "tables"})
+                 options={"search_epochs": 1, "candidates": "2,4,8", "storage": "tables"})
     assert tables.extra["storage"] == "tables" and set(tables.dims.values()) <= {2, 4, 8}
     with pytest.raises(SearchError, match="storage"):
         run("autodim", tiny_synthetic, fast_config, options={"storage": "separate"})

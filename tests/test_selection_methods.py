@@ -12,6 +12,9 @@ from sklearn.preprocessing import StandardScaler
 from autodrs.data.dataset import Dataset
 from autodrs.methods.selection.lasso import l1_logistic
 from autodrs.methods.selection.tabular import target_encoded
+from autodrs.models.backbones import backbone_spec
+from autodrs.search.base import SearchContext, SearchError, get_method
+from autodrs.train.trainer import TrainConfig
 
 
 @pytest.mark.parametrize("version", [(1, 4), (1, 7), (1, 8), (1, 9)])
@@ -37,3 +40,11 @@ def test_lasso_is_l1_on_every_allowed_sklearn(version: tuple[int, int],
     assert all(coef[f] == 0.0 for f in truth["noise"]), coef
     assert sum(coef[f] != 0.0 for f in truth["relevant"]) >= 3, coef
     assert np.isfinite(list(coef.values())).all()
+
+
+def test_marlfs_with_no_finished_trial_is_an_error(tiny_synthetic: Dataset,
+                                                   fast_config: TrainConfig) -> None:
+    ctx = SearchContext(tiny_synthetic, backbone_spec("dnn", 8), fast_config, seed=0,
+                        budget_seconds=0.0, trials=4, options={"fast": True})
+    with pytest.raises(SearchError, match="marlfs found no field subset: no trial"):
+        get_method("marlfs").search(ctx)

@@ -189,5 +189,5 @@ def test_optim_batch_sizes_and_bad_options(tiny_synthetic, fast_config):
     for bad in ("0,1", "fast", ""):
         with pytest.raises(ValueError, match="lr_factors must be positive numbers"):
             get_method("optim").search(_ctx(tiny_synthetic, fast_config, lr_factors=bad))
-    with pytest.raises(SearchError, match="option epochs='many' is not a valid int"):
-        get_method("optim").search(_ctx(tiny_synthetic, fast_config, epochs="many"))
+    with pytest.raises(SearchError, match="option search_epochs='many' is not a valid int"):
+        get_method("optim").search(_ctx(tiny_synthetic, fast_config, search_epochs="many"))

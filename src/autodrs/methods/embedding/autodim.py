@@ -34,8 +34,10 @@ from autodrs.methods.embedding.common import (
     EmbeddingSupernet,
     arch_every,
     candidate_dims,
+    check_searched,
     dims_result,
     option,
+    search_epochs,
     searched_fields,
 )
 from autodrs.methods.embedding.space import EmbeddingDimSpace
@@ -132,7 +134,8 @@ class AutoDim(Method):
     """``--methods autodim``: options ``candidates`` (default 2,4,8,16,32,64), ``storage``
     (``shared``, the default, or ``tables``: see the module docstring), ``arch_lr``
     (3e-3), ``arch_every`` (10 weight steps per architecture step, fewer on short epochs:
-    ``common.arch_every``), ``epochs``."""
+    ``common.arch_every``), ``search_epochs``. A budget that ends the search before one
+    epoch of architecture steps is an error (``common.check_searched``), not a result."""
 
     name = "autodim"
     component = "embedding"
@@ -147,9 +150,10 @@ class AutoDim(Method):
                               f"got {storage!r}")
         space = AutoDimSpace(ctx.dataset.schema, ctx.spec, searched_fields(ctx),
                              candidate_dims(ctx), storage)
-        found = run_gradient(space, ctx, mode="bilevel",
-                             every=arch_every(ctx, 10),
-                             arch_lr=option(ctx, "arch_lr", 3e-3))
+        every = arch_every(ctx, 10)
+        found = run_gradient(space, ctx, mode="bilevel", every=every,
+                             arch_lr=option(ctx, "arch_lr", 3e-3), epochs=search_epochs(ctx))
+        check_searched(self.name, ctx, found.arch_steps, found.stopped_by_budget, every)
         supernet = found.supernet
         assert isinstance(supernet, AutoDimSupernet)
         probs = supernet.probabilities()

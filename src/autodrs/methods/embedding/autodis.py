@@ -17,7 +17,7 @@ import time
 from dataclasses import replace
 
 from autodrs.experiment import fit_spec
-from autodrs.methods.embedding.common import dims_result, option
+from autodrs.methods.embedding.common import dims_result, search_epochs
 from autodrs.search.base import Method, SearchContext, SearchError, StageResult, register_method
 from autodrs.spec import NUMERICAL_ENCODERS
 
@@ -28,7 +28,7 @@ TRIED = ("linear", "bucket", "autodis")  # tried in this order: the cheap, known
 @register_method
 class AutoDis(Method):
     """``--methods autodis``: options ``encoders`` (compared, default linear,bucket,autodis)
-    and ``epochs`` (per candidate, default the training epochs)."""
+    and ``search_epochs`` (per candidate, default the training epochs)."""
 
     name = "autodis"
     retrains_its_choice = True
@@ -48,7 +48,7 @@ class AutoDis(Method):
         if bad or not encoders:
             raise SearchError(f"unknown numerical encoder(s) {bad}; choose from "
                               f"{', '.join(NUMERICAL_ENCODERS)}")
-        epochs = option(ctx, "epochs", 1 if ctx.fast else ctx.train.epochs, int)
+        epochs = search_epochs(ctx)
         config = replace(ctx.train, epochs=epochs, progress=False, checkpoint=None)
         results: dict[str, dict[str, float]] = {}
         longest = 0.0

@@ -25,6 +25,7 @@ from autodrs.methods.embedding.common import (
     EmbeddingSupernet,
     arch_every,
     candidate_dims,
+    check_searched,
     dims_result,
     option,
     searched_fields,
@@ -98,7 +99,7 @@ class AutoEmbSupernet(EmbeddingSupernet):
 @register_method
 class AutoEmb(Method):
     """``--methods autoemb``: options ``candidates`` (2,8,16), ``granularity`` (``value`` or
-    ``field``), ``arch_lr`` (3e-3), ``arch_every`` (1), ``epochs``."""
+    ``field``), ``arch_lr`` (3e-3), ``arch_every`` (1), ``search_epochs``."""
 
     name = "autoemb"
     component = "embedding"
@@ -119,7 +120,9 @@ class AutoEmb(Method):
                                    [frequency_features(c) for c in counts])
         optimizer = torch.optim.Adam(supernet.arch_parameters(),
                                      lr=option(ctx, "arch_lr", 3e-3))
-        arch_steps, stopped = train_supernet(ctx, supernet, optimizer, every=arch_every(ctx, 1))
+        every = arch_every(ctx, 1)
+        arch_steps, stopped = train_supernet(ctx, supernet, optimizer, every=every)
+        check_searched(self.name, ctx, arch_steps, stopped, every)
 
         probs = supernet.value_probabilities()
         per_value = supernet.derive()

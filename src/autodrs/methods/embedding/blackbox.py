@@ -33,6 +33,7 @@ from autodrs.methods.embedding.common import (
     measure,
     option,
     parse_bytes,
+    search_epochs,
     searched_fields,
 )
 from autodrs.methods.embedding.space import EmbeddingDimSpace
@@ -49,7 +50,8 @@ def auc_estimate(ctx: SearchContext, space: EmbeddingDimSpace,
     objective keeps it from reporting to a multi-objective trial) or weight sharing."""
     if ctx.options.get("estimation") == "weight_sharing":
         shared = AutoDimSpace(ctx.dataset.schema, ctx.spec, space.fields, space.candidates)
-        found = run_gradient(shared, ctx, mode="bilevel", every=arch_every(ctx, 10))
+        found = run_gradient(shared, ctx, mode="bilevel", every=arch_every(ctx, 10),
+                             epochs=search_epochs(ctx))
         score = weight_sharing_evaluator(found.supernet, ctx.dataset.valid, ctx.train)
         return lambda spec, trial: float(score(spec, trial))  # type: ignore[arg-type]
     estimate = Estimator(ctx, objectives)

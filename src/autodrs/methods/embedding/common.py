@@ -21,7 +21,7 @@ from autodrs.search.estimation import BudgetExhausted, Deadline
 from autodrs.search.gradient import ArchStep
 from autodrs.spec import ArchSpec
 from autodrs.train.losses import make_loss
-from autodrs.train.trainer import Trainer, TrainHook
+from autodrs.train.trainer import Trainer, TrainHook, shuffled_batch_count
 
 DEFAULT_CANDIDATES = (2, 4, 8, 16, 32, 64)
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9,
@@ -166,12 +166,37 @@ def arch_every(ctx: SearchContext, paper: int) -> int:
     return max(1, min(paper, steps // 100))
 
 
+def search_epochs(ctx: SearchContext, default: int | None = None) -> int:
+    """Epochs of a method's own search (its supernet, its candidate retrains): the option
+    ``search_epochs``, else ``default`` (the command's ``--epochs``), 1 when ``fast``.
+    ``--trial-epochs`` (the option ``epochs``) is the epochs of one black-box trial only."""
+    fallback = 1 if ctx.fast else (default if default is not None else ctx.train.epochs)
+    n = option(ctx, "search_epochs", fallback, int)
+    if n < 1:
+        raise SearchError(f"option search_epochs must be >= 1, got {n}")
+    return n
+
+
+def check_searched(method: str, ctx: SearchContext, arch_steps: int, stopped: bool,
+                   every: int) -> None:
+    """A gradient search the budget ended before one epoch's architecture steps found
+    nothing: its parameters are where they started (the derived dims near random). Raise
+    ``SearchError`` saying so (the pipeline records the stage as failed, with the reason)
+    rather than presenting them as found."""
+    per_epoch = max(1, shuffled_batch_count(len(ctx.dataset.train), ctx.train.batch_size)
+                    // max(1, every))
+    if arch_steps == 0 or (stopped and arch_steps < per_epoch):
+        raise SearchError(f"{method} found no embedding dims: the budget ran out after "
+                          f"{arch_steps} architecture step(s), before one epoch of the search "
+                          f"({per_epoch}); give it more --budget")
+
+
 def train_supernet(ctx: SearchContext, supernet: Supernet, optimizer: torch.optim.Optimizer,
                    every: int, mode: str = "bilevel", warm_epochs: int = 0,
                    epochs: int | None = None) -> tuple[int, bool]:
     """Warm start (weights only, ``warm_epochs``), then train the weights with an
     architecture step of ``optimizer`` every ``every`` weight steps (on validation batches
-    for ``bilevel``) for ``epochs`` epochs, leaving the architecture parameters where the
+    for ``bilevel``) for ``epochs`` epochs (``search_epochs``), leaving the architecture parameters where the
     search ended (the Trainer would restore those of its best validation epoch). Stops
     cleanly when the search budget runs out. Returns the number of architecture steps and
     whether the budget stopped it."""
@@ -181,8 +206,7 @@ def train_supernet(ctx: SearchContext, supernet: Supernet, optimizer: torch.opti
         return loss(model(batch), batch.label)
 
     base = replace(ctx.train, progress=False, checkpoint=None)
-    epochs = epochs if epochs is not None else option(
-        ctx, "epochs", 1 if ctx.fast else base.epochs, int)
+    epochs = epochs if epochs is not None else search_epochs(ctx)
     data = ctx.dataset
     hook = ArchStep(optimizer, arch_loss, mode=mode, every=every,
                     valid=data.valid if mode == "bilevel" else None,

@@ -26,6 +26,7 @@ from torch import nn
 from autodrs.data.schema import Schema
 from autodrs.methods.embedding.common import (
     EmbeddingSupernet,
+    check_searched,
     dims_result,
     option,
     searched_fields,
@@ -153,7 +154,7 @@ def prune(alpha: torch.Tensor, rows: torch.Tensor, keep: float) -> torch.Tensor:
 class DNIS(Method):
     """``--methods dnis``: options ``dnis_dim`` (the searched width D, default the spec's
     ``embed_dim``), ``block`` (dims per block, 2), ``groups`` (frequency groups per field,
-    4), ``warm_epochs`` (1), ``epochs``, ``arch_lr`` (0.01), ``l1`` (0.1, relative: see
+    4), ``warm_epochs`` (1), ``search_epochs``, ``arch_lr`` (0.01), ``l1`` (0.1, relative: see
     ``RowNormalisedSGD``), ``keep`` (share of table entries kept, 0.5; blocks whose alpha
     the search drove to zero are pruned whatever the budget), ``granularity`` (``field``
     dims or per-``group`` masks)."""
@@ -189,6 +190,7 @@ class DNIS(Method):
                                      l1=option(ctx, "l1", L1))
         arch_steps, stopped = train_supernet(ctx, supernet, optimizer, every=1,
                                              warm_epochs=option(ctx, "warm_epochs", 1, int))
+        check_searched(self.name, ctx, arch_steps, stopped, 1)
 
         alpha = supernet.embedding.alpha.detach()
         rows = torch.stack([torch.bincount(g, minlength=groups) for g in groups_of]).float()

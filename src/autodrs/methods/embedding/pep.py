@@ -34,6 +34,7 @@ from autodrs.methods.embedding.common import (
     dims_result,
     flag,
     option,
+    search_epochs,
     searched_fields,
 )
 from autodrs.models.builder import LINEAR_TAG
@@ -188,7 +189,7 @@ class PEP(Method):
     ``weight_decay`` (1e-5, every weight), ``threshold_decay`` (the decay on s, which sets
     how sparse the search ends; default ``weight_decay``), ``first_order`` (also threshold
     the first-order weights of the searched fields, counted in the sparsity; default: when
-    the spec has a first-order term) and ``epochs`` (the search's cap, default 3x the
+    the spec has a first-order term) and ``search_epochs`` (the search's cap, default 3x the
     training epochs)."""
 
     name = "pep"
@@ -229,7 +230,7 @@ class PEP(Method):
         supernet = PEPSupernet(schema, spec, fields, width, seed, granularity,
                                option(ctx, "threshold_init", -15.0), scale,
                                option(ctx, "threshold_decay", decay), first_order)
-        epochs = option(ctx, "epochs", 1 if ctx.fast else 3 * ctx.train.epochs, int)
+        epochs = search_epochs(ctx, 3 * ctx.train.epochs)
         config = replace(ctx.train, epochs=epochs, patience=epochs + 1, progress=False,
                          checkpoint=None, max_steps=None, weight_decay=decay)
         snapshots = SparsitySnapshots(supernet.pruned_embeddings(), levels)

@@ -56,7 +56,7 @@ def label(lr: float, batch_size: int) -> str:
 @register_method
 class Optim(Method):
     """``--methods optim``: options ``lr_factors`` (multiples of the spec's learning rate,
-    default 1,3,2,0.5), ``batch_sizes`` (default the spec's own) and ``epochs`` (per
+    default 1,3,2,0.5), ``batch_sizes`` (default the spec's own) and ``search_epochs`` (per
     candidate, default the training epochs)."""
 
     name = "optim"
@@ -71,7 +71,9 @@ class Optim(Method):
         current = with_training(ctx.train, spec)
         factors = parse_numbers(ctx, "lr_factors", DEFAULT_LR_FACTORS)
         batches = parse_numbers(ctx, "batch_sizes", (current.batch_size,), int)
-        epochs = option(ctx, "epochs", 1 if ctx.fast else ctx.train.epochs, int)
+        epochs = 1 if ctx.fast else option(ctx, "search_epochs", ctx.train.epochs, int)
+        if epochs < 1:
+            raise SearchError(f"option search_epochs must be >= 1, got {epochs}")
         config = replace(ctx.train, epochs=epochs, progress=False, checkpoint=None)
         candidates = [(float(f"{current.lr * f:.6g}"), b) for b in batches for f in factors]
         results: dict[str, dict[str, Any]] = {}
