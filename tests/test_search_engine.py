@@ -343,3 +343,108 @@ def test_stages_refine_the_spec_in_order_and_resume_after_finished_stages(
     with pytest.raises(SearchError, match="does not support strategy"):
         ctx.strategy = "annealing"
         run_stages(ctx, ["hparams"])
+
+
+# ------------------------------------------------------------------ objectives and failures
+def dominated(p: tuple[float, ...], q: tuple[float, ...]) -> bool:
+    """Whether q beats p: AUC (first) at least as high, every cost at most as high, and
+    the two differ."""
+    return q[0] >= p[0] and all(b <= a for a, b in zip(p[1:], q[1:], strict=True)) and q != p
+
+
+def test_multi_objective_hparams_returns_a_pareto_front(ctx: SearchContext,
+                                                        tmp_path: Any) -> None:
+    from autodrs.models.builder import count_bytes, count_parameters
+    from autodrs.search.base import get_method
+    from autodrs.search.stages import load_stage, run_stages, stage_dir
+
+    names = ["auc", "embedding_bytes", "params"]
+    ctx.strategy, ctx.trials, ctx.out_dir = "evolution", 8, tmp_path
+    ctx.options = {"fast": True, "objectives": ",".join(names), "population_size": 4}
+    stage = run_stages(ctx, ["hparams"])[0]
+    front = stage.pareto
+    assert front is not None and len(front) > 1, stage.trials
+    assert stage.extra["pareto_objectives"] == names
+    points = [(p["valid_auc"], p["embedding_bytes"], p["params"]) for p in front]
+    assert len(set(points)) == len(points)  # each point once
+    done = [tuple(t["values"]) for t in stage.trials if t["state"] == "COMPLETE"]
+    assert all(len(v) == 3 for v in done)
+    for p in points:  # nothing finished beats a front member
+        assert not any(dominated(p, q) for q in done), (p, done)
+    for p in done:  # and every other finished trial is beaten by one (or is one)
+        assert p in points or any(dominated(p, q) for q in points)
+    assert [p[1:] for p in points] == sorted(p[1:] for p in points)  # cheapest first
+    # the costs are the candidate's own: stored embedding bytes and parameters
+    space = HParamSpace(ctx.spec, fast=True)
+    for p in front:
+        model = build_model(ctx.dataset.schema, space.apply(ctx.spec, p["decision"]))
+        assert p["embedding_bytes"] == count_bytes(model)["embedding"]
+        assert p["params"] == count_parameters(model)["total"]
+    # the stage's spec is the front's most accurate point
+    best = max(front, key=lambda p: p["valid_auc"])
+    assert stage.extra["best"] == best["decision"]
+    assert stage.spec.embed_dim == best["decision"]["embed_dim"]
+    # the front reaches result.json through the stage's details
+    saved = load_stage(stage_dir(tmp_path, 0, "hparams"))
+    assert saved is not None and saved.to_dict()["pareto"] == front
+    assert saved.to_dict()["pareto_objectives"] == names
+    # with one objective there is no front; a pruner cannot judge several
+    ctx.options, ctx.out_dir = {"fast": True}, None
+    assert get_method("hparams").search(replace(ctx, trials=2)).pareto is None
+    with pytest.raises(SearchError, match="--pruner median cannot apply"):
+        get_method("hparams").search(replace(ctx, options={
+            "fast": True, "objectives": "auc,bytes", "pruner": "median"}))
+
+
+def test_objectives_a_method_cannot_honour_are_refused(ctx: SearchContext,
+                                                       tmp_path: Any) -> None:
+    from autodrs.search.base import get_method
+    from autodrs.search.stages import run_stages
+
+    two = {"fast": True, "objectives": ("auc", "embedding_params")}
+    for name, strategy, message in (
+            ("sif", None, "method 'sif' optimises its own criterion only; it cannot take "
+                          "--objectives auc,embedding_params"),
+            ("autoctr", None, "cannot take --objectives"),
+            ("hparams", "gradient", "Pareto front only with strategy random or tpe or "
+                                    "evolution, not 'gradient'"),
+            ("hparams", "rl", "not 'rl'"),
+            ("autopi", "gradient", "not 'gradient'")):
+        with pytest.raises(SearchError, match=message):
+            get_method(name).search(replace(ctx, strategy=strategy, options=two))
+    for bad, message in (("auc,size", "unknown objective 'size'"),
+                         ("embedding_bytes", "auc followed by distinct cost objectives"),
+                         ("auc,bytes,bytes", "distinct")):
+        with pytest.raises(SearchError, match=message):
+            get_method("hparams").search(replace(ctx, options={"objectives": bad}))
+    # a run of stages refuses before its first stage runs
+    with pytest.raises(SearchError, match="method 'sif'"):
+        run_stages(replace(ctx, out_dir=tmp_path, options=two), ["hparams", "sif"])
+    assert not (tmp_path / "stages").exists()
+
+
+def test_a_search_that_finishes_no_trial_says_so_and_keeps_its_input(
+        ctx: SearchContext) -> None:
+    from autodrs.search.base import get_method
+    from autodrs.search.stages import run_stages
+
+    spent = replace(ctx, trials=None, budget_seconds=1e-9)
+    for name, strategy in (("hparams", "tpe"), ("autofeature", "evolution"),
+                           ("autopi", "random"), ("autoctr", "evolution")):
+        stage = get_method(name).search(replace(spent, strategy=strategy))
+        assert stage.no_result and "budget" in stage.no_result, name
+        assert stage.spec == ctx.spec and not stage.ranking and stage.pareto is None, name
+        assert stage.to_dict()["no_result"] == stage.no_result
+    # the stage's input goes on, unjudged by a guard
+    judged: list[str] = []
+
+    def guard(spec: ArchSpec, result: Any) -> ArchSpec:
+        judged.append(result.method)
+        return result.spec
+
+    stages = run_stages(replace(spent, strategy="tpe"), ["hparams"], guard=guard)
+    assert stages[0].no_result and stages[0].spec == ctx.spec and judged == []
+    # trials that all fail (an error or a value that is not a number) are an error
+    with pytest.raises(SearchError, match="all 3 finished trials .* not a finite number"):
+        run_blackbox(ToySpace(), replace(ctx, trials=3), "random",
+                     lambda spec, trial: math.nan)

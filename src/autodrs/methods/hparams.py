@@ -3,8 +3,11 @@ learning rate and batch size, with any strategy.
 
 Black-box strategies sample all five from the discrete choices below and score each
 candidate with the shared cheap estimation (or, with ``estimation=weight_sharing``, with a
-trained supernet pinned to the candidate: only the architecture is searched then). The
-``gradient`` strategy trains ``HParamSupernet``: one embedding at the largest dim whose
+trained supernet pinned to the candidate: only the architecture is searched then). With
+``objectives`` (``--objectives auc,embedding_bytes``, any of ``base.COST_OBJECTIVES``) the
+random, TPE and evolution (NSGA-II) strategies search the Pareto front of validation AUC
+against those costs; the stage returns the front (``pareto``) and its most accurate point.
+The ``gradient`` strategy trains ``HParamSupernet``: one embedding at the largest dim whose
 leading ``d`` columns are kept by a relaxed mask ``m = sum_k p_k 1[j < d_k]`` (DNIS-style
 soft dimension mask), MLP layers at the largest width masked the same way, and one output
 head per depth mixed by ``softmax(gamma)``; ``p = gumbel_softmax(alpha / tau)`` per choice.
@@ -29,17 +32,24 @@ from autodrs.models.builder import LinearTerm
 from autodrs.nn.embedding import FieldEmbedding
 from autodrs.nn.layers import FactorizationMachine
 from autodrs.search.base import (
+    OBJECTIVES,
     Method,
     SearchContext,
     SearchError,
     SearchSpace,
     StageResult,
     Supernet,
+    no_result,
     option,
     register_method,
 )
 from autodrs.search.blackbox import BlackBoxResult, run_blackbox
-from autodrs.search.estimation import low_fidelity, subsample, weight_sharing_evaluator
+from autodrs.search.estimation import (
+    low_fidelity,
+    subsample,
+    weight_sharing_evaluator,
+    with_costs,
+)
 from autodrs.search.gradient import Temperature, gumbel_softmax, run_gradient
 from autodrs.search.strategies import BLACKBOX_STRATEGIES
 from autodrs.spec import ArchSpec, TrainingSpec
@@ -205,28 +215,34 @@ class HParams(Method):
     name = "hparams"
     component = "training"
     strategies = ("tpe", *[s for s in BLACKBOX_STRATEGIES if s != "tpe"], "gradient")
+    objectives = OBJECTIVES
 
     def search(self, ctx: SearchContext) -> StageResult:
         strategy = self.resolve_strategy(ctx)
         t0 = time.perf_counter()
         if strategy == "gradient":
             return self._gradient(ctx, t0)
+        objectives = self.resolve_objectives(ctx, strategy)
         weight_sharing = ctx.options.get("estimation") == "weight_sharing"
         space = HParamSpace(ctx.spec, ctx.fast, arch_only=weight_sharing)
-        evaluate = self._shared_weights(ctx, space) if weight_sharing else None
-        objectives = tuple(ctx.options.get("objectives", ("auc",)))
-        directions = ("maximize", "minimize") if len(objectives) == 2 else ("maximize",)
-        if len(objectives) == 2 and objectives[1] != "embedding_params":
-            raise SearchError("hparams optimises AUC, or AUC against embedding_params")
-        found = run_blackbox(space, ctx, strategy, evaluate, directions, method=self.name)
+        evaluate = (with_costs(self._shared_weights(ctx, space), ctx.dataset, objectives)
+                    if weight_sharing else None)
+        found = run_blackbox(space, ctx, strategy, evaluate, method=self.name,
+                             objectives=objectives)
         seconds = time.perf_counter() - t0
+        if not found.found:
+            return no_result(self.name, strategy, ctx.spec, str(found.reason), seconds,
+                             trials=found.trials)
         spec = found.best_spec
         spec.record(self.name, strategy, list(found.best_decision or {}), seconds,
                     trials=len(found.trials))
         ranking, scores = _leaderboard(found)
+        extra: dict[str, Any] = {"best": found.best_decision, "best_value": found.best_value}
+        if found.pareto is not None:
+            extra["pareto_objectives"] = list(objectives)
         return StageResult(self.name, strategy, spec, ranking=ranking, scores=scores,
                            pareto=found.pareto, trials=found.trials, seconds=seconds,
-                           extra={"best": found.best_decision, "best_value": found.best_value})
+                           extra=extra)
 
     def _shared_weights(self, ctx: SearchContext, space: HParamSpace) -> Any:
         """Train the supernet once with uniformly sampled single paths, then score every

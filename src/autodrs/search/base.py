@@ -24,6 +24,14 @@ The method contract (checked for every registered method by ``tests/test_conform
 5. ``ctx.options["fast"]`` asks for the cheapest run that still exercises the whole method
    (tiny supernets, one epoch, few candidates): the conformance suite and smoke runs set it.
 6. Bad arguments raise ``SearchError`` (or ``SpecError``) with a message naming the problem.
+7. ``objectives`` lists what ``ctx.options["objectives"]`` may name for the method (validation
+   AUC first); ``resolve_strategy`` refuses any other, and more than one under a strategy
+   outside ``multi_objective_strategies``. A method that takes several returns the Pareto
+   front in ``StageResult.pareto`` (one point per front trial: ``valid_auc``, one key per
+   cost objective, ``decision``) and the objective names in ``extra["pareto_objectives"]``.
+8. A search that found nothing (every trial cut by the budget) returns ``no_result(...)``:
+   its input spec, unchanged, marked ``extra["no_result"]`` with the reason, never a spec
+   presented as found; one that cannot work (every trial failed) raises.
 """
 
 from __future__ import annotations
@@ -76,6 +84,28 @@ def option(ctx: SearchContext, key: str, default: Any, kind: type = float) -> An
         return kind(value)
     except (TypeError, ValueError) as e:
         raise SearchError(f"option {key}={value!r} is not a valid {kind.__name__}") from e
+
+
+# the objectives a search may trade validation AUC against (all minimised): embedding /
+# total parameters, stored embedding / total bytes, and forward latency on 1,024 rows
+COST_OBJECTIVES = ("embedding_params", "embedding_bytes", "params", "bytes", "latency_ms")
+OBJECTIVES = ("auc", *COST_OBJECTIVES)
+
+
+def requested_objectives(ctx: SearchContext) -> tuple[str, ...]:
+    """``ctx.options["objectives"]`` (a tuple or a comma-separated text; default ``auc``),
+    checked: validation AUC first, then distinct cost objectives."""
+    raw = ctx.options.get("objectives") or ("auc",)
+    names = [n.strip() for n in (raw.split(",") if isinstance(raw, str) else raw)
+             if str(n).strip()] or ["auc"]
+    unknown = [n for n in names if n not in OBJECTIVES]
+    if unknown:
+        raise SearchError(f"unknown objective {unknown[0]!r}; choose auc, then any of "
+                          f"{', '.join(COST_OBJECTIVES)}")
+    if names[0] != "auc" or "auc" in names[1:] or len(set(names)) != len(names):
+        raise SearchError(f"objectives must be auc followed by distinct cost objectives "
+                          f"({', '.join(COST_OBJECTIVES)}); got {','.join(names)}")
+    return tuple(names)
 
 
 def validates_alike(auc: float, logloss: float, ref_auc: float, ref_logloss: float,
@@ -149,6 +179,12 @@ class StageResult:
     seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def no_result(self) -> str | None:
+        """Why the stage found nothing (its spec is then its input), or None."""
+        reason = self.extra.get("no_result")
+        return None if reason is None else str(reason)
+
     def to_dict(self) -> dict[str, Any]:
         entry: dict[str, Any] = {
             "method": self.method, "strategy": self.strategy,
@@ -164,12 +200,25 @@ class StageResult:
         return entry
 
 
+def no_result(method: str, strategy: str, spec: ArchSpec, reason: str, seconds: float,
+              trials: list[dict[str, Any]] | None = None,
+              extra: dict[str, Any] | None = None) -> StageResult:
+    """The result of a search that found nothing: ``spec`` (its input) goes on unchanged,
+    with the reason in ``extra["no_result"]`` for result.json, the report and the console."""
+    return StageResult(method=method, strategy=strategy, spec=spec.copy(), seconds=seconds,
+                       trials=trials or [], extra={**(extra or {}), "no_result": reason})
+
+
 class Method(ABC):
     """A named search method (a preset of space, strategy and estimation, or an algorithm)."""
 
     name: ClassVar[str]
     component: ClassVar[str]
     strategies: ClassVar[tuple[str, ...]]  # accepted strategies; the first is the default
+    # what ``--objectives`` may name (validation AUC first; more than one only under
+    # ``multi_objective_strategies``): the method then searches a Pareto front
+    objectives: ClassVar[tuple[str, ...]] = ("auc",)
+    multi_objective_strategies: ClassVar[tuple[str, ...]] = ("random", "tpe", "evolution")
     # the spec it returns is one it retrained itself with the run's trainer (an ERASE point,
     # a frequency threshold, an encoder), so a validation guard judges it without a retrain
     retrains_its_choice: ClassVar[bool] = False
@@ -188,7 +237,29 @@ class Method(ABC):
         if strategy not in self.strategies:
             raise SearchError(f"method {self.name!r} does not support strategy {strategy!r}; "
                               f"it supports {', '.join(self.strategies)}")
+        self.resolve_objectives(ctx, strategy)
         return strategy
+
+    def resolve_objectives(self, ctx: SearchContext, strategy: str) -> tuple[str, ...]:
+        """The objectives asked for, refused with a clear error where this method (under
+        ``strategy``) cannot honour them."""
+        wanted = requested_objectives(ctx)
+        if len(wanted) == 1:
+            return wanted
+        if len(self.objectives) > 1 and strategy not in self.multi_objective_strategies:
+            raise SearchError(
+                f"method {self.name!r} searches a Pareto front only with strategy "
+                f"{' or '.join(self.multi_objective_strategies)}, not {strategy!r}; drop "
+                f"--objectives {','.join(wanted)} or change the strategy")
+        refused = [o for o in wanted if o not in self.objectives]
+        if refused:
+            takers = sorted(n for n, m in METHODS.items() if len(m.objectives) > 1)
+            what = (f"optimises {', '.join(self.objectives)}" if len(self.objectives) > 1
+                    else "optimises its own criterion only")
+            raise SearchError(f"method {self.name!r} {what}; it cannot take --objectives "
+                              f"{','.join(wanted)} (multi-objective search: "
+                              f"{', '.join(takers) or 'none'})")
+        return wanted
 
 
 METHODS: dict[str, type[Method]] = {}

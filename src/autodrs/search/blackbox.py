@@ -5,7 +5,11 @@ into the spec (``space.apply``), scores the spec (``evaluate``; by default a che
 run, see ``estimation.Estimator``) and tells the study. Trials run one after the other, so
 the same seed gives the same trials; they stop at ``ctx.trials`` or ``ctx.budget_seconds``,
 whichever comes first, and the best spec so far is kept. A trial that raises or returns NaN
-is recorded as failed and the search goes on. With ``ctx.out_dir`` the study lives in
+is recorded as failed and the search goes on; when every trial failed the search raises,
+and when none finished (the budget ran out first) the result says so (``found`` is False,
+``reason`` says why) instead of presenting a spec. With several ``objectives`` (validation
+AUC, then costs: ``base.COST_OBJECTIVES``) the samplers search a Pareto front (NSGA-II with
+``evolution``). With ``ctx.out_dir`` the study lives in
 ``out_dir/search.db`` (SQLite) and ``ctx.resume`` continues it; with ``ctx.backend="ray"``
 trials run as Ray Tune trials (``search.raytune``).
 """
@@ -43,10 +47,17 @@ class BlackBoxResult:
     pareto: list[dict[str, Any]] | None
     study: optuna.Study
     best_decision: dict[str, Any] | None = None
+    objectives: tuple[str, ...] | None = None  # names of the values, when known
+    reason: str | None = None  # why nothing was found (``found`` False)
 
     @property
     def completed(self) -> int:
         return sum(t["state"] == "COMPLETE" for t in self.trials)
+
+    @property
+    def found(self) -> bool:
+        """Whether a trial finished (``best_spec`` is then its spec, else the input's)."""
+        return self.best_decision is not None
 
 
 def storage_url(out_dir: Path) -> str:
@@ -78,24 +89,38 @@ def open_study(ctx: SearchContext, name: str, directions: tuple[str, ...],
     return study
 
 
+def directions_of(objectives: tuple[str, ...]) -> tuple[str, ...]:
+    """Validation AUC is maximised, logloss and every cost minimised."""
+    return tuple("maximize" if o == "auc" else "minimize" for o in objectives)
+
+
 def run_blackbox(space: SearchSpace, ctx: SearchContext, strategy: str,
                  evaluate: Evaluate | None = None,
-                 directions: tuple[str, ...] = ("maximize",), method: str = "") -> BlackBoxResult:
+                 directions: tuple[str, ...] | None = None, method: str = "",
+                 objectives: tuple[str, ...] | None = None) -> BlackBoxResult:
     """Search ``space`` from ``ctx.spec`` with a black-box ``strategy``.
 
-    ``evaluate(spec, trial)`` returns one value per direction; by default it is an
-    ``Estimator`` returning validation AUC (and embedding parameters when two directions
-    are given, e.g. ``("maximize", "minimize")``). It may call ``trial.report`` and raise
-    ``optuna.TrialPruned``; the trial's decision is in ``trial.user_attrs["decision"]``.
+    ``objectives`` names the values (default ``("auc",)``; e.g. ``("auc",
+    "embedding_bytes")`` for a Pareto front) and sets the ``directions``; ``evaluate(spec,
+    trial)`` returns one value per objective (or direction, for values without names). By
+    default it is an ``Estimator`` of the objectives. It may call ``trial.report`` and
+    raise ``optuna.TrialPruned``; the trial's decision is in ``trial.user_attrs["decision"]``.
     """
     check_strategy(strategy, BLACKBOX_STRATEGIES)
-    if not directions or any(d not in ("maximize", "minimize") for d in directions):
+    if objectives is not None:
+        if directions is not None and tuple(directions) != directions_of(objectives):
+            raise SearchError(f"directions {directions} do not match objectives {objectives}")
+        directions = directions_of(objectives)
+    directions = tuple(directions or ("maximize",))
+    if any(d not in ("maximize", "minimize") for d in directions):
         raise SearchError(f"directions must be 'maximize' or 'minimize', got {directions}")
     if evaluate is None:
-        if len(directions) > 2:
-            raise SearchError("the default evaluation has at most two objectives "
-                              "(AUC, embedding parameters); pass evaluate=")
-        estimator = Estimator(ctx, ("auc", "embedding_params")[: len(directions)])
+        if objectives is None:
+            if len(directions) > 2:
+                raise SearchError("name the objectives of a search with more than two "
+                                  "directions (objectives=)")
+            objectives = ("auc", "embedding_params")[: len(directions)]
+        estimator = Estimator(ctx, objectives)
         if ctx.backend == "ray":
             # as many threads as CPUs a trial asks Ray for (--cpus-per-trial, default 1), so
             # concurrent trials share the CPUs instead of fighting
@@ -105,7 +130,11 @@ def run_blackbox(space: SearchSpace, ctx: SearchContext, strategy: str,
     name = f"{method or space.name}-{strategy}"
     sampler = make_sampler(strategy, space, ctx, len(directions))
     epochs = option(ctx, "epochs", 1 if ctx.fast else min(ctx.train.epochs, 3), int)
-    pruner = make_pruner(ctx.options.get("pruner") if len(directions) == 1 else None, epochs)
+    asked = ctx.options.get("pruner")
+    if len(directions) > 1 and asked not in (None, "none"):
+        raise SearchError(f"a pruner stops trials on one objective; --pruner {asked} cannot "
+                          f"apply to a search over {len(directions)} objectives")
+    pruner = make_pruner(asked if len(directions) == 1 else None, epochs)
     study = open_study(ctx, name, directions, sampler, pruner)
 
     # a trial cut short by a killed process does not use up the trial budget
@@ -129,7 +158,7 @@ def run_blackbox(space: SearchSpace, ctx: SearchContext, strategy: str,
                            callbacks=[stop_when_exhausted])
         else:
             raise SearchError(f"unknown backend {ctx.backend!r}; use local or ray")
-    return summarise(space, ctx, study, extra)
+    return summarise(space, ctx, study, extra, objectives)
 
 
 # a sampler that proposes only already-evaluated points this many times in a row has
@@ -188,8 +217,21 @@ def trial_record(t: FrozenTrial, extra: dict[str, Any] | None = None) -> dict[st
     return record
 
 
+def pareto_point(t: FrozenTrial, objectives: tuple[str, ...] | None) -> dict[str, Any]:
+    """A front member: its trial number and values, each value under its objective's name
+    (``valid_auc`` for AUC), and its decision."""
+    point: dict[str, Any] = {"number": t.number, "values": list(t.values)}
+    if objectives is not None:
+        for name, value in zip(objectives, t.values, strict=True):
+            point["valid_auc" if name == "auc" else name] = value
+    point["decision"] = t.user_attrs.get("decision")
+    point["front"] = True
+    return point
+
+
 def summarise(space: SearchSpace, ctx: SearchContext, study: optuna.Study,
-              extra: dict[int, dict[str, Any]]) -> BlackBoxResult:
+              extra: dict[int, dict[str, Any]],
+              objectives: tuple[str, ...] | None = None) -> BlackBoxResult:
     trials = study.get_trials(deepcopy=False)
     records = [trial_record(t, extra.get(t.number)) for t in trials]
     complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values is not None
@@ -198,11 +240,19 @@ def summarise(space: SearchSpace, ctx: SearchContext, study: optuna.Study,
     multi = len(study.directions) > 1
     sign = [1.0 if d == optuna.study.StudyDirection.MAXIMIZE else -1.0 for d in study.directions]
     best: FrozenTrial | None = None
+    reason = None
     if complete:
         if multi:
-            front = sorted(study.best_trials, key=lambda t: t.number)
-            pareto = [{"number": t.number, "values": t.values, "params": dict(t.params),
-                       "decision": t.user_attrs.get("decision")} for t in front]
+            # the front of the finite trials (a NaN value would otherwise sit on it), each
+            # point once (a repeated decision reuses its first trial's values)
+            front = [t for t in complete if "repeat_of" not in t.user_attrs and not any(
+                all(s * o >= s * v for s, o, v in zip(sign, other.values, t.values,
+                                                      strict=True))
+                and other.values != t.values for other in complete)]
+            # cheapest first (by the objectives after the first), then by trial
+            front.sort(key=lambda t: (tuple(-s * v for s, v in zip(sign[1:], t.values[1:],
+                                                                  strict=True)), t.number))
+            pareto = [pareto_point(t, objectives) for t in front]
             candidates = front
         else:
             candidates = complete
@@ -215,13 +265,19 @@ def summarise(space: SearchSpace, ctx: SearchContext, study: optuna.Study,
             best = max(pruned, key=lambda t: (
                 sign[0] * t.intermediate_values[max(t.intermediate_values)], -t.number))
         else:
-            errors = [t.user_attrs.get("error") for t in trials if t.state == TrialState.FAIL
-                      and t.user_attrs.get("error") not in (None, "interrupted")]
-            if errors and not ctx.out_of_budget():
-                raise SearchError(f"all {len(errors)} trials of {study.study_name} failed; "
-                                  f"first error: {errors[0]}")
+            errors = [str(t.user_attrs.get("error") or "returned a value that is not a "
+                          "finite number")
+                      for t in trials if t.state == TrialState.FAIL
+                      and t.user_attrs.get("error") != "interrupted"]
+            if errors:
+                raise SearchError(f"all {len(errors)} finished trials of {study.study_name} "
+                                  f"failed; first error: {errors[0]}")
+            reason = (f"no trial of {study.study_name} finished: the budget ran out first "
+                      f"({len(trials)} started)" if trials else
+                      f"no trial of {study.study_name} ran: the budget ran out first")
     if best is None:
-        return BlackBoxResult(ctx.spec.copy(), None, records, pareto, study, None)
+        return BlackBoxResult(ctx.spec.copy(), None, records, pareto, study, None,
+                              objectives, reason)
     decision = best.user_attrs["decision"]
     spec = space.apply(ctx.spec, decision)
     value: float | tuple[float, ...] | None
@@ -229,4 +285,4 @@ def summarise(space: SearchSpace, ctx: SearchContext, study: optuna.Study,
         value = tuple(best.values) if multi else best.values[0]
     else:
         value = best.intermediate_values[max(best.intermediate_values)]
-    return BlackBoxResult(spec, value, records, pareto, study, decision)
+    return BlackBoxResult(spec, value, records, pareto, study, decision, objectives)

@@ -25,12 +25,12 @@ from torch import nn
 
 from autodrs.data.dataset import Dataset, EncodedData
 from autodrs.experiment import with_training
-from autodrs.models.builder import CTRModel, build_model, count_parameters
-from autodrs.search.base import SearchContext, SearchError, Supernet, option
+from autodrs.models.builder import CTRModel, build_model, count_bytes, count_parameters
+from autodrs.search.base import COST_OBJECTIVES, SearchContext, SearchError, Supernet, option
 from autodrs.spec import ArchSpec
 from autodrs.train.trainer import TrainConfig, Trainer, TrainHook, TrainResult
 
-OBJECTIVES = ("auc", "logloss", "embedding_params", "params", "latency_ms")
+OBJECTIVES = ("auc", "logloss", *COST_OBJECTIVES)
 Evaluate = Callable[[ArchSpec, optuna.Trial], float | tuple[float, ...]]
 
 
@@ -141,6 +141,23 @@ def latency_ms(model: nn.Module, data: EncodedData, rows: int = 1024, repeats: i
     return sorted(times)[len(times) // 2]
 
 
+def cost(model: nn.Module, name: str, data: EncodedData) -> float:
+    """One cost objective of a model (``base.COST_OBJECTIVES``): parameter or stored-byte
+    counts, or the forward latency on ``data``'s first rows."""
+    if name == "embedding_params":
+        return float(count_parameters(model)["embedding"])
+    if name == "params":
+        return float(count_parameters(model)["total"])
+    if name == "embedding_bytes":
+        return float(count_bytes(model)["embedding"])
+    if name == "bytes":
+        return float(count_bytes(model)["total"])
+    if name == "latency_ms":
+        return latency_ms(model, data)
+    raise SearchError(f"unknown cost objective {name!r}; choose from "
+                      f"{', '.join(COST_OBJECTIVES)}")
+
+
 class Estimator:
     """The default trial evaluation: train the candidate spec at low fidelity on a subsample
     of train, report per-epoch validation AUC for pruning, stop at the budget, and return
@@ -162,7 +179,7 @@ class Estimator:
         self.valid = ctx.dataset.valid
         epochs = option(ctx, "epochs", 1 if ctx.fast else min(ctx.train.epochs, 3), int)
         self.config = low_fidelity(ctx.train, epochs)
-        self.warm_start = bool(ctx.options.get("warm_start", False))
+        self.warm_start = bool(ctx.options.get("warm_start") or False)
         self._parent: dict[str, torch.Tensor] | None = None
 
     def parent_state(self) -> dict[str, torch.Tensor]:
@@ -184,19 +201,26 @@ class Estimator:
         trial.set_user_attr("valid", fit.valid)
         trial.set_user_attr("model_params", counts)
         trial.set_user_attr("epochs", len(fit.history))
-        values = []
-        for name in self.objectives:
-            if name == "auc":
-                values.append(float(fit.valid["auc"]))
-            elif name == "logloss":
-                values.append(float(fit.valid["logloss"]))
-            elif name == "embedding_params":
-                values.append(float(counts["embedding"]))
-            elif name == "params":
-                values.append(float(counts["total"]))
-            else:
-                values.append(latency_ms(model, self.valid))
+        values = [float(fit.valid[name]) if name in ("auc", "logloss")
+                  else cost(model, name, self.valid) for name in self.objectives]
         return values[0] if len(values) == 1 else tuple(values)
+
+
+def with_costs(score: Evaluate, ds: Dataset, objectives: tuple[str, ...]) -> Evaluate:
+    """``score`` (validation AUC of a candidate, e.g. by weight sharing) followed by the
+    cost objectives of the candidate's model, built untrained (counts and latency do not
+    depend on the weights)."""
+    costs = objectives[1:]
+    if not costs:
+        return score
+
+    def evaluate(spec: ArchSpec, trial: optuna.Trial) -> tuple[float, ...]:
+        auc = score(spec, trial)
+        model = build_model(ds.schema, spec)
+        return (float(auc if not isinstance(auc, tuple) else auc[0]),
+                *(cost(model, name, ds.valid) for name in costs))
+
+    return evaluate
 
 
 def weight_sharing_evaluator(supernet: Supernet, valid: EncodedData,

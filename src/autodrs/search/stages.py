@@ -83,7 +83,9 @@ def run_stages(ctx: SearchContext, methods: list[str],
     the stage fits in its time, except for methods that retrain their choice themselves
     (``Method.retrains_choice``: the guard reuses that fit). With ``keep_going`` a stage
     that raises does not end the run: its result keeps its input spec and records
-    ``failed`` and the ``error``; it is not saved, so ``--resume`` tries it again."""
+    ``failed`` and the ``error``; it is not saved, so ``--resume`` tries it again. A stage
+    that found nothing (``StageResult.no_result``, e.g. its budget ran out before any trial
+    finished) passes its input on unjudged by the guard, and is not saved either."""
     if not methods:
         raise SearchError("no search methods given")
     weights = list(weights) if weights is not None else [1.0] * len(methods)
@@ -106,22 +108,24 @@ def run_stages(ctx: SearchContext, methods: list[str],
             if (budget is not None and guard is not None and hasattr(guard, "expected_seconds")
                     and not method.retrains_choice(ctx.options)):
                 budget = max(0.0, budget - guard.expected_seconds())  # time to judge it
+            # options given to this method by name (``per_method``) win over the run's
+            options = {**ctx.options, **ctx.options.get("per_method", {}).get(method.name, {})}
             stage_ctx = replace(ctx, spec=spec.copy(), out_dir=folder, budget_seconds=budget,
-                                started=time.monotonic())
+                                started=time.monotonic(), options=options)
             t0 = time.perf_counter()
             try:
                 result = method.search(stage_ctx)
                 if budget is not None:
                     result.extra["budget_seconds"] = round(budget, 3)
                 result.spec.validate(ctx.dataset.schema)
-                if guard is not None:
+                if guard is not None and not result.no_result:
                     result.spec = guard(spec, result)
             except Exception as e:
                 if not keep_going:
                     raise
                 result = failed_stage(method.name, method.resolve_strategy(ctx), spec, e,
                                       time.perf_counter() - t0)
-            if folder is not None and not result.extra.get("failed"):
+            if folder is not None and not result.extra.get("failed") and not result.no_result:
                 save_stage(folder, result)
         spec = result.spec
         results.append(result)

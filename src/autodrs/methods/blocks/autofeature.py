@@ -10,7 +10,10 @@ mutation of the function genes, default), random, TPE or the REINFORCE controlle
 paper partitions the space with a tree of Naive Bayes classifiers and samples promising
 subspaces more often; an evolutionary search plays that role here (no official code was
 published). Each candidate is scored by the engine's cheap estimation (a few epochs,
-optionally on a subsample); the best candidate's spec is returned.
+optionally on a subsample); the best candidate's spec is returned. With ``--objectives
+auc,<cost>`` (random, TPE, evolution) the search is over the Pareto front of validation AUC
+against the costs (``base.COST_OBJECTIVES``), returned with the most accurate point. When no
+trial finishes inside the budget the stage reports that it found nothing.
 
 A pair's score is the mean validation AUC of the finished trials that modelled it minus that
 of the trials that dropped it (its marginal effect across the search).
@@ -25,7 +28,14 @@ from autodrs.methods.blocks.common import NONE, function_result
 from autodrs.methods.blocks.sif import candidate_functions
 from autodrs.methods.blocks.space import PairFunctionSpace
 from autodrs.methods.interaction.common import interaction_key
-from autodrs.search.base import Method, SearchContext, StageResult, register_method
+from autodrs.search.base import (
+    OBJECTIVES,
+    Method,
+    SearchContext,
+    StageResult,
+    no_result,
+    register_method,
+)
 from autodrs.search.blackbox import run_blackbox
 
 AUTOFEATURE_FUNCTIONS = ("plus", "multiply", "concat", "generalised", NONE)
@@ -59,6 +69,7 @@ class AutoFeature(Method):
     name = "autofeature"
     component = "interaction_function"
     strategies = ("evolution", "random", "tpe", "rl")
+    objectives = OBJECTIVES
 
     def search(self, ctx: SearchContext) -> StageResult:
         strategy = self.resolve_strategy(ctx)
@@ -66,17 +77,21 @@ class AutoFeature(Method):
         choices = candidate_functions(ctx, AUTOFEATURE_FUNCTIONS)
         backbone = str(ctx.options.get("backbone", "deepfm")).lower()
         space = PairFunctionSpace(ctx.dataset.schema, ctx.spec, choices, backbone)
-        result = run_blackbox(space, ctx, strategy, method=self.name)
-        if result.best_decision is not None:
-            decision = dict(result.best_decision)
-        else:
-            # no trial finished inside the budget: every pair keeps the first function
-            decision = dict.fromkeys(space.keys(), next(c for c in choices if c != NONE))
+        objectives = self.resolve_objectives(ctx, strategy)
+        result = run_blackbox(space, ctx, strategy, method=self.name, objectives=objectives)
+        if not result.found:
+            return no_result(self.name, strategy, ctx.spec, str(result.reason),
+                             time.perf_counter() - t0, trials=result.trials)
+        decision = dict(result.best_decision or {})
         spec = space.apply(ctx.spec, decision)
         scores = marginal_scores(space, result.trials)
         functions = {interaction_key(p): decision[k] for p, k in zip(space.pairs, space.keys(),
                                                                       strict=True)}
-        return function_result(self.name, strategy, spec, scores, functions,
-                               time.perf_counter() - t0, trials=result.trials,
-                               extra={"best_value": result.best_value,
-                                      "completed_trials": result.completed})
+        extra: dict[str, Any] = {"best_value": result.best_value,
+                                 "completed_trials": result.completed}
+        if result.pareto is not None:
+            extra["pareto_objectives"] = list(objectives)
+        stage = function_result(self.name, strategy, spec, scores, functions,
+                                time.perf_counter() - t0, trials=result.trials, extra=extra)
+        stage.pareto = result.pareto
+        return stage

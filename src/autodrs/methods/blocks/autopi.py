@@ -42,12 +42,14 @@ from autodrs.models.dag import BLOCK_MODULES, EMBEDDINGS, Block, BlockGraph
 from autodrs.nn.embedding import FieldEmbedding
 from autodrs.nn.layers import MLP
 from autodrs.search.base import (
+    OBJECTIVES,
     Method,
     SearchContext,
     SearchError,
     SearchSpace,
     StageResult,
     Supernet,
+    no_result,
     register_method,
 )
 from autodrs.search.blackbox import run_blackbox
@@ -319,6 +321,7 @@ class AutoPI(Method):
     name = "autopi"
     component = "blocks"
     strategies = ("gradient", "random")
+    objectives = OBJECTIVES  # with the random strategy (a Pareto front of sampled cells)
 
     def search(self, ctx: SearchContext) -> StageResult:
         strategy = self.resolve_strategy(ctx)
@@ -328,13 +331,21 @@ class AutoPI(Method):
             option(ctx, "width", 16 if ctx.fast else 64, int),
             list(ctx.spec.mlp) or list(DEFAULT_MLP), ensembles_option(ctx))
         if strategy == "random":
-            found = run_blackbox(space, ctx, strategy, method=self.name)
-            decision = found.best_decision or {"ops": {}, "ensemble": "parallel"}
+            objectives = self.resolve_objectives(ctx, strategy)
+            found = run_blackbox(space, ctx, strategy, method=self.name, objectives=objectives)
+            if not found.found:
+                return no_result(self.name, strategy, ctx.spec, str(found.reason),
+                                 time.perf_counter() - t0, trials=found.trials)
+            decision = dict(found.best_decision or {})
             spec = space.apply(ctx.spec, decision)
-            return dag_result(self.name, strategy, spec, [f"{k}: {v}" for k, v in
-                                                          decision["ops"].items()], {},
-                              time.perf_counter() - t0, trials=found.trials,
-                              extra={"decision": decision, "best_value": found.best_value})
+            extra: dict[str, Any] = {"decision": decision, "best_value": found.best_value}
+            if found.pareto is not None:
+                extra["pareto_objectives"] = list(objectives)
+            stage = dag_result(self.name, strategy, spec, [f"{k}: {v}" for k, v in
+                                                           decision["ops"].items()], {},
+                               time.perf_counter() - t0, trials=found.trials, extra=extra)
+            stage.pareto = found.pareto
+            return stage
         arch_lr = option(ctx, "arch_lr", 3e-3)
         every = option(ctx, "arch_every", 1, int)
         if arch_lr <= 0 or every < 1:
