@@ -4,6 +4,7 @@ malformed requests get a 4xx while the server keeps serving."""
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import socket
 import subprocess
@@ -277,3 +278,72 @@ def _wait_healthy(url: str, proc: subprocess.Popen[bytes]) -> dict[str, Any]:
         except httpx.TransportError:
             time.sleep(0.2)
     raise AssertionError("server did not become healthy in 120 s")
+
+
+# ---------------------------------------------------------------- the documented body
+def test_openapi_describes_the_predict_body(predictor: Predictor,
+                                            rows: list[dict[str, Any]]) -> None:
+    config = ServingConfig(max_request_rows=7)
+    with TestClient(create_app(predictor, config)) as client:
+        spec = client.get("/openapi.json").json()
+        assert client.get("/docs").status_code == 200
+        schemas = spec["components"]["schemas"]
+        body = spec["paths"]["/predict"]["post"]["requestBody"]
+        assert body["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/PredictRequest"}
+        row = schemas["Row"]
+        assert row["required"] == predictor.feature_names  # every field, by its name
+        assert row["additionalProperties"] is True  # other keys (an id) are ignored
+        types = {name: sorted(t.get("type", "array") for t in p["anyOf"])
+                 for name, p in row["properties"].items()}
+        assert types["num0"] == ["null", "number"]
+        assert types["r0"] == ["boolean", "integer", "null", "number", "string"]
+        request = schemas["PredictRequest"]
+        as_list = next(v for v in request["anyOf"] if v.get("type") == "array")
+        assert as_list["maxItems"] == 7
+        answers = spec["paths"]["/predict"]["post"]["responses"]
+        assert {"200", "400", "401", "413", "422"} <= set(answers)
+        assert answers["200"]["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/Probabilities"}
+        assert "Health" in schemas
+        # the example shown in /docs is a request the server scores
+        example = request["examples"][0]
+        response = client.post("/predict", json=example)
+        assert response.status_code == 200 and len(response.json()["probabilities"]) == 1
+        assert client.post("/predict", json={"rows": rows[:3]}).status_code == 200
+
+
+@pytest.mark.parametrize(("change", "valid"), [
+    ({}, True),
+    ({"flag": "true", "tags": "a|c", "price": None, "id": 5}, True),
+    ({"price": "cheap"}, False),
+    ({"price": True}, False),
+    ({"city": {"name": "rome"}}, False),
+    ({"tags": [1.5]}, False),
+    ({"item": 7}, False),  # a hashed field takes text only
+    ({"city": "x" * 5000}, False),
+])
+def test_the_documented_body_agrees_with_the_reader(mixed_schema: Schema,
+                                                    change: dict[str, Any],
+                                                    valid: bool) -> None:
+    """What the pydantic model (the schema in /docs) accepts, the reader accepts, and what
+    it refuses for its JSON type, the reader refuses too."""
+    from pydantic import ValidationError
+
+    from autodrs.serve.rows import request_model
+
+    row = {"city": "rome", "item": "7", "flag": True, "grade": 2.5, "price": 12.0,
+           "tags": ["a", "c"], "words": ["w1", "w2"]} | change
+    model = request_model(mixed_schema, max_rows=10)
+    for payload in ([row], {"rows": [row]}):
+        text = json.dumps(payload)
+        if valid:
+            model.model_validate_json(text)
+            rows_to_columns(json.loads(text), mixed_schema, max_rows=10)
+        else:
+            with pytest.raises(ValidationError):
+                model.model_validate_json(text)
+            with pytest.raises(RowError):
+                rows_to_columns(json.loads(text), mixed_schema, max_rows=10)
+    with pytest.raises(ValidationError):
+        model.model_validate_json(json.dumps([row] * 11))

@@ -11,7 +11,9 @@ Requests are micro-batched (see ``batching.py``). A body is at most ``body_limit
 ``rows.MAX_DEPTH`` levels, with values bounded as ``rows.py`` says. With an API key, both
 routes answer 401 unless the request carries ``Authorization: Bearer <key>`` or
 ``X-API-Key: <key>`` (compared in constant time); ``/docs`` and ``/openapi.json`` describe
-the API only and can be turned off.
+the API only and can be turned off. The OpenAPI schema shows the body of ``/predict`` for this
+model's fields (``rows.request_model``) and its answers; the body is read and checked by
+``RowReader`` itself, so the size limits apply before any parsing.
 """
 
 from __future__ import annotations
@@ -25,19 +27,48 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from pydantic import Field as Describe
 
 from autodrs.data.errors import DataError
 from autodrs.serve.batching import MicroBatcher
 from autodrs.serve.encoder import merge_columns
 from autodrs.serve.predictor import Predictor
-from autodrs.serve.rows import RowError, RowReader, TooLarge, parse_json
+from autodrs.serve.rows import (
+    ErrorDetail,
+    Probabilities,
+    RowError,
+    RowReader,
+    TooLarge,
+    parse_json,
+    request_model,
+)
 from autodrs.serve.tuning import ServingConfig
 
 BYTES_PER_ROW = 2_048  # a CTR row in JSON takes a few hundred bytes
 MIN_BODY_BYTES = 65_536  # room for one row of long values when few rows are allowed
 KEY_ENV = "AUTODRS_API_KEY"
 MIN_KEY_CHARS = 16
+
+
+class Health(BaseModel):
+    """The answer to ``GET /health``."""
+
+    status: str = Describe(description='"ok" while the server serves')
+    fields: dict[str, str] = Describe(description="each field of the model and its kind")
+    config: dict[str, Any] = Describe(description="the serving configuration in use")
+    served: dict[str, int] = Describe(description="requests answered and model calls made")
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorDetail, "description": "not UTF-8 JSON, or nested too deeply"},
+    401: {"model": ErrorDetail, "description": "missing or wrong API key (when one is set)"},
+    413: {"model": ErrorDetail, "description": "a body or row count over the limits"},
+    422: {"model": ErrorDetail, "description": "a row that is not an object, lacks a field "
+                                               "or holds a value the field cannot take"},
+}
 
 
 def body_limit(config: ServingConfig) -> int:
@@ -109,7 +140,7 @@ def create_app(predictor: Predictor, config: ServingConfig | None = None,
                   openapi_url="/openapi.json" if docs else None)
     fields = {f.name: f.kind for f in predictor.schema.fields}
 
-    @app.get("/health")
+    @app.get("/health", response_model=Health)
     async def health() -> dict[str, Any]:
         return {
             "status": "ok",
@@ -118,8 +149,9 @@ def create_app(predictor: Predictor, config: ServingConfig | None = None,
             "served": {"requests": batcher.requests, "model_calls": batcher.calls},
         }
 
-    @app.post("/predict")
+    @app.post("/predict", response_model=Probabilities, responses=ERRORS)
     async def predict(request: Request) -> JSONResponse:
+        """Click probabilities of raw rows, in row order."""
         try:
             body = await _read_body(request, max_body)
             columns = reader.columns(parse_json(body), config.max_request_rows)
@@ -134,6 +166,24 @@ def create_app(predictor: Predictor, config: ServingConfig | None = None,
             return JSONResponse({"detail": str(e)}, status_code=422)
         return JSONResponse({"probabilities": probs.tolist()})
 
+    body = request_model(predictor.schema, config.max_request_rows)
+
+    def openapi() -> dict[str, Any]:
+        """FastAPI's schema, with the body of ``/predict`` that ``request_model`` describes."""
+        if app.openapi_schema is None:
+            spec = get_openapi(title=app.title, version=app.version, routes=app.routes,
+                               description="Click probabilities of raw rows.")
+            schema = body.model_json_schema(ref_template="#/components/schemas/{model}")
+            components = spec.setdefault("components", {}).setdefault("schemas", {})
+            components.update(schema.pop("$defs", {}))
+            components["PredictRequest"] = schema
+            spec["paths"]["/predict"]["post"]["requestBody"] = {
+                "required": True, "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/PredictRequest"}}}}
+            app.openapi_schema = spec
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
 
 
