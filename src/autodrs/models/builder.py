@@ -4,8 +4,10 @@ A model is a sum of towers over the field embeddings: a first-order ``linear`` t
 ``fm`` term, and a deep head over the concatenation of an ``mlp`` (optionally fed with
 ``inner`` pair products, as in IPNN), ``cross`` layers (DCN-V2) and ``attention`` layers
 (AutoInt). Each hand-crafted backbone is a preset of these switches. Interactions with a
-function of their own (``autodrs.nn.functions``) add a tower of per-pair logit terms, and a
-``dag`` (``autodrs.models.dag``) replaces the towers by a graph of blocks.
+function of their own (``autodrs.nn.functions``) add a tower of per-pair logit terms,
+product tuples of order >= 3 a higher-order FM term, and AutoGroup groups and OptInter's
+Hadamard pairs inputs to the deep head; a ``dag`` (``autodrs.models.dag``) replaces the
+towers by a graph of blocks.
 """
 
 from __future__ import annotations
@@ -29,9 +31,113 @@ from autodrs.nn.layers import (
     SelfAttentionInteraction,
 )
 from autodrs.nn.regularization import field_l2_penalty, owned_parameters
-from autodrs.spec import PAIR_FUNCTIONS, ArchSpec, SpecError
+from autodrs.spec import PAIR_FUNCTIONS, ArchSpec, Interaction, cross_name
 
 LINEAR_TAG = "@linear"  # names the first-order tables' seeded initial draws
+
+
+class HigherOrderProducts(nn.Module):
+    """``sum_c w_c N(sum_k prod_(t in c) e_tk)`` over field tuples ``c`` of order >= 3 (``N``:
+    a batch norm without affine with ``norm``, ``w_c``: trainable weights when given):
+    the higher-order FM term of the kept triples (PROFIT, FIVES)."""
+
+    def __init__(self, tuples: list[tuple[int, ...]], weights: list[float] | None = None,
+                 norm: bool = False) -> None:
+        super().__init__()
+        self.orders = sorted({len(t) for t in tuples})
+        for order in self.orders:
+            index = [t for t in tuples if len(t) == order]
+            self.register_buffer(f"index_{order}", torch.tensor(index, dtype=torch.long),
+                                 persistent=False)
+        # the weights in the order the products are computed (grouped by order)
+        by_order = sorted(range(len(tuples)), key=lambda k: len(tuples[k]))
+        self.weight = (nn.Parameter(torch.tensor([weights[k] for k in by_order]))
+                       if weights is not None else None)
+        self.norm = nn.BatchNorm1d(len(tuples), affine=False) if norm else None
+
+    def forward(self, stacked: torch.Tensor) -> torch.Tensor:
+        parts = []
+        for order in self.orders:
+            index = getattr(self, f"index_{order}")
+            product = stacked.index_select(1, index[:, 0])
+            for t in range(1, order):
+                product = product * stacked.index_select(1, index[:, t])
+            parts.append(product.sum(-1))
+        products = torch.cat(parts, dim=1)
+        if self.norm is not None:
+            products = self.norm(products)
+        if self.weight is not None:
+            products = products * self.weight
+        return products.sum(1)
+
+
+def group_power(e: torch.Tensor, member_weight: torch.Tensor, weight: torch.Tensor,
+                order: int, compensation: float) -> torch.Tensor:
+    """AutoGroup's order-p interaction of every group at once (vega's ``FeatureGroupLayer``):
+    ``(sum_i c_ig w_ig e_ik)^p - lambda sum_i w_ig^p e_ik^p`` from ``e [B, F, D]``,
+    ``member_weight = c * w [F, G]`` and ``weight = w [F, G]`` (the compensation term is not
+    multiplied by the membership, as in the official code); summed over k for p > 1, the
+    ``[B, G * D]`` group vectors for p = 1."""
+    out = torch.einsum("bfd,fg->bgd", e, member_weight).pow(order)
+    out = out - compensation * torch.einsum("bfd,fg->bgd", e.pow(order), weight.pow(order))
+    return out.flatten(1) if order == 1 else out.sum(-1)
+
+
+class GroupInteractions(nn.Module):
+    """The kept AutoGroup feature groups: batch-normalised embeddings (no affine), one
+    ``group_power`` per group with trainable member weights (Xavier-uniform, as vega's
+    ``hash_wt``); the output feeds the deep head."""
+
+    def __init__(self, n_fields: int, dim: int, groups: list[tuple[list[int], int]],
+                 compensation: float) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm1d(n_fields * dim, affine=False)
+        self.orders = sorted({p for _, p in groups})
+        self.compensation = compensation
+        self.weights = nn.ParameterDict()
+        for p in self.orders:
+            members = [m for m, order in groups if order == p]
+            mask = torch.zeros(n_fields, len(members))
+            for g, fields in enumerate(members):
+                mask[fields, g] = 1.0
+            self.register_buffer(f"mask_{p}", mask, persistent=False)
+            self.weights[str(p)] = nn.Parameter(nn.init.xavier_uniform_(
+                torch.empty(n_fields, len(members))))
+        self.out_dim = sum(dim if p == 1 else 1 for _, p in groups)
+
+    def forward(self, stacked: torch.Tensor) -> torch.Tensor:
+        b, f, d = stacked.shape
+        e = self.norm(stacked.reshape(b, f * d)).reshape(b, f, d)
+        parts = []
+        for p in self.orders:
+            w = self.weights[str(p)]
+            parts.append(group_power(e, getattr(self, f"mask_{p}") * w, w, p,
+                                     self.compensation))
+        return torch.cat(parts, dim=1)
+
+
+class HadamardPairs(nn.Module):
+    """OptInter's "factorise": per pair, the elementwise product of the two fields' own
+    embeddings (a table of ``dim`` per field, apart from the model's), ``[B, P * dim]``."""
+
+    def __init__(self, schema: Schema, spec: ArchSpec, pairs: list[Interaction],
+                 dim: int) -> None:
+        super().__init__()
+        involved = {n for i in pairs for n in i.fields}
+        sub = spec.copy(fields=[n for n in spec.used_fields(schema) if n in involved],
+                        crosses=[c for c in spec.crosses if cross_name(c) in involved],
+                        field_dims={}, pruning={}, linear_pruning={}, interactions=None)
+        self.embedding = FieldEmbedding(schema, sub, dim_override=dim)
+        index = {n: k for k, n in enumerate(self.embedding.names)}
+        self.register_buffer("left", torch.tensor([index[i.fields[0]] for i in pairs],
+                                                  dtype=torch.long), persistent=False)
+        self.register_buffer("right", torch.tensor([index[i.fields[1]] for i in pairs],
+                                                   dtype=torch.long), persistent=False)
+        self.out_dim = len(pairs) * dim
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        e = torch.stack(self.embedding(batch), dim=1)
+        return (e.index_select(1, self.left) * e.index_select(1, self.right)).flatten(1)
 
 
 class LinearTerm(nn.Module):
@@ -64,18 +170,35 @@ class CTRModel(nn.Module):
         pairs: list[tuple[int, int]] | None = None
         pair_weights: list[float] | None = None
         self.functions = None
+        self.higher = None  # product tuples of order >= 3 (a logit term)
+        self.groups = None  # AutoGroup groups (deep-head inputs)
+        self.hadamard = None  # OptInter's factorised pairs (deep-head inputs)
         if spec.interactions is not None:
             # memorised interactions are modelled by their cross feature's embedding, pairs
             # with a function of their own by the pair-function tower
-            products = [i for i in spec.interactions if i.function == "product"]
-            pairs = []
-            for inter in products:
-                if len(inter.fields) != 2:
-                    raise SpecError(f"interaction {inter.key}: only pairs are supported by fm/inner")
-                pairs.append((index[inter.fields[0]], index[inter.fields[1]]))
+            products = [i for i in spec.interactions
+                        if i.function == "product" and len(i.fields) == 2]
+            pairs = [(index[i.fields[0]], index[i.fields[1]]) for i in products]
             if any(i.weight is not None for i in products):
                 pair_weights = [1.0 if i.weight is None else float(i.weight)
                                 for i in products]
+            tuples = [i for i in spec.interactions
+                      if i.function == "product" and len(i.fields) > 2]
+            if tuples:
+                self.higher = HigherOrderProducts(
+                    [tuple(index[n] for n in i.fields) for i in tuples],
+                    [1.0 if i.weight is None else float(i.weight) for i in tuples]
+                    if any(i.weight is not None for i in tuples) else None,
+                    norm=spec.pair_norm)
+            groups = [i for i in spec.interactions if i.function == "group"]
+            if groups:
+                self.groups = GroupInteractions(
+                    len(names), common, [([index[n] for n in i.fields], int(i.order or 1))
+                                         for i in groups], spec.group_compensation)
+            factorised = [i for i in spec.interactions if i.function == "hadamard"]
+            if factorised:
+                self.hadamard = HadamardPairs(schema, spec, factorised,
+                                              int(spec.pair_dim or common))
             own = [i for i in spec.interactions if i.function in PAIR_FUNCTIONS]
             if own:
                 self.functions = PairFunctionTower(
@@ -86,7 +209,8 @@ class CTRModel(nn.Module):
         self.dag = (BlockDAG(BlockGraph.from_dict(spec.dag), names, dims, common)
                     if spec.dag is not None else None)
         self.needs_stack = bool(spec.fm or spec.inner or spec.attention_layers
-                                or self.functions is not None)
+                                or self.functions is not None or self.higher is not None
+                                or self.groups is not None)
         self.project = nn.ModuleDict()
         if self.needs_stack:
             for n, d in zip(names, dims, strict=True):
@@ -100,6 +224,9 @@ class CTRModel(nn.Module):
                    if spec.fm else None)
         head_dims = 0
         flat_dim = sum(dims)
+        # what the interactions add to the deep head's input (the MLP's, else the read-out's)
+        extra_dim = ((self.groups.out_dim if self.groups is not None else 0)
+                     + (self.hadamard.out_dim if self.hadamard is not None else 0))
         self.inner = None
         if spec.inner:
             self.inner = PairProducts(pairs if pairs is not None
@@ -107,7 +234,8 @@ class CTRModel(nn.Module):
         self.mlp = None
         if spec.mlp:
             n_pairs = 0 if self.inner is None else int(self.inner.left.numel())
-            self.mlp = MLP(flat_dim + n_pairs, spec.mlp, spec.dropout, spec.batch_norm)
+            self.mlp = MLP(flat_dim + n_pairs + extra_dim, spec.mlp, spec.dropout,
+                           spec.batch_norm)
             head_dims += self.mlp.out_dim
         self.cross = CrossNetV2(flat_dim, spec.cross_layers) if spec.cross_layers else None
         if self.cross is not None:
@@ -119,6 +247,8 @@ class CTRModel(nn.Module):
             head_dims += self.attention.out_dim
         if self.inner is not None and self.mlp is None:
             head_dims += int(self.inner.left.numel())
+        if self.mlp is None:
+            head_dims += extra_dim
         self.head = nn.Linear(head_dims, 1) if head_dims else None
         self.bias = nn.Parameter(torch.zeros(())) if self.linear is None else None
 
@@ -138,17 +268,26 @@ class CTRModel(nn.Module):
             logit = logit + self.fm(stacked)
         if self.functions is not None:
             logit = logit + self.functions(stacked)
+        if self.higher is not None:
+            logit = logit + self.higher(stacked)
         if self.dag is not None:
             logit = logit + self.dag(embeddings)
         if self.head is not None:
             flat = torch.cat(embeddings, dim=1)
             parts = []
             products = self.inner(stacked) if self.inner is not None else None
+            extra = []
+            if self.groups is not None:
+                extra.append(self.groups(stacked))
+            if self.hadamard is not None:
+                extra.append(self.hadamard(batch))
             if self.mlp is not None:
-                mlp_in = flat if products is None else torch.cat([flat, products], dim=1)
-                parts.append(self.mlp(mlp_in))
-            elif products is not None:
-                parts.append(products)
+                mlp_in = [flat] + ([products] if products is not None else []) + extra
+                parts.append(self.mlp(torch.cat(mlp_in, dim=1)))
+            else:
+                if products is not None:
+                    parts.append(products)
+                parts += extra
             if self.cross is not None:
                 parts.append(self.cross(flat))
             if self.attention is not None:

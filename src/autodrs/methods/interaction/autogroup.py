@@ -10,13 +10,17 @@ the selection)
 
     I^p_g = sum_k [ (sum_i c_ig w_ig e_ik)^p - lambda * sum_i w_ig^p e_ik^p ]
 
-(order 1 keeps the group vectors), and all group outputs feed the MLP. Each training batch
-is used twice: a network step with the structure fixed (the trainer's Adam), then a
-structure step with Gumbel noise (Adam with a large ``struct_lr``).
+(order 1 keeps the group vectors; ``w`` starts Xavier-uniform as vega's ``hash_wt``), and
+all group outputs feed the MLP. Each training batch is used twice: a network step with the
+structure fixed (the trainer's Adam), then a structure step with Gumbel noise (Adam at
+``struct_lr``).
 
-Read-out: an order-2 group g contributes ``2 c_ig c_jg w_ig w_jg <e_i, e_j>`` to every pair
-of its members, so the pairs of order-2 groups are kept with that summed weight as
-``Interaction.weight``; order-3 groups give triples, reported in the ranking after the pairs.
+Delivered model: the groups found, with their members and order, as ``group`` interactions
+of the spec (``autodrs.models.builder.GroupInteractions``, the same interaction on the same
+deep head), every order included; empty groups are dropped. Ranking: an order-2 group g
+contributes ``2 c_ig c_jg w_ig w_jg <e_i, e_j>`` to every pair of its members, so a pair
+scores the magnitude of that sum over the groups; triples score the same from the order-3
+groups and are ranked after the pairs.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from autodrs.methods.interaction.common import (
     start_search,
     train_supernet,
 )
+from autodrs.models.builder import group_power
 from autodrs.search.base import Method, SearchContext, SearchError, StageResult, register_method
 from autodrs.search.gradient import ArchStep, gumbel_softmax, straight_through
 from autodrs.spec import ArchSpec, Interaction
@@ -54,7 +59,7 @@ class FeatureGroups(nn.Module):
         self.structure = nn.ParameterList(
             nn.Parameter(torch.empty(n_fields, n, 2).uniform_(-0.001, 0.001)) for n in groups)
         self.field_weight = nn.ParameterList(
-            nn.Parameter(torch.ones(n_fields, n)) for n in groups)
+            nn.Parameter(nn.init.xavier_uniform_(torch.empty(n_fields, n))) for n in groups)
         self.groups = list(groups)
         self.tau = tau
         self.compensation = compensation
@@ -77,12 +82,7 @@ class FeatureGroups(nn.Module):
         parts = []
         for order in range(1, len(self.groups) + 1):
             w = self.field_weight[order - 1]
-            summed = torch.einsum("bfd,fn->bnd", e, self.choice(order) * w)
-            if order == 1:
-                parts.append(summed.flatten(1))
-                continue
-            powers = torch.einsum("bfd,fn->bnd", e.pow(order), w.pow(order))
-            parts.append((summed.pow(order) - self.compensation * powers).sum(-1))
+            parts.append(group_power(e, self.choice(order) * w, w, order, self.compensation))
         return InteractionOutput(features=torch.cat(parts, dim=1))
 
 
@@ -168,13 +168,17 @@ class AutoGroup(Method):
                         target[key] = target.get(key, 0.0) + coef
         scores = {(names[i], names[j]): abs(weights.get((names[i], names[j]), 0.0))
                   for i, j in combinations(range(len(names)), 2)}
-        kept = [Interaction(fields=list(k), weight=weights[k]) for k in ranked(scores)
-                if scores[k] > 0]
+        kept = [Interaction(fields=[names[i] for i in members], function="group", order=p)
+                for p in range(1, len(module.groups) + 1)
+                for members in group_members(module, p) if members]
         triple_scores = {k: abs(v) for k, v in triples.items()}
         ranking = ranked(scores) + ranked(triple_scores)
+        # the searched supernet has no FM term: the groups feed the MLP
+        out = spec.copy(fm=False, group_compensation=module.compensation)
         return interaction_result(
-            self.name, strategy, spec, {**scores, **triple_scores}, kept, seconds,
+            self.name, strategy, out, {**scores, **triple_scores}, kept, seconds,
             ranking=ranking,
             extra={"groups": supernet.derive(),
+                   "pairs": [list(k) for k in ranked(scores) if scores[k] > 0],
                    "triples": [list(k) for k in ranked(triple_scores)]},
         )

@@ -172,6 +172,12 @@ class OptimizerStep(TrainHook):
             t.advance()
 
 
+def epochs_for_steps(train_rows: int, batch_size: int, epochs: int, steps: int) -> int:
+    """``epochs``, or more when they hold fewer than ``steps`` weight steps."""
+    per_epoch = max(1, -(-train_rows // batch_size))
+    return max(epochs, -(-steps // per_epoch))
+
+
 def planned_steps(ctx: SearchContext, config: TrainConfig) -> int:
     """Weight steps a search with ``config`` takes if it does not stop early."""
     steps = config.epochs * -(-len(ctx.dataset.train) // config.batch_size)
@@ -216,18 +222,39 @@ def rescaled(paper_value: float, paper_steps: float, steps: int) -> float:
 
 
 def train_supernet(ctx: SearchContext, supernet: Supernet, hooks: Sequence[TrainHook] = (),
-                   config: TrainConfig | None = None) -> Trainer:
+                   config: TrainConfig | None = None, arch_at: str = "last") -> Trainer:
     """Train the supernet's weights with the shared trainer (architecture parameters left to
-    ``hooks``) and leave the architecture parameters at their last state; returns the
-    trainer (its ``step`` counts weight steps). The search epochs end early, keeping the
-    architecture reached so far, when the stage's budget is spent."""
+    ``hooks``) and leave the architecture parameters at their ``last`` state or at that of
+    the epoch that validated ``best`` (which the trainer restores with the weights; OptInter's
+    official search saves the architecture of its best epoch); returns the trainer (its
+    ``step`` counts weight steps). The search epochs end early, keeping the architecture
+    reached so far, when the stage's budget is spent."""
+    if arch_at not in ("last", "best"):
+        raise ValueError(f"arch_at must be last or best, got {arch_at!r}")
     snapshot = ArchSnapshot(supernet.arch_parameters())
     trainer = Trainer(config or search_config(ctx), [*hooks, snapshot, TimeLimit(ctx.remaining)])
     trainer.fit(supernet, ctx.dataset.train, ctx.dataset.valid,
                 parameters=supernet.weight_parameters())
-    snapshot.restore()
+    if arch_at == "last":
+        snapshot.restore()
     supernet.eval()
     return trainer
+
+
+def modelled_pairs(spec: ArchSpec, names: Sequence[str]) -> set[frozenset[str]]:
+    """The pairs of ``names`` a spec's kept interactions model as pairs: product, memorised
+    and Hadamard pairs, and every two members of a group of order 2; all of them when the
+    spec lists no interactions (``None``: every pair)."""
+    if spec.interactions is None:
+        return {frozenset(p) for p in combinations(names, 2)}
+    out: set[frozenset[str]] = set()
+    for inter in spec.interactions or []:
+        if inter.function == "group":
+            if inter.order == 2:
+                out |= {frozenset(p) for p in combinations(inter.fields, 2)}
+        elif len(inter.fields) == 2:
+            out.add(frozenset(inter.fields))
+    return out
 
 
 def ranked(scores: dict[tuple[str, ...], float]) -> list[tuple[str, ...]]:
