@@ -7,6 +7,8 @@ ids. Numerical fields are embedded as ``x * v`` (``linear``), by equal-frequency
 per value (``spec.pruning``) are stored sparsely, kept entries only (``nn.pruned``);
 fields with a vocabulary limit (``spec.vocab_limits``) keep a row for their most frequent
 values only, the rarer ids being read as the out-of-vocabulary id before any lookup.
+Tables (categorical, cross, sequence, bucket) start N(0, ``EMBEDDING_STD`` = 1e-4), as in
+FuxiCTR and DeepCTR-Torch; a pruned table starts from its own seeded draws (``nn.pruned``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from torch import nn
 
 from autodrs.data.dataset import Batch
 from autodrs.data.schema import FIRST_ID, OOV, PAD, Schema
+from autodrs.nn.init import EMBEDDING_STD
 from autodrs.nn.pruned import decode_mask, initial_values, pruned_table
 from autodrs.spec import ArchSpec, cross_name
 
@@ -128,7 +131,7 @@ class NumericalEmbedding(nn.Module):
         elif encoder == "bucket":
             self.register_buffer("boundaries", torch.tensor(boundaries or [], dtype=torch.float32))
             self.table = nn.Embedding(len(boundaries or []) + 1, dim)
-            nn.init.normal_(self.table.weight, std=0.01)
+            nn.init.normal_(self.table.weight, std=EMBEDDING_STD)
         else:
             self.autodis = AutoDisEmbedding(dim, bucket_centres(boundaries))
 
@@ -145,7 +148,7 @@ class FieldEmbedding(nn.Module):
     in ``self.names`` order (used fields, then crosses)."""
 
     def __init__(self, schema: Schema, spec: ArchSpec, dim_override: int | None = None,
-                 init_std: float = 0.01, pruning: dict[str, str] | None = None,
+                 init_std: float = EMBEDDING_STD, pruning: dict[str, str] | None = None,
                  init_tag: str = "") -> None:
         """``pruning`` (field -> mask) replaces ``spec.pruning``, which only applies at the
         spec's own dims (not under ``dim_override``); ``init_tag`` names the pruned tables'

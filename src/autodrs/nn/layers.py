@@ -1,9 +1,12 @@
-"""Interaction operators and the MLP used by the hand-crafted towers."""
+"""Interaction operators and the MLP used by the hand-crafted towers. Their linear layers
+start xavier-normal with zero biases (``autodrs.nn.init``), as in the reference libraries."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from autodrs.nn.init import init_linear, linear
 
 
 class MLP(nn.Module):
@@ -13,7 +16,7 @@ class MLP(nn.Module):
         layers: list[nn.Module] = []
         d = in_dim
         for w in widths:
-            layers.append(nn.Linear(d, w))
+            layers.append(linear(d, w))
             if batch_norm:
                 layers.append(nn.BatchNorm1d(w))
             layers.append(nn.ReLU())
@@ -74,7 +77,7 @@ class CrossNetV2(nn.Module):
 
     def __init__(self, dim: int, layers: int) -> None:
         super().__init__()
-        self.layers = nn.ModuleList(nn.Linear(dim, dim) for _ in range(layers))
+        self.layers = nn.ModuleList(linear(dim, dim) for _ in range(layers))
         self.out_dim = dim
 
     def forward(self, x0: torch.Tensor) -> torch.Tensor:
@@ -96,10 +99,16 @@ class SelfAttentionInteraction(nn.Module):
         self.blocks = nn.ModuleList()
         d = dim
         for _ in range(layers):
+            attn = nn.MultiheadAttention(att_dim, heads, batch_first=True)
+            with torch.no_grad():  # query, key and value projections each xavier-normal
+                for chunk in attn.in_proj_weight.chunk(3):
+                    nn.init.xavier_normal_(chunk)
+                attn.in_proj_bias.zero_()
+            init_linear(attn.out_proj)
             self.blocks.append(nn.ModuleDict({
-                "attn": nn.MultiheadAttention(att_dim, heads, batch_first=True),
-                "inp": nn.Linear(d, att_dim, bias=False),
-                "res": nn.Linear(d, att_dim, bias=False),
+                "attn": attn,
+                "inp": linear(d, att_dim, bias=False),
+                "res": linear(d, att_dim, bias=False),
             }))
             d = att_dim
         self.out_dim = n_fields * d

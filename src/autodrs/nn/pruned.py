@@ -11,7 +11,9 @@ values) embed to zeros.
 Which entries a table keeps is written into the spec (``ArchSpec.pruning``) as a compact,
 compressed bit mask, so ``build_model(schema, spec)`` rebuilds the same structure and
 ``model.pt`` holds the kept values and the sparse index. Initial values are drawn per field
-(normal, std 0.01, like every other table) from a generator seeded by (seed, field): a
+(normal, std 0.01: PEP's search tables start from the same draws, see ``initial_table``;
+dense tables start at ``autodrs.nn.init.EMBEDDING_STD``) from a generator seeded by
+(seed, field): a
 pruned model built under the seed of the search that produced its mask starts from that
 search's step-0 weights times the mask (the lottery-ticket retrain of PEP).
 """
@@ -81,8 +83,7 @@ def _initial_chunks(seed: int, name: str, rows: int,
 
 
 def initial_table(seed: int, name: str, rows: int, dim: int) -> torch.Tensor:
-    """The step-0 dense table of field ``name`` under ``seed`` (normal, std 0.01, as every
-    ``FieldEmbedding`` table)."""
+    """The step-0 dense table of field ``name`` under ``seed`` (normal, std ``INIT_STD``)."""
     parts = [chunk for _, chunk in _initial_chunks(seed, name, rows, dim)]
     return torch.cat(parts) if parts else torch.zeros(0, dim)
 
