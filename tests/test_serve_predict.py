@@ -148,3 +148,25 @@ def test_predict_frame_takes_pandas_polars_and_arrow(predictor: Predictor,
         predictor.predict_frame(pdf.drop(columns=["r0"]))
     with pytest.raises(DataError, match="expected a Polars or pandas DataFrame.*got builtins.dict"):
         predictor.predict_frame(rows.to_dict(as_series=False))
+
+
+def test_integers_stored_as_floats_are_refused_not_scored_as_unseen(
+        predictor: Predictor, raw: pl.DataFrame, tmp_path: Path) -> None:
+    from autodrs.serve.export import ExportedModel, export_model
+
+    rows = raw.head(50).drop("label")
+    pdf = rows.to_pandas()
+    pdf.loc[pdf.index[0], "r1"] = None  # pandas turns the integer column into floats
+    assert str(pdf["r1"].dtype) == "float64"
+    export_model(predictor.model, predictor.schema, tmp_path / "m.pt", "torchscript")
+    for scorer in (predictor, ExportedModel.load(tmp_path / "m.pt")):
+        with pytest.raises(DataError, match=r"column 'r1' holds \d+\.0 as a float, which "
+                                            r"training holds as '\d+'.*astype\('Int64'\)"):
+            scorer.predict_frame(pdf)
+    pdf["r1"] = pdf["r1"].astype("Int64")
+    expected = predictor.predict_frame(rows.with_columns(
+        pl.when(pl.int_range(pl.len()) == 0).then(None).otherwise(pl.col("r1")).alias("r1")))
+    np.testing.assert_array_equal(predictor.predict_frame(pdf), expected)
+    # floats training never saw as integers either are scored as written (unseen)
+    odd = rows.with_columns(pl.col("r1").cast(pl.Float64) + 0.5)
+    assert predictor.predict_frame(odd).shape == (50,)

@@ -32,7 +32,7 @@ from autodrs.data.errors import DataError
 from autodrs.data.schema import Schema
 from autodrs.provenance import versions
 from autodrs.runfolder import incompatible, sha256, write_json
-from autodrs.serve.predictor import as_polars, sample_batch
+from autodrs.serve.predictor import as_polars, check_float_categories, sample_batch
 
 FORMATS = ("torchscript", "onnx")
 OUTPUT = "probability"
@@ -252,5 +252,6 @@ class ExportedModel:
         missing = [n for n in self.schema.field_names if n not in df.columns]
         if missing:
             raise DataError(f"columns missing from the table: {', '.join(missing)}")
+        check_float_categories(self.schema, df)
         arrays = self.schema.transform(df.select(self.schema.field_names), require_label=False)
         return self.predict_arrays(arrays)

@@ -63,6 +63,7 @@ class Predictor:
         the label column is never needed."""
         df = as_polars(frame)
         self.check_columns(df.columns)
+        check_float_categories(self.schema, df)
         with np.errstate(over="ignore"):  # too-large numbers are refused in predict_batch
             arrays = self.schema.transform(df.select(self.feature_names), require_label=False)
         data = EncodedData.from_arrays(arrays)
@@ -91,6 +92,31 @@ class Predictor:
         if rows <= FAST_ENCODE_ROWS:
             return self.predict_batch(self.row_encoder.encode(columns))
         return self.predict_frame(columns_to_frame(columns, self.schema))
+
+
+def check_float_categories(schema: Schema, df: pl.DataFrame) -> None:
+    """Refuse a float column of a categorical field whose values training holds as
+    integers (``7.0`` where training saw ``"7"``; pandas stores an integer column with
+    missing values as floats): scored as written they would all be unseen values, a
+    silently wrong score. The HTTP endpoint refuses such numbers the same way."""
+    for f in schema.fields:
+        col = df[f.name]
+        if f.kind != "categorical" or f.hash_buckets or not f.vocab or \
+                not col.dtype.is_float():
+            continue
+        vocab = pl.Series(f.vocab, dtype=pl.String).implode()
+        whole = col.is_finite() & (col == col.floor())
+        as_int = pl.select(pl.when(whole).then(col).otherwise(None)).to_series()
+        ints = as_int.cast(pl.Int64, strict=False).cast(pl.String)
+        other_spelling = (~col.cast(pl.String).is_in(vocab) & ints.is_in(vocab)).fill_null(
+            False)
+        if other_spelling.any():
+            row = int(other_spelling.arg_true()[0])
+            raise DataError(
+                f"column {f.name!r} holds {col[row]!r} as a float, which training holds "
+                f"as {ints[row]!r}: scored as written it would be an unseen value. Pass "
+                "the column as integers or text (in pandas, .astype('Int64') keeps "
+                "missing values)")
 
 
 def as_polars(frame: Any) -> pl.DataFrame:
