@@ -35,3 +35,36 @@ def test_ray_runs_two_concurrent_trials_like_the_local_backend(
     assert [t["params"] for t in local.trials] == [t["params"] for t in remote.trials]
     assert local.best_decision == remote.best_decision
     assert abs(local.best_value - remote.best_value) < 1e-6
+
+
+def test_ray_trials_are_pruned_by_the_studys_pruner(
+        tiny_synthetic: Dataset, fast_config: TrainConfig, tmp_path: Path) -> None:
+    """``--pruner median`` under Ray: each epoch's value reaches the study's median pruner
+    in the driver, and Ray stops the trials it prunes (recorded as pruned, not complete)."""
+
+    def curve(spec, trial):  # type: ignore[no-untyped-def]
+        import time as clock
+
+        d = trial.user_attrs["decision"]
+        level = 0.5 + 0.1 * (d["embed_dim"] == 8) + 0.05 * (d["mlp_width"] == 32) \
+            + 0.02 * (d["lr"] == 3e-3)
+        for step in range(1, 6):
+            trial.report(level, step)
+            clock.sleep(0.4)  # time for the driver to stop a pruned trial
+        return level
+
+    ctx = SearchContext(tiny_synthetic, backbone_spec("deepfm", 8), fast_config, seed=1,
+                        trials=4, out_dir=tmp_path / "ray", backend="ray",
+                        options={"fast": True, "ray_cpus": 1, "ray_concurrency": 1,
+                                 "pruner": "median", "reuse_duplicates": False})
+    result = run_blackbox(HParamSpace(ctx.spec, fast=True), ctx, "random", curve,
+                          method="hparams")
+    states = {t.number: t.state.name for t in result.study.trials}
+    pruned = [t for t in result.study.trials if t.state.name == "PRUNED"]
+    complete = [t for t in result.study.trials if t.state.name == "COMPLETE"]
+    assert pruned and complete, states
+    for t in pruned:  # stopped early, below the median of the trials before it
+        assert len(t.intermediate_values) < 5
+        assert [r["state"] for r in result.trials if r["number"] == t.number] == ["PRUNED"]
+    assert all(len(t.intermediate_values) == 5 for t in complete)
+    assert result.best_value == max(t.values[0] for t in complete)

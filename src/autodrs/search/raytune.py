@@ -10,6 +10,11 @@ URI such as ``s3://bucket/path`` that every node of a cluster can reach; default
 ``<out>/ray``); the study itself lives in the driver's Optuna storage, which ``--resume``
 continues. Ray is started locally with ``ctx.options["ray_cpus"]`` CPUs (default: enough
 for the concurrent trials) unless ``ctx.ray_address`` names an existing cluster.
+
+Pruning (``--pruner``) works as on the local backend: each per-epoch value a worker reports
+reaches the driver as a Ray result, where ``PrunerScheduler`` (a Ray Tune scheduler) hands it
+to the Optuna trial and asks the study's pruner (median, successive halving, Hyperband);
+when the pruner says so, Ray stops the trial and the study records it as pruned.
 """
 
 from __future__ import annotations
@@ -24,7 +29,15 @@ import optuna
 from autodrs.search.base import SearchContext, SearchError, SearchSpace, option
 from autodrs.search.blackbox import Evaluate
 
+try:  # Ray Tune is an optional dependency: run_ray names it when missing
+    from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+    from ray.tune.search.optuna import OptunaSearch
+except ImportError:  # pragma: no cover - exercised only without the ray extra
+    FIFOScheduler = OptunaSearch = object  # type: ignore[assignment,misc]
+    TrialScheduler = None  # type: ignore[assignment,misc]
+
 METRIC = "objective"
+STEP = "step"  # present only in the per-epoch (intermediate) results
 
 
 class TuneTrial:
@@ -39,13 +52,62 @@ class TuneTrial:
     def report(self, value: float, step: int) -> None:
         from ray import tune
 
-        tune.report({METRIC: float(value), "step": step})
+        tune.report({METRIC: float(value), STEP: step})
 
     def should_prune(self) -> bool:
+        """Always False here: the pruner runs in the driver (``PrunerScheduler``), and Ray
+        stops a pruned trial's worker itself."""
         return False
 
     def set_user_attr(self, key: str, value: Any) -> None:
         self.user_attrs[key] = value
+
+
+class StudySearch(OptunaSearch):  # type: ignore[misc,valid-type]
+    """Ray's Optuna searcher, with intermediate values left to ``PrunerScheduler`` (which
+    reports them at the worker's own step) and a trial the scheduler stopped told to the
+    study as pruned, not as complete at its last intermediate value."""
+
+    def __init__(self, *args: Any, pruner: optuna.pruners.BasePruner, **kwargs: Any) -> None:
+        self.pruner = pruner  # the study's; Ray's own study would get a NopPruner
+        self.pruned: set[str] = set()
+        super().__init__(*args, **kwargs)
+
+    def _setup_study(self, mode: Any) -> None:
+        super()._setup_study(mode)
+        self._ot_study.pruner = self.pruner
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        return None
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
+                          error: bool = False) -> None:
+        if trial_id in self.pruned and trial_id not in self._completed_trials:
+            from optuna.trial import TrialState
+
+            self._ot_study.tell(self._ot_trials[trial_id], None, state=TrialState.PRUNED)
+            self._completed_trials.add(trial_id)
+            return
+        super().on_trial_complete(trial_id, result, error)
+
+
+class PrunerScheduler(FIFOScheduler):  # type: ignore[misc,valid-type]
+    """First in, first out, but each intermediate result goes to the trial's Optuna trial
+    and the study's pruner decides whether Ray stops it."""
+
+    def __init__(self, searcher: StudySearch) -> None:
+        super().__init__()
+        self.searcher = searcher
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
+        ot_trial = self.searcher._ot_trials.get(trial.trial_id)
+        if STEP not in result or METRIC not in result or ot_trial is None:
+            return TrialScheduler.CONTINUE  # the final result, or a trial Optuna never saw
+        ot_trial.report(float(result[METRIC]), int(result[STEP]))
+        if ot_trial.should_prune():
+            self.searcher.pruned.add(trial.trial_id)
+            return TrialScheduler.STOP
+        return TrialScheduler.CONTINUE
 
 
 class DefineByRun:
@@ -136,7 +198,6 @@ def run_ray(space: SearchSpace, ctx: SearchContext, study: optuna.Study, evaluat
     try:
         import ray
         from ray import tune
-        from ray.tune.search.optuna import OptunaSearch
     except ImportError as e:
         raise SearchError("--backend ray needs Ray Tune: pip install 'autodrs[ray]'") from e
     if remaining is None and ctx.budget_seconds is None:
@@ -146,9 +207,12 @@ def run_ray(space: SearchSpace, ctx: SearchContext, study: optuna.Study, evaluat
     metric: str | list[str] = [f"{METRIC}_{i}" for i in range(len(directions))] if multi \
         else METRIC
     modes = ["max" if d == "maximize" else "min" for d in directions]
-    searcher = OptunaSearch(space=DefineByRun(space, ctx), metric=metric, mode=modes if multi else modes[0],
-                            sampler=study.sampler, storage=study._storage,
-                            study_name=study.study_name)
+    searcher = StudySearch(space=DefineByRun(space, ctx), metric=metric,
+                           mode=modes if multi else modes[0], sampler=study.sampler,
+                           storage=study._storage, study_name=study.study_name,
+                           pruner=study.pruner)
+    # a multi-objective study has no pruner (Optuna's prune one objective)
+    scheduler = None if multi else PrunerScheduler(searcher)
     settings = tune_settings(ctx)
     started_here = not ray.is_initialized()
     if started_here:
@@ -162,9 +226,9 @@ def run_ray(space: SearchSpace, ctx: SearchContext, study: optuna.Study, evaluat
         tuner = tune.Tuner(
             tune.with_resources(trainable, settings.resources),
             tune_config=tune.TuneConfig(
-                search_alg=searcher,
+                search_alg=searcher, scheduler=scheduler,
                 num_samples=remaining if remaining is not None else -1,
-                max_concurrent_trials=settings.concurrency,
+                max_concurrent_trials=settings.concurrency, reuse_actors=True,
                 time_budget_s=ctx.remaining()),
             run_config=tune.RunConfig(
                 name=study.study_name, verbose=0, storage_path=settings.storage),
