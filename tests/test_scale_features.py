@@ -148,3 +148,68 @@ def test_make_synthetic_writes_the_criteo_layout(tmp_path):
     res = CliRunner().invoke(app, ["make-synthetic", "--format", "kdd", "--rows", "10",
                                    "--out", str(tmp_path / "x.txt")])
     assert res.exit_code == 2 and "unknown layout 'kdd'" in res.output
+
+
+# ---------------------------------------------------------------- predict over big files
+@pytest.fixture(scope="module")
+def criteo_model(criteo_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A DeepFM trained for one epoch on the Criteo-layout sample, saved as a model folder."""
+    from autodrs.experiment import fit_spec
+    from autodrs.models.backbones import backbone_spec
+    from autodrs.runfolder import save_model
+    from autodrs.train.trainer import TrainConfig
+
+    ds = load_dataset(str(criteo_file), fmt="criteo", seed=0, rows=6000,
+                      cache_dir=tmp_path_factory.mktemp("cache"))
+    config = TrainConfig(epochs=1, batch_size=256, lr=1e-2, progress=False, threads=1, seed=0)
+    outcome = fit_spec(ds, backbone_spec("deepfm", 8), config)
+    folder = tmp_path_factory.mktemp("criteo_model")
+    save_model(folder, outcome.model, ds.schema)
+    return folder
+
+
+@pytest.mark.parametrize("name", ["day_1.txt.gz", "day_1.txt"])
+def test_predict_scores_a_criteo_file_chunk_by_chunk(criteo_model, tmp_path, name):
+    from autodrs.data.sources import load_table
+    from autodrs.serve.files import predict_file, read_chunks
+    from autodrs.serve.predictor import Predictor
+
+    predictor = Predictor.from_folder(criteo_model)
+    path = tmp_path / name
+    write_layout("criteo", path, rows=2500, seed=9)
+    sizes = [c.height for c in read_chunks(path, predictor.feature_names, "criteo", 300)]
+    assert sum(sizes) == 2500 and max(sizes) <= 300 and len(sizes) >= 9
+    out = tmp_path / "scores.csv"
+    assert predict_file(predictor, path, out, fmt="criteo", keep=["label"],
+                        chunk_rows=300) == 2500
+    scores = pl.read_csv(out)
+    whole = load_table(str(path), fmt="criteo").df
+    assert scores["label"].to_list() == whole["label"].to_list()  # input order kept
+    expected = predictor.predict_frame(whole)  # the whole file encoded at once
+    np.testing.assert_allclose(scores["probability"].to_numpy(), expected, rtol=0, atol=1e-6)
+    assert expected.std() > 1e-3
+
+
+def test_predict_cli_on_a_gzipped_csv_and_a_missing_column(criteo_model, tmp_path):
+    from typer.testing import CliRunner
+
+    from autodrs.cli import app
+    from autodrs.data.sources import load_table
+
+    src = tmp_path / "rows.txt"
+    write_layout("criteo", src, rows=1200, seed=4)
+    df = load_table(str(src), fmt="criteo").df
+    path = tmp_path / "rows.csv.gz"
+    path.write_bytes(gzip.compress(df.write_csv().encode()))
+    out = tmp_path / "scores.parquet"
+    res = CliRunner().invoke(app, ["predict", "--model", str(criteo_model), "--data", str(path),
+                                   "--out", str(out), "--chunk-rows", "500"])
+    assert res.exit_code == 0, res.output
+    scored = pl.read_parquet(out)
+    assert scored.height == 1200
+    bad = tmp_path / "bad.csv.gz"
+    bad.write_bytes(gzip.compress(df.drop("C7").write_csv().encode()))
+    res = CliRunner().invoke(app, ["predict", "--model", str(criteo_model), "--data", str(bad),
+                                   "--out", str(tmp_path / "x.csv")])
+    assert res.exit_code == 2 and "columns missing" in res.output and "C7" in res.output
+    assert not (tmp_path / "x.csv").exists()

@@ -52,9 +52,10 @@ def export_command(
 
 def predict_command(
     model: ModelDir,
-    data: Annotated[Path, typer.Option("--data", help="CSV, TSV or Parquet file of raw rows")],
+    data: Annotated[Path, typer.Option("--data", help="CSV, TSV, Parquet, Criteo or Avazu "
+                                                      "file of raw rows (text may be .gz)")],
     out_path: Annotated[Path, typer.Option("--out", help="CSV, TSV or Parquet file to write")],
-    fmt: Annotated[str | None, typer.Option("--format", help="csv|tsv|parquet "
+    fmt: Annotated[str | None, typer.Option("--format", help="csv|tsv|parquet|criteo|avazu "
                                                              "(default: guessed)")] = None,
     keep: Annotated[str | None, typer.Option(help="comma-separated input columns to copy "
                                                   "into the output (e.g. an id)")] = None,

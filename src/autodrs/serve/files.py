@@ -10,6 +10,10 @@ reading, a CSV is checked in one pass: UTF-8 text, no column named twice in the 
 every row (blank ones included) with as many fields as the header, each error naming the
 line. Only the model's fields and the columns to keep are read, in chunks.
 
+Files in the Criteo or Avazu layout and gzip'd text files are read by the readers training
+uses (``data.sources``, streamed in blocks), so a model trained on such a file scores one
+like it.
+
 Output is CSV, TSV or Parquet (by the ``--out`` suffix), written chunk by chunk to a
 temporary file beside it that replaces the target only when complete; ``--out`` may not be
 the input file.
@@ -18,6 +22,7 @@ the input file.
 from __future__ import annotations
 
 import csv
+import itertools
 import os
 import sys
 import tempfile
@@ -32,7 +37,8 @@ from autodrs.serve.predictor import Predictor
 
 CHUNK_ROWS = 65_536
 OUTPUT_COLUMN = "probability"
-INPUT_FORMATS = ("csv", "tsv", "parquet")
+INPUT_FORMATS = ("csv", "tsv", "parquet", "criteo", "avazu")
+LAYOUT_FORMATS = ("criteo", "avazu")
 
 
 def read_chunks(path: str | Path, columns: list[str], fmt: str | None = None,
@@ -51,8 +57,10 @@ def read_chunks(path: str | Path, columns: list[str], fmt: str | None = None,
         raise DataError(f"chunk rows must be >= 1, got {chunk_rows}")
     fmt = fmt or _guess_format(path)
     if fmt not in INPUT_FORMATS:
-        raise DataError(f"predict reads {', '.join(INPUT_FORMATS)} files with a header; "
+        raise DataError(f"predict reads {', '.join(INPUT_FORMATS)} files; "
                         f"{path} looks like {fmt!r} (pass --format to override)")
+    if fmt in LAYOUT_FORMATS or path.suffix == ".gz":
+        return _source_chunks(path, fmt, columns, chunk_rows, kinds or {})
     spans_lines = False
     try:
         if fmt == "parquet":
@@ -68,6 +76,33 @@ def read_chunks(path: str | Path, columns: list[str], fmt: str | None = None,
     if missing:
         raise DataError(f"columns missing from {path}: {', '.join(missing)}")
     return _chunks(scan.select(columns), path, chunk_rows, kinds or {}, spans_lines)
+
+
+def _source_chunks(path: Path, fmt: str, columns: list[str], chunk_rows: int,
+                   kinds: dict[str, str]) -> Iterator[pl.DataFrame]:
+    """Chunks through training's reader for ``fmt`` (which names the line of a malformed
+    row); the first block is read here, so missing columns are reported before any output."""
+    from autodrs.data.sources import open_source
+
+    blocks = open_source(str(path), fmt=fmt).chunks()
+    first = next(blocks, None)
+    if first is None:
+        raise DataError(f"{path} has no data rows")
+    missing = [c for c in columns if c not in first.columns]
+    if missing:
+        raise DataError(f"columns missing from {path} (read as {fmt}): {', '.join(missing)}; "
+                        f"it has {', '.join(first.columns)}")
+
+    def chunks() -> Iterator[pl.DataFrame]:
+        done = 0
+        for block in itertools.chain([first], blocks):
+            block = block.select(columns)
+            for start in range(0, block.height, chunk_rows):
+                chunk = block.slice(start, chunk_rows)
+                yield _as_kinds(chunk, kinds, path, done, spans_lines=True)
+                done += chunk.height
+
+    return chunks()
 
 
 def check_csv(path: Path, sep: str) -> bool:
