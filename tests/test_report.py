@@ -212,6 +212,13 @@ def test_leaderboard_has_validation_and_test_metrics_and_sizes(tmp_path):
         "embedding parameters", "bytes"]
     assert ("<tr class=searched><td>searched</td><td>0.8100</td><td>0.8000</td><td>0.4900</td>"
             "<td>0.5000</td><td>2,000</td><td>1,000</td><td>8,000</td></tr>") in board
+    # latency where measured: a column of its own, blank for the models not measured
+    result = _full_result()
+    result["latency_ms"] = 1.234
+    build_report(result, out)
+    board = _section(out.read_text(), "leaderboard")
+    assert "<th>latency (ms)</th>" in board and "<td>8,000</td><td>1.23</td></tr>" in board
+    assert "<td>5,000</td><td>3,000</td><td></td><td></td></tr>" in board
 
 
 def test_one_seed_shows_no_spread_and_several_seeds_do(tmp_path):
@@ -337,3 +344,26 @@ def test_axes_sit_around_values_near_0_8(tmp_path, monkeypatch):
     assert limits["test AUC against embedding parameters"][1][0] > 0.7  # the y axis
     # values that run from near 0 (dims 4 to 16) keep bars from 0
     assert limits["autodim: embedding size per field"][0][0] <= 0.0
+
+
+def test_architecture_of_every_field_a_block_dag_and_pruned_tables():
+    from autodrs.nn.pruned import encode_mask
+    from autodrs.report.architecture import describe
+
+    mask = np.zeros((10, 4), dtype=bool)
+    mask[:5] = True  # half the weights kept
+    spec = {"fields": None, "embed_dim": 4, "pruning": {"a": encode_mask(mask)},
+            "dag": {"nodes": [{"id": "b0", "label": "FM", "inputs": ["embeddings"]},
+                              {"id": "b1", "label": "MLP", "inputs": ["b0"]}]},
+            "interactions": None, "training": {}, "controller": {"k": 2}}
+    arch = describe(spec, {"a": {"kind": "categorical", "vocab_size": 10},
+                           "b": {"kind": "sequence", "vocab_size": 7}},
+                    {"lr": 0.001, "batch_size": 256})
+    words = " ".join(arch.sentences)
+    assert "reads 2 of 2 fields, each embedded in 4 dimensions" in words
+    assert "prunes the tables of a value by value" in words
+    assert "all 1 field pairs" not in words  # no pair tower, no pair sentence
+    assert arch.fields[0][5] == "50% of its embedding weights kept"
+    assert ["block DAG", "2 blocks"] in arch.towers
+    assert ["per-example field controller (AdaFS)", "keeps the top 2 fields"] in arch.towers
+    assert ["learning rate", "0.001 (the command's setting)"] in arch.training

@@ -109,7 +109,8 @@ def describe(spec: dict[str, Any], data_fields: dict[str, dict[str, Any]],
         out.sentences.append(f"It models {len(rows)} of the {n_all} field pairs explicitly "
                              f"({', '.join(functions) or 'none'}; listed below).")
     elif pair_towers:
-        out.sentences.append(f"It models all {n_all} field pairs explicitly.")
+        out.sentences.append(f"It models all {n_all} field pairs explicitly." if n_all != 1
+                             else "It models the one field pair explicitly.")
     if towers:
         out.sentences.append("Towers: " + "; ".join(f"{t[0]} ({t[1]})" if t[1] else t[0]
                                                    for t in towers) + ".")
