@@ -241,7 +241,7 @@ def test_autoctr_seeds_backbones_and_final_fit(tiny_synthetic: Dataset,
     ctx = SearchContext(tiny_synthetic, backbone_spec("deepfm", 8), fast_config, seed=2,
                         trials=4, options={"fast": True, "population": 2, "blocks": 3,
                                            "seed_backbones": "deepfm,ipnn",
-                                           "final_candidates": 2})
+                                           "final_candidates": 2, "final_seeds": 2})
     found = get_method("autoctr").search(ctx)
     # the population starts from the two backbones, then children of trained parents
     assert found.trials[0]["dag"] == "FM | MLP 256 | MLP 128"
@@ -253,6 +253,9 @@ def test_autoctr_seeds_backbones_and_final_fit(tiny_synthetic: Dataset,
     assert {f["number"] for f in final} == {t["number"] for t in leaders} | {0, 1}
     best = max(final, key=lambda f: f["valid_auc"])
     assert found.extra["best_number"] == best["number"]
+    # each finalist fitted on two seeds, chosen on their mean: never below a seed backbone
+    assert all(len(f["valid_aucs"]) == 2 for f in final)
+    assert all(best["valid_auc"] >= f["valid_auc"] for f in final if f["number"] in (0, 1))
 
 
 def test_a_deadline_with_a_reserve_stops_where_the_reserve_begins(
@@ -401,3 +404,41 @@ def test_autoctr_falls_back_to_low_fidelity_when_a_full_fit_is_too_dear(
     with pytest.raises(SearchError, match="unknown autoctr fidelity 'medium'"):
         get_method("autoctr").search(dataclasses.replace(
             ctx, options={**ctx.options, "fidelity": "medium"}))
+
+
+def test_autoctr_final_choice_is_the_best_mean_over_shared_seeds(
+        tiny_synthetic: Dataset, fast_config: TrainConfig,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """One fit each picks the luckiest initialisation: finalist #0 validates best on the
+    first seed only. On the mean of two seeded fits the steady seed backbone (#1) wins,
+    and the searched #2, better than it on both seeds, beats it."""
+    from types import SimpleNamespace
+
+    import autodrs.methods.blocks.autoctr as autoctr
+
+    fits: list[tuple[int, int]] = []
+    auc = {(0, 0): 0.80, (0, 1): 0.70, (1, 0): 0.78, (1, 1): 0.78, (2, 0): 0.79, (2, 1): 0.785}
+
+    def fake_train(ds, spec, config, train, valid_rows, hooks, parent=None):
+        number = spec.provenance[-1]["number"]
+        fits.append((number, config.seed))
+        return None, SimpleNamespace(valid={"auc": auc[(number, config.seed)]})
+
+    monkeypatch.setattr(autoctr, "train_candidate", fake_train)
+    ctx = SearchContext(tiny_synthetic, ArchSpec(), fast_config, seed=0)
+    finalists = [Candidate(k, [], ArchSpec(provenance=[{"number": k}]), 0.5, 0.6, 1, 1.0)
+                 for k in range(3)]
+    chosen, results, cut = autoctr.AutoCTR.final_fit(ctx, finalists[:2], finalists[0], 1)
+    assert chosen.number == 0  # a single fit each: the lucky one
+    fits.clear()
+    chosen, results, cut = autoctr.AutoCTR.final_fit(ctx, finalists[:2], finalists[0], 2)
+    assert chosen.number == 1 and not cut
+    assert fits == [(0, 0), (0, 1), (1, 0), (1, 1)]  # the same seeds for every finalist
+    assert results[0] == {"number": 0, "valid_auc": 0.75, "valid_aucs": [0.8, 0.7]}
+    chosen, results, _ = autoctr.AutoCTR.final_fit(ctx, finalists, finalists[0], 2)
+    assert chosen.number == 2
+    # the search passes final_seeds (2 by default) and checks it
+    with pytest.raises(SearchError, match="final_seeds must be >= 1"):
+        get_method("autoctr").search(SearchContext(
+            tiny_synthetic, backbone_spec("deepfm", 8), fast_config,
+            options={"fast": True, "final_seeds": 0}))
