@@ -24,7 +24,7 @@ from autodrs.methods.interaction.space import PairSelectionSpace
 from autodrs.models.backbones import backbone_spec
 from autodrs.models.builder import build_model
 from autodrs.search.base import SearchContext, SearchError, StageResult, get_method
-from autodrs.spec import ArchSpec, Interaction, SpecError
+from autodrs.spec import ArchSpec, Interaction, SpecError, cross_name
 from autodrs.train.grda import GRDA
 from autodrs.train.trainer import TrainConfig
 
@@ -156,8 +156,12 @@ def test_every_interaction_method_writes_a_usable_spec(method: str, tiny_synthet
     if method not in ("profit", "fives"):  # those list each order best first, pairs first
         assert ordered == sorted(ordered, reverse=True)
     spec = result.spec
-    assert spec.fm and spec.interactions is not None
-    assert {i.key for i in spec.interactions} <= pairs
+    assert spec.interactions is not None
+    # what each method delivers: FM pairs (and product triples), OptInter memorised and
+    # Hadamard pairs, AutoGroup its groups (on the deep head, no FM term as in its supernet)
+    assert spec.fm == (method not in ("optinter", "autogroup"))
+    if method != "autogroup":
+        assert {i.key for i in spec.interactions if len(i.fields) == 2} <= pairs
     spec.validate(tiny_synthetic.schema)
     model = build_model(tiny_synthetic.schema, spec)
     batch = next(tiny_synthetic.valid.batches(64))
@@ -171,15 +175,33 @@ def test_higher_order_methods_report_triples_after_the_pairs(
     orders = [len(r) for r in result.ranking]
     assert orders == sorted(orders)
     triples = result.to_dict()["triples"]
-    assert all(len(t) == 3 and len(set(t)) == 3 for t in triples)
+    assert triples and all(len(t) == 3 and len(set(t)) == 3 for t in triples)
+    if method == "autogroup":
+        return
+    # the kept triples reach the model as third-order product terms
+    spec = ArchSpec.from_json(result.spec.to_json())
+    found = [i.fields for i in spec.interactions if len(i.fields) == 3]
+    assert found == triples and all(i.function == "product" for i in spec.interactions)
+    model = build_model(tiny_synthetic.schema, spec)
+    index = {n: k for k, n in enumerate(model.field_names)}
+    assert model.higher.index_3.tolist() == [[index[n] for n in t] for t in triples]
 
 
-def test_autogroup_keeps_the_pairs_of_its_order_two_groups(tiny_synthetic: Dataset,
-                                                          fast_config: TrainConfig) -> None:
+def test_autogroup_delivers_its_groups_of_every_order(tiny_synthetic: Dataset,
+                                                    fast_config: TrainConfig) -> None:
     result = get_method("autogroup").search(context(tiny_synthetic, fast_config))
-    co_members = {tuple(p) for group in result.to_dict()["groups"]["order2"]
-                  for p in combinations(group, 2)}
-    assert {tuple(i.fields) for i in result.spec.interactions} == co_members
+    groups = result.to_dict()["groups"]
+    spec = ArchSpec.from_json(result.spec.to_json())
+    delivered = {(i.order, tuple(i.fields)) for i in spec.interactions}
+    assert all(i.function == "group" for i in spec.interactions)
+    assert delivered == {(p, tuple(g)) for p in (1, 2, 3) for g in groups[f"order{p}"] if g}
+    assert {i.order for i in spec.interactions} == {1, 2, 3}
+    model = build_model(tiny_synthetic.schema, spec)
+    dim = spec.embed_dim
+    assert model.groups.out_dim == sum(dim if p == 1 else 1 for p, _ in delivered)
+    # the pairs its order-2 groups model are the pairs it ranks above zero
+    co_members = {frozenset(p) for g in groups["order2"] for p in combinations(g, 2)}
+    assert {frozenset(p) for p in result.to_dict()["pairs"]} == co_members
 
 
 def test_fm_backbone_has_no_deep_tower(tiny_synthetic: Dataset,
@@ -284,14 +306,20 @@ def test_optinter_memorised_pairs_become_cross_features(tiny_synthetic: Dataset,
         elif how == "memorise":
             assert by_key[key].function == "memorise"
             assert by_key[key].fields in spec.crosses
+            # embedded at the pair dim, as the official comb_embedding_dim
+            assert spec.dim_of(cross_name(by_key[key].fields)) == spec.pair_dim
         else:
-            assert by_key[key].function == "product"
+            # retrained as searched: the Hadamard product of the pair's own embeddings
+            assert by_key[key].function == "hadamard"
     # numerical fields have no cross feature, so their pairs are never memorised
     assert all(how != "memorise" for key, how in functions.items()
                if "num0" in key.split("*") or "num_noise" in key.split("*"))
     model = build_model(tiny_synthetic.schema, spec)
-    products = sum(i.function == "product" for i in spec.interactions)
-    assert model.fm.products.left.numel() == products
+    factorised = sum(how == "factorise" for how in functions.values())
+    assert factorised and spec.pair_dim == spec.embed_dim // 2
+    assert model.hadamard.out_dim == factorised * spec.pair_dim
+    assert model.fm is None and model.mlp.net[0].in_features == \
+        sum(model.embedding.dims) + model.hadamard.out_dim
     assert len(model.embedding.crosses) == len(spec.crosses)
 
 

@@ -21,6 +21,10 @@ deep head), every order included; empty groups are dropped. Ranking: an order-2 
 contributes ``2 c_ig c_jg w_ig w_jg <e_i, e_j>`` to every pair of its members, so a pair
 scores the magnitude of that sum over the groups; triples score the same from the order-3
 groups and are ranked after the pairs.
+
+At the official ``struct_lr`` (1e4) and ``tau`` (0.01) one Adam step saturates a
+membership's softmax, whose gradient is then zero: each membership is fixed by the sign of
+one batch gradient (docs/interaction.md has the measurement), so the groups barely select.
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ from autodrs.methods.interaction.common import (
     InteractionOutput,
     InteractionSupernet,
     arch_loss,
+    epochs_for_steps,
     interaction_result,
     option,
     planned_steps,
@@ -42,6 +43,13 @@ from autodrs.methods.interaction.common import (
 from autodrs.search.base import Method, SearchContext, SearchError, StageResult, register_method
 from autodrs.search.gradient import ArchStep, Temperature
 from autodrs.spec import Interaction
+
+SEARCH_EPOCHS = 2
+# at least this many weight (and edge) steps: the edges start at 0.5, and on `synthetic`
+# (200,000 rows) 2 epochs (314 steps) kept 42 of the 73 unplanted pairs, 4 epochs (628
+# steps) 33 on each of two seeds, with 3-4 of the 5 planted pairs in the top 5
+# (docs/benchmarks.md)
+SEARCH_STEPS = 600
 
 
 class EdgeSearchGraph(nn.Module):
@@ -103,8 +111,8 @@ class FIVES(Method):
     """FIVES: edge search on the field graph, order p from the layer-p adjacency.
 
     Options: ``backbone`` (deepfm | fm), ``layers`` (2: orders 2 and 3), ``arch_lr``
-    (Adam on the edges, 0.01), ``keep3`` (triples reported, default half the fields),
-    ``search_epochs`` (default 2).
+    (Adam on the edges, 0.01), ``keep3`` (triples kept, default half the fields),
+    ``search_epochs`` (default 2, more when they hold fewer than 600 steps).
     """
 
     name = "fives"
@@ -119,7 +127,8 @@ class FIVES(Method):
         keep3 = option(ctx, "keep3", max(1, n // 2), int)
         if layers < 1 or arch_lr <= 0 or keep3 < 1:
             raise SearchError("fives needs layers >= 1, arch_lr > 0 and keep3 >= 1")
-        config = search_config(ctx, default_epochs=2)
+        config = search_config(ctx, default_epochs=epochs_for_steps(
+            len(ctx.dataset.train), ctx.train.batch_size, SEARCH_EPOCHS, SEARCH_STEPS))
         # anneal from 1 to the floor over the planned search
         temperature = Temperature(start=1.0, decay=0.99 / planned_steps(ctx, config),
                                   floor=0.01)
@@ -153,6 +162,8 @@ class FIVES(Method):
                         value = float(second[i, j] * first[j, m])
                         triples[key] = max(triples.get(key, 0.0), value)
         top3 = ranked(triples)[:keep3]
+        # the triples reach the model as third-order product terms
+        kept += [Interaction(fields=list(k)) for k in top3]
         return interaction_result(
             self.name, strategy, spec, {**scores, **{k: triples[k] for k in top3}}, kept,
             time.perf_counter() - t0, ranking=ranked(scores) + top3,

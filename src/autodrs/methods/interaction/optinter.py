@@ -9,14 +9,20 @@ embeddings, ``e'_i * e'_j``) and *naive* (nothing). The supernet feeds the mixtu
 
 of every pair into the MLP next to the field embeddings, with ``t = max(0.01, 1 - tau*step)``
 annealed per step (no Gumbel noise). Weights (Adam) and alpha (Adam, ``arch_lr``) step on the
-*same* training batch. The architecture is the argmax per pair; memorised pairs become cross
-features of the spec (``Interaction(function="memorise")``), factorised pairs inner-product
-interactions, naive pairs are dropped.
+*same* training batch. As the official search (``CriteoSearch.py``), the search stops at the
+first epoch that does not improve validation AUC and the architecture is read from the best
+epoch (a later epoch's alpha has moved towards memorising what the training batches hold).
+The architecture is the argmax per pair, retrained as the official ``DNN_cart`` with the
+searched operators: memorised pairs become cross features of the spec embedded at
+``pair_dim`` (``Interaction(function="memorise")``), factorised pairs the Hadamard product of
+their own ``pair_dim`` embeddings fed to the MLP (``Interaction(function="hadamard")``),
+naive pairs are dropped.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -156,7 +162,9 @@ class OptInter(Method):
             hook = ArchStep(arch_opt, arch_loss(spec), mode="bilevel", every=1,
                             valid=ctx.dataset.valid, batch_size=config.batch_size,
                             seed=ctx.seed, temperatures=[temperature])
-        train_supernet(ctx, supernet, [hook], config)
+        # the official search: early stop at the first epoch without improvement, the
+        # architecture of the best epoch
+        train_supernet(ctx, supernet, [hook], replace(config, patience=1), arch_at="best")
         with torch.no_grad():
             logits = (module.alpha + module.mask).tolist()
         chosen = module.weights().argmax(-1).tolist()
@@ -164,6 +172,7 @@ class OptInter(Method):
         methods: dict[str, str] = {}
         kept: list[Interaction] = []
         crosses = [list(c) for c in spec.crosses]
+        field_dims = dict(spec.field_dims)
         for (i, j), c, a in zip(pairs, chosen, logits, strict=True):
             key = (names[i], names[j])
             # how strongly modelling the pair beats leaving it out (not the annealed
@@ -173,11 +182,13 @@ class OptInter(Method):
             if CHOICES[c] == "memorise":
                 if list(key) not in crosses:
                     crosses.append(list(key))
+                    field_dims[cross_name(list(key))] = pair_dim
                 kept.append(Interaction(fields=list(key), function="memorise"))
             elif CHOICES[c] == "factorise":
-                kept.append(Interaction(fields=list(key), function="product"))
+                kept.append(Interaction(fields=list(key), function="hadamard"))
         kept.sort(key=lambda inter: -scores[tuple(inter.fields)])
-        spec = spec.copy(crosses=crosses)
+        # the searched supernet has no FM term: the pairs reach the MLP
+        spec = spec.copy(crosses=crosses, field_dims=field_dims, pair_dim=pair_dim, fm=False)
         return interaction_result(
             self.name, strategy, spec, scores, kept, time.perf_counter() - t0,
             extra={"functions": methods, "temperature": temperature.value,

@@ -161,6 +161,8 @@ class PROFIT(Method):
         pairs = [tuple(names[i] for i in c) for c in kept_pairs]
         kept = [Interaction(fields=list(p)) for p in ranked({p: scores[p] for p in pairs})]
         triples = [k for k in ranking if len(k) == 3][:keep3]
+        # the kept triples reach the model as third-order product terms
+        kept += [Interaction(fields=list(t)) for t in triples]
         return interaction_result(
             self.name, strategy, spec, scores, kept, time.perf_counter() - t0,
             ranking=ranking, extra={"rank": rank, "triples": [list(t) for t in triples]},
