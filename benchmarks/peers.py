@@ -7,7 +7,9 @@ permutation of the rows, the same rows for every library), embedding 16, MLP 256
 best epoch's weights evaluated on test. Each (seed, library) fit runs in a process of its
 own, seeds outermost and the libraries' order rotated per seed, so load drift spreads over
 all of them. Reported per fit: test AUC, training samples/s (training steps only, validation
-excluded, the same count for every library) and peak RSS.
+excluded, the same count for every library), per wall-clock second and per CPU-second of
+the process (single-threaded fits: the CPU figure holds steady when other work shares the
+machine, the wall-clock one does not), and peak RSS.
 
 The peers live in a virtualenv of their own (never autodrs's dependencies): FuxiCTR 2.3.10
 and DeepCTR-Torch 0.3.0 over the same torch build as autodrs's. ``--setup`` creates it
@@ -143,7 +145,7 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float:
 def run_autodrs(work: Path, model: str, seed: int, threads: int) -> dict:
     from autodrs.experiment import fit_spec
     from autodrs.models import backbone_spec
-    from autodrs.train.trainer import TrainConfig
+    from autodrs.train.trainer import TrainConfig, Trainer
 
     ds = autodrs_dataset(work)
     spec = backbone_spec(model, EMBED_DIM)
@@ -151,11 +153,24 @@ def run_autodrs(work: Path, model: str, seed: int, threads: int) -> dict:
         spec.mlp = list(MLP)
     config = TrainConfig(epochs=EPOCHS, batch_size=BATCH, lr=LR, patience=PATIENCE, seed=seed,
                          threads=threads, progress=False, eval_batch_size=EVAL_BATCH)
+    evaluate, eval_cpu = Trainer.evaluate, [0.0]
+
+    def timed_evaluate(self, model, data):
+        c0 = time.process_time()
+        try:
+            return evaluate(self, model, data)
+        finally:
+            eval_cpu[0] += time.process_time() - c0
+
+    Trainer.evaluate = timed_evaluate
     base = rss_mib()
+    c0 = time.process_time()
     out = fit_spec(ds, spec, config)
+    cpu = time.process_time() - c0 - eval_cpu[0]
     return {"test_auc": out.metrics["test"]["auc"], "valid_auc": out.metrics["valid"]["auc"],
             "epochs": len(out.fit.history), "best_epoch": out.fit.best_epoch,
-            "samples": out.fit.samples, "train_seconds": out.fit.train_seconds, "base_rss": base}
+            "samples": out.fit.samples, "train_seconds": out.fit.train_seconds,
+            "train_cpu_seconds": cpu, "base_rss": base}
 
 
 def run_handwritten(work: Path, model: str, seed: int, threads: int) -> dict:
@@ -234,10 +249,11 @@ def run_handwritten(work: Path, model: str, seed: int, threads: int) -> dict:
                           for i in range(0, len(x), EVAL_BATCH)]).numpy()
 
     base = rss_mib()
-    best, best_epoch, best_state, bad, samples, train_seconds, epochs = -1.0, 0, None, 0, 0, 0.0, 0
+    best, best_epoch, best_state, bad, samples, epochs = -1.0, 0, None, 0, 0, 0
+    train_seconds = train_cpu = 0.0
     for epoch in range(EPOCHS):
         net.train()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         perm = torch.randperm(len(xtr), generator=gen)
         for i in range(0, len(perm), BATCH):
             idx = perm[i:i + BATCH]
@@ -247,6 +263,7 @@ def run_handwritten(work: Path, model: str, seed: int, threads: int) -> dict:
             opt.step()
             samples += len(idx)
         train_seconds += time.perf_counter() - t0
+        train_cpu += time.process_time() - c0
         epochs += 1
         valid = auc(yva.numpy(), predict(xva))
         if valid > best:
@@ -259,7 +276,7 @@ def run_handwritten(work: Path, model: str, seed: int, threads: int) -> dict:
     net.load_state_dict(best_state)
     return {"test_auc": auc(yte.numpy(), predict(xte)), "valid_auc": best, "epochs": epochs,
             "best_epoch": best_epoch, "samples": samples, "train_seconds": train_seconds,
-            "base_rss": base}
+            "train_cpu_seconds": train_cpu, "base_rss": base}
 
 
 def run_fuxictr(work: Path, model: str, seed: int, threads: int) -> dict:
@@ -347,7 +364,7 @@ def run_fuxictr(work: Path, model: str, seed: int, threads: int) -> dict:
 
     net = Model()
     os.makedirs(net.model_dir, exist_ok=True)
-    timing = {"eval": 0.0, "samples": 0, "epochs": 0}
+    timing = {"eval": 0.0, "eval_cpu": 0.0, "samples": 0, "epochs": 0}
     step, evaluate = net.train_step, net.eval_step
 
     def counted_step(batch):
@@ -355,22 +372,24 @@ def run_fuxictr(work: Path, model: str, seed: int, threads: int) -> dict:
         return step(batch)
 
     def timed_eval():
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         timing["epochs"] += 1
         evaluate()
         timing["eval"] += time.perf_counter() - t0
+        timing["eval_cpu"] += time.process_time() - c0
 
     net.train_step, net.eval_step = counted_step, timed_eval
     train = Batches("train", BATCH, True)
     valid = Batches("valid", EVAL_BATCH, False)
     base = rss_mib()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     net.fit(train, epochs=EPOCHS, validation_data=valid)
     seconds = time.perf_counter() - t0 - timing["eval"]
+    cpu = time.process_time() - c0 - timing["eval_cpu"]
     test = net.evaluate(Batches("test", EVAL_BATCH, False))
     return {"test_auc": float(test["AUC"]), "valid_auc": float(net._best_metric),
             "epochs": timing["epochs"], "best_epoch": None, "samples": timing["samples"],
-            "train_seconds": seconds, "base_rss": base}
+            "train_seconds": seconds, "train_cpu_seconds": cpu, "base_rss": base}
 
 
 def run_deepctr(work: Path, model: str, seed: int, threads: int) -> dict:
@@ -405,14 +424,15 @@ def run_deepctr(work: Path, model: str, seed: int, threads: int) -> dict:
                   dnn_hidden_units=tuple(MLP), **common)
     net.compile(torch.optim.Adam(net.parameters(), lr=LR), "binary_crossentropy",
                 metrics=["auc"])
-    timing = {"eval": 0.0, "epochs": 0}
+    timing = {"eval": 0.0, "eval_cpu": 0.0, "epochs": 0}
     evaluate = net.evaluate
 
     def timed_eval(x, y, batch_size=256):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         timing["epochs"] += 1
         out = evaluate(x, y, EVAL_BATCH)
         timing["eval"] += time.perf_counter() - t0
+        timing["eval_cpu"] += time.process_time() - c0
         return out
 
     net.evaluate = timed_eval
@@ -423,17 +443,19 @@ def run_deepctr(work: Path, model: str, seed: int, threads: int) -> dict:
                                  save_weights_only=True, mode="max")]
     ytr = task[f"train/{LABEL}"]
     base = rss_mib()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     history = net.fit(inputs("train"), ytr, batch_size=BATCH, epochs=EPOCHS, verbose=0,
                       validation_data=(inputs("valid"), task[f"valid/{LABEL}"]),
                       callbacks=callbacks)
     seconds = time.perf_counter() - t0 - timing["eval"]
+    cpu = time.process_time() - c0 - timing["eval_cpu"]
     net.load_state_dict(torch.load(best_path))
     scores = np.ravel(net.predict(inputs("test"), EVAL_BATCH))
     return {"test_auc": auc(task[f"test/{LABEL}"], scores),
             "valid_auc": float(max(history.history["val_auc"])), "epochs": timing["epochs"],
             "best_epoch": int(np.argmax(history.history["val_auc"])) + 1,
-            "samples": timing["epochs"] * len(ytr), "train_seconds": seconds, "base_rss": base}
+            "samples": timing["epochs"] * len(ytr), "train_seconds": seconds,
+            "train_cpu_seconds": cpu, "base_rss": base}
 
 
 RUNNERS = {"autodrs": run_autodrs, "handwritten": run_handwritten, "fuxictr": run_fuxictr,
@@ -443,6 +465,7 @@ RUNNERS = {"autodrs": run_autodrs, "handwritten": run_handwritten, "fuxictr": ru
 def worker(args: argparse.Namespace) -> None:
     out = RUNNERS[args.worker](Path(args.work), args.model, args.seed, args.threads)
     out["samples_per_s"] = out["samples"] / out["train_seconds"]
+    out["samples_per_cpu_s"] = out["samples"] / out["train_cpu_seconds"]
     out["peak_rss_mib"] = peak_rss_mib()
     out["train_rss_mib"] = max(0.0, out["peak_rss_mib"] - out.pop("base_rss"))
     print("RESULT " + json.dumps(out), flush=True)
@@ -485,10 +508,9 @@ def run_one(py: str, work: Path, library: str, model: str, seed: int, threads: i
     return json.loads(lines[-1][len("RESULT "):])
 
 
-def ratio(speed: list[float], reference: list[dict]) -> float:
-    """Mean over seeds of samples/s over the reference's samples/s in the same round."""
-    return float(np.mean([a / b["samples_per_s"]
-                          for a, b in zip(speed, reference, strict=True)]))
+def ratio(runs: list[dict], reference: list[dict], key: str) -> float:
+    """Mean over seeds of ``key`` (a speed) over the reference's in the same seed round."""
+    return float(np.mean([a[key] / b[key] for a, b in zip(runs, reference, strict=True)]))
 
 
 def summary(results: dict, models: list[str], libraries: list[str]) -> str:
@@ -502,20 +524,26 @@ def summary(results: dict, models: list[str], libraries: list[str]) -> str:
             runs = results[(model, lib)]
             aucs = [r["test_auc"] for r in runs]
             speed = [r["samples_per_s"] for r in runs]
+            cpu_speed = [r["samples_per_cpu_s"] for r in runs]
             vs_fuxi = (paired_difference(aucs, [r["test_auc"] for r in ref])
                        if ref and lib != "fuxictr" else "")
             # per-seed ratio, each pair measured back to back in the same seed round
-            x_fuxi = (f"{ratio(speed, ref):.2f}x" if ref and lib != "fuxictr" else "")
-            x_hand = (f"{ratio(speed, hand):.2f}x" if hand and lib != "handwritten" else "")
+            x_fuxi = (f"{ratio(runs, ref, 'samples_per_s'):.2f}x / "
+                      f"{ratio(runs, ref, 'samples_per_cpu_s'):.2f}x"
+                      if ref and lib != "fuxictr" else "")
+            x_hand = (f"{ratio(runs, hand, 'samples_per_s'):.2f}x / "
+                      f"{ratio(runs, hand, 'samples_per_cpu_s'):.2f}x"
+                      if hand and lib != "handwritten" else "")
             rows.append([model, lib, mean_std(aucs), vs_fuxi,
                          " ".join(f"{a:.4f}" for a in aucs),
-                         f"{np.mean(speed):,.0f}", x_fuxi, x_hand,
+                         f"{np.mean(speed):,.0f} / {np.mean(cpu_speed):,.0f}", x_fuxi, x_hand,
                          f"{np.mean([r['epochs'] for r in runs]):.1f}",
                          f"{np.mean([r['peak_rss_mib'] for r in runs]):.0f}",
                          f"{np.mean([r['train_rss_mib'] for r in runs]):.0f}"])
     return markdown_table(["model", "library", "test AUC", "vs FuxiCTR (paired)", "per seed",
-                           "samples/s", "x FuxiCTR", "x hand-written", "epochs",
-                           "peak RSS MiB", "training RSS MiB"], rows)
+                           "samples/s (wall / CPU)", "x FuxiCTR (wall / CPU)",
+                           "x hand-written (wall / CPU)", "epochs", "peak RSS MiB",
+                           "training RSS MiB"], rows)
 
 
 def main() -> None:
@@ -568,7 +596,8 @@ def main() -> None:
                 results.setdefault((model, lib), []).append(r)
                 print(f"  seed {seed} {model:>8} {lib:>11}: test AUC {r['test_auc']:.4f} "
                       f"valid {r['valid_auc']:.4f} epochs {r['epochs']} "
-                      f"{r['samples_per_s']:,.0f} samples/s peak RSS "
+                      f"{r['samples_per_s']:,.0f} samples/s ({r['samples_per_cpu_s']:,.0f} per "
+                      f"CPU-s) peak RSS "
                       f"{r['peak_rss_mib']:.0f} MiB (load {os.getloadavg()[0]:.2f})",
                       flush=True)
     print(f"\n## Peers: MovieLens-100k, 8 fields, {args.seeds} seeds, emb {EMBED_DIM}, MLP "
