@@ -23,6 +23,11 @@ and loop of its own (no autodrs code).
     python benchmarks/peers.py --setup                   # once: the peers' virtualenv
     nice -n 10 python benchmarks/peers.py [--models deepfm,dcnv2,fm,widedeep] [--seeds 3]
                                           [--threads 1] [--venv PATH] [--work DIR]
+    nice -n 10 python benchmarks/peers.py --init-ablation [--seeds 3]
+
+``--init-ablation`` trains autodrs's DeepFM on the same task with each part's start set
+explicitly (tables N(0, 0.01) or N(0, 1e-4); MLP and read-out head PyTorch's default or
+xavier-normal with zero bias), the same seeds for every variant.
 """
 
 from __future__ import annotations
@@ -130,6 +135,12 @@ def load_task(work: Path) -> tuple[dict, dict]:
 def rss_mib() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def torch_threads(n: int) -> None:
+    import torch
+
+    torch.set_num_threads(n)
 
 
 def peak_rss_mib() -> float:
@@ -458,6 +469,66 @@ def run_deepctr(work: Path, model: str, seed: int, threads: int) -> dict:
             "train_cpu_seconds": cpu, "base_rss": base}
 
 
+INIT_VARIANTS = {  # tables' std, MLP xavier, head xavier
+    "before: tables 0.01, default MLP and head": (0.01, False, False),
+    "tables 1e-4 only": (1e-4, False, False),
+    "xavier MLP and head only": (0.01, True, True),
+    "tables 1e-4, xavier MLP, default head": (1e-4, True, False),
+    "tables 1e-4, xavier MLP and head": (1e-4, True, True),
+}
+
+
+def set_start(model, table_std: float, xavier_mlp: bool, xavier_head: bool) -> None:
+    """Re-draws an autodrs DeepFM's tables, MLP and read-out head as one ablation variant
+    says: N(0, table_std) tables; xavier-normal with zero bias, or PyTorch's default."""
+    import torch
+    from torch import nn
+
+    def start(layer: nn.Linear, xavier: bool) -> None:
+        if xavier:
+            nn.init.xavier_normal_(layer.weight)
+            nn.init.zeros_(layer.bias)
+        else:
+            layer.reset_parameters()  # PyTorch's default
+
+    with torch.no_grad():
+        for table in model.embedding.tables:
+            nn.init.normal_(table.weight, std=table_std)
+        for layer in model.mlp.modules():
+            if isinstance(layer, nn.Linear):
+                start(layer, xavier_mlp)
+        start(model.head, xavier_head)
+
+
+def init_ablation(work: Path, seeds: int, threads: int) -> None:
+    import torch
+
+    from _common import markdown_table, mean_std
+    from autodrs.models import backbone_spec, build_model
+    from autodrs.train.trainer import TrainConfig, Trainer
+
+    ds = autodrs_dataset(work)
+    rows: dict[str, list[float]] = {}
+    for k in range(seeds):
+        seed = 2026 + k
+        for name, variant in INIT_VARIANTS.items():
+            torch.manual_seed(seed)
+            model = build_model(ds.schema, backbone_spec("deepfm", EMBED_DIM))
+            set_start(model, *variant)
+            config = TrainConfig(epochs=EPOCHS, batch_size=BATCH, lr=LR, patience=PATIENCE,
+                                 seed=seed, threads=threads, progress=False)
+            trainer = Trainer(config)
+            fit = trainer.fit(model, ds.train, ds.valid)
+            test = trainer.evaluate(model, ds.test)["auc"]
+            rows.setdefault(name, []).append(test)
+            print(f"  seed {seed} {name}: test AUC {test:.4f} (best epoch {fit.best_epoch} "
+                  f"of {len(fit.history)})", flush=True)
+    print(f"\n## DeepFM's start on the peers task ({seeds} seeds)\n")
+    print(markdown_table(["start", "test AUC", "per seed"],
+                         [[n, mean_std(v), " ".join(f"{a:.4f}" for a in v)]
+                          for n, v in rows.items()]))
+
+
 RUNNERS = {"autodrs": run_autodrs, "handwritten": run_handwritten, "fuxictr": run_fuxictr,
            "deepctr": run_deepctr}
 
@@ -555,6 +626,8 @@ def main() -> None:
     parser.add_argument("--venv", default=str(ROOT / "runs" / "peers-venv"))
     parser.add_argument("--work", default=str(ROOT / "runs" / "peers"))
     parser.add_argument("--setup", action="store_true", help="create the peers' virtualenv")
+    parser.add_argument("--init-ablation", action="store_true",
+                        help="autodrs's DeepFM under each start (tables, MLP, head)")
     parser.add_argument("--worker", choices=list(RUNNERS), help=argparse.SUPPRESS)
     parser.add_argument("--model", default="deepfm", help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
@@ -565,6 +638,13 @@ def main() -> None:
     venv = Path(args.venv)
     if args.setup:
         setup_venv(venv)
+        return
+    if args.init_ablation:
+        work = Path(args.work)
+        meta = write_task(work)
+        check_same_split(work, meta)
+        torch_threads(args.threads)
+        init_ablation(work, args.seeds, args.threads)
         return
     peer_py = venv / "bin" / "python"
     libraries = args.libraries.split(",")

@@ -4,10 +4,14 @@ live in autodrs's own environment (autodrs and the hand-written loop)."""
 from __future__ import annotations
 
 import importlib.util
+import math
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+
+from autodrs.models import backbone_spec, build_model
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
@@ -70,3 +74,20 @@ def test_autodrs_and_the_hand_written_loop_train_on_it(peers, task, monkeypatch)
     table = peers.summary({("deepfm", k): [v] for k, v in runs.items()}, ["deepfm"],
                           ["autodrs", "handwritten"])
     assert "| deepfm | autodrs |" in table and "x hand-written" in table
+
+
+def test_the_init_ablation_sets_each_part_as_its_variant_says(peers, tiny_synthetic):
+    model = build_model(tiny_synthetic.schema, backbone_spec("deepfm"))
+    first = model.mlp.net[0]
+    bound = 1 / math.sqrt(first.weight.shape[1])  # PyTorch's default: uniform within it
+    torch.manual_seed(0)
+    peers.set_start(model, *peers.INIT_VARIANTS["before: tables 0.01, default MLP and head"])
+    assert float(model.embedding.tables[0].weight.std()) == pytest.approx(0.01, rel=0.1)
+    assert float(first.weight.abs().max()) <= bound
+    assert torch.count_nonzero(first.bias) > 0 and torch.count_nonzero(model.head.bias) > 0
+    peers.set_start(model, *peers.INIT_VARIANTS["tables 1e-4, xavier MLP, default head"])
+    assert float(model.embedding.tables[0].weight.std()) == pytest.approx(1e-4, rel=0.1)
+    assert float(first.weight.abs().max()) > bound
+    assert torch.count_nonzero(first.bias) == 0 and torch.count_nonzero(model.head.bias) > 0
+    peers.set_start(model, *peers.INIT_VARIANTS["tables 1e-4, xavier MLP and head"])
+    assert torch.count_nonzero(model.head.bias) == 0
