@@ -311,7 +311,9 @@ def _value(value: Any) -> str:
         return html.escape(json.dumps(value))
     if value is None:
         return "-"
-    return f"{value:.6g}" if isinstance(value, float) else _fmt(value)
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return html.escape(str(value))  # settings as written: a seed 2026, not 2,026
 
 
 def _stage(page: _Page, index: int, stage: dict[str, Any], truth: dict[str, Any] | None) -> None:
@@ -392,8 +394,10 @@ def _stage(page: _Page, index: int, stage: dict[str, Any], truth: dict[str, Any]
     if trials:
         values = [_trial_value(t) for t in trials]
         if any(v == v for v in values):
-            page.figure(f"{method}-progress", plots.progress(values, f"{method}: search progress"),
-                        "Validation AUC of each trial and the best so far")
+            numbers = [t.get("number", i) for i, t in enumerate(trials)]
+            page.figure(f"{method}-progress", plots.progress(
+                values, f"{method}: search progress", numbers=numbers),
+                "Validation AUC of each trial and the best so far")
     if stage.get("dag"):
         nodes = stage["dag"].get("nodes", []) if isinstance(stage["dag"], dict) else stage["dag"]
         if nodes:

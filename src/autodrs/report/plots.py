@@ -145,15 +145,17 @@ def heatmap(fields: Sequence[str], matrix: np.ndarray, title: str) -> bytes:
     return _png(fig)
 
 
-def progress(values: Sequence[float], title: str, ylabel: str = "validation AUC") -> bytes:
-    """Each trial's value and the best so far."""
+def progress(values: Sequence[float], title: str, ylabel: str = "validation AUC",
+             numbers: Sequence[int] | None = None) -> bytes:
+    """Each trial's value (at its trial number) and the best so far."""
     vals = np.asarray(values, dtype=float)
     best = np.maximum.accumulate(np.where(np.isnan(vals), -np.inf, vals))
     fig, ax = plt.subplots(figsize=(7, 3.4))
-    x = np.arange(1, len(vals) + 1)
+    x = np.asarray(numbers if numbers is not None else np.arange(len(vals)))
     ax.scatter(x, vals, s=14, color=COLORS["baseline"], label="trial")
     ax.plot(x, np.where(np.isinf(best), np.nan, best), color=COLORS["searched"],
-            label="best so far")
+            drawstyle="steps-post", label="best so far")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_xlabel("trial")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
