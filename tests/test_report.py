@@ -76,6 +76,8 @@ def _full_result() -> dict:
         "history": [{"epoch": e, "auc": 0.7 + 0.03 * e, "logloss": 0.6 - 0.03 * e}
                     for e in range(1, 5)],
         "config": {"epochs": 10, "batch_size": 1024, "lr": 0.001, "patience": 2},
+        "settings": {"data": "synthetic", "methods": ["autofield", "autodim"], "budget": "5m",
+                     "strategy": None, "seed": 7, "options": {}},
         "versions": {"autodrs": "0.1.0", "torch": "2.13.0", "polars": "1.30.0",
                      "numpy": "2.2.0"},
         "machine": {"python": "3.11.7", "threads": 2},
@@ -200,6 +202,10 @@ def test_report_leads_with_the_architecture_and_ends_with_configuration(tmp_path
     assert "rejected what autodim proposed" in arch
     config = _section(text, "configuration")
     assert "<td>torch</td><td>2.13.0</td>" in config and "ArchSpec JSON" in config
+    assert "<td>budget</td><td>5m</td>" in config and "<td>methods</td><td>[&quot;autofield" \
+           "&quot;, &quot;autodim&quot;]</td>" in config
+    assert "<td>strategy</td>" not in config  # left unset
+    assert "<td>seed</td><td>7</td>" in config
 
 
 def test_leaderboard_has_validation_and_test_metrics_and_sizes(tmp_path):

@@ -283,6 +283,13 @@ def _finite(value: Any, default: float | None = None) -> float | None:
 
 def _configuration(page: _Page, result: dict[str, Any]) -> None:
     page.add("<section class='configuration'><h2>Configuration and versions</h2>")
+    settings = {k: v for k, v in (result.get("settings") or {}).items()
+                if v is not None and v != {} and v != []}
+    if settings:
+        page.add("<h3>Command settings</h3><p class='kv'>As given or defaulted (config.yaml in "
+                 "the run folder; settings left unset are not listed).</p>")
+        page.table(["setting", "value"], [[html.escape(str(k)), _value(v)]
+                                          for k, v in settings.items()], cls="text settings")
     config = result.get("config") or {}
     if config:
         page.add("<h3>Training configuration</h3>")
