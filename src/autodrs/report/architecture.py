@@ -144,8 +144,10 @@ def describe(spec: dict[str, Any], data_fields: dict[str, dict[str, Any]],
     rejected = [str(p["rejected"]) for p in history
                 if p.get("method") == "guard" and p.get("rejected")]
     if rejected:
-        out.sentences.append(f"The validation guard rejected what {_list(rejected)} proposed "
-                             "(no better on validation data).")
+        names = (", ".join(rejected[:-1]) + " and " + rejected[-1] if len(rejected) > 1
+                 else rejected[0])
+        out.sentences.append(f"The validation guard rejected what {names} proposed (no "
+                             "better on validation data).")
     return out
 
 
