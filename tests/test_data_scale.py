@@ -273,4 +273,4 @@ def test_train_rows_flag_caps_the_rows_read(tmp_path):
     data = json.loads((out / "result.json").read_text())
     assert data["data"]["rows"] == 1200 and data["data"]["rows_cap"] == 1200
     bad = CliRunner().invoke(app, ["train", "--rows", "3", "--out", str(tmp_path / "r2")])
-    assert bad.exit_code == 2 and "--rows must be at least 10" in bad.output
+    assert bad.exit_code == 2 and "rows must be at least 10" in bad.output

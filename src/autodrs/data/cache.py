@@ -6,10 +6,13 @@ Layout of a cache folder (one per data + settings key)::
     schema.json                   the fitted schema
     info.json                     sizes, statistics, and every file's byte size;
                                   written last, so a folder without it is incomplete
-    train/00000.cat.npy           int32 [rows, categorical fields]
+    remap-cat.npy                 int32: provisional -> final id, every categorical field's
+                                  table one after the other (offsets in info.json)
+    remap-seq-genres.npy          int32: the same for one sequence field
+    train/00000.cat.npy           int32 [rows, categorical fields], provisional ids
     train/00000.num.npy           float32 [rows, numerical fields], standardised
     train/00000.label.npy         uint8 [rows]
-    train/00000.seq-genres.npy    int32 [rows, width] (padded)
+    train/00000.seq-genres.npy    int32 [rows, 8] provisional ids (padded)
     train/00000.group.npy         int64 [rows], when a group column exists
     valid/..., test/...
 
@@ -17,13 +20,18 @@ Shards are ``.npy`` files: self-describing, memory-mapped with ``numpy.load(mmap
 readable from any language with a NumPy reader, and with no dependency beyond NumPy.
 
 The build reads the source once. Rows are assigned to splits as they pass (``split_of``: a
-hash of the row number and the seed, or the time column against its 80% and 90% points);
-categorical values get provisional ids in order of first sight while their train counts are
-kept; numerical fields keep exact running moments and a bounded uniform sample (for bucket
-boundaries). Once the pass is over the schema is fitted from those counts and moments, with
-the same rules as ``Schema.fit``, and every shard is rewritten in place from provisional to
-final ids. The folder is built under a temporary name and renamed when complete, so an
-interrupted build never leaves a cache a later run reads as complete.
+hash of the row number and the seed, or the time column against its 80% and 90% points)
+and each chunk's rows are grouped by split, so every split's part is appended to its open
+shard files as one block. Categorical values get provisional ids in order of first sight
+while their train counts are kept: integers within a bounded range through a table indexed
+by value, other values through the chunk's dictionary, so Python touches only distinct
+values. Numerical fields keep exact running moments and a bounded uniform sample (the rows
+with the smallest hashes, for bucket boundaries). Once the pass is over the schema is
+fitted from those counts and moments, with the same rules as ``Schema.fit``; numbers are
+standardised shard by shard, and categorical ids stay provisional on disk: readers map them
+to final ids through the ``remap`` tables (one gather per read buffer), which saves
+rewriting every shard. The folder is built under a temporary name and renamed when
+complete, so an interrupted build never leaves a cache a later run reads as complete.
 """
 
 from __future__ import annotations
@@ -32,14 +40,17 @@ import errno
 import json
 import os
 import shutil
+import struct
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 
 from autodrs.data.errors import DataError
@@ -51,7 +62,6 @@ from autodrs.data.schema import (
     PAD,
     Field,
     Schema,
-    _as_str,
     _numeric,
     _seq_lists,
     check_label,
@@ -66,9 +76,11 @@ SHARD_ROWS = 1 << 20
 SHUFFLE_ROWS = 1 << 20
 MAX_SEQ_LEN = 8
 SAMPLE_ROWS = 1_000_000  # numerical values kept for bucket boundaries
+LUT_RANGE = 1 << 22  # widest value range of an integer field looked up by a table
 # provisional ids while building: 0 pads sequences, 1 is a missing value, values from 2
 _P_PAD, _P_MISSING, _P_FIRST = 0, 1, 2
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_HEADER_BYTES = 128  # every shard's .npy header, fixed so rows can be appended first
 
 
 # ---------------------------------------------------------------- splits
@@ -89,56 +101,217 @@ def split_of(u: np.ndarray, cuts: tuple[float, float] = (0.8, 0.9)) -> np.ndarra
 
 
 # ---------------------------------------------------------------- provisional ids
-class _Dictionary:
-    """Provisional ids for one field's values, in order of first sight, with their train
-    counts. Values are looked up once per chunk per distinct value."""
+class _Vocab:
+    """Provisional ids of one field's values in order of first sight, with their train
+    counts. Integer values within ``LUT_RANGE`` are looked up in a table indexed by value
+    (``mode`` "lut"); other values through each chunk's dictionary and a dict over its
+    distinct values, keyed by Python ints ("int") or text ("text"). Only a field's distinct
+    values are ever touched in Python."""
 
     def __init__(self) -> None:
-        self.index: dict[Any, int] = {}
-        self.values: list[Any] = []
-        self.counts = np.zeros(1024, np.int64)
+        self.mode = "new"
+        self.base = 0  # "lut": the value at table index 0
+        self.lut = np.zeros(0, np.int32)  # "lut": provisional id of each value, -1 unseen
+        self.ints = np.zeros(0, np.int64)  # "lut": the values, in provisional-id order
+        self.index: dict[Any, int] = {}  # "int" / "text"
+        self.values: list[Any] = []  # "int" / "text": the values, in provisional-id order
+        self.counts = np.zeros(1024, np.int64)  # train count by provisional id
+        self.seen = False  # any non-null value
 
-    def encode(self, values: pl.Series) -> np.ndarray:
-        """Provisional ids of a text series (``_P_MISSING`` for null)."""
-        import pyarrow.compute as pc
+    def __len__(self) -> int:
+        return len(self.ints) if self.mode == "lut" else len(self.values)
 
-        enc = pc.dictionary_encode(values.to_arrow())
-        local = enc.dictionary.to_pylist()
-        index = self.index
+    # ------------------------------------------------------------ encoding
+    def encode(self, arr: pa.Array, order: np.ndarray | None, n_train: int) -> np.ndarray:
+        """Provisional ids (int32, ``_P_MISSING`` for null) of ``arr``'s values taken in
+        ``order`` (None: as they are); the first ``n_train`` of them are train rows."""
+        if arr.null_count < len(arr):
+            self.seen = True
+        t = arr.type
+        if pa.types.is_dictionary(t):
+            return self._by_dictionary(arr.dictionary, arr.indices, order, n_train)
+        if pa.types.is_integer(t) and self.mode in ("new", "lut"):
+            ids = self._by_table(arr, order, n_train)
+            if ids is not None:
+                return ids
+        if pa.types.is_null(t):
+            return np.full(len(arr), _P_MISSING, np.int32)
+        enc = pc.dictionary_encode(arr)
+        return self._by_dictionary(enc.dictionary, enc.indices, order, n_train)
+
+    def _by_table(self, arr: pa.Array, order: np.ndarray | None,
+                  n_train: int) -> np.ndarray | None:
+        """Ids through the value-indexed table; None when the values span too wide a range
+        (the field then switches to a dict)."""
+        if arr.null_count == len(arr):
+            return np.full(len(arr), _P_MISSING, np.int32)
+        bounds = pc.min_max(arr)
+        lo, hi = bounds["min"].as_py(), bounds["max"].as_py()
+        top = hi if self.mode == "new" else max(hi, self.base + len(self.lut) - 1)
+        base = lo if self.mode == "new" else min(lo, self.base)
+        if (top - base >= LUT_RANGE or hi - lo >= max(1 << 16, 4 * len(arr))
+                or hi >= 1 << 62 or lo <= -(1 << 62)):
+            self._to_dict(text=False)
+            return None
+        if self.mode == "new" or base < self.base or top >= self.base + len(self.lut):
+            grown = np.full(top - base + 1, -1, np.int32)
+            if self.mode == "lut":
+                at = self.base - base
+                grown[at:at + len(self.lut)] = self.lut
+            self.lut, self.base, self.mode = grown, base, "lut"
+        nulls = arr.null_count
+        x = (pc.fill_null(arr, lo) if nulls else arr).to_numpy(zero_copy_only=False)
+        x = x.astype(np.int64, copy=False)
+        if order is not None:
+            x = x[order]
+        if lo:
+            x = x - lo
+        table = self.lut[lo - self.base:hi - self.base + 1]
+        ids = table[x]
+        valid = None
+        if nulls:
+            valid = arr.is_valid().to_numpy(zero_copy_only=False)
+            valid = valid[order] if order is not None else valid
+            ids[~valid] = _P_MISSING
+        if (ids < 0).any():  # values not seen before get the next ids
+            new = np.unique(x[ids < 0])
+            start = len(self.ints) + _P_FIRST
+            table[new] = np.arange(start, start + len(new), dtype=np.int32)
+            self.ints = np.concatenate([self.ints, new + lo])
+            ids = table[x]
+            if valid is not None:
+                ids[~valid] = _P_MISSING
+        head = x[:n_train] if valid is None else x[:n_train][valid[:n_train]]
+        train = np.bincount(head, minlength=hi - lo + 1)
+        used = np.flatnonzero(train)
+        self._count(table[used], train[used])
+        return ids
+
+    def _by_dictionary(self, dictionary: pa.Array, indices: pa.Array,
+                       order: np.ndarray | None, n_train: int) -> np.ndarray:
+        t = dictionary.type
+        text = not pa.types.is_integer(t)
+        if self.mode in ("new", "lut", "int") and text or self.mode in ("new", "lut"):
+            self._to_dict(text=text)
+        if self.mode == "text":
+            local = _texts(dictionary)
+        else:
+            local = dictionary.to_pylist()
+        index, values = self.index, self.values
         ids = np.empty(len(local) + 1, np.int32)
         for i, v in enumerate(local):
             pid = index.get(v)
             if pid is None:
-                pid = index[v] = len(self.values) + _P_FIRST
-                self.values.append(v)
+                pid = index[v] = len(values) + _P_FIRST
+                values.append(v)
             ids[i] = pid
         ids[-1] = _P_MISSING
-        codes = enc.indices.fill_null(-1).to_numpy(zero_copy_only=False)
-        return ids[codes]
+        codes = indices.fill_null(len(local)) if indices.null_count else indices
+        c = codes.to_numpy(zero_copy_only=False)
+        if order is not None:
+            c = c[order]
+        train = np.bincount(c[:n_train], minlength=len(local) + 1)[:-1]
+        used = np.flatnonzero(train)
+        self._count(ids[used], train[used])
+        return ids[c]
 
-    def count(self, pids: np.ndarray) -> None:
-        size = len(self.values) + _P_FIRST
+    def _to_dict(self, text: bool) -> None:
+        """Move to dict lookups keyed by ints, or by text (the ints' decimal spelling, as
+        ``Schema.fit`` casts integer columns to text)."""
+        if self.mode == "lut":
+            self.values = self.ints.tolist()
+            self.ints = np.zeros(0, np.int64)
+            self.lut = np.zeros(0, np.int32)
+        if text and self.mode != "text":
+            self.values = [str(v) for v in self.values]
+        self.index = {v: i + _P_FIRST for i, v in enumerate(self.values)}
+        self.mode = "text" if text or self.mode == "text" else "int"
+
+    def _count(self, pids: np.ndarray, counts: np.ndarray) -> None:
+        size = len(self) + _P_FIRST
         if size > len(self.counts):
-            self.counts = np.concatenate([self.counts, np.zeros(2 * size, np.int64)])
-        self.counts += np.bincount(pids, minlength=len(self.counts))
+            self.counts = np.concatenate([self.counts, np.zeros(size, np.int64)])
+        self.counts[pids] += counts
+
+    # ------------------------------------------------------------ fitting
+    def texts(self) -> pl.Series:
+        """Every value as text, in provisional-id order."""
+        if self.mode == "lut":
+            return pl.Series(self.ints).cast(pl.String)
+        return pl.Series(self.values).cast(pl.String)
 
     def fit(self, f: Field, min_count: int, hash_threshold: int) -> np.ndarray:
         """Fit ``f``'s vocabulary from the train counts; the map provisional -> final id."""
-        counts = self.counts[_P_FIRST:len(self.values) + _P_FIRST]
-        seen = counts > 0
-        table = pl.DataFrame({"value": pl.Series(self.values, dtype=pl.String),
-                              "count": counts}).filter(pl.Series(seen))
+        texts = self.texts()
+        n = len(texts)
+        counts = self.counts[_P_FIRST:n + _P_FIRST]
+        table = pl.DataFrame({"value": texts, "count": counts}).filter(pl.Series(counts > 0))
         fit_vocab(f, table, min_count, hash_threshold)
-        remap = np.full(len(self.values) + _P_FIRST, OOV, np.int32)
+        remap = np.full(n + _P_FIRST, OOV, np.int32)
         remap[_P_PAD], remap[_P_MISSING] = PAD, MISSING
         if f.hash_buckets:
-            if self.values:
-                remap[_P_FIRST:] = hash_ids(pl.Series(self.values, dtype=pl.String),
-                                            f.hash_buckets).to_numpy()
-        else:
-            for i, v in enumerate(f.vocab or []):
-                remap[self.index[v]] = FIRST_ID + i
+            if n:
+                remap[_P_FIRST:] = hash_ids(texts, f.hash_buckets).to_numpy()
+        elif f.vocab:
+            final = pl.DataFrame({"value": pl.Series(f.vocab, dtype=pl.String),
+                                  "id": np.arange(FIRST_ID, FIRST_ID + len(f.vocab))})
+            pids = pl.DataFrame({"value": texts, "pid": np.arange(_P_FIRST, n + _P_FIRST)})
+            both = final.join(pids, on="value", how="inner")
+            remap[both["pid"].to_numpy()] = both["id"].to_numpy()
         return remap
+
+
+def _texts(arr: pa.Array) -> list[str]:
+    """Values as text, spelled as ``Schema.fit`` spells them (Polars' cast to String)."""
+    t = arr.type
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return arr.to_pylist()
+    if pa.types.is_integer(t):
+        return [str(v) for v in arr.to_pylist()]
+    series = pl.from_arrow(arr)
+    assert isinstance(series, pl.Series)
+    return series.cast(pl.String).to_list()
+
+
+class _BottomK:
+    """The ``k`` values with the smallest keys seen so far (a uniform sample when the keys
+    are uniform hashes), held in buffers of 1.5 ``k``: whenever they fill, the smallest
+    ``k`` are kept and keys above the largest kept one are refused from then on."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self.keys = np.zeros(0)
+        self.values = np.zeros(0)
+        self.n = 0
+        self.cut = np.inf  # keys at or above it can no longer enter
+
+    def add(self, values: np.ndarray, keys: np.ndarray) -> None:
+        if not len(self.keys):  # untouched pages cost no memory until written
+            self.keys = np.zeros(self.k + self.k // 2)
+            self.values = np.zeros(self.k + self.k // 2)
+        while len(keys):
+            if self.cut < np.inf:
+                below = keys < self.cut
+                values, keys = values[below], keys[below]
+            take = min(len(keys), len(self.keys) - self.n)
+            self.keys[self.n:self.n + take] = keys[:take]
+            self.values[self.n:self.n + take] = values[:take]
+            self.n += take
+            keys, values = keys[take:], values[take:]
+            if self.n == len(self.keys):
+                self._prune()
+
+    def _prune(self) -> None:
+        keep = np.argpartition(self.keys[:self.n], self.k - 1)[:self.k]
+        kept_keys, kept_values = self.keys[keep], self.values[keep]
+        self.keys[:self.k], self.values[:self.k] = kept_keys, kept_values
+        self.n = self.k
+        self.cut = float(kept_keys.max())
+
+    def sample(self) -> np.ndarray:
+        if self.n > self.k:
+            self._prune()
+        return self.values[:self.n].copy()
 
 
 class _Moments:
@@ -147,12 +320,11 @@ class _Moments:
 
     def __init__(self) -> None:
         self.n, self.mean, self.m2 = 0, 0.0, 0.0
-        self.keys = np.zeros(0)
-        self.sample = np.zeros(0)
+        self.sample = _BottomK(SAMPLE_ROWS)
 
     def add(self, values: np.ndarray, keys: np.ndarray) -> None:
         finite = ~np.isnan(values)
-        x, k = values[finite], keys[finite]
+        x, k = (values, keys) if finite.all() else (values[finite], keys[finite])
         if not x.size:
             return
         n, mean = x.size, float(x.mean())
@@ -161,16 +333,98 @@ class _Moments:
         self.m2 += float(((x - mean) ** 2).sum()) + delta**2 * self.n * n / total
         self.mean += delta * n / total
         self.n = total
-        self.keys = np.concatenate([self.keys, k])
-        self.sample = np.concatenate([self.sample, x])
-        if self.keys.size > 2 * SAMPLE_ROWS:
-            keep = np.argpartition(self.keys, SAMPLE_ROWS)[:SAMPLE_ROWS]
-            self.keys, self.sample = self.keys[keep], self.sample[keep]
+        self.sample.add(x, k)
 
     def fit(self, f: Field) -> None:
         if self.n == 0:
             raise DataError(f"numerical field {f.name!r} has no values in train")
-        fit_numerical(f, self.mean, float(np.sqrt(self.m2 / self.n)), self.sample)
+        fit_numerical(f, self.mean, float(np.sqrt(self.m2 / self.n)), self.sample.sample())
+
+
+# ---------------------------------------------------------------- writing
+def npy_header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
+    """A version 1.0 ``.npy`` header of exactly ``_HEADER_BYTES`` bytes (the dictionary
+    padded with spaces), so a file's rows can be written before their count is known."""
+    descr = np.lib.format.dtype_to_descr(np.dtype(dtype))
+    dims = tuple(int(s) for s in shape)
+    text = f"{{'descr': {descr!r}, 'fortran_order': False, 'shape': {dims!r}, }}"
+    body = text.encode("latin1")
+    pad = _HEADER_BYTES - 10 - len(body) - 1
+    if pad < 0:
+        raise ValueError(f"shape {shape} does not fit a {_HEADER_BYTES}-byte .npy header")
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", _HEADER_BYTES - 10) + body + \
+        b" " * pad + b"\n"
+
+
+def _write_bytes(fh: Any, arr: np.ndarray) -> None:
+    fh.write(memoryview(np.ascontiguousarray(arr)).cast("B"))
+
+
+class _NpyFile:
+    """An ``.npy`` file written a block of rows at a time; ``close`` writes its header."""
+
+    def __init__(self, path: Path, first: np.ndarray) -> None:
+        self.path = path
+        self.dtype = first.dtype
+        self.tail = first.shape[1:]
+        self.rows = 0
+        self.fh = open(path, "wb")  # noqa: SIM115 (closed in close or abort)
+        self.fh.write(b"\0" * _HEADER_BYTES)
+
+    def append(self, arr: np.ndarray) -> None:
+        _write_bytes(self.fh, arr.astype(self.dtype, copy=False))
+        self.rows += len(arr)
+
+    def close(self) -> None:
+        self.fh.seek(0)
+        self.fh.write(npy_header(self.dtype, (self.rows, *self.tail)))
+        self.fh.close()
+
+    def abort(self) -> None:
+        self.fh.close()
+
+
+class _ShardWriter:
+    """Appends one split's encoded rows to its open shard files, ``rows`` rows a shard."""
+
+    def __init__(self, folder: Path, rows: int) -> None:
+        self.folder = folder
+        self.rows = rows
+        self.files: dict[str, _NpyFile] = {}
+        self.current = 0  # rows in the open shard
+        self.shards: list[int] = []
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def add(self, arrays: dict[str, np.ndarray]) -> None:
+        n = len(arrays["label"])
+        start = 0
+        while start < n:
+            if not self.files:
+                index = len(self.shards)
+                self.files = {k: _NpyFile(self.folder / f"{index:05d}.{k}.npy", a)
+                              for k, a in arrays.items()}
+            take = min(n - start, self.rows - self.current)
+            for k, a in arrays.items():
+                self.files[k].append(a[start:start + take])
+            self.current += take
+            start += take
+            if self.current == self.rows:
+                self._close_shard()
+
+    def close(self) -> None:
+        if self.files:
+            self._close_shard()
+
+    def abort(self) -> None:
+        for f in self.files.values():
+            f.abort()
+        self.files = {}
+
+    def _close_shard(self) -> None:
+        for f in self.files.values():
+            f.close()
+        self.shards.append(self.current)
+        self.files, self.current = {}, 0
 
 
 # ---------------------------------------------------------------- building
@@ -182,42 +436,6 @@ class BuildSettings:
     hash_threshold: int = 1_000_000
     shard_rows: int | None = None  # None: ``SHARD_ROWS``
     extra: tuple[str, ...] = ()  # test-split columns kept beside the encoded ones (truth)
-
-
-class _ShardWriter:
-    """Buffers one split's encoded rows and writes them as shards of ``rows`` rows."""
-
-    def __init__(self, folder: Path, rows: int) -> None:
-        self.folder = folder
-        self.rows = rows
-        self.parts: list[dict[str, np.ndarray]] = []
-        self.buffered = 0
-        self.shards: list[int] = []
-        folder.mkdir(parents=True, exist_ok=True)
-
-    def add(self, arrays: dict[str, np.ndarray]) -> None:
-        n = len(arrays["label"])
-        if not n:
-            return
-        self.parts.append(arrays)
-        self.buffered += n
-        while self.buffered >= self.rows:
-            self._write(self.rows)
-
-    def close(self) -> None:
-        if self.buffered:
-            self._write(self.buffered)
-
-    def _write(self, n: int) -> None:
-        merged = {k: np.concatenate([p[k] for p in self.parts]) for k in self.parts[0]} \
-            if self.parts else {}
-        index = len(self.shards)
-        for key, arr in merged.items():
-            np.save(self.folder / f"{index:05d}.{key}.npy", arr[:n])
-        rest = {k: v[n:] for k, v in merged.items()}
-        self.parts = [rest] if self.buffered > n else []
-        self.buffered -= n
-        self.shards.append(n)
 
 
 def build_cache(source: Any, schema: Schema, folder: Path, settings: BuildSettings,
@@ -248,154 +466,255 @@ def build_cache(source: Any, schema: Schema, folder: Path, settings: BuildSettin
         raise
 
 
+def source_batches(source: Any, columns: list[str],
+                   dictionary: list[str]) -> Iterator[pa.RecordBatch | pa.Table]:
+    """The source's rows as Arrow batches of ``columns``: read directly where the source
+    can (``Source.arrow``; text columns in ``dictionary`` may arrive dictionary-encoded),
+    else converted from its Polars chunks."""
+    if getattr(source, "arrow", None) is not None:
+        yield from source.arrow(columns, dictionary)
+        return
+    for chunk in source.chunks():
+        if chunk.height:
+            _check_names(chunk.columns, columns)
+            yield chunk.select(columns).to_arrow()
+
+
+def _column(batch: pa.RecordBatch | pa.Table, name: str) -> pa.Array:
+    col = batch.column(name)
+    if isinstance(col, pa.ChunkedArray):
+        col = col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
+    return col
+
+
+def _series(arr: pa.Array) -> pl.Series:
+    s = pl.from_arrow(arr)
+    assert isinstance(s, pl.Series)
+    return s
+
+
+@dataclass
+class _State:
+    """What the pass accumulates besides the shards."""
+
+    cats: list[Field]
+    nums: list[Field]
+    seqs: list[Field]
+    vocabs: dict[str, _Vocab]
+    groups: _Vocab | None
+    moments: dict[str, _Moments]
+    longest: dict[str, int]
+    writers: dict[str, _ShardWriter]
+    extra: dict[str, _NpyFile | None] = field(default_factory=dict)
+    rows: int = 0
+    positives: float = 0.0
+
+
 def _build(source: Any, schema: Schema, tmp: Path, st: BuildSettings,
            time_cuts: tuple[float, float] | None, progress: bool) -> dict[str, Any]:
     cats = [f for f in schema.fields if f.kind == "categorical"]
     nums = [f for f in schema.fields if f.kind == "numerical"]
     seqs = [f for f in schema.fields if f.kind == "sequence"]
-    dicts = {f.name: _Dictionary() for f in [*cats, *seqs]}
-    groups = _Dictionary() if schema.group else None
-    moments = {f.name: _Moments() for f in nums}
-    longest = dict.fromkeys((f.name for f in seqs), 0)
-    writers = {s: _ShardWriter(tmp / s, st.shard_rows or SHARD_ROWS) for s in SPLITS}
-    extra: dict[str, list[np.ndarray]] = {k: [] for k in st.extra}
-    offset, positives, t0, last_print = 0, 0.0, time.perf_counter(), 0.0
-    for chunk in source.chunks():
-        n = chunk.height
-        if not n:
-            continue
-        if offset == 0:
-            _check_columns(chunk, schema)
-        rows = np.arange(offset, offset + n, dtype=np.uint64)
-        if time_cuts is not None:
-            t = _time_values(chunk, schema.time)
-            which = (t >= time_cuts[0]).astype(np.uint8) + (t >= time_cuts[1]).astype(np.uint8)
-        else:
-            which = split_of(row_hash(rows, st.seed))
-        train = which == 0
-        label = check_label(chunk, schema.label)
-        positives += float(label.sum())
-        arrays: dict[str, np.ndarray] = {"label": label.astype(np.uint8)}
-        cat = np.empty((n, len(cats)), np.int32)
-        for j, f in enumerate(cats):
-            cat[:, j] = dicts[f.name].encode(_as_str(chunk[f.name]))
-            dicts[f.name].count(cat[train, j])
-        arrays["cat"] = cat
-        num = np.empty((n, len(nums)), np.float64)
-        keys = row_hash(rows, st.seed, salt=1)
-        for k, f in enumerate(nums):
-            num[:, k] = _numeric(chunk[f.name], f).to_numpy().astype(np.float64)
-            moments[f.name].add(num[train, k], keys[train])
-        arrays["num"] = num
-        for f in seqs:
-            arrays[f"seq-{f.name}"], most = _encode_lists(chunk[f.name], f, dicts[f.name], train)
-            longest[f.name] = max(longest[f.name], most)
-        if groups is not None:
-            g = _as_str(chunk[schema.group]).fill_null("")
-            arrays["group"] = groups.encode(g).astype(np.int64)
-        for s, writer in enumerate(writers.values()):
-            mask = which == s
-            writer.add({k: v[mask] for k, v in arrays.items()})
-        for k in st.extra:
-            extra[k].append(chunk[k].to_numpy()[which == 2])
-        offset += n
-        if progress and time.perf_counter() - last_print > 10:
-            last_print = time.perf_counter()
-            print(f"encoding: {offset:,} rows read ({offset / (last_print - t0):,.0f} rows/s)",
-                  flush=True)
-    if offset == 0:
+    state = _State(
+        cats, nums, seqs, vocabs={f.name: _Vocab() for f in [*cats, *seqs]},
+        groups=_Vocab() if schema.group else None,
+        moments={f.name: _Moments() for f in nums},
+        longest=dict.fromkeys((f.name for f in seqs), 0),
+        writers={s: _ShardWriter(tmp / s, st.shard_rows or SHARD_ROWS) for s in SPLITS},
+        extra=dict.fromkeys(st.extra))
+    wanted = [*schema.field_names, schema.label, schema.group,
+              schema.time if time_cuts is not None else None, *st.extra]
+    columns = list(dict.fromkeys(c for c in wanted if c is not None))
+    t0, last_print = time.perf_counter(), 0.0
+    try:
+        batches = source_batches(source, columns, [f.name for f in cats])
+        for batch in prefetch(batches):
+            if batch.num_rows:
+                _encode_chunk(batch, schema, st, time_cuts, state)
+            if progress and time.perf_counter() - last_print > 10:
+                last_print = time.perf_counter()
+                print(f"encoding: {state.rows:,} rows read "
+                      f"({state.rows / (last_print - t0):,.0f} rows/s)", flush=True)
+        for w in state.writers.values():
+            w.close()
+        for f in state.extra.values():
+            if f is not None:
+                f.close()
+    except BaseException:
+        for w in state.writers.values():
+            w.abort()
+        for f in state.extra.values():
+            if f is not None:
+                f.abort()
+        raise
+    if state.rows == 0:
         raise DataError(f"{source.name} has no data rows")
-    for w in writers.values():
-        w.close()
-    sizes = {s: sum(w.shards) for s, w in writers.items()}
+    sizes = {s: sum(w.shards) for s, w in state.writers.items()}
     for f in [*cats, *seqs]:
-        if not dicts[f.name].values:
+        if not state.vocabs[f.name].seen:
             raise DataError(f"column {f.name!r} is entirely null")
     for s, size in sizes.items():
         if size == 0:
-            raise DataError(f"the {s} split of {source.name} is empty: {offset} rows are too "
-                            "few to split 80/10/10")
+            raise DataError(f"the {s} split of {source.name} is empty: {state.rows} rows are "
+                            "too few to split 80/10/10")
 
-    remaps = {}
-    for f in [*cats, *seqs]:
-        remaps[f.name] = dicts[f.name].fit(f, st.min_count, st.hash_threshold)
+    remaps = {f.name: state.vocabs[f.name].fit(f, st.min_count, st.hash_threshold)
+              for f in [*cats, *seqs]}
     for f in nums:
-        moments[f.name].fit(f)
+        state.moments[f.name].fit(f)
     for f in seqs:
-        f.max_len = seq_width(longest[f.name], MAX_SEQ_LEN)
+        f.max_len = seq_width(state.longest[f.name], MAX_SEQ_LEN)
     schema.fitted = True
-    files = _finalise(tmp, writers, cats, nums, seqs, remaps, schema)
+    _finalise(tmp, state.writers, nums)
+    offsets = np.cumsum([0, *(len(remaps[f.name]) for f in cats)])
+    np.save(tmp / "remap-cat.npy", np.concatenate(
+        [remaps[f.name] for f in cats] or [np.zeros(0, np.int32)]).astype(np.int32))
+    for f in seqs:
+        np.save(tmp / f"remap-seq-{f.name}.npy", remaps[f.name])
+    files = {str(p.relative_to(tmp)): p.stat().st_size
+             for p in sorted(tmp.rglob("*.npy"))}
     info: dict[str, Any] = {
-        "rows": offset, "sizes": sizes, "positive_rate": positives / offset,
-        "shards": {s: w.shards for s, w in writers.items()},
-        "seq_names": [f.name for f in seqs], "has_group": groups is not None,
+        "rows": state.rows, "sizes": sizes, "positive_rate": state.positives / state.rows,
+        "shards": {s: w.shards for s, w in state.writers.items()},
+        "seq_names": [f.name for f in seqs], "has_group": state.groups is not None,
+        "cat_offsets": [int(o) for o in offsets[:-1]],
+        "seq_widths": {f.name: f.max_len for f in seqs},
         "files": files, "bytes": int(sum(files.values())),
         "seconds": round(time.perf_counter() - t0, 3),
     }
-    for key, parts in extra.items():
-        np.save(tmp / f"extra-{key}-test.npy", np.concatenate(parts))
     schema.save(tmp / "schema.json")
     (tmp / "info.json").write_text(json.dumps(info))
     return info
 
 
-def _encode_lists(col: pl.Series, f: Field, d: _Dictionary,
-                  train: np.ndarray) -> tuple[np.ndarray, int]:
+def _encode_chunk(batch: pa.RecordBatch | pa.Table, schema: Schema, st: BuildSettings,
+                  time_cuts: tuple[float, float] | None, state: _State) -> None:
+    """Encode one chunk, rows grouped by split, and append each split's block."""
+    n = batch.num_rows
+    if state.rows == 0:
+        _check_names(batch.schema.names, [*schema.field_names, schema.label])
+    rows = np.arange(state.rows, state.rows + n, dtype=np.uint64)
+    if time_cuts is not None:
+        t = _time_values(_series(_column(batch, schema.time or "")), schema.time)
+        which = (t >= time_cuts[0]).astype(np.uint8) + (t >= time_cuts[1]).astype(np.uint8)
+    else:
+        which = split_of(row_hash(rows, st.seed))
+    order = np.concatenate([np.flatnonzero(which == s) for s in range(len(SPLITS))])
+    ends = np.cumsum(np.bincount(which, minlength=3))
+    n_train = int(ends[0])
+    label = _labels(_column(batch, schema.label), schema.label)[order]
+    state.positives += float(label.sum(dtype=np.int64))
+    arrays: dict[str, np.ndarray] = {"label": label}
+    cat = np.empty((n, len(state.cats)), np.int32)
+    for j, f in enumerate(state.cats):
+        cat[:, j] = state.vocabs[f.name].encode(_column(batch, f.name), order, n_train)
+    arrays["cat"] = cat
+    if state.nums:
+        num = np.empty((n, len(state.nums)), np.float64)
+        keys = row_hash(rows[order[:n_train]], st.seed, salt=1)
+        for k, f in enumerate(state.nums):
+            x = _numbers(_column(batch, f.name), f)[order]
+            num[:, k] = x
+            state.moments[f.name].add(x[:n_train], keys)
+        arrays["num-raw"] = num
+    for f in state.seqs:
+        arrays[f"seq-{f.name}"], most = _encode_lists(
+            _series(_column(batch, f.name))[order], f, state.vocabs[f.name], n_train)
+        state.longest[f.name] = max(state.longest[f.name], most)
+    if state.groups is not None:
+        g = _column(batch, schema.group or "")
+        if not (pa.types.is_string(g.type) or pa.types.is_large_string(g.type)):
+            g = _series(g).cast(pl.String).to_arrow()
+        arrays["group"] = state.groups.encode(pc.fill_null(g, ""), order, n_train) \
+            .astype(np.int64)
+    starts = [0, *ends[:-1]]
+    for s, w in enumerate(state.writers.values()):
+        if ends[s] > starts[s]:
+            w.add({k: v[starts[s]:ends[s]] for k, v in arrays.items()})
+    for key, fh in state.extra.items():
+        values = _column(batch, key).to_numpy(zero_copy_only=False)[order][ends[1]:]
+        if fh is None:
+            fh = state.extra[key] = _NpyFile(
+                state.writers["test"].folder.parent / f"extra-{key}-test.npy", values)
+        fh.append(values)
+    state.rows += n
+
+
+def _labels(arr: pa.Array, name: str) -> np.ndarray:
+    """The label as uint8 0/1; anything else is ``check_label``'s clear error."""
+    t = arr.type
+    if (pa.types.is_integer(t) or pa.types.is_boolean(t)) and not arr.null_count:
+        x = arr.to_numpy(zero_copy_only=False)
+        if x.dtype == np.bool_ or (len(x) and x.min() >= 0 and x.max() <= 1):
+            return x.astype(np.uint8)
+    return check_label(pl.DataFrame({name: _series(arr)}), name).astype(np.uint8)
+
+
+def _numbers(arr: pa.Array, f: Field) -> np.ndarray:
+    """A numerical field's values as float64, NaN where missing (``Schema``'s rules)."""
+    if pa.types.is_floating(arr.type) and f.transform == "none":
+        x = arr.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+        return x
+    return _numeric(_series(arr), f).to_numpy().astype(np.float64)
+
+
+def _encode_lists(col: pl.Series, f: Field, vocab: _Vocab,
+                  n_train: int) -> tuple[np.ndarray, int]:
     """Provisional ids of a sequence field, padded to ``MAX_SEQ_LEN``; the longest train
-    list. Train counts include every token, as ``Schema.fit`` counts them."""
+    list. Rows come grouped by split, train first; train counts include every token, as
+    ``Schema.fit`` counts them."""
     lists = _seq_lists(col, f.sep)
     n = len(lists)
     lengths = lists.list.len().fill_null(0).to_numpy().astype(np.int64)
     out = np.zeros((n, MAX_SEQ_LEN), np.int32)
     tokens = lists.explode().drop_nulls()
     if len(tokens):
-        pids = d.encode(tokens)
+        pids = vocab.encode(tokens.to_arrow(), None, int(lengths[:n_train].sum()))
         rows = np.repeat(np.arange(n), lengths)
-        d.count(pids[train[rows]])
         pos = np.arange(len(rows)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
         keep = pos < MAX_SEQ_LEN
         out[rows[keep], pos[keep]] = pids[keep]
     out[lengths == 0, 0] = _P_MISSING
-    most = int(lengths[train].max()) if train.any() else 0
+    most = int(lengths[:n_train].max()) if n_train else 0
     return out, most
 
 
-def _finalise(tmp: Path, writers: dict[str, _ShardWriter], cats: list[Field],
-              nums: list[Field], seqs: list[Field], remaps: dict[str, np.ndarray],
-              schema: Schema) -> dict[str, int]:
-    """Rewrite every shard from provisional to final ids and standardised numbers."""
+def _finalise(tmp: Path, writers: dict[str, _ShardWriter], nums: list[Field],
+              block: int = 1 << 17) -> None:
+    """Standardise every shard's raw numbers into its float32 ``num`` file, a block of
+    rows at a time."""
     mean = np.array([f.mean for f in nums])
     std = np.array([f.std for f in nums])
-    files: dict[str, int] = {}
-    for split, w in writers.items():
-        for i in range(len(w.shards)):
+    for w in writers.values():
+        for i, n in enumerate(w.shards):
             base = w.folder / f"{i:05d}"
-            cat = np.load(f"{base}.cat.npy", mmap_mode="r+")
-            for j, f in enumerate(cats):
-                cat[:, j] = remaps[f.name][cat[:, j]]
-            cat.flush()
-            del cat
-            raw = np.load(f"{base}.num.npy")
-            z = np.nan_to_num((raw - mean) / std, nan=0.0).astype(np.float32)
-            np.save(f"{base}.num.npy", z)
-            for f in seqs:
-                seq = np.load(f"{base}.seq-{f.name}.npy")
-                np.save(f"{base}.seq-{f.name}.npy", remaps[f.name][seq[:, :f.max_len]])
-            for p in w.folder.glob(f"{i:05d}.*.npy"):
-                files[f"{split}/{p.name}"] = p.stat().st_size
-    return files
+            raw_path = Path(f"{base}.num-raw.npy")
+            if not raw_path.exists():
+                np.save(f"{base}.num.npy", np.zeros((n, 0), np.float32))
+                continue
+            raw = np.load(raw_path, mmap_mode="r")
+            out = _NpyFile(Path(f"{base}.num.npy"), np.zeros((0, len(nums)), np.float32))
+            try:
+                for start in range(0, n, block):
+                    z = (raw[start:start + block] - mean) / std
+                    out.append(np.nan_to_num(z, nan=0.0).astype(np.float32))
+                out.close()
+            except BaseException:
+                out.abort()
+                raise
+            del raw
+            raw_path.unlink()
 
 
-def _check_columns(chunk: pl.DataFrame, schema: Schema) -> None:
-    missing = [n for n in [*schema.field_names, schema.label] if n not in chunk.columns]
+def _check_names(present: list[str], needed: list[str]) -> None:
+    missing = [n for n in needed if n not in present]
     if missing:
         raise DataError(f"columns missing from the table: {', '.join(missing)}")
 
 
-def _time_values(chunk: pl.DataFrame, time_col: str | None) -> np.ndarray:
+def _time_values(col: pl.Series, time_col: str | None) -> np.ndarray:
     if time_col is None:
         raise DataError("a time split needs a time column (--time COL)")
-    col = chunk[time_col]
     if col.dtype.is_temporal():
         col = col.dt.epoch("us")
     values = col.cast(pl.Float64, strict=False)
@@ -407,16 +726,15 @@ def _time_values(chunk: pl.DataFrame, time_col: str | None) -> np.ndarray:
 def time_cut_points(source: Any, time_col: str) -> tuple[float, float]:
     """The 80% and 90% points of the time column: exact up to ``SAMPLE_ROWS`` rows, from
     a uniform sample of that size beyond. Rows at a cut go to the later split."""
-    keys, values = np.zeros(0), np.zeros(0)
+    sample = _BottomK(SAMPLE_ROWS)
     offset = 0
     for chunk in source.chunks():
-        t = _time_values(chunk, time_col)
-        k = row_hash(np.arange(offset, offset + len(t), dtype=np.uint64), 0, salt=2)
-        keys, values = np.concatenate([keys, k]), np.concatenate([values, t])
-        if keys.size > 2 * SAMPLE_ROWS:
-            keep = np.argpartition(keys, SAMPLE_ROWS)[:SAMPLE_ROWS]
-            keys, values = keys[keep], values[keep]
+        if time_col not in chunk.columns:
+            raise DataError(f"time column {time_col!r} not found; columns are {chunk.columns}")
+        t = _time_values(chunk[time_col], time_col)
+        sample.add(t, row_hash(np.arange(offset, offset + len(t), dtype=np.uint64), 0, salt=2))
         offset += len(t)
+    values = sample.sample()
     if not values.size:
         raise DataError(f"{source.name} has no data rows")
     ordered = np.sort(values)
@@ -468,6 +786,33 @@ class _Piece:
         return self.stop - self.start
 
 
+@dataclass
+class Remap:
+    """Provisional -> final ids of a cache: one table for every categorical field (field
+    ``j``'s from ``offsets[j]``) and one per sequence field, with its padded width."""
+
+    cat: np.ndarray
+    offsets: np.ndarray
+    seq: dict[str, np.ndarray]
+    widths: dict[str, int]
+
+    @classmethod
+    def open(cls, folder: Path, info: dict[str, Any]) -> Remap:
+        seq = {s: np.load(folder / f"remap-seq-{s}.npy") for s in info["seq_names"]}
+        return cls(np.load(folder / "remap-cat.npy"),
+                   np.asarray(info["cat_offsets"], np.int32), seq,
+                   {s: int(w) for s, w in info["seq_widths"].items()})
+
+    def final(self, key: str, arr: np.ndarray) -> np.ndarray:
+        """``arr`` (a shard column ``key``) with final ids; other columns as they are."""
+        if key == "cat":
+            return self.cat[arr + self.offsets] if arr.size else arr.astype(np.int32)
+        if key.startswith("seq-"):
+            name = key[4:]
+            return self.seq[name][arr[:, :self.widths[name]]]
+        return arr
+
+
 class DiskData:
     """One split read from its shards: the interface of ``EncodedData`` (``len``,
     ``batches``, ``label``, ``group``, ``shard``) in bounded memory.
@@ -478,21 +823,24 @@ class DiskData:
     Data that fits in one buffer is fully shuffled."""
 
     def __init__(self, pieces: list[_Piece], seq_names: list[str], has_group: bool,
-                 shuffle_rows: int = SHUFFLE_ROWS) -> None:
+                 remap: Remap, shuffle_rows: int = SHUFFLE_ROWS) -> None:
         self.pieces = pieces
         self.seq_names = seq_names
         self.has_group = has_group
+        self.remap = remap
         self.shuffle_rows = shuffle_rows
         self._label: torch.Tensor | None = None
         self._group: torch.Tensor | None = None
 
     @classmethod
-    def open(cls, folder: Path, split: str, info: dict[str, Any]) -> DiskData:
+    def open(cls, folder: Path, split: str, info: dict[str, Any],
+             remap: Remap | None = None) -> DiskData:
         pieces, bases = [], folder / split
         for i, n in enumerate(info["shards"][split]):
             if n:
                 pieces.append(_Piece(str(bases / f"{i:05d}"), 0, n))
-        return cls(pieces, list(info["seq_names"]), bool(info["has_group"]))
+        return cls(pieces, list(info["seq_names"]), bool(info["has_group"]),
+                   remap or Remap.open(folder, info))
 
     def __len__(self) -> int:
         return sum(len(p) for p in self.pieces)
@@ -515,13 +863,15 @@ class DiskData:
                 [self._column(p, "group") for p in self.pieces]))
         return self._group
 
-    @staticmethod
-    def _column(p: _Piece, key: str) -> np.ndarray:
-        return np.asarray(np.load(f"{p.base}.{key}.npy", mmap_mode="r")[p.start:p.stop])
+    def _column(self, p: _Piece, key: str) -> np.ndarray:
+        raw = np.load(f"{p.base}.{key}.npy", mmap_mode="r")[p.start:p.stop]
+        return self.remap.final(key, np.asarray(raw))
+
+    def _keys(self) -> list[str]:
+        return ["cat", "num", "label", *(f"seq-{s}" for s in self.seq_names)]
 
     def _read(self, pieces: list[_Piece]) -> dict[str, np.ndarray]:
-        keys = ["cat", "num", "label", *(f"seq-{s}" for s in self.seq_names)]
-        return {k: np.concatenate([self._column(p, k) for p in pieces]) for k in keys}
+        return {k: np.concatenate([self._column(p, k) for p in pieces]) for k in self._keys()}
 
     def _batch(self, arrays: dict[str, np.ndarray], idx: Any) -> Any:
         from autodrs.data.dataset import Batch
@@ -584,14 +934,15 @@ class DiskData:
             bounds = np.linspace(p.start, p.stop, world + 1).astype(int)
             if bounds[rank + 1] > bounds[rank]:
                 pieces.append(_Piece(p.base, int(bounds[rank]), int(bounds[rank + 1])))
-        return DiskData(pieces, self.seq_names, self.has_group, self.shuffle_rows)
+        return DiskData(pieces, self.seq_names, self.has_group, self.remap,
+                        self.shuffle_rows)
 
     def sample(self, rows: int, seed: int) -> Any:
         """About ``rows`` rows drawn uniformly (by row hash), in memory."""
         from autodrs.data.dataset import EncodedData
 
         frac = min(1.0, rows / max(1, len(self)))
-        keys = ["cat", "num", "label", *(f"seq-{s}" for s in self.seq_names)]
+        keys = self._keys()
         if self.has_group:
             keys.append("group")
         parts: dict[str, list[np.ndarray]] = {k: [] for k in keys}

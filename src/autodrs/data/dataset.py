@@ -21,6 +21,7 @@ from autodrs.data.cache import (
     SPLITS,
     BuildSettings,
     DiskData,
+    Remap,
     build_cache,
     read_info,
     time_cut_points,
@@ -29,8 +30,9 @@ from autodrs.data.errors import DataError
 from autodrs.data.readers import Source, infer_text_kinds
 from autodrs.data.schema import Schema, infer_schema
 from autodrs.data.sources import TRUE_PROB, open_source
+from autodrs.train import distributed
 
-CACHE_VERSION = "2"
+CACHE_VERSION = "3"
 
 
 @dataclass
@@ -191,6 +193,12 @@ def load_dataset(
     root = (Path(cache_dir or default_cache_dir()) if persistent
             else Path(tempfile.mkdtemp(prefix="autodrs-")))
     folder = root / key
+    # data-parallel ranks share one persistent cache: rank 0 builds it (or finds it) while
+    # the others wait, then they open what it wrote
+    rank = distributed.world()
+    shared = persistent and rank.size > 1
+    if shared and not rank.main:
+        distributed.barrier()
     built = read_info(folder) if persistent else None
     cached = built is not None
     if built is None:
@@ -203,10 +211,13 @@ def load_dataset(
                                  hash_threshold=hash_threshold, extra=extra)
         built = build_cache(source, schema, folder, settings, time_cuts=cuts,
                             progress=progress)
+    if shared and rank.main:
+        distributed.barrier()
     schema = Schema.load(folder / "schema.json")
     if in_memory is None:
         in_memory = built["bytes"] <= in_memory_limit()
-    on_disk = {s: DiskData.open(folder, s, built) for s in SPLITS}
+    remap = Remap.open(folder, built)
+    on_disk = {s: DiskData.open(folder, s, built, remap) for s in SPLITS}
     splits: dict[str, EncodedData | DiskData] = (
         {s: d.to_memory() for s, d in on_disk.items()} if in_memory else dict(on_disk))
     info: dict[str, Any] = {
@@ -293,7 +304,7 @@ def stream_parquet(path: str | Path, schema: Schema, batch_rows: int = 65_536,
     """Encode a Parquet file row group by row group, in bounded memory."""
     import pyarrow.parquet as pq
 
-    pf = pq.ParquetFile(path)
+    pf = pq.ParquetFile(path, pre_buffer=False)
     for record_batch in pf.iter_batches(batch_size=batch_rows):
         df = pl.from_arrow(record_batch)
         assert isinstance(df, pl.DataFrame)

@@ -41,6 +41,9 @@ class Source:
     identity: str = ""
     truth: dict[str, Any] | None = None
     text_columns: bool = False  # every column arrives as text (CSV-like files)
+    # optional direct Arrow reading: (columns, text columns wanted dictionary-encoded) ->
+    # record batches of those columns; the cache build uses it in place of ``chunks``
+    arrow: Callable[[list[str], list[str]], Iterator[Any]] | None = None
 
     def capped(self, rows: int | None) -> Source:
         """The same source reading at most ``rows`` rows (all of them for None)."""
@@ -59,7 +62,20 @@ class Source:
                 left -= chunk.height
                 yield chunk
 
-        return Source(**{**self.__dict__, "chunks": chunks,
+        arrow = None
+        if self.arrow is not None:
+            inner_arrow = self.arrow
+
+            def arrow(columns: list[str], dictionary: list[str]) -> Iterator[Any]:
+                left = rows
+                for batch in inner_arrow(columns, dictionary):
+                    if batch.num_rows >= left:
+                        yield batch.slice(0, left)
+                        return
+                    left -= batch.num_rows
+                    yield batch
+
+        return Source(**{**self.__dict__, "chunks": chunks, "arrow": arrow,
                          "identity": f"{self.identity}:rows={rows}" if self.identity else ""})
 
 
@@ -77,8 +93,8 @@ def parquet_chunks(path: Path) -> Callable[[], Iterator[pl.DataFrame]]:
 
     def chunks() -> Iterator[pl.DataFrame]:
         try:
-            pf = pq.ParquetFile(path)
-            batches = pf.iter_batches(batch_size=CHUNK_ROWS)
+            pf = pq.ParquetFile(path, pre_buffer=False)
+            batches = pf.iter_batches(batch_size=CHUNK_ROWS, use_threads=False)
             for batch in batches:
                 df = pl.from_arrow(batch)
                 assert isinstance(df, pl.DataFrame)
@@ -87,6 +103,38 @@ def parquet_chunks(path: Path) -> Callable[[], Iterator[pl.DataFrame]]:
             raise DataError(f"{path}: cannot read the Parquet file: {_first_line(e)}") from e
 
     return chunks
+
+
+def parquet_arrow(path: Path) -> Callable[[list[str], list[str]], Iterator[Any]]:
+    """Record batches of some columns of a Parquet file, text columns named in
+    ``dictionary`` read as Arrow dictionaries (no per-value strings)."""
+    import pyarrow.parquet as pq
+
+    def batches(columns: list[str], dictionary: list[str]) -> Iterator[Any]:
+        import pyarrow as pa
+
+        try:
+            pf = pq.ParquetFile(path, pre_buffer=False)
+            schema = pf.schema_arrow
+            missing = [c for c in columns if c not in schema.names]
+            if missing:
+                raise DataError(f"columns missing from the table: {', '.join(missing)}")
+            text = [c for c in dictionary if c in schema.names and
+                    (pa.types.is_string(schema.field(c).type)
+                     or pa.types.is_large_string(schema.field(c).type))]
+            if text:
+                pf = pq.ParquetFile(path, read_dictionary=text, pre_buffer=False)
+        except (OSError, ValueError) as e:
+            if isinstance(e, DataError):
+                raise
+            raise DataError(f"{path}: cannot read the Parquet file: {_first_line(e)}") from e
+        try:
+            yield from pf.iter_batches(batch_size=CHUNK_ROWS, columns=columns,
+                                       use_threads=False)
+        except (OSError, ValueError) as e:
+            raise DataError(f"{path}: cannot read the Parquet file: {_first_line(e)}") from e
+
+    return batches
 
 
 def open_text(path: Path) -> io.TextIOBase:

@@ -43,6 +43,7 @@ class Field:
     boundaries: list[float] | None = None
     sep: str = DEFAULT_SEP
     max_len: int = 0
+    hash: str = ""  # hashed vocabularies: the hash function (``HASH``)
 
     @property
     def vocab_size(self) -> int:
@@ -188,6 +189,11 @@ class Schema:
     def from_dict(cls, data: dict[str, Any]) -> Schema:
         data = dict(data)
         data["fields"] = [Field(**f) for f in data["fields"]]
+        for f in data["fields"]:
+            if f.hash_buckets and f.hash != HASH:
+                raise DataError(
+                    f"field {f.name!r} was hashed by {f.hash or 'an earlier autodrs (Polars hash)'}"
+                    f", not {HASH}; retrain the model with this version")
         return cls(**data)
 
     def save(self, path: str | Path) -> None:
@@ -322,10 +328,53 @@ def _numeric(col: pl.Series, f: Field) -> pl.Series:
     return values
 
 
+HASH = "fnv1a64-splitmix64"  # the hash of hashed vocabularies, recorded in every schema
+_FNV_OFFSET = np.uint64(0xCBF29CE484222325)
+_FNV_PRIME = np.uint64(0x100000001B3)
+
+
+def fnv1a64(values: pl.Series) -> np.ndarray:
+    """FNV-1a 64 of each value's UTF-8 bytes (nulls hash as the empty text), as uint64:
+    ``h = 0xcbf29ce484222325``, then for each byte ``h = (h ^ byte) * 0x100000001b3``
+    modulo 2**64. Vectorised over the values, one step per byte position."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    arr = pc.cast(_as_str(values).rechunk().to_arrow(), pa.large_string())
+    if arr.null_count:
+        arr = pc.fill_null(arr, "")
+    n = len(arr)
+    offsets = np.frombuffer(arr.buffers()[1], np.int64)[arr.offset:arr.offset + n + 1]
+    data = arr.buffers()[2]
+    data = np.frombuffer(data, np.uint8) if data is not None else np.zeros(0, np.uint8)
+    starts, lengths = offsets[:-1], np.diff(offsets)
+    h = np.full(n, _FNV_OFFSET, np.uint64)
+    longest_first = np.argsort(-lengths, kind="stable")
+    negative = -lengths[longest_first]  # ascending
+    with np.errstate(over="ignore"):
+        for pos in range(int(lengths.max()) if n else 0):
+            rows = longest_first[:np.searchsorted(negative, -pos, side="left")]  # longer
+            h[rows] = (h[rows] ^ data[starts[rows] + pos].astype(np.uint64)) * _FNV_PRIME
+    return h
+
+
+def mix64(h: np.ndarray) -> np.ndarray:
+    """The SplitMix64 finaliser (uint64 in, uint64 out): spreads every input bit over
+    the low bits a bucket count keeps."""
+    with np.errstate(over="ignore"):
+        z = h.astype(np.uint64)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
 def hash_ids(values: pl.Series, buckets: int) -> pl.Series:
-    """Ids of a hashed vocabulary: a value's hash modulo the bucket count, after the
-    reserved ids."""
-    return (values.hash(seed=0) % buckets + FIRST_ID).cast(pl.Int64)
+    """Ids of a hashed vocabulary (``HASH``): ``3 + mix64(fnv1a64(text)) % buckets``, the
+    text being the value as the schema spells it (integers in decimal). Defined here rather
+    than taken from a library, so it never changes with a library version and any server
+    can reproduce it (docs/data.md)."""
+    ids = mix64(fnv1a64(values)) % np.uint64(buckets) + np.uint64(FIRST_ID)
+    return pl.Series(values.name, ids.astype(np.int64))
 
 
 def seq_width(longest: int, max_seq_len: int) -> int:
@@ -352,7 +401,9 @@ def fit_vocab(f: Field, counts: pl.DataFrame, min_count: int, hash_threshold: in
     f.min_count = min_count
     if kept.height > hash_threshold:
         f.hash_buckets = hash_threshold
+        f.hash = HASH
         f.vocab = None
     else:
         f.vocab = [str(v) for v in kept[value_col].to_list()]
         f.hash_buckets = 0
+        f.hash = ""

@@ -25,6 +25,7 @@ from autodrs.data.readers import (
     cast_or_line,
     frame_chunks,
     open_text,
+    parquet_arrow,
     parquet_chunks,
     read_header,
     text_chunks,
@@ -127,7 +128,7 @@ def _open(data: str, fmt: str | None) -> Source:
     elif fmt == "avazu":
         src = avazu_source(path)
     elif fmt == "parquet":
-        src = Source(name=path.name, chunks=parquet_chunks(path))
+        src = Source(name=path.name, chunks=parquet_chunks(path), arrow=parquet_arrow(path))
     elif fmt in ("csv", "tsv"):
         sep = "\t" if fmt == "tsv" else ","
         src = Source(name=path.name, chunks=text_chunks(path, sep, read_header(path, sep), True),
