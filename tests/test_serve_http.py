@@ -330,7 +330,7 @@ def test_the_documented_body_agrees_with_the_reader(mixed_schema: Schema,
     it refuses for its JSON type, the reader refuses too."""
     from pydantic import ValidationError
 
-    from autodrs.serve.rows import request_model
+    from autodrs.serve.app import request_model
 
     row = {"city": "rome", "item": "7", "flag": True, "grade": 2.5, "price": 12.0,
            "tags": ["a", "c"], "words": ["w1", "w2"]} | change

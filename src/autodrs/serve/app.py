@@ -24,26 +24,26 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, RootModel, create_model
 from pydantic import Field as Describe
 
 from autodrs.data.errors import DataError
+from autodrs.data.schema import Field, Schema
 from autodrs.serve.batching import MicroBatcher
 from autodrs.serve.encoder import merge_columns
 from autodrs.serve.predictor import Predictor
 from autodrs.serve.rows import (
-    ErrorDetail,
-    Probabilities,
+    MAX_SEQUENCE_ITEMS,
+    MAX_VALUE_CHARS,
     RowError,
     RowReader,
     TooLarge,
     parse_json,
-    request_model,
 )
 from autodrs.serve.tuning import ServingConfig
 
@@ -51,6 +51,77 @@ BYTES_PER_ROW = 2_048  # a CTR row in JSON takes a few hundred bytes
 MIN_BODY_BYTES = 65_536  # room for one row of long values when few rows are allowed
 KEY_ENV = "AUTODRS_API_KEY"
 MIN_KEY_CHARS = 16
+
+
+class Probabilities(BaseModel):
+    """The answer to ``POST /predict``."""
+
+    probabilities: list[float] = Describe(description="the click probability of each row, "
+                                                      "in row order")
+
+
+class ErrorDetail(BaseModel):
+    """The body of every 4xx answer."""
+
+    detail: str = Describe(description="what was wrong, naming the row, field and value")
+
+
+Text = Annotated[str, Describe(max_length=MAX_VALUE_CHARS)]
+
+
+def request_model(schema: Schema, max_rows: int) -> type[RootModel[Any]]:
+    """The body of ``POST /predict`` for ``schema`` as a pydantic model: a JSON array of rows,
+    or ``{"rows": [...]}``, each row an object with every field (other keys allowed and
+    ignored). Strict, so that a value it accepts has a JSON type ``RowReader`` accepts."""
+    fields: dict[str, Any] = {}
+    for i, f in enumerate(schema.fields):
+        annotation, description = _field_type(f)
+        # aliases carry the field names, which need not be Python identifiers
+        fields[f"field_{i}"] = (annotation, Describe(alias=f.name, description=description))
+    config = ConfigDict(extra="allow", strict=True)
+    row: Any = create_model("Row", __config__=config, __doc__="One row: a value for every "
+                            "field of the model; other keys are ignored.", **fields)
+    rows = Annotated[list[row], Describe(max_length=max_rows,
+                                         description=f"at most {max_rows:,} rows")]
+    envelope: Any = create_model("RowsObject", __config__=config, rows=(rows, ...))
+    model: type[RootModel[Any]] = create_model(
+        "PredictRequest", __base__=RootModel[rows | envelope],
+        __doc__='A JSON array of row objects, or {"rows": [...]}.')
+    model.model_config = ConfigDict(
+        strict=True, json_schema_extra={"examples": [[example_row(schema)]]})
+    model.model_rebuild(force=True)
+    return model
+
+
+def example_row(schema: Schema) -> dict[str, Any]:
+    """A row the model accepts: each field's most frequent training value, the mean of a
+    number; a hashed field, which keeps no values, gets an unseen one."""
+    row: dict[str, Any] = {}
+    for f in schema.fields:
+        value = (f.vocab or ["unseen"])[0]
+        if f.kind == "numerical":
+            row[f.name] = round(float(f.mean), 4)
+        elif f.kind == "sequence":
+            row[f.name] = [value]
+        else:
+            row[f.name] = value
+    return row
+
+
+def _field_type(f: Field) -> tuple[Any, str]:
+    """A field's value as a type, and in words."""
+    if f.kind == "numerical":
+        return float | None, "a number, or null for a missing value (the training mean)"
+    if f.kind == "sequence":
+        item = Text if f.hash_buckets else Text | int
+        tokens = Annotated[list[item], Describe(max_length=MAX_SEQUENCE_ITEMS)]  # type: ignore[valid-type]
+        return (tokens | Text | None,
+                f"a list of tokens, or text joined by {f.sep!r}; null when missing")
+    if f.hash_buckets:
+        return Text | None, "text as in the training data (a hashed field takes text only)"
+    return (Text | int | float | bool | None,
+            "text as in the training data; a number or boolean only where it cannot mean "
+            "another training value (see docs/serving.md); null when missing")
 
 
 class Health(BaseModel):

@@ -21,9 +21,9 @@ Bounds on what a row can need: strings of at most ``MAX_VALUE_CHARS`` characters
 of at most ``MAX_SEQUENCE_ITEMS`` items, JSON nested at most ``MAX_DEPTH`` levels (a request
 needs 4: ``{"rows": [{"tags": [...]}]}``), and valid Unicode text.
 
-``request_model`` describes the same request as pydantic models, for the OpenAPI schema at
-``/docs``; ``RowReader`` stays the one that checks a request, since the number rule depends on
-each field's training values, which a JSON schema cannot state.
+``app.request_model`` describes the same request as pydantic models, for the OpenAPI schema
+at ``/docs``; ``RowReader`` stays the one that checks a request, since the number rule depends
+on each field's training values, which a JSON schema cannot state.
 """
 
 from __future__ import annotations
@@ -31,12 +31,10 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
 import polars as pl
-from pydantic import BaseModel, ConfigDict, RootModel, create_model
-from pydantic import Field as Describe
 
 from autodrs.data.schema import Field, Schema
 from autodrs.serve.encoder import Columns
@@ -216,77 +214,6 @@ class RowReader:
                                "written")
             texts.append(text)
         return texts
-
-
-class Probabilities(BaseModel):
-    """The answer to ``POST /predict``."""
-
-    probabilities: list[float] = Describe(description="the click probability of each row, "
-                                                      "in row order")
-
-
-class ErrorDetail(BaseModel):
-    """The body of every 4xx answer."""
-
-    detail: str = Describe(description="what was wrong, naming the row, field and value")
-
-
-Text = Annotated[str, Describe(max_length=MAX_VALUE_CHARS)]
-
-
-def request_model(schema: Schema, max_rows: int) -> type[RootModel[Any]]:
-    """The body of ``POST /predict`` for ``schema`` as a pydantic model: a JSON array of rows,
-    or ``{"rows": [...]}``, each row an object with every field (other keys allowed and
-    ignored). Strict, so that a value it accepts has a JSON type ``RowReader`` accepts."""
-    fields: dict[str, Any] = {}
-    for i, f in enumerate(schema.fields):
-        annotation, description = _field_type(f)
-        # aliases carry the field names, which need not be Python identifiers
-        fields[f"field_{i}"] = (annotation, Describe(alias=f.name, description=description))
-    config = ConfigDict(extra="allow", strict=True)
-    row: Any = create_model("Row", __config__=config, __doc__="One row: a value for every "
-                            "field of the model; other keys are ignored.", **fields)
-    rows = Annotated[list[row], Describe(max_length=max_rows,
-                                         description=f"at most {max_rows:,} rows")]
-    envelope: Any = create_model("RowsObject", __config__=config, rows=(rows, ...))
-    model: type[RootModel[Any]] = create_model(
-        "PredictRequest", __base__=RootModel[rows | envelope],
-        __doc__='A JSON array of row objects, or {"rows": [...]}.')
-    model.model_config = ConfigDict(
-        strict=True, json_schema_extra={"examples": [[example_row(schema)]]})
-    model.model_rebuild(force=True)
-    return model
-
-
-def example_row(schema: Schema) -> dict[str, Any]:
-    """A row the model accepts: each field's most frequent training value, the mean of a
-    number; a hashed field, which keeps no values, gets an unseen one."""
-    row: dict[str, Any] = {}
-    for f in schema.fields:
-        value = (f.vocab or ["unseen"])[0]
-        if f.kind == "numerical":
-            row[f.name] = round(float(f.mean), 4)
-        elif f.kind == "sequence":
-            row[f.name] = [value]
-        else:
-            row[f.name] = value
-    return row
-
-
-def _field_type(f: Field) -> tuple[Any, str]:
-    """A field's value as a type, and in words."""
-    if f.kind == "numerical":
-        return float | None, "a number, or null for a missing value (the training mean)"
-    if f.kind == "sequence":
-        item = Text if f.hash_buckets else Text | int
-        tokens = Annotated[list[item], Describe(max_length=MAX_SEQUENCE_ITEMS)]  # type: ignore[valid-type]
-        return (tokens | Text | None,
-                f"a list of tokens, or text joined by {f.sep!r}; null when missing")
-    if f.hash_buckets:
-        return Text | None, "text as in the training data (a hashed field takes text only)"
-    return (Text | int | float | bool | None,
-            "text as in the training data; a number or boolean only where it cannot mean "
-            "another training value (see docs/serving.md); null when missing")
 
 
 def rows_to_columns(payload: Any, schema: Schema, max_rows: int) -> Columns:
