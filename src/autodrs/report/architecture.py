@@ -11,8 +11,6 @@ from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Any
 
-from autodrs.nn.pruned import MaskError, decode_mask
-
 Row = list[str]
 
 
@@ -183,6 +181,8 @@ def _towers(spec: dict[str, Any]) -> list[Row]:
 
 
 def _pruned(mask: str, vocab: Any, dim: int, name: str) -> str:
+    from autodrs.nn.pruned import MaskError, decode_mask  # torch, only for a pruned spec
+
     if vocab:
         try:
             kept = decode_mask(mask, int(vocab), dim, name)
