@@ -115,9 +115,15 @@ def _full_result() -> dict:
     }
 
 
-def test_every_plot_is_present_and_drawn_in_chromium(tmp_path):
-    out = tmp_path / "report.html"
-    names = build_report(_full_result(), out)
+@pytest.fixture(scope="module")
+def full_report(tmp_path_factory) -> tuple[list[str], Path]:
+    """The report of ``_full_result``, built once (tests only read it)."""
+    out = tmp_path_factory.mktemp("full") / "report.html"
+    return build_report(_full_result(), out), out
+
+
+def test_every_plot_is_present_and_drawn_in_chromium(full_report, tmp_path):
+    names, out = full_report
     assert names == ["comparison", "auc-vs-embedding", "training-curves", "autofield-ranking",
                      "autofield-auc-vs-k", "autodim-dims", "autodim-pareto-bytes",
                      "autofis-pairs", "hparams-progress", "autoctr-dag"]
@@ -138,10 +144,8 @@ def test_every_plot_is_present_and_drawn_in_chromium(tmp_path):
     assert pixels.shape[0] > 500 and float(pixels[..., :3].std()) > 0.05
 
 
-def test_report_lists_the_candidates_a_stage_retrained(tmp_path):
-    out = tmp_path / "report.html"
-    build_report(_full_result(), out)
-    text = out.read_text()
+def test_report_lists_the_candidates_a_stage_retrained(full_report):
+    text = full_report[1].read_text()
     table = text[text.index("<table class='candidates'>"):]
     table = table[:table.index("</table>")]
     rows = re.findall(r"<tr( class=searched)?><td>(\w+)</td><td>(\d+)</td><td>([\w ]+)</td>"
@@ -179,10 +183,8 @@ def _section(text: str, cls: str) -> str:
     return text[start:text.index("</section>", start)]
 
 
-def test_report_leads_with_the_architecture_and_ends_with_configuration(tmp_path):
-    out = tmp_path / "report.html"
-    build_report(_full_result(), out)
-    text = out.read_text()
+def test_report_leads_with_the_architecture_and_ends_with_configuration(full_report):
+    text = full_report[1].read_text()
     order = [text.index(f"<section class='{c}'>") for c in
              ("architecture", "leaderboard", "curves", "diagnostics", "configuration")]
     assert order == sorted(order)
@@ -208,10 +210,9 @@ def test_report_leads_with_the_architecture_and_ends_with_configuration(tmp_path
     assert "<td>seed</td><td>7</td>" in config
 
 
-def test_leaderboard_has_validation_and_test_metrics_and_sizes(tmp_path):
+def test_leaderboard_has_validation_and_test_metrics_and_sizes(full_report, tmp_path):
     out = tmp_path / "report.html"
-    build_report(_full_result(), out)
-    board = _section(out.read_text(), "leaderboard")
+    board = _section(full_report[1].read_text(), "leaderboard")
     head = re.search(r"<table class='board'><tr>(.*?)</tr>", board).group(1)
     assert re.findall(r"<th>([^<]*)</th>", head) == [
         "model", "valid AUC", "test AUC", "valid logloss", "test logloss", "parameters",
@@ -227,10 +228,9 @@ def test_leaderboard_has_validation_and_test_metrics_and_sizes(tmp_path):
     assert "<td>5,000</td><td>3,000</td><td></td><td></td></tr>" in board
 
 
-def test_one_seed_shows_no_spread_and_several_seeds_do(tmp_path):
+def test_one_seed_shows_no_spread_and_several_seeds_do(full_report, tmp_path):
     out = tmp_path / "report.html"
-    build_report(_full_result(), out)  # one seed; a baseline's spread of 0.0 recorded
-    text = out.read_text()
+    text = full_report[1].read_text()  # one seed; a baseline's spread of 0.0 recorded
     assert "± 0.0000" not in text and "± std" not in text and "0.0000" not in text
     bench = {"command": "bench", "seed": 1, "seeds": [1, 2, 3], "data": {"name": "synthetic"},
              "baselines": {
