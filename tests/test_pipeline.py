@@ -78,7 +78,7 @@ def test_unknown_config_key_is_rejected(tmp_path):
     result = CliRunner().invoke(app, ["search", "--data", DATA, "--config", str(cfg),
                                       "--out", str(tmp_path / "run")])
     assert result.exit_code == 2
-    assert "unknown config keys: colour" in result.output
+    assert "unknown key 'colour' in" in result.output
 
 
 def test_killed_pipeline_resumes_without_redoing_finished_stages(tmp_path):

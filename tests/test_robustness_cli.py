@@ -15,7 +15,6 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import autodrs.cli
 import autodrs.methods  # noqa: F401  (fills the registry)
 from autodrs.cli import app
 from autodrs.data.dataset import Dataset
@@ -137,7 +136,7 @@ def test_a_failing_report_costs_only_the_report(tmp_path: Path,
     def broken(result: dict, out: Path) -> list[str]:
         raise TypeError("tuple indices must be integers or slices, not str")
 
-    monkeypatch.setattr(autodrs.cli, "build_report", broken)
+    monkeypatch.setattr("autodrs.report.html.build_report", broken)
     out = tmp_path / "run"
     result = runner.invoke(app, [*SEARCH, "--out", str(out)])
     assert result.exit_code == 0, result.output

@@ -60,7 +60,7 @@ def test_search_rejects_bad_arguments_clearly(tmp_path: Path) -> None:
         (["--methods", "hparams", "--strategy", "annealing"], "unknown strategy 'annealing'"),
         (["--methods", "hparams", "--budget", "ten minutes"], "cannot read budget"),
         (["--methods", "nosuch"], "unknown method 'nosuch'"),
-        (["--methods", "hparams", "--trials", "0"], "--trials must be > 0"),
+        (["--methods", "hparams", "--trials", "0"], "--trials must be at least 1"),
         (["--methods", "hparams", "--backend", "spark"], "unknown backend 'spark'"),
     ]
     for extra, message in cases:
@@ -137,8 +137,8 @@ def test_search_killed_with_sigkill_resumes_without_losing_finished_trials(
 
 
 def test_the_stage_line_says_what_was_chosen_and_what_the_guard_did() -> None:
+    from autodrs.api import stage_line
     from autodrs.search.base import StageResult
-    from autodrs.search.commands import stage_line
 
     stage = StageResult("autofis", "gradient", ArchSpec(), ranking=[["a", "b"]], seconds=12.3,
                         extra={"budget_seconds": 40.0, "heads": {"chosen": "fm", "retrained": [

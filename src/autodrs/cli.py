@@ -1,50 +1,147 @@
-"""The ``autodrs`` command line (see DESIGN.md for the contract)."""
+"""The ``autodrs`` command line: a thin layer over ``autodrs.api``.
+
+Each command turns its flags (and a ``--config`` YAML file, flags winning) into the
+settings object of ``autodrs.config``, calls the API, and prints what came back. Errors
+are ordinary exceptions until here: ``user_errors`` turns them into one line and exit code
+2. Messages go through the ``autodrs`` logger (``-v`` shows debug detail, ``-q`` warnings
+only; every run folder also gets a ``run.log``). Nothing heavy is imported before a command
+runs, so ``autodrs --help`` does not load PyTorch; the serving commands are loaded when
+invoked (``_LazyCommand``).
+"""
 
 from __future__ import annotations
 
+import functools
+import importlib
 import json
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-import numpy as np
+import click
 import typer
 from rich.console import Console
 from rich.table import Table as RichTable
+from typer.core import TyperGroup
 
-from autodrs.data.dataset import Dataset, load_dataset
-from autodrs.data.errors import DataError
-from autodrs.data.sources import BUILTINS
-from autodrs.experiment import epoch_cap_note, fit_spec, machine_info, scale_warning
-from autodrs.models.backbones import BACKBONES, backbone_spec
-from autodrs.models.builder import count_bytes
-from autodrs.report.html import build_report
-from autodrs.runfolder import (
-    ModelFileError,
-    check_run_folder,
-    prepare_run_folder,
-    save_model,
-    write_json,
+from autodrs.config import (
+    BASELINE_SHARE,
+    DEFAULT_BASELINES,
+    DEFAULT_SEARCH_ROWS,
+    BenchSettings,
+    RunSettings,
+    SearchSettings,
+    TrainSettings,
+    load_yaml,
+    merge_options,
+    parse_set,
 )
-from autodrs.serve.commands import (
-    export_command,
-    predict_command,
-    serve_command,
-    tune_serving_command,
-)
-from autodrs.spec import ArchSpec, SpecError
-from autodrs.train import distributed
-from autodrs.train.trainer import TrainConfig, TrainingDiverged
-from autodrs.validation import check_flags, check_out_folder
+from autodrs.logs import console_handler
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Automated design of deep recommender systems for CTR prediction.")
+F = TypeVar("F", bound=Callable[..., Any])
+S = TypeVar("S", bound=RunSettings)
+
 console = Console(stderr=True, soft_wrap=True)
 out = Console()
 
-F = TypeVar("F", bound=Callable[..., Any])
+
+# ---------------------------------------------------------------- lazily loaded commands
+# name -> (module, function, one-line help): registered without importing their modules
+LAZY_COMMANDS = {
+    "export": ("autodrs.serve.commands", "export_command",
+               "Export a model to TorchScript or ONNX, with its encoders beside it as JSON."),
+    "predict": ("autodrs.serve.commands", "predict_command",
+                "Score a file of raw rows with a saved model."),
+    "serve": ("autodrs.serve.commands", "serve_command",
+              "Serve a saved model over HTTP."),
+    "tune-serving": ("autodrs.serve.commands", "tune_serving_command",
+                     "Measure serving settings and choose the fastest that meets a target."),
+}
+
+
+class _LazyCommand(click.Command):
+    """A command whose module is imported only when it runs or shows its own help."""
+
+    def __init__(self, name: str, module: str, function: str, short_help: str) -> None:
+        super().__init__(name, short_help=short_help, help=short_help)
+        self.module, self.function = module, function
+        self._real: click.Command | None = None
+
+    def real(self) -> click.Command:
+        if self._real is None:
+            fn = getattr(importlib.import_module(self.module), self.function)
+            single = typer.Typer(add_completion=False)
+            single.command(self.name)(user_errors(fn))
+            self._real = typer.main.get_command(single)
+        return self._real
+
+    def make_context(self, info_name: str | None, args: list[str],
+                     parent: click.Context | None = None, **extra: Any) -> click.Context:
+        return self.real().make_context(info_name, args, parent=parent, **extra)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        return self.real().invoke(ctx)
+
+
+class _Group(TyperGroup):
+    """The command group, with the lazily loaded commands beside typer's own."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [*super().list_commands(ctx), *LAZY_COMMANDS]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in LAZY_COMMANDS:
+            module, function, text = LAZY_COMMANDS[cmd_name]
+            return _LazyCommand(cmd_name, module, function, text)
+        return super().get_command(ctx, cmd_name)
+
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, cls=_Group,
+                  help="Automated design of deep recommender systems for CTR prediction.")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from autodrs.provenance import autodrs_version
+
+        out.print(f"autodrs {autodrs_version()}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="print the version and exit")] = False,
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True,
+                                         help="more detail (debug messages)")] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="warnings and errors "
+                                                              "only")] = False,
+) -> None:
+    """Automated design of deep recommender systems for CTR prediction."""
+    console_handler(-1 if quiet else verbose)
+
+
+def user_errors(fn: F) -> F:
+    """Turn input errors into one clear line on stderr and exit code 2 (3 for a training
+    that diverged)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (ValueError, FileNotFoundError) as e:  # every autodrs input error is one
+            console.print(f"[red]error:[/red] {e}", highlight=False)
+            raise typer.Exit(2) from e
+        except RuntimeError as e:
+            from autodrs.train.trainer import TrainingDiverged
+
+            if not isinstance(e, TrainingDiverged):
+                raise
+            console.print(f"[red]training diverged:[/red] {e}", highlight=False)
+            raise typer.Exit(3) from e
+
+    return wrapper  # type: ignore[return-value]
+
 
 # ---------------------------------------------------------------- shared options
 Data = Annotated[str, typer.Option("--data", help="built-in name (movielens-100k, synthetic) "
@@ -70,104 +167,78 @@ EmbedDim = Annotated[int, typer.Option(help="embedding dim of every field")]
 Progress = Annotated[bool, typer.Option(help="show progress bars")]
 Overwrite = Annotated[bool, typer.Option(help="replace the run --out already holds")]
 Rows = Annotated[int | None, typer.Option(help="read only the first N rows (a quick first look)")]
+ConfigFile = Annotated[Path | None, typer.Option("--config", help="YAML file of settings (keys "
+                                                                 "are flag names, e.g. a run's "
+                                                                 "config.yaml); flags win")]
+
+# a command's parameter names that differ from its setting's name
+PARAM_TO_KEY = {"out_dir": "out", "fmt": "format", "time_col": "time", "spec_file": "spec"}
+NOT_SETTINGS = ("click_ctx", "config", "set_")
 
 
-def _split_list(value: str | None) -> list[str] | None:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+def settings_from(click_ctx: click.Context | None, cls: type[S], params: dict[str, Any],
+                  config: Path | None) -> S:
+    """The command's settings: the ``--config`` file's values, then every flag given on the
+    command line (all of them when there is no click context, as under Ray), with
+    ``--out``'s default where neither sets it."""
+    values: dict[str, Any] = {}
+    where = "the command line"
+    if config is not None:
+        values = {str(k).replace("-", "_"): v for k, v in load_yaml(config).items()}
+        where = str(config)
+    for name, value in params.items():
+        if name in NOT_SETTINGS:
+            continue
+        key = PARAM_TO_KEY.get(name, name)
+        source = click_ctx.get_parameter_source(name) if click_ctx is not None else None
+        given = click_ctx is None or (source is not None and source.name not in (
+            "DEFAULT", "DEFAULT_MAP"))
+        if given or (key == "out" and "out" not in values):
+            values[key] = value
+    return cls.from_mapping(values, where=where)
 
 
-def dataset_from(data: str, label: str | None, fmt: str | None, categorical: str | None,
-                 numerical: str | None, sequence: str | None, schema: Path | None,
-                 group: str | None, time: str | None, split: str, seed: int,
-                 min_count: int, rows: int | None = None) -> Dataset:
-    if rows is not None and rows < 10:
-        raise DataError(f"--rows must be at least 10 (to split 80/10/10), got {rows}")
-    return load_dataset(
-        data, label=label, fmt=fmt, categorical=_split_list(categorical),
-        numerical=_split_list(numerical), sequence=_split_list(sequence), schema_file=schema,
-        group=group, time=time, split=split, seed=seed, min_count=min_count, rows=rows,
-        progress=True,
-    )
-
-
-def user_errors(fn: F) -> F:
-    """Turn input errors into one clear line on stderr and exit code 2."""
-    import functools
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except (DataError, SpecError, ModelFileError, FileNotFoundError) as e:
-            console.print(f"[red]error:[/red] {e}", highlight=False)
-            raise typer.Exit(2) from e
-        except TrainingDiverged as e:
-            console.print(f"[red]training diverged:[/red] {e}", highlight=False)
-            raise typer.Exit(3) from e
-        except ValueError as e:
-            console.print(f"[red]error:[/red] {e}", highlight=False)
-            raise typer.Exit(2) from e
-
-    return wrapper  # type: ignore[return-value]
-
-
-def check_run_flags(out_dir: Path, overwrite: bool, resume: bool = False,
-                    can_resume: bool = False, **flags: Any) -> None:
-    """The checks every command that writes a run folder makes before any work: each flag's
-    value (``validation.check_flags``), that ``out_dir`` can be written, and that it holds
-    no run this command would replace unasked."""
-    check_flags(**flags)
-    check_out_folder(out_dir)
-    check_run_folder(out_dir, resume=resume, overwrite=overwrite, can_resume=can_resume)
-
-
-def warn(text: str) -> None:
-    console.print(f"[yellow]warning:[/yellow] {text}", highlight=False)
-
-
-def note_scale(ds: Dataset, spec: ArchSpec) -> None:
-    """Say so before training when the model this data implies is unreasonable for it."""
-    text = scale_warning(ds, spec)
-    if text is not None:
-        warn(text)
-
-
-def write_report(result: dict[str, Any], path: Path) -> bool:
-    """Build the report; a failure costs only the report (result.json and the model are
-    written before it) and is said in one line."""
-    try:
-        build_report(result, path)
-    except Exception as e:  # the run's work is saved: never end it with a traceback here
-        first = str(e).strip().splitlines()
-        warn(f"{path.name} could not be built ({type(e).__name__}: "
-             f"{first[0] if first else 'no message'}); result.json and the model are saved, "
-             f"and `autodrs report {path.parent}` tries again")
-        return False
-    return True
-
-
-def result_skeleton(command: str, ds: Dataset, seed: int) -> dict[str, Any]:
-    return {
-        "command": command,
-        "data": dict(ds.info),
-        "seed": seed,
-        "spec": None,
-        "metrics": {},
-        "baselines": {},
-        "params": {},
-        "cost": {},
-        "stages": [],
-    }
+def typer_params(settings: RunSettings) -> dict[str, Any]:
+    """The settings as the command function's parameters (for a launcher re-running it)."""
+    names = {v: k for k, v in PARAM_TO_KEY.items()}
+    return {names.get(k, k): v for k, v in settings.to_dict().items()}
 
 
 # ---------------------------------------------------------------- commands
 @app.command()
 def datasets() -> None:
     """List the built-in datasets."""
+    from autodrs.data.sources import BUILTINS
+
     table = RichTable("name", "description")
     for name, text in BUILTINS.items():
         table.add_row(name, text)
     out.print(table)
+
+
+@app.command()
+def methods() -> None:
+    """List the search methods: component, strategies (the default first) and options."""
+    import inspect
+
+    import autodrs.methods  # noqa: F401  (fills the registry)
+    from autodrs.config import options_read
+    from autodrs.models.backbones import BACKBONES
+    from autodrs.search.base import METHODS
+    from autodrs.search.strategies import STRATEGIES
+
+    table = RichTable("method", "component", "strategies", "options (default)")
+    for name in sorted(METHODS, key=lambda n: (METHODS[n].component, n)):
+        cls = METHODS[name]
+        source = inspect.getsourcefile(cls)
+        opts = options_read(Path(source)) if source else {}
+        table.add_row(name, cls.component, ", ".join(cls.strategies),
+                      ", ".join(f"{k}={v}" for k, v in sorted(opts.items())) or "-")
+    out.print(table)
+    out.print(f"strategies: {', '.join(STRATEGIES)}", highlight=False)
+    out.print(f"backbones (--model, --baselines): {', '.join(BACKBONES)}", highlight=False)
+    out.print("set an option with --set METHOD.OPTION=VALUE or `options: {METHOD: {OPTION: "
+              "VALUE}}` in a --config file", highlight=False)
 
 
 @app.command("make-synthetic")
@@ -201,7 +272,8 @@ def train(
     click_ctx: typer.Context,
     data: Data = "movielens-100k",
     out_dir: Annotated[Path, typer.Option("--out", help="run folder")] = Path("runs/train"),
-    model: Annotated[str, typer.Option(help=f"backbone: {', '.join(BACKBONES)}")] = "deepfm",
+    model: Annotated[str, typer.Option(help="backbone (`autodrs methods` lists them)")
+                     ] = "deepfm",
     spec_file: Annotated[Path | None, typer.Option("--spec", help="train this ArchSpec JSON "
                                                            "instead of a backbone")] = None,
     label: Label = None, fmt: Fmt = None, categorical: Categorical = None,
@@ -217,62 +289,47 @@ def train(
     backend: Annotated[str, typer.Option(help="local, or ray (Ray Train workers)")] = "local",
     workers: Annotated[int, typer.Option(help="Ray Train workers (--backend ray)")] = 2,
     gpus_per_worker: Annotated[float, typer.Option(help="GPUs per Ray Train worker")] = 0.0,
+    config: ConfigFile = None,
 ) -> None:
     """Train one model and write DIR/result.json and the model files.
 
     With --nproc N (or under torchrun) or --backend ray the model trains data-parallel;
     --batch-size is then the global batch, split between the ranks."""
-    check_run_flags(out_dir, overwrite, epochs=epochs, batch_size=batch_size, lr=lr,
-                    patience=patience, threads=threads, seed=seed, device=device,
-                    embed_dim=embed_dim, min_count=min_count)
-    if distributed.launch_train(train, click_ctx, dict(locals()), nproc, backend, workers,
-                                gpus_per_worker):
+    from autodrs.api import run_train
+    from autodrs.train import distributed
+
+    settings = settings_from(click_ctx, TrainSettings, dict(locals()), config)
+    if distributed.launch_train(train, click_ctx,
+                                {**typer_params(settings), "click_ctx": click_ctx},
+                                settings.nproc, settings.backend, settings.workers,
+                                settings.gpus_per_worker):
         return  # trained by torchrun's or Ray's workers
-    rank = distributed.init_from_env(device)
-    spec = ArchSpec.from_json(spec_file) if spec_file else backbone_spec(model, embed_dim)
-    ds = dataset_from(data, label, fmt, categorical, numerical, sequence, schema, group,
-                      time_col, split, seed, min_count, rows)
-    spec.validate(ds.schema)
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
-                         seed=seed, device=device, threads=threads,
-                         progress=progress and sys.stderr.isatty(),
-                         precision="bf16" if bf16 else "fp32")
-    if rank.main:
-        note_scale(ds, spec)
-        prepare_run_folder(out_dir, overwrite)
-    outcome = fit_spec(ds, spec, config)
-    if not rank.main:  # rank 0 writes the run folder
-        return distributed.finish()
-    save_model(out_dir, outcome.model, ds.schema)
-    result = result_skeleton("train", ds, seed)
-    result |= {
-        "model": model if spec_file is None else str(spec_file),
-        "spec": spec.to_dict(),
-        "metrics": outcome.metrics,
-        "params": outcome.params,
-        "bytes": count_bytes(outcome.model),
-        "cost": {"train_seconds": round(outcome.seconds, 3),
-                 "train_samples_per_second": round(outcome.fit.samples_per_second, 1)},
-        "history": outcome.fit.history,
-        "still_improving": outcome.fit.still_improving,
-        "config": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "patience": patience,
-                   "precision": config.precision, "world_size": rank.size},
-        "machine": machine_info(config),
-    }
-    write_json(out_dir / "result.json", result)
-    write_report(result, out_dir / "report.html")
-    distributed.finish()
-    t = outcome.metrics["test"]
-    out.print(f"{model}: test AUC {t['auc']:.4f}  logloss {t['logloss']:.4f}  "
-              f"({outcome.params['total']:,} parameters, best epoch {outcome.fit.best_epoch}) "
-              f"-> {out_dir / 'result.json'}")
-    if outcome.fit.still_improving:
-        out.print(epoch_cap_note([model], epochs), highlight=False)
+    done = run_train(settings)
+    if done is None:
+        return  # a data-parallel rank other than 0
+    t = done.metrics["test"]
+    folder = done.folder
+    out.print(f"{done.result['model']}: test AUC {t['auc']:.4f}  logloss {t['logloss']:.4f}  "
+              f"({done.result['params']['total']:,} parameters, best epoch "
+              f"{_best_epoch(done.result)}) -> {folder / 'result.json'}")
+    if done.result["still_improving"]:
+        from autodrs.experiment import epoch_cap_note
+
+        out.print(epoch_cap_note([done.result["model"]], settings.epochs), highlight=False)
+
+
+def _best_epoch(result: dict[str, Any]) -> int:
+    history = result.get("history") or []
+    if not history:
+        return 0
+    best = max(range(len(history)), key=lambda i: history[i].get("auc", float("-inf")))
+    return int(history[best].get("epoch", best + 1))
 
 
 @app.command()
 @user_errors
 def bench(
+    click_ctx: typer.Context,
     data: Data = "movielens-100k",
     out_dir: Annotated[Path, typer.Option("--out", help="run folder")] = Path("runs/bench"),
     baselines: Annotated[str, typer.Option(help="comma-separated backbones, or 'all'")] = "all",
@@ -283,79 +340,28 @@ def bench(
     seed: Seed = 2026, epochs: Epochs = 10, batch_size: BatchSize = 1024, lr: Lr = 1e-3,
     patience: Patience = 2, embed_dim: EmbedDim = 16, device: Device = "auto",
     threads: Threads = None, overwrite: Overwrite = False, rows: Rows = None,
+    config: ConfigFile = None,
 ) -> None:
     """A leaderboard of backbones over seeds on one dataset (Markdown and JSON)."""
-    check_run_flags(out_dir, overwrite, seeds=seeds, epochs=epochs, batch_size=batch_size,
-                    lr=lr, patience=patience, threads=threads, seed=seed, device=device,
-                    embed_dim=embed_dim, min_count=min_count)
-    names = list(BACKBONES) if baselines == "all" else _split_list(baselines) or []
-    specs = {n: backbone_spec(n, embed_dim) for n in names}
-    prepare_run_folder(out_dir, overwrite)
-    runs: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
-    t0 = time.perf_counter()
-    first: Dataset | None = None
-    for k in range(seeds):
-        s = seed + k
-        ds = dataset_from(data, label, fmt, categorical, numerical, sequence, schema, group,
-                          time_col, split, s, min_count, rows)
-        first = first or ds
-        config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
-                             seed=s, device=device, threads=threads, progress=False)
-        for name, spec in specs.items():
-            outcome = fit_spec(ds, spec, config)
-            runs[name].append(outcome.summary())
-            t = outcome.metrics["test"]
-            console.print(f"seed {s} {name:>9}: test AUC {t['auc']:.4f} "
-                          f"logloss {t['logloss']:.4f} ({outcome.seconds:.1f}s)", highlight=False)
-    assert first is not None
-    board = leaderboard(runs)
-    result = result_skeleton("bench", first, seed)
-    result |= {"seeds": [seed + k for k in range(seeds)], "baselines": board,
-               "runs": runs, "cost": {"seconds": round(time.perf_counter() - t0, 2)},
-               "machine": machine_info()}
-    write_json(out_dir / "result.json", result)
-    markdown = leaderboard_markdown(board, first.info["name"])
-    (out_dir / "leaderboard.md").write_text(markdown)
-    write_report(result, out_dir / "leaderboard.html")
-    print_leaderboard(board)
-    out.print(f"leaderboard -> {out_dir / 'leaderboard.md'}")
+    from autodrs.api import run_bench
+
+    settings = settings_from(click_ctx, BenchSettings, dict(locals()), config)
+    result = run_bench(settings)
+    print_leaderboard(result["baselines"])
+    out.print(f"leaderboard -> {Path(settings.out or 'runs/bench') / 'leaderboard.md'}")
 
 
 @app.command()
 @user_errors
 def report(run_dir: Annotated[Path, typer.Argument(help="a run folder with result.json")]) -> None:
     """Render DIR/report.html from DIR/result.json."""
+    from autodrs.report.html import build_report
+
     path = run_dir / "result.json"
     if not path.exists():
         raise FileNotFoundError(f"{path} not found; is {run_dir} a run folder?")
     names = build_report(json.loads(path.read_text()), run_dir / "report.html")
     out.print(f"{len(names)} plots -> {run_dir / 'report.html'}")
-
-
-def leaderboard(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
-    board = {}
-    for name, items in runs.items():
-        aucs = np.array([r["metrics"]["test"]["auc"] for r in items])
-        lls = np.array([r["metrics"]["test"]["logloss"] for r in items])
-        board[name] = {
-            "test": {"auc": float(aucs.mean()), "logloss": float(lls.mean())},
-            "spread": {"auc_std": float(aucs.std()), "logloss_std": float(lls.std())},
-            "params": items[0]["params"],
-            "seconds": float(np.mean([r["seconds"] for r in items])),
-        }
-    return dict(sorted(board.items(), key=lambda kv: -kv[1]["test"]["auc"]))
-
-
-def leaderboard_markdown(board: dict[str, dict[str, Any]], data_name: str) -> str:
-    lines = [f"# Leaderboard: {data_name}", "",
-             "| model | test AUC | ± | test logloss | ± | parameters | embedding | seconds |",
-             "|---|---|---|---|---|---|---|---|"]
-    for name, row in board.items():
-        lines.append(
-            f"| {name} | {row['test']['auc']:.4f} | {row['spread']['auc_std']:.4f} | "
-            f"{row['test']['logloss']:.4f} | {row['spread']['logloss_std']:.4f} | "
-            f"{row['params']['total']:,} | {row['params']['embedding']:,} | {row['seconds']:.1f} |")
-    return "\n".join(lines) + "\n"
 
 
 def print_leaderboard(board: dict[str, dict[str, Any]]) -> None:
@@ -367,12 +373,108 @@ def print_leaderboard(board: dict[str, dict[str, Any]]) -> None:
     out.print(table)
 
 
-import autodrs.search.commands  # noqa: E402, F401  (registers `search`; uses the options above)
+@app.command("search")
+@user_errors
+def search_command(
+    click_ctx: typer.Context,
+    data: Data = "movielens-100k",
+    out_dir: Annotated[Path, typer.Option("--out", help="run folder")] = Path("runs/search"),
+    methods: Annotated[str | None, typer.Option(help="comma-separated search methods, run "
+                                                     "as stages in order (`autodrs methods` "
+                                                     "lists them)")] = None,
+    strategy: Annotated[str | None, typer.Option(
+        help="search strategy (default: each method's own; `autodrs methods`)")] = None,
+    budget: Annotated[str | None, typer.Option(help="wall time for the whole command (data, "
+                                                    "baselines, stages, retrain), e.g. 90s, "
+                                                    "10m, 1h")] = None,
+    baseline_budget: Annotated[str | None, typer.Option(
+        help=f"wall time for the baselines (default: {BASELINE_SHARE:.0%} of --budget)")] = None,
+    search_rows: Annotated[int, typer.Option(
+        help="training rows the stages search on: a larger training split is sampled by "
+             "--seed (the retrain and the baselines use all rows); 0 for all rows")
+    ] = DEFAULT_SEARCH_ROWS,
+    trials: Annotated[int | None, typer.Option(help="black-box trials per stage")] = None,
+    backend: Annotated[str, typer.Option(help="local or ray")] = "local",
+    ray_address: Annotated[str | None, typer.Option(help="address of an existing Ray "
+                                                         "cluster (default: start one)")] = None,
+    cpus_per_trial: Annotated[float, typer.Option(help="CPUs each Ray trial asks for (and "
+                                                       "its threads)")] = 1.0,
+    gpus_per_trial: Annotated[float, typer.Option(help="GPUs each Ray trial asks for")] = 0.0,
+    concurrency: Annotated[int, typer.Option(help="Ray trials at once")] = 2,
+    ray_storage: Annotated[str | None, typer.Option(
+        help="where Ray keeps trial results: a folder every node reaches, or a URI "
+             "(s3://...); default <out>/ray")] = None,
+    resume: Annotated[bool, typer.Option(help="continue the search in --out")] = False,
+    model: Annotated[str | None, typer.Option(
+        help="backbone the search starts from, or auto (the baseline with the best "
+             "validation AUC; the default for the default pipeline, deepfm otherwise)")] = None,
+    baselines: Annotated[str | None, typer.Option(help="comma-separated backbones to compare with, "
+                                                "or 'none' (default: deepfm, and "
+                                                f"{DEFAULT_BASELINES} for the default "
+                                                "pipeline)")] = None,
+    subsample: Annotated[float | None, typer.Option(help="train rows per trial: a fraction "
+                                                         "(<= 1) or a count")] = None,
+    trial_epochs: Annotated[int | None, typer.Option(help="epochs per trial")] = None,
+    pruner: Annotated[str, typer.Option(help="none, median, sha or hyperband")] = "none",
+    warm_start: Annotated[bool, typer.Option(help="start trials from the parent's "
+                                                  "weights")] = False,
+    fast: Annotated[bool, typer.Option(help="the cheapest run of each method "
+                                            "(smoke tests)")] = False,
+    estimation: Annotated[str, typer.Option(help="train (each trial trains cheaply) or "
+                                                 "weight_sharing (one supernet scores all "
+                                                 "candidates; methods that have one)")] = "train",
+    objectives: Annotated[str, typer.Option(help="auc, or auc,embedding_params for a Pareto "
+                                                 "front (evolution, tpe, random)")] = "auc",
+    memory_budget: Annotated[str | None, typer.Option(
+        help="cap on the stored embedding bytes, e.g. 2MB or 512KiB (rule, nis)")] = None,
+    guard: Annotated[bool | None, typer.Option(
+        help="retrain each stage's spec and keep it only when it validates at least as well "
+             "as the stage's input (default: on for the default pipeline)")] = None,
+    label: Label = None, fmt: Fmt = None, categorical: Categorical = None,
+    numerical: Numerical = None, sequence: Sequence = None, schema: SchemaFile = None,
+    group: Group = None, time_col: Time = None, split: Split = "random", min_count: MinCount = 1,
+    seed: Seed = 2026, epochs: Epochs = 10, batch_size: BatchSize = 1024, lr: Lr = 1e-3,
+    patience: Patience = 2, embed_dim: EmbedDim = 16, device: Device = "auto",
+    threads: Threads = None, progress: Progress = True, overwrite: Overwrite = False,
+    rows: Rows = None,
+    config: ConfigFile = None,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="a method's option, METHOD.OPTION=VALUE (repeatable; `autodrs methods` "
+                      "lists them)")] = None,
+) -> None:
+    """Search a recommender's design, retrain it and compare it with baselines.
 
-app.command("export")(user_errors(export_command))
-app.command("predict")(user_errors(predict_command))
-app.command("serve")(user_errors(serve_command))
-app.command("tune-serving")(user_errors(tune_serving_command))
+    Without --methods, runs the default pipeline (feature selection, embedding dims,
+    interactions) on the data (movielens-100k by default)."""
+    from autodrs.api import run_search
+
+    settings = settings_from(click_ctx, SearchSettings, dict(locals()), config)
+    if set_:
+        settings = settings.replace(options=merge_options(settings.options, parse_set(set_)))
+    done = run_search(settings)
+    print_search(done.result, settings)
+
+
+def print_search(result: dict[str, Any], settings: SearchSettings) -> None:
+    """The searched model against the baselines, and where the run folder is."""
+    from autodrs.experiment import epoch_cap_note
+
+    folder = Path(settings.out or "runs/search")
+    table = RichTable("model", "test AUC", "test logloss", "parameters", "embedding params",
+                      title=f"searched model against baselines on {result['data']['name']}")
+    rows = [("searched", result["metrics"], result["params"])]
+    rows += [(name, {"test": row["test"]}, row["params"])
+             for name, row in result["baselines"].items()]
+    for name, metrics, params in rows:
+        table.add_row(name, f"{metrics['test']['auc']:.4f}", f"{metrics['test']['logloss']:.4f}",
+                      f"{params['total']:,}", f"{params['embedding']:,}")
+    out.print(table)
+    if result["still_improving"]:
+        out.print(epoch_cap_note(result["still_improving"], settings.epochs), highlight=False)
+    cost = result["cost"]
+    out.print(f"search {cost['search_seconds']:.1f}s, retrain {cost['retrain_seconds']:.1f}s; "
+              f"report: {folder / 'report.html'}", highlight=False)
+    out.print(f"-> {folder / 'result.json'}", highlight=False)
 
 
 def main() -> None:

@@ -54,14 +54,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
+from autodrs.config import (  # noqa: F401  (the pipeline's settings, named here too)
+    BASELINE_SHARE,
+    DEFAULT_BASELINES,
+    DEFAULT_SEARCH_ROWS,
+)
 from autodrs.data.dataset import Dataset, EncodedData
-from autodrs.data.errors import DataError
 from autodrs.data.schema import Schema
 from autodrs.experiment import Outcome, cached_fit, fit_key, fit_spec
 from autodrs.search.base import StageResult, validates_alike
@@ -73,18 +75,12 @@ DEFAULT_PIPELINE = ("optim", "autodis", "autofield", "frequency", "autodim", "au
 NEEDS_NUMERICAL = ("autodis",)
 NEEDS_CATEGORICAL = ("frequency", "autodim")
 NEEDS_TWO_FIELDS = ("autofield", "autofis")
-DEFAULT_BASELINES = "deepfm,fm,widedeep,dcnv2,ipnn"
 # options of the default pipeline's stages: AutoFIS searches under the DeepFM head and
 # under the FM head (no MLP) and keeps the head whose retrain validates best
 PIPELINE_OPTIONS = {"backbone": "auto"}
 STAGE_WEIGHTS = {"optim": 2.0, "autodis": 2.0, "autofield": 3.0, "frequency": 2.0,
                  "autodim": 2.0, "autofis": 2.0}
 RETRAIN_SHARE = 0.2
-# the part of --budget the baselines train in, when --baseline-budget is not given
-BASELINE_SHARE = 0.25
-# training rows the stages search on: a search compares designs, which a million rows rank
-# as a larger table would, while each trial costs far less
-DEFAULT_SEARCH_ROWS = 1_000_000
 # the sampled validation and test splits keep at least this many rows (or all they have):
 # the stages and the guard choose by validation AUC, which is noisy on small splits
 MIN_EVAL_ROWS = 100_000
@@ -97,7 +93,6 @@ SHRINK_TOLERANCE = 0.001
 # coarse judge here: on movielens-100k, dropping two fields the model used moved validation
 # AUC by 0.0009 and validation logloss by 0.005, and cost 0.007 of test AUC)
 SHRINK_LOGLOSS_TOLERANCE = 0.002
-CONFIG_FILE = "config.yaml"
 
 
 def search_sample(ds: Dataset, rows: int | None, seed: int) -> Dataset:
@@ -174,45 +169,6 @@ def stage_weights(methods: list[str]) -> list[float]:
     pipeline's methods, their mean weight for any other."""
     default = sum(STAGE_WEIGHTS.values()) / len(STAGE_WEIGHTS)
     return [STAGE_WEIGHTS.get(m, default) for m in methods]
-
-
-def load_config(path: str | Path) -> dict[str, Any]:
-    p = Path(path)
-    if not p.exists():
-        raise DataError(f"config file {p} not found")
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise DataError(f"config file {p} is not valid YAML: {e}") from e
-    if not isinstance(data, dict):
-        raise DataError(f"config file {p} must be a mapping of option names to values")
-    return {str(k).replace("-", "_"): v for k, v in data.items()}
-
-
-def merge_config(ctx: Any, params: dict[str, Any],
-                 config: dict[str, Any]) -> dict[str, Any]:
-    """``params`` with values from ``config`` for every option not given on the command
-    line (flags win). ``ctx`` is the command's (typer's) click context; unknown keys are an
-    error naming them."""
-    aliases = {"time": "time_col", "out": "out_dir"}
-    config = {aliases.get(k, k): v for k, v in config.items()}
-    unknown = sorted(k for k in config if k not in params)
-    if unknown:
-        raise DataError(f"unknown config keys: {', '.join(unknown)}")
-    merged = dict(params)
-    for key, value in config.items():
-        source = ctx.get_parameter_source(key)
-        # typer vendors its own click: compare the source by name
-        if source is None or source.name in ("DEFAULT", "DEFAULT_MAP"):
-            if isinstance(value, list):
-                value = ",".join(str(v) for v in value)
-            merged[key] = Path(value) if isinstance(params[key], Path) else value
-    return merged
-
-
-def save_config(folder: Path, params: dict[str, Any]) -> None:
-    clean = {k: (str(v) if isinstance(v, Path) else v) for k, v in params.items()}
-    (folder / CONFIG_FILE).write_text(yaml.safe_dump(clean, sort_keys=True))
 
 
 class ValidationGuard:

@@ -37,8 +37,8 @@ RUN_OUTPUTS = ("result.json", "report.html", "leaderboard.md", "leaderboard.html
                "config.yaml", "data.json", "manifest.json", *MODEL_FILES, "stages")
 DATA_FILE = "data.json"
 # the search settings that decide which rows and encodings the stages saw
-DATA_SETTINGS = ("data", "label", "fmt", "categorical", "numerical", "sequence", "schema",
-                 "group", "time_col", "split", "min_count", "seed", "search_rows")
+DATA_SETTINGS = ("data", "label", "format", "categorical", "numerical", "sequence", "schema",
+                 "group", "time", "split", "min_count", "seed", "search_rows")
 
 
 class ModelFileError(ValueError):

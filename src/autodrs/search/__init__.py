@@ -1,4 +1,11 @@
-"""The search engine: spaces x strategies joined by the ArchSpec."""
+"""The search engine: spaces x strategies joined by the ArchSpec.
+
+Once imported, this package is the attribute ``autodrs.search``, where the API's function
+of that name is expected; calling the package calls the function (``_Callable``)."""
+
+import sys
+import types
+from typing import Any
 
 from autodrs.search.base import (
     METHODS,
@@ -21,3 +28,13 @@ __all__ = ["BLACKBOX_STRATEGIES", "METHODS", "STRATEGIES", "BlackBoxResult", "Gr
            "Method", "SearchContext", "SearchError", "SearchSpace", "StageResult", "Supernet",
            "get_method", "parse_budget", "register_method", "run_blackbox", "run_gradient",
            "run_stages"]
+
+
+class _Callable(types.ModuleType):
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from autodrs.api import search
+
+        return search(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _Callable
