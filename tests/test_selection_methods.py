@@ -4,16 +4,19 @@ scikit-learn, and a search that finished nothing says so instead of presenting a
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from sklearn.preprocessing import StandardScaler
 
 from autodrs.data.dataset import Dataset
+from autodrs.experiment import fit_spec
 from autodrs.methods.selection.lasso import l1_logistic
 from autodrs.methods.selection.tabular import target_encoded
 from autodrs.models.backbones import backbone_spec
 from autodrs.search.base import SearchContext, SearchError, get_method
+from autodrs.spec import ArchSpec, SpecError
 from autodrs.train.trainer import TrainConfig
 
 
@@ -48,3 +51,65 @@ def test_marlfs_with_no_finished_trial_is_an_error(tiny_synthetic: Dataset,
                         budget_seconds=0.0, trials=4, options={"fast": True})
     with pytest.raises(SearchError, match="marlfs found no field subset: no trial"):
         get_method("marlfs").search(ctx)
+
+
+def test_marlfs_agents_credit_the_planted_fields(tiny_synthetic: Dataset,
+                                                 fast_config: TrainConfig) -> None:
+    # a random ranking puts num0 (the strongest planted field) first one time in twelve,
+    # and ranks relevant and noise fields alike; keeping every field scores every field 0
+    truth = tiny_synthetic.info["truth"]
+    spec = backbone_spec("dnn", 8)
+    spec.numerical = {"num0": "bucket", "num_noise": "bucket"}
+    ctx = SearchContext(tiny_synthetic, spec, fast_config, seed=0, trials=20,
+                        options={"epochs": 1})
+    result = get_method("marlfs").search(ctx)
+    scores = result.scores
+    assert result.ranking[0] == "num0", result.ranking
+    relevant = sum(scores[f] for f in truth["relevant"]) / len(truth["relevant"])
+    noise = sum(scores[f] for f in truth["noise"]) / len(truth["noise"])
+    assert scores["num0"] > 0.03 and relevant > noise, scores
+    assert "num0" in result.spec.fields
+
+
+def _planted_spec() -> ArchSpec:
+    spec = backbone_spec("dnn", 8)
+    spec.numerical = {"num0": "bucket", "num_noise": "bucket"}
+    return spec
+
+
+def test_adafs_delivers_the_model_it_searched(tiny_synthetic: Dataset,
+                                              fast_config: TrainConfig) -> None:
+    ctx = SearchContext(tiny_synthetic, _planted_spec(), fast_config, seed=0,
+                        options={"pretrain_epochs": 1})
+    result = get_method("adafs").search(ctx)
+    spec = ArchSpec.from_json(result.spec.to_json())
+    assert spec.controller is not None
+    assert (spec.controller.pretrain_epochs, spec.controller.lr) == (1, 1e-3)
+    assert spec.controller.update_every >= 1 and result.extra["arch_steps"] > 0
+    # every fit of the spec trains the controller as the search did (pretrain, then
+    # bi-level), so the final retrain is the searched model
+    refit = fit_spec(tiny_synthetic, spec, fast_config)
+    assert refit.metrics == result.extra["metrics"]
+    # a controller trained jointly on the training loss (the old retrain) is another model
+    joint = fit_spec(tiny_synthetic, spec.copy(controller=replace(
+        spec.controller, pretrain_epochs=0, update_every=0)), fast_config)
+    assert joint.metrics["valid"] != refit.metrics["valid"]
+    with pytest.raises(SpecError, match="controller.pretrain_epochs and update_every"):
+        spec.copy(controller=replace(spec.controller, update_every=-1)).validate(
+            tiny_synthetic.schema)
+
+
+def test_adafs_hard_controller_keeps_the_planted_fields(synthetic_20k: Dataset,
+                                                         fast_config: TrainConfig) -> None:
+    # each example keeps half its fields: a controller that learned keeps the planted ones
+    # (a random ranking puts two planted fields first a third of the time, and weights
+    # planted and noise fields alike)
+    truth = synthetic_20k.info["truth"]
+    ctx = SearchContext(synthetic_20k, _planted_spec(), fast_config, seed=0,
+                        options={"variant": "hard", "arch_lr": 1e-2, "search_epochs": 4})
+    result = get_method("adafs").search(ctx)
+    weights = result.scores
+    assert all(f in truth["relevant"] for f in result.ranking[:2]), result.ranking
+    relevant = sum(weights[f] for f in truth["relevant"]) / len(truth["relevant"])
+    noise = sum(weights[f] for f in truth["noise"]) / len(truth["noise"])
+    assert relevant > noise + 0.005, weights

@@ -119,8 +119,9 @@ def test_lambdaopt_reduces_overfitting(tiny_synthetic, fast_config):
 def test_lambdaopt_lookahead_gradient_matches_finite_differences(tiny_synthetic):
     """d valid_loss(theta'(lambda)) / d lambda, checked numerically on a small model."""
     torch.manual_seed(0)
-    model = build_model(tiny_synthetic.schema, backbone_spec("fm").copy(embed_dim=4))
-    wrapper = LambdaOptModel(model, init=0.3)
+    # float64: the embeddings start at N(0, 1e-4), too small for float32 differences
+    model = build_model(tiny_synthetic.schema, backbone_spec("fm").copy(embed_dim=4)).double()
+    wrapper = LambdaOptModel(model, init=0.3).double()
     owned = wrapper.owned
     params = [p for p, _ in owned]
     theta = {id(p): p.detach().clone() for p in params}

@@ -123,9 +123,10 @@ ZERO = 1e-6  # an alpha the search clamped to zero: its block is pruned whatever
 
 def prune(alpha: torch.Tensor, rows: torch.Tensor, keep: float) -> torch.Tensor:
     """Kept (field, group, block) entries: the largest alpha first (ties: frequent groups,
-    then leading blocks) until ``keep`` of the table entries (``rows[f, g]`` rows a block)
-    are kept; entries whose alpha is zero are never kept. At least one block of each
-    field's most frequent group is kept."""
+    then leading blocks) until the next would take more than ``keep`` of the table entries
+    (``rows[f, g]`` rows a block), so every kept alpha is at least every pruned one;
+    entries whose alpha is zero are never kept. At least one block of each field's most
+    frequent group is kept."""
     F, G, K = alpha.shape
     cost = rows.unsqueeze(-1).expand(F, G, K).reshape(-1).double()
     budget = keep * float(cost.sum())
@@ -140,7 +141,10 @@ def prune(alpha: torch.Tensor, rows: torch.Tensor, keep: float) -> torch.Tensor:
         if float(flat[i]) <= ZERO:
             break  # keys run from the largest alpha down: the rest are zero too
         if used + float(cost[i]) > budget:
-            continue
+            # the cut: every entry after this one has a smaller alpha. Skipping it to keep
+            # cheaper ones further down would keep rare groups and small fields whatever
+            # their alpha (on the planted data: noise fields at the relevant ones' dims)
+            break
         kept[i] = True
         used += float(cost[i])
     kept = kept.view(F, G, K)
