@@ -109,3 +109,44 @@ def test_console_script_is_installed():
     for command in ("datasets", "train", "bench", "search", "report", "predict", "serve",
                     "export", "tune-serving"):
         assert command in out.stdout
+
+
+def test_verbosity_flags_and_the_run_log(tmp_path):
+    out = tmp_path / "run"
+    args = ["train", "--data", "synthetic?rows=3000&seed=1", "--model", "fm", "--epochs", "1",
+            "--threads", "1", "--no-progress", "--out", str(out)]
+    quiet = CliRunner().invoke(app, ["-q", *args])
+    assert quiet.exit_code == 0, quiet.output
+    assert "training fm" not in quiet.output and "test AUC" in quiet.output
+    log = (out / "run.log").read_text()  # the run log has everything, debug included
+    assert "INFO autodrs: training fm" in log and "DEBUG autodrs: settings:" in log
+    verbose = CliRunner().invoke(app, ["-v", *args, "--overwrite"])
+    assert "training fm" in verbose.output and "settings: {" in verbose.output
+    plain = CliRunner().invoke(app, [*args, "--overwrite"])
+    assert "training fm" in plain.output and "settings: {" not in plain.output
+
+
+def test_importing_autodrs_leaves_other_libraries_logging_alone():
+    code = ("import logging, optuna\n"
+            "before = optuna.logging.get_verbosity()\n"
+            "import autodrs.api, autodrs.cli, autodrs.methods, autodrs.search.blackbox\n"
+            "assert optuna.logging.get_verbosity() == before, optuna.logging.get_verbosity()\n"
+            "assert logging.getLogger().handlers == []\n"
+            "assert logging.getLogger('autodrs').handlers == []\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+def test_methods_lists_each_method_with_its_component_strategies_and_options():
+    import autodrs.methods  # noqa: F401  (fills the registry)
+    from autodrs.search.base import METHODS
+
+    result = CliRunner(env={"COLUMNS": "400"}).invoke(app, ["methods"])
+    assert result.exit_code == 0, result.output
+    lines = {line.split("│")[1].strip(): line for line in result.output.splitlines()
+             if line.count("│") >= 4}
+    for name, cls in METHODS.items():
+        assert name in lines, name
+        assert cls.component in lines[name] and ", ".join(cls.strategies) in lines[name]
+    assert "fidelity=auto" in lines["autoctr"]

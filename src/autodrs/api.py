@@ -32,7 +32,7 @@ from autodrs.config import (
     SearchSettings,
     TrainSettings,
 )
-from autodrs.logs import log, run_log
+from autodrs.logs import log, quiet_optuna, run_log
 
 if TYPE_CHECKING:
     import polars as pl
@@ -330,6 +330,7 @@ def run_train(settings: TrainSettings, report: bool = True) -> RunResult | None:
         distributed.finish()
         return None
     with run_log(folder):
+        log.debug(f"settings: {settings.to_dict()}")
         log.info(f"training {settings.model if settings.spec is None else settings.spec} on "
                  f"{ds.info['name']} ({len(ds.train):,} training rows)")
         outcome = fit_spec(ds, spec, config)
@@ -388,6 +389,7 @@ def run_bench(settings: BenchSettings) -> dict[str, Any]:
     t0 = time.perf_counter()
     first: Dataset | None = None
     with run_log(folder):
+        log.debug(f"settings: {settings.to_dict()}")
         for k in range(settings.seeds):
             s = settings.seed + k
             ds = load_data(settings, seed=s)
@@ -664,7 +666,8 @@ def run_search(settings: SearchSettings, report: bool = True) -> SearchResult:
         options["logloss_tolerance"] = SHRINK_LOGLOSS_TOLERANCE
     if plan.default_pipeline:  # the default pipeline's interaction stage chooses its head
         options.update(PIPELINE_OPTIONS)
-    with run_log(out_dir), shared_fits():  # a fit asked for twice runs once
+    with run_log(out_dir), quiet_optuna(), shared_fits():  # a fit asked for twice runs once
+        log.debug(f"settings: {settings.to_dict()}")
         # the baselines train first, on all rows, within their share of the budget
         t_base = time.perf_counter()
         fits = fit_baselines(ds, base_specs, config, plan.baseline_seconds,

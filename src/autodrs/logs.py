@@ -96,3 +96,17 @@ def run_log(folder: Path) -> Iterator[Path]:
         handler.close()
         log.setLevel(level)
         log.propagate = propagate
+
+
+@contextmanager
+def quiet_optuna() -> Iterator[None]:
+    """Within the block, Optuna logs warnings only (not a line per trial); its verbosity as
+    it was is restored after, so importing or running autodrs never changes it for good."""
+    import optuna
+
+    before = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(before)

@@ -34,8 +34,6 @@ DEFAULT_TRIALS = 20
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 Evaluate = Callable[[ArchSpec, optuna.Trial], float | tuple[float, ...]]
 
-optuna.logging.set_verbosity(optuna.logging.WARNING)
-
 
 @dataclass
 class BlackBoxResult:
