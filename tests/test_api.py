@@ -91,3 +91,22 @@ def test_import_and_cli_help_do_not_load_torch() -> None:
                           timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_explicit_validation_and_test_frames_are_the_split(tmp_path: Path) -> None:
+    frame = synthetic_frame(3000)
+    train_rows, valid, test = frame.iloc[:2000], frame.iloc[2000:2400], frame.iloc[2400:]
+    done = autodrs.train(train_rows, label="label", valid=valid, test=test, model="fm",
+                         epochs=1, threads=1, seed=0, out=tmp_path / "run")
+    assert done.result["data"]["sizes"] == {"train": 2000, "valid": 400, "test": 600}
+    # the test AUC is that of these test rows, scored by the saved model
+    from sklearn.metrics import roc_auc_score
+
+    scores = autodrs.load(tmp_path / "run").predict(test.drop(columns=["label"]))
+    assert roc_auc_score(test["label"], scores) == pytest.approx(
+        done.metrics["test"]["auc"], abs=1e-4)
+    with pytest.raises(autodrs.DataError, match="give both valid and test"):
+        autodrs.train(train_rows, label="label", valid=valid)
+    with pytest.raises(autodrs.DataError, match="the test frame's columns differ from "
+                                                "data's: missing \\['r0'\\]"):
+        autodrs.train(train_rows, label="label", valid=valid, test=test.drop(columns=["r0"]))

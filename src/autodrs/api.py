@@ -55,21 +55,11 @@ def frame_path(frame: Any) -> Path:
     """A pandas or Polars DataFrame or an Arrow table as a Parquet file in the cache,
     named by its content: the same frame maps to the same file, so its encoding is cached
     like a file's and the run's saved ``config.yaml`` can run it again."""
-    import polars as pl
 
     from autodrs.data.dataset import default_cache_dir
     from autodrs.data.errors import DataError
 
-    if isinstance(frame, pl.DataFrame):
-        df = frame
-    elif type(frame).__module__.startswith("pandas"):
-        df = pl.from_pandas(frame)
-    elif type(frame).__module__.startswith("pyarrow"):
-        df = pl.from_arrow(frame)
-        assert isinstance(df, pl.DataFrame)
-    else:
-        raise DataError(f"data of type {type(frame).__name__} is not supported; give a file "
-                        "path, a built-in name, a pandas or Polars DataFrame or an Arrow table")
+    df = _polars(frame)
     if df.height == 0:
         raise DataError("the DataFrame has no rows")
     buffer = io.BytesIO()
@@ -85,11 +75,54 @@ def frame_path(frame: Any) -> Path:
     return path
 
 
-def data_argument(data: Any) -> str:
-    """``data`` as the ``data`` setting: a path or name as given, a frame as its file."""
-    if isinstance(data, str | Path):
-        return str(data)
-    return str(frame_path(data))
+# the column that carries each row's split when the validation and test rows are given
+SPLIT_COLUMN = "_autodrs_split"
+
+
+def _polars(frame: Any) -> pl.DataFrame:
+    import polars as pl
+
+    from autodrs.data.errors import DataError
+
+    if isinstance(frame, pl.DataFrame):
+        return frame
+    if type(frame).__module__.startswith(("pandas", "pyarrow")):
+        df = pl.from_pandas(frame) if type(frame).__module__.startswith("pandas") else (
+            pl.from_arrow(frame))
+        assert isinstance(df, pl.DataFrame)
+        return df
+    raise DataError(f"data of type {type(frame).__name__} is not supported; give a file "
+                    "path, a built-in name, a pandas or Polars DataFrame or an Arrow table")
+
+
+def data_argument(data: Any, valid: Any = None, test: Any = None) -> dict[str, Any]:
+    """The data settings for ``data``: a path or name as given, a frame as its file. With
+    ``valid`` and ``test`` frames, the three are one file whose ``SPLIT_COLUMN`` says each
+    row's split (``split: given``), so the model validates and tests on exactly those rows."""
+    import polars as pl
+
+    from autodrs.data.errors import DataError
+
+    if valid is None and test is None:
+        if isinstance(data, str | Path):
+            return {"data": str(data)}
+        return {"data": str(frame_path(data))}
+    if valid is None or test is None:
+        raise DataError("give both valid and test frames (or neither, for a split by seed)")
+    parts = {name: _polars(f) for name, f in (("data", data), ("valid", valid), ("test", test))
+             if not isinstance(f, str | Path)}
+    if len(parts) < 3:
+        raise DataError("with valid and test, data, valid and test must all be frames")
+    columns = parts["data"].columns
+    for name in ("valid", "test"):
+        if sorted(parts[name].columns) != sorted(columns):
+            missing = sorted(set(columns) - set(parts[name].columns))
+            extra = sorted(set(parts[name].columns) - set(columns))
+            raise DataError(f"the {name} frame's columns differ from data's: missing "
+                            f"{missing or 'none'}, extra {extra or 'none'}")
+    whole = pl.concat([df.select(columns).with_columns(pl.lit(k, pl.Int8).alias(SPLIT_COLUMN))
+                       for k, df in enumerate(parts.values())], how="vertical_relaxed")
+    return {"data": str(frame_path(whole)), "split": "given", "time": SPLIT_COLUMN}
 
 
 def load_data(settings: RunSettings, seed: int | None = None) -> Dataset:
@@ -774,44 +807,48 @@ def run_search(settings: SearchSettings, report: bool = True) -> SearchResult:
 
 # ---------------------------------------------------------------- public functions
 def _settings(cls: type[Any], data: Any, given: dict[str, Any],
-              options: dict[str, Any]) -> Any:
+              options: dict[str, Any], valid: Any = None, test: Any = None) -> Any:
     clash = sorted(set(given) & set(options))
     if clash:
         raise ConfigError(f"{clash[0]!r} given twice")
     values = {k: v for k, v in {**given, **options}.items() if v is not None}
-    values["data"] = data_argument(data)
-    return cls.from_mapping(values, where="the arguments")
+    source = data_argument(data, valid, test)
+    if "split" in source and ({"split", "time"} & set(values)):
+        raise ConfigError("split and time cannot be set with valid and test frames: those "
+                          "frames are the split")
+    return cls.from_mapping({**values, **source}, where="the arguments")
 
 
 def search(data: Any = "movielens-100k", label: str | None = None,
            budget: str | float | None = None, methods: list[str] | str | None = None,
-           seed: int = 2026, out: str | Path | None = None,
-           **settings: Any) -> SearchResult:
+           seed: int = 2026, out: str | Path | None = None, valid: Any = None,
+           test: Any = None, **settings: Any) -> SearchResult:
     """Search a CTR model's design on ``data`` and return the retrained result.
 
     ``data`` is a file path, a built-in dataset name, a pandas or Polars DataFrame or an
-    Arrow table (its ``label`` column holds 0/1 clicks); ``budget`` bounds the whole run
+    Arrow table (its ``label`` column holds 0/1 clicks), split 80/10/10 by ``seed`` unless
+    ``valid`` and ``test`` frames are given; ``budget`` bounds the whole run
     (``"10m"``, or seconds); ``methods`` are search methods run as stages in order (default:
     the default pipeline); ``out`` a run folder to write (default: a temporary one, see
     ``SearchResult.save``). Other keywords are ``autodrs search``'s flags (``epochs=3``,
     ``baselines=["fm"]``, ``options={"autoctr": {"fidelity": "full"}}``)."""
     values = _settings(SearchSettings, data,
                        {"label": label, "budget": budget, "methods": methods, "seed": seed,
-                        "out": None if out is None else str(out)}, settings)
+                        "out": None if out is None else str(out)}, settings, valid, test)
     values.progress = settings.get("progress", False)
     return run_search(values, report=out is not None)
 
 
 def train(data: Any = "movielens-100k", label: str | None = None, model: str = "deepfm",
           spec: str | Path | None = None, seed: int = 2026, out: str | Path | None = None,
-          **settings: Any) -> RunResult:
+          valid: Any = None, test: Any = None, **settings: Any) -> RunResult:
     """Train one model (a backbone by name, or an ArchSpec JSON file) on ``data`` (as for
     ``search``) and return it with its metrics: ``autodrs train`` in Python. Other keywords
     are that command's flags."""
     values = _settings(TrainSettings, data,
                        {"label": label, "model": model,
                         "spec": None if spec is None else str(spec), "seed": seed,
-                        "out": None if out is None else str(out)}, settings)
+                        "out": None if out is None else str(out)}, settings, valid, test)
     values.progress = settings.get("progress", False)
     done = run_train(values, report=out is not None)
     if done is None:

@@ -153,8 +153,11 @@ Numerical = Annotated[str | None, typer.Option(help="comma-separated numerical f
 Sequence = Annotated[str | None, typer.Option(help="comma-separated multi-valued fields")]
 SchemaFile = Annotated[Path | None, typer.Option("--schema", help="YAML file with field kinds")]
 Group = Annotated[str | None, typer.Option(help="group column for group AUC")]
-Time = Annotated[str | None, typer.Option("--time", help="time column for a time-ordered split")]
-Split = Annotated[str, typer.Option(help="random (80/10/10 by seed) or time")]
+Time = Annotated[str | None, typer.Option("--time", help="time column for a time-ordered "
+                                                          "split (or the split column)")]
+Split = Annotated[str, typer.Option(help="random (80/10/10 by seed), time (by the --time "
+                                          "column), or given (the --time column holds each "
+                                          "row's split: 0 train, 1 validation, 2 test)")]
 MinCount = Annotated[int, typer.Option(help="values rarer than this in train map to OOV")]
 Seed = Annotated[int, typer.Option(help="random seed")]
 Epochs = Annotated[int, typer.Option(help="maximum epochs")]

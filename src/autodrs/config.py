@@ -107,8 +107,9 @@ class RunSettings:
         from autodrs.validation import check_flags
 
         check_flags(**{k: getattr(self, k) for k in _RULED if hasattr(self, k)})
-        if self.split not in ("random", "time"):
-            raise ConfigError(f"split: unknown split {self.split!r}; use random or time")
+        if self.split not in ("random", "time", "given"):
+            raise ConfigError(f"split: unknown split {self.split!r}; use random, time or "
+                              "given")
         if self.rows is not None and self.rows < 10:
             raise ConfigError(f"rows must be at least 10 (to split 80/10/10), got {self.rows}")
 

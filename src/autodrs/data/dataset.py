@@ -173,8 +173,8 @@ def load_dataset(
     ``rows`` reads only the first rows. The splits are held in memory when the cache is at
     most ``in_memory_limit()`` bytes (``in_memory`` True or False overrides), else read from
     disk batch by batch."""
-    if split not in ("random", "time"):
-        raise DataError(f"unknown split {split!r}; use 'random' or 'time'")
+    if split not in ("random", "time", "given"):
+        raise DataError(f"unknown split {split!r}; use 'random', 'time' or 'given'")
     overrides: dict[str, Any] = {}
     if schema_file is not None:
         overrides = _read_schema_file(schema_file)
@@ -204,8 +204,10 @@ def load_dataset(
     if built is None:
         schema = _infer(source, declared, group, time, overrides)
         cuts = time_cut_points(source, time) if split == "time" and time else None
-        if split == "time" and cuts is None:
-            raise DataError("a time split needs a time column (--time COL)")
+        if split == "given" and time:  # the column holds each row's split: 0, 1 or 2
+            cuts = (1.0, 2.0)
+        if split in ("time", "given") and cuts is None:
+            raise DataError(f"a {split} split needs a column (--time COL)")
         extra = (TRUE_PROB,) if source.truth is not None else ()
         settings = BuildSettings(seed=seed, split=split, min_count=min_count,
                                  hash_threshold=hash_threshold, extra=extra)
