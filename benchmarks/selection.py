@@ -15,8 +15,16 @@ Crossing. AutoCross and GLIDER on each dataset and seed: planted pairs among the
 crosses (synthetic), and the test AUC of an LR alone, with the method's crosses and (on
 synthetic) with the planted pairs.
 
+Delivered models (``--delivered``). AdaFS's output is a model (its controller selects
+fields per example), which the ERASE curve of its ranking does not measure: per dataset and
+seed, the test AUC of the model AdaFS delivers (its spec's fit, which trains the controller
+by AdaFS's schedule), of its input spec (no controller), and of the same controller trained
+jointly on the training loss (what the final retrain did before the schedule was in the
+spec), with paired differences.
+
     python benchmarks/selection.py --data "synthetic?rows=200000&seed=1" movielens-100k \\
         --seeds 3
+    python benchmarks/selection.py --delivered --methods "" --cross-methods "" --seeds 3
 """
 
 from __future__ import annotations
@@ -103,6 +111,60 @@ def run_selection(data: str, seeds: int, methods: list[str], config: TrainConfig
             print(f"  {data} seed {seed} {name}: {search_seconds:.1f}s, area "
                   f"{curve.area:.4f}, k={curve.chosen.k}, {result.ranking[:6]}", flush=True)
     return {"runs": runs, "extra": extra}
+
+
+def run_delivered(data: str, seeds: int, config: TrainConfig) -> dict:
+    """AdaFS's delivered model against its input and against a jointly trained controller,
+    paired by seed (each seed its own split and search seed)."""
+    rows: list[dict] = []
+    for k in range(seeds):
+        seed = 2026 + k
+        ds = load_dataset(data, seed=seed)
+        cfg = replace(config, seed=seed)
+        spec = model_spec(ds)
+        t0 = time.perf_counter()
+        result = get_method("adafs").search(SearchContext(ds, spec, cfg, seed=seed))
+        seconds = time.perf_counter() - t0
+        delivered = result.extra["metrics"]["test"]["auc"]
+        if k == 0:  # the spec's fit is the searched model (same seed and config)
+            refit = fit_spec(ds, result.spec, cfg).metrics["test"]["auc"]
+            assert abs(refit - delivered) < 1e-9, (refit, delivered)
+        controller = result.spec.controller
+        assert controller is not None
+        joint = result.spec.copy(controller=replace(controller, pretrain_epochs=0,
+                                                    update_every=0))
+        rows.append({"seed": seed, "seconds": seconds, "delivered": delivered,
+                     "input": fit_spec(ds, spec, cfg).metrics["test"]["auc"],
+                     "joint": fit_spec(ds, joint, cfg).metrics["test"]["auc"],
+                     "valid_delivered": result.extra["metrics"]["valid"]["auc"]})
+        r = rows[-1]
+        print(f"  {data} seed {seed} adafs: delivered {r['delivered']:.4f}, input "
+              f"{r['input']:.4f}, joint {r['joint']:.4f} ({seconds:.0f}s)", flush=True)
+    return {"runs": rows}
+
+
+def delivered_table(data: str, out: dict) -> str:
+    runs = out["runs"]
+
+    def col(key: str) -> list[float]:
+        return [r[key] for r in runs]
+
+    def diff(a: str, b: str) -> list[float]:
+        return [r[a] - r[b] for r in runs]
+
+    rows = [["AdaFS delivered (spec's fit: pretrain, then bi-level controller)",
+             mean_std(col("delivered")), "", ""],
+            ["input spec (no controller)", mean_std(col("input")),
+             mean_std(diff("delivered", "input")),
+             f"{sum(d > 0 for d in diff('delivered', 'input'))}/{len(runs)}"],
+            ["controller trained jointly (the old retrain)", mean_std(col("joint")),
+             mean_std(diff("delivered", "joint")),
+             f"{sum(d > 0 for d in diff('delivered', 'joint'))}/{len(runs)}"]]
+    header = ["model", "test AUC", "delivered minus this (paired)", "seeds delivered wins"]
+    return (f"### AdaFS delivered model on {data}\n" + markdown_table(header, rows)
+            + f"\nAdaFS validation AUC {mean_std(col('valid_delivered'))} (its controller "
+            "learns on validation batches); search "
+            f"{mean_std(col('seconds'))} s")
 
 
 def run_crossing(data: str, seeds: int, methods: list[str], config: TrainConfig) -> dict:
@@ -207,6 +269,8 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=20, help="trials of marlfs/fieldsearch")
     parser.add_argument("--grid", default=None, help="ks of the ERASE curve, e.g. 1,2,4,8")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--delivered", action="store_true",
+                        help="also measure AdaFS's delivered model (see the module)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-selection"))
     args = parser.parse_args()
     config = TrainConfig(epochs=args.epochs, batch_size=1024, patience=1, progress=False,
@@ -214,8 +278,10 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     methods = [m for m in args.methods.split(",") if m]
     cross = [m for m in args.cross_methods.split(",") if m]
-    selection, crossing = {}, {}
+    selection, crossing, delivered = {}, {}, {}
     for data in args.data:
+        if args.delivered:
+            delivered[data] = run_delivered(data, args.seeds, config)
         if methods:
             selection[data] = run_selection(data, args.seeds, methods, config, args.trials,
                                             args.grid)
@@ -230,11 +296,14 @@ def main() -> None:
             print(selection_table(data, selection[data]))
         if data in crossing:
             print(crossing_table(data, crossing[data]))
+        if data in delivered:
+            print(delivered_table(data, delivered[data]))
     if selection:
         plot(selection, args.out / "selection_curves.png")
         print(f"plot: {args.out / 'selection_curves.png'}")
     (args.out / "selection.json").write_text(json.dumps(
-        {"selection": selection, "crossing": crossing}, indent=1, default=str))
+        {"selection": selection, "crossing": crossing, "delivered": delivered}, indent=1,
+        default=str))
 
 
 if __name__ == "__main__":
