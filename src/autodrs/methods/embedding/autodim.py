@@ -34,11 +34,11 @@ from autodrs.methods.embedding.common import (
     EmbeddingSupernet,
     arch_every,
     candidate_dims,
-    check_searched,
     dims_result,
     option,
     search_epochs,
     searched_fields,
+    unsearched,
 )
 from autodrs.methods.embedding.space import EmbeddingDimSpace
 from autodrs.nn.mixed import CandidateTables, SearchedEmbedding, SharedCandidateTables
@@ -47,6 +47,7 @@ from autodrs.search.base import (
     SearchContext,
     SearchError,
     StageResult,
+    no_result,
     register_method,
 )
 from autodrs.search.gradient import Temperature, gumbel_softmax, run_gradient
@@ -135,7 +136,8 @@ class AutoDim(Method):
     (``shared``, the default, or ``tables``: see the module docstring), ``arch_lr``
     (3e-3), ``arch_every`` (10 weight steps per architecture step, fewer on short epochs:
     ``common.arch_every``), ``search_epochs``. A budget that ends the search before one
-    epoch of architecture steps is an error (``common.check_searched``), not a result."""
+    epoch of architecture steps found nothing (``common.unsearched``): the stage says so
+    (``no_result``) instead of presenting dims."""
 
     name = "autodim"
     component = "embedding"
@@ -153,7 +155,9 @@ class AutoDim(Method):
         every = arch_every(ctx, 10)
         found = run_gradient(space, ctx, mode="bilevel", every=every,
                              arch_lr=option(ctx, "arch_lr", 3e-3), epochs=search_epochs(ctx))
-        check_searched(self.name, ctx, found.arch_steps, found.stopped_by_budget, every)
+        reason = unsearched(self.name, ctx, found.arch_steps, found.stopped_by_budget, every)
+        if reason is not None:
+            return no_result(self.name, strategy, ctx.spec, reason, time.perf_counter() - t0)
         supernet = found.supernet
         assert isinstance(supernet, AutoDimSupernet)
         probs = supernet.probabilities()

@@ -25,15 +25,22 @@ from autodrs.methods.embedding.common import (
     EmbeddingSupernet,
     arch_every,
     candidate_dims,
-    check_searched,
     dims_result,
     option,
     searched_fields,
     train_supernet,
+    unsearched,
 )
 from autodrs.nn.mixed import CandidateTables, SearchedEmbedding, value_counts
 from autodrs.nn.pruned import encode_mask
-from autodrs.search.base import Method, SearchContext, SearchError, StageResult, register_method
+from autodrs.search.base import (
+    Method,
+    SearchContext,
+    SearchError,
+    StageResult,
+    no_result,
+    register_method,
+)
 from autodrs.spec import ArchSpec
 
 DEFAULT_CANDIDATES = (2, 8, 16)
@@ -122,7 +129,9 @@ class AutoEmb(Method):
                                      lr=option(ctx, "arch_lr", 3e-3))
         every = arch_every(ctx, 1)
         arch_steps, stopped = train_supernet(ctx, supernet, optimizer, every=every)
-        check_searched(self.name, ctx, arch_steps, stopped, every)
+        reason = unsearched(self.name, ctx, arch_steps, stopped, every)
+        if reason is not None:
+            return no_result(self.name, strategy, ctx.spec, reason, time.perf_counter() - t0)
 
         probs = supernet.value_probabilities()
         per_value = supernet.derive()

@@ -177,18 +177,19 @@ def search_epochs(ctx: SearchContext, default: int | None = None) -> int:
     return n
 
 
-def check_searched(method: str, ctx: SearchContext, arch_steps: int, stopped: bool,
-                   every: int) -> None:
-    """A gradient search the budget ended before one epoch's architecture steps found
-    nothing: its parameters are where they started (the derived dims near random). Raise
-    ``SearchError`` saying so (the pipeline records the stage as failed, with the reason)
-    rather than presenting them as found."""
+def unsearched(method: str, ctx: SearchContext, arch_steps: int, stopped: bool,
+               every: int) -> str | None:
+    """Why a gradient search found nothing, or None: the budget ended it before one epoch's
+    architecture steps, so its parameters are about where they started (the derived dims
+    near random). The method then returns ``no_result`` with this reason (its input spec,
+    and result.json, the report and the console say so) instead of presenting them."""
     per_epoch = max(1, shuffled_batch_count(len(ctx.dataset.train), ctx.train.batch_size)
                     // max(1, every))
     if arch_steps == 0 or (stopped and arch_steps < per_epoch):
-        raise SearchError(f"{method} found no embedding dims: the budget ran out after "
-                          f"{arch_steps} architecture step(s), before one epoch of the search "
-                          f"({per_epoch}); give it more --budget")
+        return (f"{method} found no embedding dims: the budget ran out after {arch_steps} "
+                f"architecture step(s), before one epoch of the search ({per_epoch}); give "
+                "it more --budget")
+    return None
 
 
 def train_supernet(ctx: SearchContext, supernet: Supernet, optimizer: torch.optim.Optimizer,

@@ -26,15 +26,22 @@ from torch import nn
 from autodrs.data.schema import Schema
 from autodrs.methods.embedding.common import (
     EmbeddingSupernet,
-    check_searched,
     dims_result,
     option,
     searched_fields,
     train_supernet,
+    unsearched,
 )
 from autodrs.nn.mixed import SearchedEmbedding, value_counts
 from autodrs.nn.pruned import encode_mask
-from autodrs.search.base import Method, SearchContext, SearchError, StageResult, register_method
+from autodrs.search.base import (
+    Method,
+    SearchContext,
+    SearchError,
+    StageResult,
+    no_result,
+    register_method,
+)
 from autodrs.spec import ArchSpec
 
 
@@ -194,7 +201,9 @@ class DNIS(Method):
                                      l1=option(ctx, "l1", L1))
         arch_steps, stopped = train_supernet(ctx, supernet, optimizer, every=1,
                                              warm_epochs=option(ctx, "warm_epochs", 1, int))
-        check_searched(self.name, ctx, arch_steps, stopped, 1)
+        reason = unsearched(self.name, ctx, arch_steps, stopped, 1)
+        if reason is not None:
+            return no_result(self.name, strategy, ctx.spec, reason, time.perf_counter() - t0)
 
         alpha = supernet.embedding.alpha.detach()
         rows = torch.stack([torch.bincount(g, minlength=groups) for g in groups_of]).float()

@@ -32,7 +32,14 @@ from typing import Any
 from autodrs.methods.selection.erase import EraseCurve, erase_bisect, erase_curve, gap_cuts
 from autodrs.methods.selection.redundancy import find_redundant, place_copies, redundant_copies
 from autodrs.methods.selection.subset import in_schema_order, with_fields
-from autodrs.search.base import Method, SearchContext, SearchError, StageResult, option
+from autodrs.search.base import (
+    Method,
+    SearchContext,
+    SearchError,
+    StageResult,
+    no_result,
+    option,
+)
 from autodrs.spec import ArchSpec
 from autodrs.train.trainer import TrainConfig
 
@@ -78,6 +85,16 @@ class SelectionConfig:
         if not 0.0 <= cfg.redundancy <= 1.0:
             raise SearchError(f"option redundancy must be in [0, 1], got {cfg.redundancy}")
         return cfg
+
+
+class NothingFound(Exception):
+    """Raised by ``score_fields`` when the method's search found nothing (its budget ran out
+    before any trial finished): the stage then returns ``no_result`` with this reason and
+    its input spec, never a subset chosen from empty scores."""
+
+    def __init__(self, reason: str, trials: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(reason)
+        self.trials = trials or []
 
 
 @dataclass
@@ -133,8 +150,12 @@ class SelectionMethod(Method):
                  if cfg.redundancy > 0 else [])
         copies = redundant_copies(fields, pairs)
         kept = [f for f in fields if f not in copies]
-        scored = self.score_fields(replace(ctx, spec=with_fields(ctx.spec, kept)), kept,
-                                   strategy)
+        try:
+            scored = self.score_fields(replace(ctx, spec=with_fields(ctx.spec, kept)), kept,
+                                       strategy)
+        except NothingFound as e:
+            return no_result(self.name, strategy, ctx.spec, str(e),
+                             time.perf_counter() - t0, trials=e.trials)
         missing = [f for f in kept if f not in scored.scores]
         if missing:
             raise SearchError(f"method {self.name!r} left fields unscored: {missing}")

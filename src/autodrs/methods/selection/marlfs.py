@@ -13,18 +13,18 @@ credit the reward to the selecting agents only.
 Both report, per field, the mean reward of the trials that kept it minus that of the
 trials that dropped it (0 when a field was never, or always, kept): the agents' estimate
 of what selecting the field is worth. The chosen subset is the best trial's. A search in
-which no trial finished (the budget ran out first) found no subset: it raises
-``SearchError`` saying so (the pipeline records the stage as failed with that reason)
-rather than ranking every field at zero and choosing a subset by ERASE.
+which no trial finished (the budget ran out first) found no subset: the stage returns
+``no_result`` with that reason and its input spec (result.json, the report and the console
+say so) rather than ranking every field at zero and choosing a subset by ERASE.
 """
 
 from __future__ import annotations
 
 import math
 
-from autodrs.methods.selection.common import FieldScores, SelectionMethod
+from autodrs.methods.selection.common import FieldScores, NothingFound, SelectionMethod
 from autodrs.methods.selection.space import FieldSelectionSpace
-from autodrs.search.base import SearchContext, SearchError, register_method
+from autodrs.search.base import SearchContext, register_method
 from autodrs.search.blackbox import run_blackbox
 from autodrs.search.strategies import BLACKBOX_STRATEGIES
 
@@ -49,8 +49,8 @@ class BlackBoxSelection(SelectionMethod):
         result = run_blackbox(FieldSelectionSpace(fields), ctx, strategy, method=self.name)
         if result.best_decision is None:
             why = getattr(result, "reason", None) or "no trial finished"
-            raise SearchError(f"{self.name} found no field subset: {why}; give it more "
-                              "--budget")
+            raise NothingFound(f"{self.name} found no field subset: {why}; give it more "
+                               "--budget", result.trials)
         subset = result.best_decision["keep"]
         extra = {"trials_completed": result.completed, "best_value": result.best_value}
         policy = getattr(result.study.sampler, "policy", None)
