@@ -150,3 +150,11 @@ def test_methods_lists_each_method_with_its_component_strategies_and_options():
         assert name in lines, name
         assert cls.component in lines[name] and ", ".join(cls.strategies) in lines[name]
     assert "fidelity=auto" in lines["autoctr"]
+
+
+def test_train_called_as_a_function_as_ray_workers_call_it(tmp_path):
+    from autodrs.cli import train
+
+    train(None, data=SMALL, out_dir=tmp_path / "run", model="fm", epochs=1, threads=1,
+          progress=False, seed=0)
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["model"] == "fm"

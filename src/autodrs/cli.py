@@ -298,10 +298,11 @@ def train(
 
     With --nproc N (or under torchrun) or --backend ray the model trains data-parallel;
     --batch-size is then the global batch, split between the ranks."""
+    params = dict(locals())  # the flags, before any name below joins them
     from autodrs.api import run_train
     from autodrs.train import distributed
 
-    settings = settings_from(click_ctx, TrainSettings, dict(locals()), config)
+    settings = settings_from(click_ctx, TrainSettings, params, config)
     if distributed.launch_train(train, click_ctx,
                                 {**typer_params(settings), "click_ctx": click_ctx},
                                 settings.nproc, settings.backend, settings.workers,
@@ -346,9 +347,10 @@ def bench(
     config: ConfigFile = None,
 ) -> None:
     """A leaderboard of backbones over seeds on one dataset (Markdown and JSON)."""
+    params = dict(locals())  # the flags, before any name below joins them
     from autodrs.api import run_bench
 
-    settings = settings_from(click_ctx, BenchSettings, dict(locals()), config)
+    settings = settings_from(click_ctx, BenchSettings, params, config)
     result = run_bench(settings)
     print_leaderboard(result["baselines"])
     out.print(f"leaderboard -> {Path(settings.out or 'runs/bench') / 'leaderboard.md'}")
@@ -449,9 +451,10 @@ def search_command(
 
     Without --methods, runs the default pipeline (feature selection, embedding dims,
     interactions) on the data (movielens-100k by default)."""
+    params = dict(locals())  # the flags, before any name below joins them
     from autodrs.api import run_search
 
-    settings = settings_from(click_ctx, SearchSettings, dict(locals()), config)
+    settings = settings_from(click_ctx, SearchSettings, params, config)
     if set_:
         settings = settings.replace(options=merge_options(settings.options, parse_set(set_)))
     done = run_search(settings)
