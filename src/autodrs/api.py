@@ -584,6 +584,8 @@ def plan_search(settings: SearchSettings) -> _Plan:
             raise SearchError(f"method {name!r} does not support strategy "
                               f"{settings.strategy!r}; it supports {', '.join(accepted)}")
     baselines = settings.baselines
+    if baselines == ["all"]:
+        baselines = _backbones()
     if baselines is None:
         baselines = ["deepfm"] if chosen else DEFAULT_BASELINES.split(",")
     unknown = [b for b in baselines if b not in _backbones()]

@@ -31,9 +31,8 @@ selection retrains the model once per ERASE point (log2 n retrains by bisection 
 budget), frequency pruning retrains once per threshold of its grid, the numerical-encoder
 choice once per encoder (two retrains of the full model, before selection has made it
 smaller), AutoDim trains a supernet with a table per candidate dim, AutoFIS trains its gated
-supernet (at least 400 steps) under two heads and retrains each result. Settings can come
-from a YAML file (``--config``) whose keys are the command's option names; flags given on
-the command line win, and the effective configuration is saved in the run folder.
+supernet (at least 400 steps) under two heads and retrains each result. The run itself
+(``autodrs.api.run_search``) takes its settings from ``autodrs.config.SearchSettings``.
 
 Each stage of the default pipeline is guarded on validation data (``ValidationGuard``): the
 spec a stage proposes is retrained with the run's trainer and kept only when its validation
