@@ -143,3 +143,19 @@ def test_settings_read_lists_and_budgets_as_written() -> None:
     assert s.methods == ["autofield", "autodim"] and s.budget == "90"
     assert s.baselines == [] and s.batch_size == 256 and s.lr == 1e-3
     assert SearchSettings.from_mapping(yaml.safe_load(s.to_yaml())) == s
+
+
+def test_search_baselines_all_none_and_the_defaults() -> None:
+    from autodrs.api import plan_search
+    from autodrs.config import DEFAULT_BASELINES
+    from autodrs.models.backbones import BACKBONES
+
+    def plan(**values: Any) -> Any:
+        return plan_search(SearchSettings.from_mapping(values))
+
+    assert plan(methods="hparams", baselines="all").baselines == list(BACKBONES)
+    assert plan(methods="hparams", baselines="none").baselines == []
+    assert plan(methods="hparams").baselines == ["deepfm"]
+    default = plan()
+    assert default.baselines == DEFAULT_BASELINES.split(",") and default.model == "auto"
+    assert plan(budget="4m").baseline_seconds == 60.0
