@@ -164,20 +164,31 @@ def run_autodrs(work: Path, model: str, seed: int, threads: int) -> dict:
         spec.mlp = list(MLP)
     config = TrainConfig(epochs=EPOCHS, batch_size=BATCH, lr=LR, patience=PATIENCE, seed=seed,
                          threads=threads, progress=False, eval_batch_size=EVAL_BATCH)
-    evaluate, eval_cpu = Trainer.evaluate, [0.0]
+    # CPU of the training epochs alone: from an epoch's first batch to its validation (what
+    # fit_spec spends before the first epoch, building the model and the trainer, is not
+    # training, and the other runners do not count theirs either)
+    marks = {"start": None, "cpu": 0.0}
+    evaluate, batches = Trainer.evaluate, ds.train.batches
+
+    def timed_batches(*args, **kwargs):
+        inner = batches(*args, **kwargs)
+
+        def epoch():
+            marks["start"] = time.process_time()
+            yield from inner
+        return epoch()
 
     def timed_evaluate(self, model, data):
-        c0 = time.process_time()
-        try:
-            return evaluate(self, model, data)
-        finally:
-            eval_cpu[0] += time.process_time() - c0
+        if marks["start"] is not None:
+            marks["cpu"] += time.process_time() - marks["start"]
+            marks["start"] = None
+        return evaluate(self, model, data)
 
+    ds.train.batches = timed_batches
     Trainer.evaluate = timed_evaluate
     base = rss_mib()
-    c0 = time.process_time()
     out = fit_spec(ds, spec, config)
-    cpu = time.process_time() - c0 - eval_cpu[0]
+    cpu = marks["cpu"]
     return {"test_auc": out.metrics["test"]["auc"], "valid_auc": out.metrics["valid"]["auc"],
             "epochs": len(out.fit.history), "best_epoch": out.fit.best_epoch,
             "samples": out.fit.samples, "train_seconds": out.fit.train_seconds,

@@ -196,3 +196,28 @@ def test_sequence_fields_are_mean_pooled(movielens):
     ids = batch.seq["genres"][0]
     ids = ids[ids != 0]
     torch.testing.assert_close(model.embedding(batch)[0][0], table(ids).mean(0))
+
+
+@pytest.mark.parametrize("change,one_table", [
+    ({"fields": ["r0", "r1", "n0", "n1"]}, True),
+    ({"fields": ["r0", "r1", "r4", "r5"], "crosses": [["r4", "r5"]],
+      "vocab_limits": {"r0": 3}}, True),
+    ({}, False),  # numerical fields embed apart
+    ({"fields": ["r0", "r1", "n0"], "field_dims": {"r1": 4}}, False),  # two tables
+])
+def test_stacked_embeddings_equal_the_stacked_list(tiny_synthetic, change, one_table):
+    torch.manual_seed(0)
+    spec = backbone_spec("deepfm").copy(**change)
+    emb = build_model(tiny_synthetic.schema, spec).embedding
+    assert emb.one_table is one_table
+    batch = _batch(tiny_synthetic)
+    if "field_dims" in change:
+        with pytest.raises(RuntimeError):  # the list's vectors differ in width
+            emb.stacked(batch)
+        return
+    fast, slow = emb.stacked(batch), torch.stack(emb(batch), 1)
+    torch.testing.assert_close(fast, slow)
+    weights = torch.randn_like(fast)
+    grads = [torch.autograd.grad((out * weights).sum(), emb.tables[0].weight)[0]
+             for out in (emb.stacked(batch), torch.stack(emb(batch), 1))]
+    torch.testing.assert_close(*grads)
