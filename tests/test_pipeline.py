@@ -42,6 +42,7 @@ def test_default_pipeline_runs_every_stage_and_writes_the_run_folder(tmp_path):
     r = json.loads((out / "result.json").read_text())
     assert [s["method"] for s in r["stages"]] == list(DEFAULT_PIPELINE)
     assert r["methods"] == list(DEFAULT_PIPELINE)
+    assert r["skipped_baselines"] == []  # named baselines are never left out
     for name in ("result.json", "spec.json", "model.pt", "schema.json", "manifest.json",
                  "report.html", "config.yaml"):
         assert (out / name).exists(), name

@@ -221,3 +221,30 @@ def test_the_baselines_train_within_their_share_of_the_budget(
     bad = CliRunner().invoke(app, ["search", *COMMON, "--methods", "probe", "--budget", "5s",
                                    "--baseline-budget", "1m", "--out", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "--baseline-budget 1m leaves nothing" in bad.output
+
+
+def test_default_baselines_too_costly_for_a_wide_table_are_left_out(tmp_path: Path) -> None:
+    import numpy as np
+    import polars as pl
+
+    from autodrs.api import choose_baselines, plan_search
+    from autodrs.config import SearchSettings
+    from autodrs.data.dataset import load_dataset
+
+    rng = np.random.default_rng(0)
+    wide = pl.DataFrame({f"x{i}": rng.normal(size=300) for i in range(73)}).with_columns(
+        site=pl.Series(rng.choice(["a", "b", "c"], 300)),
+        label=pl.Series(rng.integers(0, 2, 300)))  # 74 fields
+    wide.write_parquet(tmp_path / "wide.parquet")
+    ds = load_dataset(str(tmp_path / "wide.parquet"), seed=0)
+    plan = plan_search(SearchSettings())
+    left_out = choose_baselines(plan, ds.schema, 16)
+    assert [b["model"] for b in left_out] == ["ipnn", "dcnv2"]
+    assert "2,701 pairs" in left_out[0]["reason"] and "1,184 wide" in left_out[1]["reason"]
+    assert plan.baselines == ["deepfm", "fm", "widedeep"]
+    # baselines a user names are trained whatever the width
+    named = plan_search(SearchSettings(baselines=["ipnn"]))
+    assert choose_baselines(named, ds.schema, 16) == [] and named.baselines == ["ipnn"]
+    # a narrow table keeps them all
+    narrow = plan_search(SearchSettings())
+    assert choose_baselines(narrow, load_dataset(DATA, seed=0).schema, 16) == []

@@ -346,9 +346,8 @@ def run_train(settings: TrainSettings, report: bool = True) -> RunResult | None:
 
     folder, temporary = _run_folder(settings.out)
     check_out(folder, settings.overwrite)
-    if settings.spec is None and settings.model not in _backbones():
-        raise DataError(f"unknown model {settings.model!r}; choose from "
-                        f"{', '.join(_backbones())}")
+    if settings.spec is None:
+        _check_backbone(settings.model, "model", DataError)
     rank = distributed.init_from_env(settings.device)
     spec = (ArchSpec.from_json(settings.spec) if settings.spec
             else backbone_spec(settings.model, settings.embed_dim))
@@ -400,6 +399,17 @@ def _backbones() -> list[str]:
     return list(BACKBONES)
 
 
+def _check_backbone(name: str, what: str, error: type[Exception]) -> None:
+    """``name`` is a backbone (or one of its aliases), else ``error`` naming it."""
+    from autodrs.models.backbones import backbone_spec
+
+    try:
+        backbone_spec(name)
+    except ValueError:
+        raise error(f"unknown {what} {name!r}; choose from {', '.join(_backbones())}"
+                    + (", or none" if what == "baseline" else "")) from None
+
+
 # ---------------------------------------------------------------- bench
 def run_bench(settings: BenchSettings) -> dict[str, Any]:
     """A leaderboard of backbones over seeds; writes the run folder and returns
@@ -412,10 +422,8 @@ def run_bench(settings: BenchSettings) -> dict[str, Any]:
     folder = Path(settings.out or "runs/bench")
     check_out(folder, settings.overwrite)
     names = settings.baselines or _backbones()
-    unknown = [n for n in names if n not in _backbones()]
-    if unknown:
-        raise DataError(f"unknown baseline {unknown[0]!r}; choose from "
-                        f"{', '.join(_backbones())}")
+    for name in names:
+        _check_backbone(name, "baseline", DataError)
     specs = {n: backbone_spec(n, settings.embed_dim) for n in names}
     prepare_run_folder(folder, settings.overwrite)
     runs: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
@@ -557,6 +565,7 @@ class _Plan:
     seconds: float | None
     baseline_seconds: float | None
     default_pipeline: bool
+    default_baselines: bool
 
 
 def plan_search(settings: SearchSettings) -> _Plan:
@@ -588,16 +597,13 @@ def plan_search(settings: SearchSettings) -> _Plan:
         baselines = _backbones()
     if baselines is None:
         baselines = ["deepfm"] if chosen else DEFAULT_BASELINES.split(",")
-    unknown = [b for b in baselines if b not in _backbones()]
-    if unknown:
-        raise SearchError(f"unknown baseline {unknown[0]!r}; choose from "
-                          f"{', '.join(_backbones())}, or none")
+    for name in baselines:
+        _check_backbone(name, "baseline", SearchError)
     model = settings.model or ("deepfm" if chosen else "auto")
     if model == "auto" and not baselines:
         model = "deepfm"  # no baselines to choose from
-    if model != "auto" and model not in _backbones():
-        raise SearchError(f"unknown model {model!r}; choose from {', '.join(_backbones())} "
-                          "or auto")
+    if model != "auto":
+        _check_backbone(model, "model", SearchError)
     seconds = parse_budget(settings.budget)
     baseline_seconds = parse_budget(settings.baseline_budget)
     if seconds is not None and baselines:
@@ -610,7 +616,24 @@ def plan_search(settings: SearchSettings) -> _Plan:
     return _Plan(names=names, baselines=list(baselines), model=model,
                  guard=settings.guard if settings.guard is not None else not chosen,
                  seconds=seconds, baseline_seconds=baseline_seconds,
-                 default_pipeline=not chosen)
+                 default_pipeline=not chosen, default_baselines=settings.baselines is None)
+
+
+def choose_baselines(plan: _Plan, schema: Schema, embed_dim: int) -> list[dict[str, str]]:
+    """Leave out of the default baselines those too costly for the data's width
+    (``pipeline.wide_baselines``), saying so; baselines a user named all stay. Returns what
+    was left out, with the reasons."""
+    from autodrs.pipeline import wide_baselines
+
+    if not plan.default_baselines:
+        return []
+    wide = wide_baselines(plan.baselines, schema, embed_dim)
+    for name, reason in wide.items():
+        log.info(f"leaving out baseline {name}: {reason}; name it in --baselines to train it")
+    plan.baselines = [b for b in plan.baselines if b not in wide]
+    if plan.model == "auto" and not plan.baselines:
+        plan.model = "deepfm"
+    return [{"model": name, "reason": reason} for name, reason in wide.items()]
 
 
 def run_search(settings: SearchSettings, report: bool = True) -> SearchResult:
@@ -657,9 +680,10 @@ def run_search(settings: SearchSettings, report: bool = True) -> SearchResult:
                        settings.search_rows))
     model = plan.model
     base = backbone_spec("deepfm" if model == "auto" else model, settings.embed_dim)
-    base_specs = {n: backbone_spec(n, settings.embed_dim) for n in plan.baselines}
     ds = load_data(settings)
     base.validate(ds.schema)
+    left_out = choose_baselines(plan, ds.schema, settings.embed_dim)
+    base_specs = {n: backbone_spec(n, settings.embed_dim) for n in plan.baselines}
     identity = data_identity(settings.to_dict(), ds.info)
     if settings.resume:  # finished stages are reused only on the data they were searched on
         check_same_data(out_dir, identity)
@@ -783,6 +807,7 @@ def run_search(settings: SearchSettings, report: bool = True) -> SearchResult:
                      "baselines": len(ds.train)},
             "stages": [{**s.to_dict(), "train_rows": len(sample.train)} for s in stages],
             "skipped_stages": skipped,
+            "skipped_baselines": left_out,
             # fits that validated best at their last epoch: the epoch cap stopped them
             "still_improving": still_improving({"searched": final, **fits}),
             "config": {**vars(with_training(config, spec)), "progress": False},

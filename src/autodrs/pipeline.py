@@ -94,6 +94,29 @@ SHRINK_TOLERANCE = 0.001
 SHRINK_LOGLOSS_TOLERANCE = 0.002
 
 
+# the default baselines whose cost grows with the square of the fields are left out beyond
+# these: IPNN's inner products (one per field pair) and DCN-V2's cross layers (width x width
+# each, the width being fields x embedding dim). A 74-field table would give IPNN 2,701 pairs
+# and DCN-V2 a 1,184-wide input: each slower to train than the whole search's share of time.
+MAX_BASELINE_PAIRS = 1000
+MAX_CROSS_WIDTH = 1024
+
+
+def wide_baselines(names: list[str], schema: Schema, embed_dim: int) -> dict[str, str]:
+    """The baselines among ``names`` that are too costly for this data's width, each with
+    the reason."""
+    fields = len(schema.field_names)
+    pairs, width = fields * (fields - 1) // 2, fields * embed_dim
+    reasons = {}
+    if "ipnn" in names and pairs > MAX_BASELINE_PAIRS:
+        reasons["ipnn"] = (f"{fields} fields make {pairs:,} pairs for its inner products "
+                           f"(more than {MAX_BASELINE_PAIRS:,})")
+    if "dcnv2" in names and width > MAX_CROSS_WIDTH:
+        reasons["dcnv2"] = (f"its cross layers would be {width:,} wide ({fields} fields x "
+                            f"{embed_dim} dims; more than {MAX_CROSS_WIDTH:,})")
+    return reasons
+
+
 def search_sample(ds: Dataset, rows: int | None, seed: int) -> Dataset:
     """``ds`` with its training split cut to about ``rows`` rows drawn by ``seed``, and its
     validation and test splits cut by the same fraction (at least ``MIN_EVAL_ROWS`` each);
