@@ -332,6 +332,7 @@ def method_options(name: str) -> dict[str, Any]:
             for key, default in options_read(path).items():
                 out.setdefault(key, default)
     out.update(options_read(module))
+    out.pop("per_method", None)  # the carrier of these options, not one of them
     return out
 
 
