@@ -3,6 +3,7 @@ model that scores alike when loaded back, and input errors as ordinary exception
 
 from __future__ import annotations
 
+import gc
 import json
 import subprocess
 import sys
@@ -59,6 +60,14 @@ def test_polars_and_arrow_frames_and_train(tmp_path: Path) -> None:
     rows = frame.head(50)
     assert np.array_equal(again.predict(rows), trained.predict(rows.to_pandas()))
     assert trained.leaderboard()["model"].to_list() == ["fm"]
+    page = again.report(tmp_path / "again.html")
+    assert page.read_text().lstrip().lower().startswith("<!doctype html")
+    # a run without out= lives in a temporary folder, removed with its result
+    folder = again.folder
+    assert (folder / "model.pt").is_file()
+    del again
+    gc.collect()
+    assert not folder.exists()
 
 
 def test_input_errors_are_ordinary_exceptions_naming_the_problem() -> None:
