@@ -373,3 +373,15 @@ def test_architecture_of_every_field_a_block_dag_and_pruned_tables():
     assert ["block DAG", "2 blocks"] in arch.towers
     assert ["per-example field controller (AdaFS)", "keeps the top 2 fields"] in arch.towers
     assert ["learning rate", "0.001 (the command's setting)"] in arch.training
+
+
+def test_pareto_front_is_drawn_against_the_stage_own_objectives(tmp_path):
+    """A multi-objective stage names its costs (``pareto_objectives``); each gets a chart."""
+    result = _full_result()
+    front = [{"number": i, "values": [0.7 + 0.01 * i, 1000 * i, 50 * i], "valid_auc": 0.7 + 0.01 * i,
+              "embedding_bytes": 1000 * i, "params": 50 * i, "front": True} for i in range(1, 4)]
+    result["stages"][3].update(pareto=front,
+                               pareto_objectives=["auc", "embedding_bytes", "params"])
+    names = build_report(result, tmp_path / "report.html")
+    assert "hparams-pareto-embedding_bytes" in names and "hparams-pareto-params" in names
+    assert "AUC against embedding bytes" in (tmp_path / "report.html").read_text()

@@ -396,7 +396,7 @@ def _stage(page: _Page, index: int, stage: dict[str, Any], truth: dict[str, Any]
             xlabel="dim (or kept fraction)"), "Chosen embedding dim per field")
     front = stage.get("pareto")
     if front:
-        _pareto(page, method, front)
+        _pareto(page, method, front, stage.get("pareto_objectives"))
     trials = stage.get("trials")
     if trials:
         values = [_trial_value(t) for t in trials]
@@ -470,10 +470,19 @@ def _pair_heatmap(page: _Page, method: str, scores: dict[str, float]) -> None:
                 "Score of each field pair (absolute value)")
 
 
-def _pareto(page: _Page, method: str, front: list[dict[str, Any]]) -> None:
+_COST_LABELS = {"bytes": "bytes", "params": "parameters", "latency_ms": "latency (ms)",
+                "embedding_bytes": "embedding bytes", "embedding_params": "embedding parameters"}
+
+
+def _pareto(page: _Page, method: str, front: list[dict[str, Any]],
+            objectives: list[str] | None = None) -> None:
+    """One chart per cost of the front: its own objectives when the stage names them
+    (``pareto_objectives``: AUC first, then costs), else the costs its points carry."""
     auc_key = next((k for k in ("valid_auc", "auc", "value") if k in front[0]), None)
-    for cost_key, label in (("bytes", "embedding bytes"), ("params", "embedding parameters"),
-                            ("latency_ms", "latency (ms)")):
+    costs = [o for o in objectives or [] if o != "auc"] or [
+        k for k in ("bytes", "params", "latency_ms") if k in front[0]]
+    for cost_key in costs:
+        label = _COST_LABELS.get(cost_key, cost_key)
         if auc_key and cost_key in front[0]:
             points = [(float(p[cost_key]), float(p[auc_key]), bool(p.get("front", True)))
                       for p in front]
