@@ -6,11 +6,15 @@ reader's buffer is made small (``--shuffle-rows``, default 8,192), so a buffer h
 few shards in file order and training batches really differ from a full shuffle (with the
 defaults, 1M-row shards and buffer, data this small would be shuffled in full). Both schemes
 train from the same cache, the same initial weights and the same seed; only the batch order
-differs. For each dataset and seed it prints both test AUCs; then the mean of each scheme
+differs. ``movielens-100k@time`` is MovieLens-100k with its rows sorted by time (written to
+a Parquet file first): logs are often stored in time order, where a shard holds one period,
+the hardest case for a partial shuffle (the rows still split at random, so the test split
+spans every period). For each dataset and seed it prints both test AUCs; then the mean of each scheme
 and the paired difference (shard+buffer minus full) with its standard error, and a markdown
 table.
 
-    python benchmarks/shuffle.py [--data movielens-100k,synthetic?rows=100000] [--seeds 3]
+    python benchmarks/shuffle.py [--data movielens-100k,movielens-100k@time,synthetic?rows=100000]
+        [--seeds 3]
 """
 
 from __future__ import annotations
@@ -41,9 +45,19 @@ def fit(data: str, scheme: str, seed: int, args: argparse.Namespace) -> dict[str
             if scheme != "full" else 0.0}
 
 
+def time_ordered(folder: str) -> str:
+    """MovieLens-100k sorted by rating time, as a Parquet file in ``folder``."""
+    from autodrs.data.sources import load_table
+
+    path = os.path.join(folder, "movielens-100k-by-time.parquet")
+    load_table("movielens-100k").df.sort("timestamp").drop("timestamp").write_parquet(path)
+    return path
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", default="movielens-100k,synthetic?rows=100000")
+    p.add_argument("--data",
+                   default="movielens-100k,movielens-100k@time,synthetic?rows=100000")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--batch-size", type=int, default=1024)
@@ -62,17 +76,18 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="autodrs-shuffle-") as folder:
         os.environ["AUTODRS_CACHE"] = folder  # a fresh cache with small shards
-        for data in args.data.split(","):
+        for name in args.data.split(","):
+            data = time_ordered(folder) if name == "movielens-100k@time" else name
             auc: dict[str, list[float]] = {"full": [], "shard+buffer": []}
             for seed in range(args.seeds):
                 for scheme in auc:
                     res = fit(data, scheme, seed, args)
                     auc[scheme].append(res["test_auc"])
                     extra = (f", {int(res['shards'])} train shards" if res["shards"] else "")
-                    print(f"{data} seed {seed} {scheme:>12}: test AUC {res['test_auc']:.4f} "
+                    print(f"{name} seed {seed} {scheme:>12}: test AUC {res['test_auc']:.4f} "
                           f"(best epoch {int(res['epochs'])}, {res['seconds']:.0f} s"
                           f"{extra})", flush=True)
-            rows.append([data, mean_std(auc["full"]), mean_std(auc["shard+buffer"]),
+            rows.append([name, mean_std(auc["full"]), mean_std(auc["shard+buffer"]),
                          paired_difference(auc["shard+buffer"], auc["full"])])
     print(f"\nDeepFM, batch {args.batch_size}, up to {args.epochs} epochs (patience 2), "
           f"{args.seeds} seeds; shards of {args.shard_rows:,} rows, shuffle buffer "
