@@ -216,7 +216,8 @@ def test_the_baselines_train_within_their_share_of_the_budget(
     assert r["cost"]["baseline_budget_seconds"] == 0.5
     assert "cut short by their share of the budget" in " ".join(result.output.split())
     # off a terminal the search's progress is plain lines: each stage, and the budget spent
-    assert re.search(r"^stage 1/1 probe \(grid\): .*\[budget: [\d.]+s used, [\d.]+s left\]$",
+    assert re.search(r"^stage 1/1 probe: running \[budget: [\d.]+s used, [\d.]+s left\]\n"
+                     r"stage 1/1 probe \(grid\): .*\[budget: [\d.]+s used, [\d.]+s left\]$",
                      result.output, re.MULTILINE), result.output
     bad = CliRunner().invoke(app, ["search", *COMMON, "--methods", "probe", "--budget", "5s",
                                    "--baseline-budget", "1m", "--out", str(tmp_path / "x")])

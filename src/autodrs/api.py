@@ -756,9 +756,18 @@ def run_search(settings: SearchSettings, report: bool = True) -> SearchResult:
                             resume=settings.resume, backend=settings.backend,
                             ray_address=settings.ray_address)
 
+        def starting(index: int) -> None:
+            used = time.monotonic() - started
+            spent = ("" if plan.seconds is None else
+                     f" [budget: {duration(used)} used, "
+                     f"{duration(max(0.0, plan.seconds - used))} left]")
+            log.info(f"stage {index + 1}/{len(names)} {names[index]}: running{spent}")
+
         def progress(index: int, stage: StageResult) -> None:
             used = time.monotonic() - started
             log.info(stage_line(index, len(names), stage, used, plan.seconds))
+            if index + 1 < len(names):
+                starting(index + 1)
 
         # what is left of the budget covers the stages and the retrain: the stages stop in
         # time to leave a share of it for the retrain (at least what the start's fit on all
@@ -772,6 +781,7 @@ def run_search(settings: SearchSettings, report: bool = True) -> SearchResult:
                                    retrain_seconds=options.get("retrain_seconds", 0.0))
                    if plan.guard else None)
         # a stage that fails is recorded and the run goes on from its input spec
+        starting(0)
         stages = run_stages(ctx, names, on_stage=progress, weights=stage_weights(names),
                             reserve=reserve, guard=checker, keep_going=True)
         search_seconds = time.perf_counter() - t0
