@@ -56,7 +56,7 @@ BATCH = 1024
 EPOCHS = 10
 PATIENCE = 2
 EVAL_BATCH = 16_384
-LIBRARIES = ["autodrs", "handwritten", "fuxictr", "deepctr"]
+LIBRARIES = ["autodrs", "handwritten", "fuxictr", "fuxictr-loader", "deepctr"]
 MODELS = ["deepfm", "dcnv2", "fm", "widedeep"]
 PEER_PACKAGES = ["fuxictr==2.3.10", "deepctr-torch==0.3.0"]
 # what the two import at run time (FuxiCTR's layers import its preprocessing, which imports
@@ -301,9 +301,13 @@ def run_handwritten(work: Path, model: str, seed: int, threads: int) -> dict:
             "train_cpu_seconds": train_cpu, "base_rss": base}
 
 
-def run_fuxictr(work: Path, model: str, seed: int, threads: int) -> dict:
+def run_fuxictr(work: Path, model: str, seed: int, threads: int,
+                own_loader: bool = False) -> dict:
     """FuxiCTR's ``BaseModel`` (its fit, early stopping and evaluation, with its defaults:
-    learning rate x0.1 on a plateau, gradient norm clipped at 10) over its own layers."""
+    learning rate x0.1 on a plateau, gradient norm clipped at 10) over its own layers; batches
+    sliced from in-memory tensors, or with ``own_loader`` FuxiCTR's ``NpzDataLoader`` (rows
+    collated per batch, as its ``.npz`` data path feeds it; no worker processes, so all its
+    work is in the measured process)."""
     import logging
     from collections import OrderedDict
 
@@ -384,6 +388,17 @@ def run_fuxictr(work: Path, model: str, seed: int, threads: int) -> dict:
                     y = y + self.mlp(flat)
             return {"y_pred": self.output_activation(y)}
 
+    if own_loader:
+        from fuxictr.pytorch.dataloaders.npz_dataloader import NpzDataLoader
+
+        def loader(split: str, batch: int, shuffle: bool):
+            path = work / f"fuxictr_{split}.npz"
+            if not path.exists():
+                np.savez(path, **{k: task[f"{split}/{k}"] for k in [*FIELDS, LABEL]})
+            return NpzDataLoader(fmap, str(path), batch_size=batch, shuffle=shuffle,
+                                 num_workers=0)
+    else:
+        loader = Batches
     net = Model()
     os.makedirs(net.model_dir, exist_ok=True)
     timing = {"eval": 0.0, "eval_cpu": 0.0, "samples": 0, "epochs": 0}
@@ -401,14 +416,14 @@ def run_fuxictr(work: Path, model: str, seed: int, threads: int) -> dict:
         timing["eval_cpu"] += time.process_time() - c0
 
     net.train_step, net.eval_step = counted_step, timed_eval
-    train = Batches("train", BATCH, True)
-    valid = Batches("valid", EVAL_BATCH, False)
+    train = loader("train", BATCH, True)
+    valid = loader("valid", EVAL_BATCH, False)
     base = rss_mib()
     t0, c0 = time.perf_counter(), time.process_time()
     net.fit(train, epochs=EPOCHS, validation_data=valid)
     seconds = time.perf_counter() - t0 - timing["eval"]
     cpu = time.process_time() - c0 - timing["eval_cpu"]
-    test = net.evaluate(Batches("test", EVAL_BATCH, False))
+    test = net.evaluate(loader("test", EVAL_BATCH, False))
     return {"test_auc": float(test["AUC"]), "valid_auc": float(net._best_metric),
             "epochs": timing["epochs"], "best_epoch": None, "samples": timing["samples"],
             "train_seconds": seconds, "train_cpu_seconds": cpu, "base_rss": base}
@@ -540,8 +555,12 @@ def init_ablation(work: Path, seeds: int, threads: int) -> None:
                           for n, v in rows.items()]))
 
 
+def run_fuxictr_loader(work: Path, model: str, seed: int, threads: int) -> dict:
+    return run_fuxictr(work, model, seed, threads, own_loader=True)
+
+
 RUNNERS = {"autodrs": run_autodrs, "handwritten": run_handwritten, "fuxictr": run_fuxictr,
-           "deepctr": run_deepctr}
+           "fuxictr-loader": run_fuxictr_loader, "deepctr": run_deepctr}
 
 
 def worker(args: argparse.Namespace) -> None:
