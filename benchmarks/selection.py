@@ -41,7 +41,7 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from _common import machine_line, markdown_table, mean_std  # noqa: E402
+from _common import machine_line, markdown_table, mean_std, paired_difference  # noqa: E402
 from autodrs.data.dataset import Dataset, load_dataset  # noqa: E402
 from autodrs.experiment import fit_spec  # noqa: E402
 from autodrs.methods.selection.erase import ErasePoint, erase_curve  # noqa: E402
@@ -149,18 +149,17 @@ def delivered_table(data: str, out: dict) -> str:
     def col(key: str) -> list[float]:
         return [r[key] for r in runs]
 
-    def diff(a: str, b: str) -> list[float]:
-        return [r[a] - r[b] for r in runs]
+    def wins(other: str) -> str:
+        return f"{sum(r['delivered'] > r[other] for r in runs)}/{len(runs)}"
 
     rows = [["AdaFS delivered (spec's fit: pretrain, then bi-level controller)",
              mean_std(col("delivered")), "", ""],
             ["input spec (no controller)", mean_std(col("input")),
-             mean_std(diff("delivered", "input")),
-             f"{sum(d > 0 for d in diff('delivered', 'input'))}/{len(runs)}"],
+             paired_difference(col("delivered"), col("input")), wins("input")],
             ["controller trained jointly (the old retrain)", mean_std(col("joint")),
-             mean_std(diff("delivered", "joint")),
-             f"{sum(d > 0 for d in diff('delivered', 'joint'))}/{len(runs)}"]]
-    header = ["model", "test AUC", "delivered minus this (paired)", "seeds delivered wins"]
+             paired_difference(col("delivered"), col("joint")), wins("joint")]]
+    header = ["model", "test AUC", "delivered minus this (paired, ± s.e.)",
+              "seeds delivered wins"]
     return (f"### AdaFS delivered model on {data}\n" + markdown_table(header, rows)
             + f"\nAdaFS validation AUC {mean_std(col('valid_delivered'))} (its controller "
             "learns on validation batches); search "
