@@ -74,6 +74,7 @@ from autodrs.data.schema import (
 SPLITS = ("train", "valid", "test")
 SHARD_ROWS = 1 << 20
 SHUFFLE_ROWS = 1 << 20
+READ_ROWS = 1 << 16  # rows read at a time for batches in order (evaluation)
 MAX_SEQ_LEN = 8
 SAMPLE_ROWS = 1_000_000  # numerical values kept for bucket boundaries
 LUT_RANGE = 1 << 22  # widest value range of an integer field looked up by a table
@@ -323,14 +324,17 @@ class _Moments:
         self.sample = _BottomK(SAMPLE_ROWS)
 
     def add(self, values: np.ndarray, keys: np.ndarray) -> None:
-        finite = ~np.isnan(values)
-        x, k = (values, keys) if finite.all() else (values[finite], keys[finite])
+        x, k = values, keys
+        if np.isnan(x.sum()):  # a NaN anywhere makes the sum NaN
+            finite = ~np.isnan(x)
+            x, k = x[finite], k[finite]
         if not x.size:
             return
         n, mean = x.size, float(x.mean())
         delta = mean - self.mean
         total = self.n + n
-        self.m2 += float(((x - mean) ** 2).sum()) + delta**2 * self.n * n / total
+        d = x - mean
+        self.m2 += float(d @ d) + delta**2 * self.n * n / total
         self.mean += delta * n / total
         self.n = total
         self.sample.add(x, k)
@@ -594,11 +598,14 @@ def _encode_chunk(batch: pa.RecordBatch | pa.Table, schema: Schema, st: BuildSet
     if state.rows == 0:
         _check_names(batch.schema.names, [*schema.field_names, schema.label])
     rows = np.arange(state.rows, state.rows + n, dtype=np.uint64)
+    # the random split's hash also orders rows for the numerical sample: among train rows
+    # it is uniform and independent of their values, so the smallest are a uniform sample
+    u = row_hash(rows, st.seed)
     if time_cuts is not None:
         t = _time_values(_series(_column(batch, schema.time or "")), schema.time)
         which = (t >= time_cuts[0]).astype(np.uint8) + (t >= time_cuts[1]).astype(np.uint8)
     else:
-        which = split_of(row_hash(rows, st.seed))
+        which = split_of(u)
     order = np.concatenate([np.flatnonzero(which == s) for s in range(len(SPLITS))])
     ends = np.cumsum(np.bincount(which, minlength=3))
     n_train = int(ends[0])
@@ -611,7 +618,7 @@ def _encode_chunk(batch: pa.RecordBatch | pa.Table, schema: Schema, st: BuildSet
     arrays["cat"] = cat
     if state.nums:
         num = np.empty((n, len(state.nums)), np.float64)
-        keys = row_hash(rows[order[:n_train]], st.seed, salt=1)
+        keys = u[order[:n_train]]
         for k, f in enumerate(state.nums):
             x = _numbers(_column(batch, f.name), f)[order]
             num[:, k] = x
@@ -803,14 +810,31 @@ class Remap:
                    np.asarray(info["cat_offsets"], np.int32), seq,
                    {s: int(w) for s, w in info["seq_widths"].items()})
 
-    def final(self, key: str, arr: np.ndarray) -> np.ndarray:
-        """``arr`` (a shard column ``key``) with final ids; other columns as they are."""
+    def final(self, key: str, arr: np.ndarray, block: int = 1 << 16) -> np.ndarray:
+        """``arr`` (a shard column ``key``, owned by the caller) with final ids, mapped in
+        place a block of rows at a time; other columns as they are."""
         if key == "cat":
-            return self.cat[arr + self.offsets] if arr.size else arr.astype(np.int32)
+            for start in range(0, len(arr), block):
+                part = arr[start:start + block]
+                part += self.offsets
+                part[...] = self.cat[part]
+            return arr
         if key.startswith("seq-"):
             name = key[4:]
             return self.seq[name][arr[:, :self.widths[name]]]
         return arr
+
+
+def _npy_layout(path: str) -> tuple[np.dtype, tuple[int, ...], int]:
+    """The dtype, shape and data offset of a C-order ``.npy`` file."""
+    with open(path, "rb") as fh:
+        version = np.lib.format.read_magic(fh)
+        read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                else np.lib.format.read_array_header_2_0)
+        shape, fortran, dtype = read(fh)
+        if fortran:
+            raise DataError(f"cache shard {path} is not in C order; delete the cache folder")
+        return dtype, shape, fh.tell()
 
 
 class DiskData:
@@ -864,14 +888,31 @@ class DiskData:
         return self._group
 
     def _column(self, p: _Piece, key: str) -> np.ndarray:
-        raw = np.load(f"{p.base}.{key}.npy", mmap_mode="r")[p.start:p.stop]
-        return self.remap.final(key, np.asarray(raw))
+        return self._read_key([p], key)
 
     def _keys(self) -> list[str]:
         return ["cat", "num", "label", *(f"seq-{s}" for s in self.seq_names)]
 
     def _read(self, pieces: list[_Piece]) -> dict[str, np.ndarray]:
-        return {k: np.concatenate([self._column(p, k) for p in pieces]) for k in self._keys()}
+        return {k: self._read_key(pieces, k) for k in self._keys()}
+
+    def _read_key(self, pieces: list[_Piece], key: str) -> np.ndarray:
+        """Column ``key`` of ``pieces``, one after the other, with final ids: read straight
+        into one array (no memory map, whose pages would count as the process's memory)."""
+        layouts = [_npy_layout(f"{p.base}.{key}.npy") for p in pieces]
+        dtype, tail = (layouts[0][0], layouts[0][1][1:]) if layouts else (np.uint8, ())
+        out = np.empty((sum(len(p) for p in pieces), *tail), dtype)
+        row_bytes = out.itemsize * int(np.prod(tail, dtype=np.int64))
+        at = 0
+        for p, (_, _, offset) in zip(pieces, layouts, strict=True):
+            part = out[at:at + len(p)]
+            with open(f"{p.base}.{key}.npy", "rb") as fh:
+                fh.seek(offset + p.start * row_bytes)
+                if part.nbytes and fh.readinto(memoryview(part).cast("B")) != part.nbytes:
+                    raise DataError(f"cache shard {p.base}.{key}.npy is truncated; delete the "
+                                    "cache folder to rebuild it")
+            at += len(p)
+        return self.remap.final(key, out)
 
     def _batch(self, arrays: dict[str, np.ndarray], idx: Any) -> Any:
         from autodrs.data.dataset import Batch
@@ -886,11 +927,13 @@ class DiskData:
     # -------------------------------------------------------- batches
     def batches(self, batch_size: int, shuffle: bool = False,
                 generator: torch.Generator | None = None) -> Iterator[Any]:
-        if not shuffle:
+        if not shuffle:  # in order, read a few batches at a time
+            step = batch_size * max(1, READ_ROWS // batch_size)
             for p in self.pieces:
-                arrays = self._read([p])
-                for start in range(0, len(p), batch_size):
-                    yield self._batch(arrays, slice(start, start + batch_size))
+                for begin in range(p.start, p.stop, step):
+                    arrays = self._read([_Piece(p.base, begin, min(begin + step, p.stop))])
+                    for start in range(0, len(arrays["label"]), batch_size):
+                        yield self._batch(arrays, slice(start, start + batch_size))
             return
         order = torch.randperm(len(self.pieces), generator=generator).tolist()
         groups: list[list[_Piece]] = [[]]
@@ -899,29 +942,38 @@ class DiskData:
                 groups.append([])
             groups[-1].append(self.pieces[i])
         # full batches, then the rest; a rest of one row joins the batch before it (batch
-        # norm cannot normalise one row), as ``EncodedData.batches`` does
-        carry: dict[str, np.ndarray] | None = None
-        pending: tuple[dict[str, np.ndarray], np.ndarray] | None = None
+        # norm cannot normalise one row), as ``EncodedData.batches`` does. Rows left over
+        # from one buffer open the next buffer's first batch; only the buffer in use and the
+        # one being read are ever held.
+        carry: dict[str, np.ndarray] | None = None  # fewer than batch_size rows
+        pending: dict[str, np.ndarray] | None = None  # the last full batch, held back
         for arrays in prefetch(map(self._read, groups)):
-            if carry is not None:
-                arrays = {k: np.concatenate([carry[k], v]) for k, v in arrays.items()}
             n = len(arrays["label"])
             perm = torch.randperm(n, generator=generator).numpy()
-            full = n - n % batch_size
-            for start in range(0, full, batch_size):
+            start = 0
+            if carry is not None:
+                take = perm[:batch_size - len(carry["label"])]
+                carry = {k: np.concatenate([carry[k], v[take]]) for k, v in arrays.items()}
+                start = len(take)
+                if len(carry["label"]) == batch_size:
+                    if pending is not None:
+                        yield self._batch(pending, slice(None))
+                    pending, carry = carry, None
+            full = n - (n - start) % batch_size
+            for begin in range(start, full, batch_size):
                 if pending is not None:
-                    yield self._batch(*pending)
-                pending = (arrays, perm[start:start + batch_size])
-            carry = {k: v[perm[full:]] for k, v in arrays.items()}
-        rest = 0 if carry is None else len(carry["label"])
-        if pending is not None and rest == 1:
-            last, idx = pending
-            pending = ({k: np.concatenate([last[k][idx], carry[k]]) for k in last},  # type: ignore[index]
-                       np.arange(len(idx) + 1))
+                    yield self._batch(pending, slice(None))
+                pending = {k: v[perm[begin:begin + batch_size]] for k, v in arrays.items()}
+            if full < n:
+                carry = {k: v[perm[full:]] for k, v in arrays.items()}
+            del arrays
+        if pending is not None and carry is not None and len(carry["label"]) == 1:
+            pending = {k: np.concatenate([pending[k], carry[k]]) for k in pending}
+            carry = None
         if pending is not None:
-            yield self._batch(*pending)
-        if rest and not (rest == 1 and pending is not None):
-            yield self._batch(carry, slice(None))  # type: ignore[arg-type]
+            yield self._batch(pending, slice(None))
+        if carry is not None:
+            yield self._batch(carry, slice(None))
 
     # -------------------------------------------------------- parts
     def shard(self, rank: int, world: int) -> DiskData:

@@ -12,19 +12,26 @@ T = TypeVar("T")
 
 def prefetch(items: Iterable[T], depth: int = 1) -> Iterator[T]:
     """``items`` in order, produced on a background thread up to ``depth`` ahead of the
-    consumer (so reading or pinning overlaps the work on the item before). An error in the
-    thread is raised here; closing the iterator early stops the thread."""
-    q: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    consumer (so reading or pinning overlaps the work on the item before). The thread
+    starts an item only once a slot is free, so at most ``depth`` items beside the one the
+    consumer holds exist at a time. An error in the thread is raised here; closing the
+    iterator early stops the thread."""
+    q: queue.Queue[Any] = queue.Queue()
+    slots = threading.Semaphore(depth)
     done = object()
     stop = threading.Event()
 
     def produce() -> None:
         try:
-            for item in items:
+            it = iter(items)
+            while True:
+                slots.acquire()
                 if stop.is_set():
                     return
+                item = next(it, done)
                 q.put(item)
-            q.put(done)
+                if item is done:
+                    return
         except BaseException as e:  # handed to the consumer
             q.put(e)
 
@@ -37,11 +44,10 @@ def prefetch(items: Iterable[T], depth: int = 1) -> Iterator[T]:
                 return
             if isinstance(item, BaseException):
                 raise item
+            slots.release()
             yield item
+            del item
     finally:
         stop.set()
-        while thread.is_alive():  # unblock a producer waiting on a full queue
-            try:
-                q.get_nowait()
-            except queue.Empty:
-                thread.join(timeout=0.01)
+        slots.release()  # unblock a producer waiting for a slot
+        thread.join()
