@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import tempfile
+import time as _time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -194,11 +195,12 @@ def load_dataset(
             else Path(tempfile.mkdtemp(prefix="autodrs-")))
     folder = root / key
     # data-parallel ranks share one persistent cache: rank 0 builds it (or finds it) while
-    # the others wait, then they open what it wrote
+    # the others wait for its info.json (no collective, so no process-group timeout bounds
+    # a long build; a launcher stops the waiting ranks if rank 0 fails)
     rank = distributed.world()
-    shared = persistent and rank.size > 1
-    if shared and not rank.main:
-        distributed.barrier()
+    if persistent and rank.size > 1 and not rank.main:
+        while read_info(folder) is None:
+            _time.sleep(0.5)
     built = read_info(folder) if persistent else None
     cached = built is not None
     if built is None:
@@ -213,8 +215,6 @@ def load_dataset(
                                  hash_threshold=hash_threshold, extra=extra)
         built = build_cache(source, schema, folder, settings, time_cuts=cuts,
                             progress=progress)
-    if shared and rank.main:
-        distributed.barrier()
     schema = Schema.load(folder / "schema.json")
     if in_memory is None:
         in_memory = built["bytes"] <= in_memory_limit()

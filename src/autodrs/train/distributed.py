@@ -77,12 +77,6 @@ def finish() -> None:
         _OWNED = False
 
 
-def barrier() -> None:
-    """Wait until every rank reaches this point (a no-op in one process)."""
-    if world().size > 1:
-        dist.barrier()
-
-
 def _device() -> torch.device:
     # NCCL collectives need tensors on this rank's GPU; gloo takes CPU tensors
     if dist.get_backend() == "nccl":
