@@ -379,6 +379,7 @@ def run_train(settings: TrainSettings, report: bool = True) -> RunResult | None:
                      "train_samples_per_second": round(outcome.fit.samples_per_second, 1)},
             "rows": {"retrain": len(ds.train)},
             "history": outcome.fit.history,
+            "best_epoch": outcome.fit.best_epoch,
             "still_improving": outcome.fit.still_improving,
             "config": {"epochs": settings.epochs, "batch_size": settings.batch_size,
                        "lr": settings.lr, "patience": settings.patience,

@@ -315,19 +315,11 @@ def train(
     folder = done.folder
     out.print(f"{done.result['model']}: test AUC {t['auc']:.4f}  logloss {t['logloss']:.4f}  "
               f"({done.result['params']['total']:,} parameters, best epoch "
-              f"{_best_epoch(done.result)}) -> {folder / 'result.json'}")
+              f"{done.result['best_epoch']}) -> {folder / 'result.json'}")
     if done.result["still_improving"]:
         from autodrs.experiment import epoch_cap_note
 
         out.print(epoch_cap_note([done.result["model"]], settings.epochs), highlight=False)
-
-
-def _best_epoch(result: dict[str, Any]) -> int:
-    history = result.get("history") or []
-    if not history:
-        return 0
-    best = max(range(len(history)), key=lambda i: history[i].get("auc", float("-inf")))
-    return int(history[best].get("epoch", best + 1))
 
 
 @app.command()
