@@ -100,6 +100,21 @@ def test_every_kind_of_categorical_value_encodes_as_in_memory(tmp_path, monkeypa
                                       ref[split]["cat"])
 
 
+def test_a_table_of_numbers_only_is_cached_and_read_back(tmp_path):
+    """No categorical column: the cache writes empty id blocks and reads the numbers back."""
+    rng = np.random.default_rng(0)
+    df = pl.DataFrame({"a": rng.normal(size=2000), "b": rng.normal(size=2000),
+                       "label": rng.integers(0, 2, 2000)})
+    df.write_parquet(tmp_path / "n.parquet")
+    ds = load_dataset(str(tmp_path / "n.parquet"), label="label", seed=3,
+                      cache_dir=tmp_path / "c", in_memory=False)
+    ref, _ = _reference(df, 3, [])
+    for split in ("train", "valid", "test"):
+        got = ds.split(split).to_memory()
+        assert got.cat.shape[1] == 0
+        np.testing.assert_allclose(got.num.numpy(), ref[split]["num"], rtol=1e-6, atol=1e-6)
+
+
 def _reference(df: pl.DataFrame, seed: int, categorical: list[str], **fit: int):
     from autodrs.data.cache import row_hash, split_of
 

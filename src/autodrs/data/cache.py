@@ -361,7 +361,8 @@ def npy_header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
 
 
 def _write_bytes(fh: Any, arr: np.ndarray) -> None:
-    fh.write(memoryview(np.ascontiguousarray(arr)).cast("B"))
+    if arr.size:  # an empty block (e.g. no categorical column) has no bytes to cast
+        fh.write(memoryview(np.ascontiguousarray(arr)).cast("B"))
 
 
 class _NpyFile:
