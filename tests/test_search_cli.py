@@ -156,6 +156,53 @@ def test_the_stage_line_says_what_was_chosen_and_what_the_guard_did() -> None:
     assert stage_line(0, 2, bare) == "stage 1/2 autofield (gradient): 1.0s; best first: ['x']"
 
 
+def test_a_stage_that_found_nothing_says_so_on_its_line() -> None:
+    from autodrs.api import stage_line
+    from autodrs.search.base import StageResult
+
+    stage = StageResult("hparams", "random", ArchSpec(), ranking=[], seconds=2.0,
+                        extra={"no_result": "the budget ended before any trial finished"})
+    line = stage_line(0, 1, stage)
+    assert "found nothing" in line and "before any trial finished" in line
+
+
+def test_objectives_a_method_cannot_honour_are_refused_before_any_work() -> None:
+    from autodrs.api import plan_search
+    from autodrs.config import SearchSettings
+    from autodrs.search.base import SearchError
+
+    with pytest.raises(SearchError, match="sif"):
+        plan_search(SearchSettings(methods=["sif"], objectives=["auc", "bytes"]))
+    plan = plan_search(SearchSettings(methods=["hparams"], strategy="random",
+                                      objectives=["auc", "embedding_bytes"]))
+    assert plan.names == ["hparams"]
+
+
+def test_warm_start_is_left_to_the_method_unless_given(tmp_path: Path, monkeypatch) -> None:
+    """Unset, ``warm_start`` is not in the options (AutoCTR's own default applies)."""
+    from autodrs.search.base import METHODS, Method, SearchContext, StageResult
+
+    seen: list[object] = []
+
+    class Probe(Method):
+        name = "probe"
+        component = "training"
+        strategies = ("grid",)
+
+        def search(self, ctx: SearchContext) -> StageResult:
+            seen.append(ctx.options.get("warm_start", "unset"))
+            return StageResult(method=self.name, strategy="grid", spec=ctx.spec.copy())
+
+    monkeypatch.setitem(METHODS, "probe", Probe)
+    for flag, want in (([], "unset"), (["--warm-start"], True), (["--no-warm-start"], False)):
+        out = tmp_path / str(want)
+        r = CliRunner().invoke(app, ["search", "--data", "synthetic?rows=2000", "--methods",
+                                     "probe", "--baselines", "none", "--epochs", "1",
+                                     "--out", str(out), *flag])
+        assert r.exit_code == 0, r.output
+        assert seen[-1] == want
+
+
 @pytest.fixture()
 def probe(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """A search method ``probe`` that keeps its input spec and records the training rows

@@ -21,6 +21,7 @@ import time
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -532,6 +533,10 @@ def stage_line(index: int, total: int, stage: StageResult,
     if used is not None and budget is not None:
         spent = (f" [budget: {duration(used)} used, {duration(max(0.0, budget - used))} "
                  "left]")
+    if stage.extra.get("no_result"):
+        return (f"stage {index + 1}/{total} {stage.method} ({stage.strategy}) found nothing "
+                f"after {stage.seconds:.1f}s ({stage.extra['no_result']}); the run goes on "
+                f"from the spec the stage was given{spent}")
     if stage.extra.get("failed"):
         return (f"stage {index + 1}/{total} {stage.method} ({stage.strategy}) failed after "
                 f"{stage.seconds:.1f}s ({stage.extra.get('error')}); the run goes on from "
@@ -593,6 +598,10 @@ def plan_search(settings: SearchSettings) -> _Plan:
         if settings.strategy is not None and settings.strategy not in accepted:
             raise SearchError(f"method {name!r} does not support strategy "
                               f"{settings.strategy!r}; it supports {', '.join(accepted)}")
+        # --objectives a method cannot honour: refused now, not after the baselines trained
+        METHODS[name]().resolve_objectives(
+            SimpleNamespace(options={"objectives": tuple(settings.objectives or ["auc"])}),
+            settings.strategy or accepted[0])
     baselines = settings.baselines
     if baselines == ["all"]:
         baselines = _backbones()
@@ -703,10 +712,12 @@ def run_search(settings: SearchSettings, report: bool = True) -> SearchResult:
     prepare_run_folder(out_dir, settings.overwrite)
     save_settings(out_dir, settings)
     save_data_identity(out_dir, identity)
-    options: dict[str, Any] = {"pruner": settings.pruner, "warm_start": settings.warm_start,
+    options: dict[str, Any] = {"pruner": settings.pruner,
                                "fast": settings.fast, "estimation": settings.estimation,
                                "objectives": tuple(settings.objectives or ["auc"]),
                                "per_method": settings.options}
+    if settings.warm_start is not None:  # unset: each method's own default (AutoCTR's)
+        options["warm_start"] = settings.warm_start
     if settings.subsample is not None:
         options["subsample"] = settings.subsample
     if settings.trial_epochs is not None:

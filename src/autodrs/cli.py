@@ -413,15 +413,18 @@ def search_command(
                                                          "(<= 1) or a count")] = None,
     trial_epochs: Annotated[int | None, typer.Option(help="epochs per trial")] = None,
     pruner: Annotated[str, typer.Option(help="none, median, sha or hyperband")] = "none",
-    warm_start: Annotated[bool, typer.Option(help="start trials from the parent's "
-                                                  "weights")] = False,
+    warm_start: Annotated[bool | None, typer.Option(
+        help="start trials from the parent's weights (default: each method's own; AutoCTR "
+             "warm-starts at low fidelity)")] = None,
     fast: Annotated[bool, typer.Option(help="the cheapest run of each method "
                                             "(smoke tests)")] = False,
     estimation: Annotated[str, typer.Option(help="train (each trial trains cheaply) or "
                                                  "weight_sharing (one supernet scores all "
                                                  "candidates; methods that have one)")] = "train",
-    objectives: Annotated[str, typer.Option(help="auc, or auc,embedding_params for a Pareto "
-                                                 "front (evolution, tpe, random)")] = "auc",
+    objectives: Annotated[str, typer.Option(
+        help="auc, or auc then costs for a Pareto front: embedding_params, params, "
+             "embedding_bytes, bytes, latency_ms (hparams, autofeature, autopi; see "
+             "autodrs methods)")] = "auc",
     memory_budget: Annotated[str | None, typer.Option(
         help="cap on the stored embedding bytes, e.g. 2MB or 512KiB (rule, nis)")] = None,
     guard: Annotated[bool | None, typer.Option(

@@ -174,7 +174,7 @@ class SearchSettings(RunSettings):
     subsample: float | None = None
     trial_epochs: int | None = None
     pruner: str = "none"
-    warm_start: bool = False
+    warm_start: bool | None = None
     fast: bool = False
     estimation: str = "train"
     objectives: list[str] = field(default_factory=lambda: ["auc"])
