@@ -221,3 +221,41 @@ def test_stacked_embeddings_equal_the_stacked_list(tiny_synthetic, change, one_t
     grads = [torch.autograd.grad((out * weights).sum(), emb.tables[0].weight)[0]
              for out in (emb.stacked(batch), torch.stack(emb(batch), 1))]
     torch.testing.assert_close(*grads)
+
+
+def test_one_lookup_path_equals_the_per_field_path_and_the_head_starts_xavier(tmp_path):
+    """Every field in one plain table: the model reads the [B, F, d] lookup directly, with
+    the same outputs and gradients as through the per-field list; the read-out head starts
+    as the other linear layers (xavier-normal, zero bias)."""
+    import numpy as np
+    import polars as pl
+
+    from autodrs.data.dataset import load_dataset as load
+    from autodrs.models.backbones import backbone_spec
+    from autodrs.models.builder import build_model
+
+    rng = np.random.default_rng(0)
+    pl.DataFrame({f"c{i}": rng.integers(0, 50, 3000).astype(str) for i in range(5)}
+                 | {"label": rng.integers(0, 2, 3000)}).write_parquet(tmp_path / "c.parquet")
+    ds = load(str(tmp_path / "c.parquet"), label="label", seed=1, cache_dir=tmp_path / "c")
+    batch = next(iter(ds.train.batches(256)))
+    for name in ("deepfm", "dcnv2", "ipnn"):
+        torch.manual_seed(0)
+        model = build_model(ds.schema, backbone_spec(name, 8))
+        assert model.one_lookup
+        fast = model(batch)
+        fast.sum().backward()
+        grads = [p.grad.clone() for p in model.parameters()]
+        model.zero_grad()
+        model.one_lookup = False
+        slow = model(batch)
+        slow.sum().backward()
+        torch.testing.assert_close(fast, slow)
+        for a, b in zip(grads, (p.grad for p in model.parameters()), strict=True):
+            torch.testing.assert_close(a, b)
+        head = model.head
+        assert torch.count_nonzero(head.bias) == 0
+        fan_in, fan_out = head.weight.shape[1], head.weight.shape[0]
+        xavier_std = (2.0 / (fan_in + fan_out)) ** 0.5
+        assert head.weight.abs().max() < 6 * xavier_std
+        assert 0.5 * xavier_std < head.weight.std() < 1.5 * xavier_std

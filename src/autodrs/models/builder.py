@@ -23,6 +23,7 @@ from autodrs.models.dag import BlockDAG, BlockGraph
 from autodrs.nn.controller import FieldController
 from autodrs.nn.embedding import FieldEmbedding
 from autodrs.nn.functions import PairFunctionTower
+from autodrs.nn.init import linear
 from autodrs.nn.layers import (
     MLP,
     CrossNetV2,
@@ -249,8 +250,12 @@ class CTRModel(nn.Module):
             head_dims += int(self.inner.left.numel())
         if self.mlp is None:
             head_dims += extra_dim
-        self.head = nn.Linear(head_dims, 1) if head_dims else None
+        self.head = linear(head_dims, 1) if head_dims else None  # xavier, zero bias
         self.bias = nn.Parameter(torch.zeros(())) if self.linear is None else None
+        # every field in one plain table, used as looked up: take the [B, F, d] lookup as is
+        # rather than splitting it into fields and stacking them again (a cheaper step)
+        self.one_lookup = (self.embedding.one_table and self.controller is None
+                           and self.dag is None and not self.project)
 
     def stacked(self, embeddings: list[torch.Tensor]) -> torch.Tensor:
         return torch.stack([
@@ -259,11 +264,15 @@ class CTRModel(nn.Module):
         ], dim=1)
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        embeddings = self.embedding(batch)
-        if self.controller is not None:
-            embeddings = self.controller(embeddings)
+        if self.one_lookup:
+            stacked = self.embedding.stacked(batch)
+            embeddings = None
+        else:
+            embeddings = self.embedding(batch)
+            if self.controller is not None:
+                embeddings = self.controller(embeddings)
+            stacked = self.stacked(embeddings) if self.needs_stack else None
         logit = self.linear(batch) if self.linear is not None else self.bias
-        stacked = self.stacked(embeddings) if self.needs_stack else None
         if self.fm is not None:
             logit = logit + self.fm(stacked)
         if self.functions is not None:
@@ -273,7 +282,7 @@ class CTRModel(nn.Module):
         if self.dag is not None:
             logit = logit + self.dag(embeddings)
         if self.head is not None:
-            flat = torch.cat(embeddings, dim=1)
+            flat = stacked.flatten(1) if embeddings is None else torch.cat(embeddings, dim=1)
             parts = []
             products = self.inner(stacked) if self.inner is not None else None
             extra = []
