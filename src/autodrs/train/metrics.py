@@ -7,9 +7,32 @@ from sklearn.metrics import log_loss, roc_auc_score
 
 
 def auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    if len(np.unique(labels)) < 2:
+    """ROC AUC as the Mann-Whitney statistic (tied scores share their mean rank): equal to
+    scikit-learn's ``roc_auc_score``, on one sort of the scores in their own dtype, so the
+    evaluation of millions of rows holds about a third of what scikit-learn's copies hold."""
+    y = np.asarray(labels).astype(bool, copy=False)
+    s = np.asarray(scores)
+    if s.dtype.kind == "f" and np.isnan(s).any():
+        raise ValueError("Input contains NaN: a model scored NaN")
+    pos = int(np.count_nonzero(y))
+    neg = len(y) - pos
+    if pos == 0 or neg == 0:
         raise ValueError("AUC needs both classes among the labels")
-    return float(roc_auc_score(labels, scores))
+    order = np.argsort(s, kind="stable")
+    ranked, hits = s[order], y[order].view(np.uint8)
+    del order
+    new = np.empty(len(ranked), dtype=bool)  # where a run of tied scores starts
+    new[0] = True
+    np.not_equal(ranked[1:], ranked[:-1], out=new[1:])
+    del ranked
+    starts = np.flatnonzero(new)
+    del new
+    positives = np.add.reduceat(hits, starts, dtype=np.int64).astype(np.float64)
+    del hits
+    # a run over sorted positions [a, b) holds ranks a+1..b, mean (a + b + 1) / 2
+    twice = float(np.dot(positives, starts)) + float(np.dot(positives[:-1], starts[1:]))
+    twice += float(positives[-1]) * len(s) + pos
+    return (twice / 2.0 - pos * (pos + 1) / 2.0) / (float(pos) * float(neg))
 
 
 def logloss(labels: np.ndarray, probs: np.ndarray) -> float:
