@@ -274,3 +274,25 @@ def test_train_rows_flag_caps_the_rows_read(tmp_path):
     assert data["data"]["rows"] == 1200 and data["data"]["rows_cap"] == 1200
     bad = CliRunner().invoke(app, ["train", "--rows", "3", "--out", str(tmp_path / "r2")])
     assert bad.exit_code == 2 and "rows must be at least 10" in bad.output
+
+
+def test_memory_or_disk_is_judged_on_the_tensors_not_the_cache(tmp_path, monkeypatch):
+    """In-memory ids are int64, twice the cache's int32: a limit the cache fits under but
+    the tensors do not keeps the data on disk."""
+    from autodrs.data.dataset import load_dataset as load
+    from autodrs.data.dataset import memory_bytes
+
+    first = load("synthetic?rows=3000", seed=1, cache_dir=tmp_path / "c", in_memory=False)
+    cache = first.info["cache"]
+    built = json.loads((Path(cache["folder"]) / "info.json").read_text())
+    need = memory_bytes(built, first.schema)
+    per_row = sum(t.element_size() * t[0].numel()
+                  for t in (first.train.to_memory().cat, first.train.to_memory().num)) + 4
+    assert need == per_row * first.info["rows"]
+    assert cache["bytes"] < need
+    monkeypatch.setenv("AUTODRS_IN_MEMORY_BYTES", str(cache["bytes"]))
+    again = load("synthetic?rows=3000", seed=1, cache_dir=tmp_path / "c")
+    assert again.info["cache"]["in_memory"] is False
+    monkeypatch.setenv("AUTODRS_IN_MEMORY_BYTES", str(need))
+    assert load("synthetic?rows=3000", seed=1, cache_dir=tmp_path / "c").info["cache"][
+        "in_memory"] is True

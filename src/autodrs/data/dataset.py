@@ -171,9 +171,9 @@ def load_dataset(
     row number and ``seed``, or by the ``time`` column), fit the schema on train and write
     the encoded splits to the on-disk cache (see ``autodrs.data.cache``).
 
-    ``rows`` reads only the first rows. The splits are held in memory when the cache is at
-    most ``in_memory_limit()`` bytes (``in_memory`` True or False overrides), else read from
-    disk batch by batch."""
+    ``rows`` reads only the first rows. The splits are held in memory when their tensors
+    take at most ``in_memory_limit()`` bytes (``in_memory`` True or False overrides), else
+    are read from disk batch by batch."""
     if split not in ("random", "time", "given"):
         raise DataError(f"unknown split {split!r}; use 'random', 'time' or 'given'")
     overrides: dict[str, Any] = {}
@@ -217,7 +217,7 @@ def load_dataset(
                             progress=progress)
     schema = Schema.load(folder / "schema.json")
     if in_memory is None:
-        in_memory = built["bytes"] <= in_memory_limit()
+        in_memory = memory_bytes(built, schema) <= in_memory_limit()
     remap = Remap.open(folder, built)
     on_disk = {s: DiskData.open(folder, s, built, remap) for s in SPLITS}
     splits: dict[str, EncodedData | DiskData] = (
@@ -246,8 +246,18 @@ def load_dataset(
     return Dataset(schema, splits["train"], splits["valid"], splits["test"], info)
 
 
+def memory_bytes(built: dict[str, Any], schema: Schema) -> int:
+    """Bytes the splits take as in-memory tensors (int64 ids, float32 numbers and label),
+    about twice the cache's int32 ids: what holding the data in memory really costs."""
+    numerical = sum(f.kind == "numerical" for f in schema.fields)
+    per_row = (8 * len(built["cat_offsets"]) + 4 * numerical + 4
+               + 8 * sum(built["seq_widths"].values()) + (8 if built["has_group"] else 0))
+    return int(built["rows"]) * per_row
+
+
 def in_memory_limit() -> int:
-    """Largest encoded cache (bytes) held in memory: ``AUTODRS_IN_MEMORY_BYTES``, or 2 GiB."""
+    """Largest dataset (bytes as in-memory tensors, ``memory_bytes``) held in memory:
+    ``AUTODRS_IN_MEMORY_BYTES``, or 2 GiB."""
     env = os.environ.get("AUTODRS_IN_MEMORY_BYTES")
     try:
         return int(env) if env else 2 << 30
