@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import threading
 import time
 from datetime import timedelta
@@ -15,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-import torch.multiprocessing as mp
 
 from autodrs.data import cache as cache_mod
 from autodrs.data.cache import _BottomK, npy_header
@@ -23,6 +21,7 @@ from autodrs.data.dataset import load_dataset
 from autodrs.data.errors import DataError
 from autodrs.data.prefetch import prefetch
 from autodrs.data.schema import HASH, Schema, fnv1a64, hash_ids, infer_schema
+from ranks import run_ranks
 
 
 # ---------------------------------------------------------------- the stable hash
@@ -219,12 +218,6 @@ def test_prefetch_raises_the_producers_error_and_stops_when_closed():
 
 
 # ---------------------------------------------------------------- data-parallel ranks
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _rank(rank: int, world: int, port: int, folder: str) -> None:
     import torch.distributed as dist
 
@@ -254,17 +247,6 @@ def test_data_parallel_ranks_wait_for_rank_zeros_cache_build(tmp_path):
     rng = np.random.default_rng(0)
     pl.DataFrame({"a": rng.integers(0, 9, 2000), "x": rng.random(2000),
                   "label": rng.integers(0, 2, 2000)}).write_parquet(tmp_path / "t.parquet")
-    ctx = mp.get_context("spawn")
-    port = _free_port()
-    procs = [ctx.Process(target=_rank, args=(r, 2, port, str(tmp_path))) for r in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=120)
-    for p in procs:
-        if p.is_alive():
-            p.kill()
-    assert [p.exitcode for p in procs] == [0, 0]
-    r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2))
+    r0, r1 = run_ranks(_rank, tmp_path)
     assert (r0["cached"], r1["cached"]) == (False, True)  # built once, by rank 0
     assert r0["rows"] == r1["rows"] and r0["folder"] == r1["folder"]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from datetime import timedelta
@@ -14,11 +13,11 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 
 from autodrs.data.dataset import load_dataset
 from autodrs.train import distributed
 from autodrs.train.trainer import shuffled_batch_count
+from ranks import run_ranks
 
 DATA = "synthetic?rows=20000&seed=3"
 FLAGS = ["--data", DATA, "--epochs", "2", "--seed", "0", "--threads", "1", "--no-progress"]
@@ -57,12 +56,6 @@ def test_batch_count_is_what_shuffled_batches_yield() -> None:
             assert shuffled_batch_count(n, bs) == got, (n, bs)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _uneven_rank(rank: int, world: int, port: int, out: str) -> None:
     import torch.distributed as dist
 
@@ -89,19 +82,7 @@ def _uneven_rank(rank: int, world: int, port: int, out: str) -> None:
 
 
 def test_uneven_shards_take_equal_steps_and_agree_on_metrics(tmp_path: Path) -> None:
-    ctx = mp.get_context("spawn")
-    port = _free_port()
-    procs = [ctx.Process(target=_uneven_rank, args=(r, 2, port, str(tmp_path)))
-             for r in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=120)
-    for p in procs:
-        if p.is_alive():
-            p.kill()
-    assert [p.exitcode for p in procs] == [0, 0]
-    r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2))
+    r0, r1 = run_ranks(_uneven_rank, tmp_path)
     assert (r0["rows"], r1["rows"]) == (10, 9)
     # the same validation metrics (gathered over both ranks) on every rank
     assert r0["valid_auc"] == r1["valid_auc"] and r0["epochs"] == r1["epochs"] == 2
