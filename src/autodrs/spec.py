@@ -50,6 +50,9 @@ class Interaction:
     function: str = "product"
     weight: float | None = None  # a searched gate kept as attention (AutoFIS retrain)
     order: int | None = None  # the power p of a "group" interaction (AutoGroup)
+    # the values of ``ArchSpec.user_field`` whose examples this pair is modelled for (BP-FIS's
+    # personalised pairs); None: every example
+    users: list[str] | None = None
 
     @property
     def key(self) -> str:
@@ -144,6 +147,8 @@ class ArchSpec:
     pair_dim: int | None = None
     # lambda of "group" interactions: how much of each member's own p-th power is removed
     group_compensation: float = 0.01
+    # the categorical field whose values personalise the FM pairs (``Interaction.users``)
+    user_field: str | None = None
     # a block DAG over the embeddings in place of the towers (``autodrs.models.dag``)
     dag: dict[str, Any] | None = None
     provenance: list[dict[str, Any]] = field(default_factory=list)
@@ -300,6 +305,22 @@ class ArchSpec:
                 if inter.function in (*PAIR_FUNCTIONS, "hadamard") and len(inter.fields) != 2:
                     raise SpecError(f"interaction {inter.key}: function {inter.function!r} "
                                     "joins exactly two fields")
+                if inter.users is not None:
+                    if inter.function != "product" or len(inter.fields) != 2:
+                        raise SpecError(f"interaction {inter.key}: users personalise FM "
+                                        "pairs (product of two fields) only")
+                    if not self.fm or self.user_field is None or inter.weight is not None:
+                        raise SpecError(f"interaction {inter.key} lists users: the spec needs "
+                                        "fm, a user_field, and no weight on the pair")
+                    if not isinstance(inter.users, list) or not all(
+                            isinstance(u, str) for u in inter.users):
+                        raise SpecError(f"interaction {inter.key}: users must be a list of "
+                                        "values (strings)")
+        if self.user_field is not None:
+            f = schema.field(self.user_field) if self.user_field in known else None
+            if f is None or f.kind != "categorical" or f.vocab is None:
+                raise SpecError(f"user_field {self.user_field!r} is not a categorical field "
+                                "with a vocabulary")
         if self.pair_dim is not None and int(self.pair_dim) <= 0:
             raise SpecError(f"pair_dim must be > 0, got {self.pair_dim}")
         if not 0.0 <= self.group_compensation <= 1.0:

@@ -108,7 +108,8 @@ def _open(data: str, fmt: str | None) -> Source:
         from autodrs.data.synthetic import synthetic_source
 
         return synthetic_source(rows=_int_option(opts, "rows", 200_000),
-                                seed=_int_option(opts, "seed", 0))
+                                seed=_int_option(opts, "seed", 0),
+                                personas=_int_option(opts, "personas", 0))
     path = Path(name)
     if not path.exists():
         raise DataError(

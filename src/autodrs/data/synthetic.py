@@ -5,7 +5,10 @@ dot products of per-value latent vectors for the *planted pairs*, and a non-mono
 function (a cosine bump) of one numerical field. *Noise* fields (categorical and
 numerical) have no effect; a *redundant* field is a relabelled copy of a relevant one.
 Values follow Zipf-like frequencies, so rare values are many and seldom seen, as in real
-logs. The true click probability is kept beside the rows, so the Bayes-optimal AUC of any
+logs. With ``personas=P`` (2..4) a categorical ``user_group`` field (P values, uniform) is
+added and each group has two planted pairs of its own on top of the shared ones (the
+truth's ``personas``), for personalised interaction selection (BP-FIS); without it the
+rows are those of the plain generator, unchanged. The true click probability is kept beside the rows, so the Bayes-optimal AUC of any
 split can be measured. Generation is chunked: any row count in bounded memory.
 """
 
@@ -44,12 +47,33 @@ class SyntheticConfig:
     bias: float = -0.2
 
 
-class SyntheticGenerator:
-    """Draws the planted parameters once from ``seed``; ``chunk(i, n)`` draws rows."""
+PERSONA_FIELD = "user_group"
+# each user group's own planted pairs (none of them a shared pair)
+PERSONA_PAIRS = [[("r1", "r2"), ("r4", "r5")], [("r0", "r3"), ("r2", "r5")],
+                 [("r1", "r4"), ("r0", "r5")], [("r2", "r3"), ("r1", "r5")]]
+PERSONA_SCALE = 1.0
 
-    def __init__(self, seed: int = 0, config: SyntheticConfig | None = None) -> None:
+
+class SyntheticGenerator:
+    """Draws the planted parameters once from ``seed``; ``chunk(i, n)`` draws rows.
+
+    ``personas`` > 0 adds the user groups of the module docstring; their parameters and
+    rows come from random streams of their own, so the other columns stay as without."""
+
+    def __init__(self, seed: int = 0, config: SyntheticConfig | None = None,
+                 personas: int = 0) -> None:
         self.cfg = config or SyntheticConfig()
         self.seed = seed
+        if personas and not 2 <= personas <= len(PERSONA_PAIRS):
+            raise DataError(f"synthetic personas must be 0 or 2..{len(PERSONA_PAIRS)}, got "
+                            f"{personas}")
+        self.personas = personas
+        prng = np.random.default_rng([seed, 2])
+        self.persona_latent = [
+            {pair: (prng.normal(0, 1, (self.cfg.relevant[pair[0]], self.cfg.latent_dim)),
+                    prng.normal(0, 1, (self.cfg.relevant[pair[1]], self.cfg.latent_dim)))
+             for pair in PERSONA_PAIRS[p]}
+            for p in range(personas)]
         rng = np.random.default_rng([seed, 0])
         cards = {**self.cfg.relevant, **self.cfg.noise}
         self.probs = {}
@@ -85,6 +109,14 @@ class SyntheticGenerator:
         for (a, b), (ua, ub) in self.latent.items():
             logit += self.cfg.pair_scale * (ua[ids[a]] * ub[ids[b]]).sum(1) / np.sqrt(k)
         logit += self.cfg.bump * (np.cos(1.5 * num0) - 0.2)
+        if self.personas:
+            group = np.random.default_rng([self.seed, 3, index]).integers(0, self.personas, n)
+            cols[PERSONA_FIELD] = group
+            for p, latent in enumerate(self.persona_latent):
+                rows = group == p
+                for (a, b), (ua, ub) in latent.items():
+                    product = (ua[ids[a][rows]] * ub[ids[b][rows]]).sum(1)
+                    logit[rows] += PERSONA_SCALE * product / np.sqrt(k)
         p = 1.0 / (1.0 + np.exp(-logit))
         cols["label"] = (rng.random(n) < p).astype(np.int8)
         cols[TRUE_PROB] = p
@@ -106,11 +138,17 @@ class SyntheticGenerator:
             "nonmonotone": "num0",
             "config": asdict(cfg),
         }
+        if self.personas:
+            truth["relevant"].append(PERSONA_FIELD)
+            truth["personas"] = {"field": PERSONA_FIELD, "pairs": {
+                str(p): [list(pair) for pair in PERSONA_PAIRS[p]] for p in range(self.personas)}}
         return json.loads(json.dumps(truth))  # plain JSON types, as written to disk
 
     def kinds(self) -> dict[str, str]:
         kinds = {name: "categorical" for name in [*self.cfg.relevant, *self.cfg.noise,
                                                    *self.cfg.redundant]}
+        if self.personas:
+            kinds[PERSONA_FIELD] = "categorical"
         return kinds | {"num0": "numerical", "num_noise": "numerical"}
 
 
@@ -128,18 +166,21 @@ def synthetic_table(rows: int = 200_000, seed: int = 0) -> Table:
                  truth=gen.truth(rows))
 
 
-def synthetic_source(rows: int = 200_000, seed: int = 0) -> Source:
+def synthetic_source(rows: int = 200_000, seed: int = 0, personas: int = 0) -> Source:
     """The synthetic rows generated chunk by chunk as they are read (any size)."""
     if rows < 100:
         raise DataError(f"synthetic needs at least 100 rows, got {rows}")
-    gen = SyntheticGenerator(seed)
+    gen = SyntheticGenerator(seed, personas=personas)
 
     def chunks() -> Iterator[pl.DataFrame]:
         for i, n in enumerate(_chunks(rows)):
             yield gen.chunk(i, n)
 
-    return Source(name=f"synthetic?rows={rows}&seed={seed}", chunks=chunks, kinds=gen.kinds(),
-                  identity=f"synthetic:{rows}:{seed}:v1", truth=gen.truth(rows))
+    name, identity = f"synthetic?rows={rows}&seed={seed}", f"synthetic:{rows}:{seed}:v1"
+    if personas:
+        name, identity = f"{name}&personas={personas}", f"{identity}:personas{personas}"
+    return Source(name=name, chunks=chunks, kinds=gen.kinds(), identity=identity,
+                  truth=gen.truth(rows))
 
 
 def write_synthetic(path: str | Path, rows: int, seed: int = 0) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from autodrs.data.dataset import Batch
-from autodrs.data.schema import Schema
+from autodrs.data.schema import FIRST_ID, Schema
 from autodrs.models.dag import BlockDAG, BlockGraph
 from autodrs.nn.controller import FieldController
 from autodrs.nn.embedding import FieldEmbedding
@@ -116,6 +116,30 @@ class GroupInteractions(nn.Module):
         return torch.cat(parts, dim=1)
 
 
+class PersonalPairs(nn.Module):
+    """BP-FIS's personalised FM pairs: ``sum_p m[u, p] <e_i, e_j>``, where ``m[u, p]`` is 1
+    when pair p lists the example's ``user_field`` value among its ``users`` (ids outside
+    the vocabulary, OOV included, get only the pairs every listed user keeps)."""
+
+    def __init__(self, schema: Schema, user_field: str, index: dict[str, int],
+                 pairs: list[Interaction]) -> None:
+        super().__init__()
+        f = schema.field(user_field)
+        self.column = schema.categorical.index(user_field)
+        ids = {v: k + FIRST_ID for k, v in enumerate(f.vocab or [])}
+        mask = torch.zeros(f.vocab_size, len(pairs))
+        for p, inter in enumerate(pairs):
+            rows = [ids[u] for u in inter.users or [] if u in ids]
+            mask[rows, p] = 1.0
+            if rows and len(rows) == len(ids):
+                mask[:, p] = 1.0
+        self.register_buffer("mask", mask, persistent=False)
+        self.products = PairProducts([(index[i.fields[0]], index[i.fields[1]]) for i in pairs])
+
+    def forward(self, stacked: torch.Tensor, batch: Batch) -> torch.Tensor:
+        return (self.products(stacked) * self.mask[batch.cat[:, self.column]]).sum(1)
+
+
 class HadamardPairs(nn.Module):
     """OptInter's "factorise": per pair, the elementwise product of the two fields' own
     embeddings (a table of ``dim`` per field, apart from the model's), ``[B, P * dim]``."""
@@ -173,11 +197,15 @@ class CTRModel(nn.Module):
         self.higher = None  # product tuples of order >= 3 (a logit term)
         self.groups = None  # AutoGroup groups (deep-head inputs)
         self.hadamard = None  # OptInter's factorised pairs (deep-head inputs)
+        self.personal = None  # BP-FIS's per-user pairs (an FM term)
         if spec.interactions is not None:
             # memorised interactions are modelled by their cross feature's embedding, pairs
             # with a function of their own by the pair-function tower
             products = [i for i in spec.interactions
-                        if i.function == "product" and len(i.fields) == 2]
+                        if i.function == "product" and len(i.fields) == 2 and i.users is None]
+            personal = [i for i in spec.interactions if i.users is not None]
+            if personal:
+                self.personal = PersonalPairs(schema, str(spec.user_field), index, personal)
             pairs = [(index[i.fields[0]], index[i.fields[1]]) for i in products]
             if any(i.weight is not None for i in products):
                 pair_weights = [1.0 if i.weight is None else float(i.weight)
@@ -274,6 +302,8 @@ class CTRModel(nn.Module):
         logit = self.linear(batch) if self.linear is not None else self.bias
         if self.fm is not None:
             logit = logit + self.fm(stacked)
+        if self.personal is not None:
+            logit = logit + self.personal(stacked, batch)
         if self.functions is not None:
             logit = logit + self.functions(stacked)
         if self.higher is not None:
