@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check "$(TORCH)" \
 		$(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[test,serve,ray]"
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[test,serve,ray,mlflow,tensorboard]"
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps recbole==1.2.1
 	touch $(STAMP)
 

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from autodrs.data.dataset import Dataset
     from autodrs.data.schema import Schema
     from autodrs.experiment import Outcome
+    from autodrs.pipeline import TunedBaseline
     from autodrs.search.base import StageResult
     from autodrs.serve.predictor import Predictor
     from autodrs.spec import ArchSpec
@@ -302,6 +303,21 @@ def write_report(result: dict[str, Any], path: Path) -> bool:
     return True
 
 
+def send_to_trackers(settings: RunSettings, folder: Path) -> None:
+    """Send the finished run to ``settings.track``'s trackers (``autodrs.tracking``); a
+    tracker that fails costs only that export (the run is saved), with one warning."""
+    if not settings.track:
+        return
+    from autodrs.tracking import export_run, parse_targets
+
+    try:
+        for line in export_run(folder, parse_targets(settings.track)):
+            log.info(line)
+    except Exception as e:  # the run's work is saved: `autodrs track` can send it again
+        log.warning(f"sending the run to {', '.join(settings.track)} failed "
+                    f"({type(e).__name__}: {e}); `autodrs track {folder} --to ...` tries again")
+
+
 def result_skeleton(command: str, ds: Dataset, seed: int) -> dict[str, Any]:
     from autodrs.provenance import versions
 
@@ -391,6 +407,7 @@ def run_train(settings: TrainSettings, report: bool = True) -> RunResult | None:
         write_json(folder / "result.json", result)
         if report:
             write_report(result, folder / "report.html")
+        send_to_trackers(settings, folder)
     distributed.finish()
     return _finish(RunResult, result, folder, outcome, ds.schema, temporary)  # type: ignore[no-any-return]
 
@@ -500,13 +517,16 @@ def duration(seconds: float) -> str:
 
 
 def plan_line(names: list[str], baselines: list[str], seconds: float | None,
-              baseline_seconds: float | None, search_rows: int | None) -> str:
+              baseline_seconds: float | None, search_rows: int | None,
+              tuned: bool = False) -> str:
     """The first line of a search: what will run, in order, and for about how long."""
     rows = f" on at most {search_rows:,} training rows" if search_rows else ""
     parts = []
     if baselines:
         within = f" within {duration(baseline_seconds)}" if baseline_seconds is not None else ""
-        parts.append(f"{len(baselines)} baseline(s) ({', '.join(baselines)}){within}")
+        how = (", each also tuned by the searched model's optim stage (same candidates and "
+               "budget rule; that time included)" if tuned else "")
+        parts.append(f"{len(baselines)} baseline(s) ({', '.join(baselines)}){how}{within}")
     parts.append(f"{len(names)} stage(s) ({', '.join(names)}){rows}")
     parts.append("a retrain of the result on all rows")
     when = (f"about {duration(seconds)} in all (--budget; the retrain is not cut short)"
@@ -515,11 +535,56 @@ def plan_line(names: list[str], baselines: list[str], seconds: float | None,
     return f"search: {', then '.join(parts)}; {when}"
 
 
-def baseline_line(name: str, outcome: Outcome) -> str:
-    """The console line of a trained baseline."""
+def baseline_line(name: str, outcome: Outcome, tuned: TunedBaseline | None = None) -> str:
+    """The console line of a trained baseline (``tuned``: of its tuning), flagging a fit
+    its part of the budget cut short and one the epoch cap ended while still improving."""
     cut = " (cut short by its share of the budget)" if outcome.fit.stopped_by_hook else ""
-    return (f"baseline {name}: validation AUC {outcome.metrics['valid']['auc']:.4f} "
-            f"({outcome.seconds:.1f}s){cut}")
+    if outcome.fit.still_improving:
+        cut += f" (still improving at its last epoch, {outcome.fit.best_epoch})"
+    if tuned is None:
+        return (f"baseline {name}: validation AUC {outcome.metrics['valid']['auc']:.4f} "
+                f"({outcome.seconds:.1f}s){cut}")
+    extra = tuned.stage.extra
+    tried = len(extra["candidates"])
+    return (f"baseline {name} tuned: {extra['start']} -> lr={extra['lr']:g}, "
+            f"batch={extra['batch_size']}, validation AUC "
+            f"{outcome.metrics['valid']['auc']:.4f} ({tried} of {tried + extra['untried']} "
+            f"candidates, {tuned.seconds:.1f}s){cut}")
+
+
+def tuned_name(name: str) -> str:
+    """How a tuned baseline is named where one list holds both (``still_improving``)."""
+    return f"{name} (tuned)"
+
+
+def tuned_entry(tuned: TunedBaseline, ds: Dataset, size: Any) -> dict[str, Any]:
+    """A tuned baseline's ``result.json`` entry: the untuned entry's keys, plus the setting
+    chosen and every candidate the search tried (validation figures only)."""
+    o, extra = tuned.outcome, tuned.stage.extra
+    return {**o.metrics, "params": o.params, "bytes": size,
+            "seconds": round(tuned.seconds, 3), "fit_seconds": round(o.seconds, 3),
+            "train_rows": len(ds.train), "cut_short": o.fit.stopped_by_hook,
+            "lr": extra["lr"], "batch_size": extra["batch_size"],
+            "best_epoch": o.fit.best_epoch, "still_improving": o.fit.still_improving,
+            "candidates": extra["candidates"], "untried": extra["untried"]}
+
+
+def tuning_note(plan: _Plan, names: list[str], settings: SearchSettings) -> dict[str, Any]:
+    """Whether the baselines were tuned like the searched model, and why not when not."""
+    if plan.tune_baselines:
+        return {"tuned": True, "method": "optim",
+                "reason": "each baseline got the searched model's optim stage (same "
+                          "candidates and budget rule); both its untuned and tuned fits "
+                          "are reported"}
+    if not plan.baselines:
+        reason = "no baselines"
+    elif "optim" not in names:
+        reason = ("the searched model's training was not searched (no optim stage), so "
+                  "neither were the baselines'")
+    else:
+        reason = ("--no-tune-baselines: the baselines train at --lr while the searched "
+                  "model's learning rate was searched; their comparison favours it")
+    return {"tuned": False, "reason": reason}
 
 
 def stage_line(index: int, total: int, stage: StageResult,
@@ -572,13 +637,20 @@ class _Plan:
     baseline_seconds: float | None
     default_pipeline: bool
     default_baselines: bool
+    # the baselines get the searched model's training search (its ``optim`` stage)
+    tune_baselines: bool = False
 
 
 def plan_search(settings: SearchSettings) -> _Plan:
     """Resolve the defaults (the default pipeline and its baselines, the start model, the
     guard) and check every choice, before any data is read."""
     import autodrs.methods  # noqa: F401  (fills the registry)
-    from autodrs.pipeline import BASELINE_SHARE, DEFAULT_BASELINES, DEFAULT_PIPELINE
+    from autodrs.pipeline import (
+        BASELINE_SHARE,
+        DEFAULT_BASELINES,
+        DEFAULT_PIPELINE,
+        TUNED_BASELINE_SHARE,
+    )
     from autodrs.search.base import METHODS, SearchError, parse_budget
     from autodrs.search.strategies import STRATEGIES
 
@@ -616,9 +688,10 @@ def plan_search(settings: SearchSettings) -> _Plan:
         _check_backbone(model, "model", SearchError)
     seconds = parse_budget(settings.budget)
     baseline_seconds = parse_budget(settings.baseline_budget)
+    tune = bool(baselines) and "optim" in names and settings.tune_baselines
     if seconds is not None and baselines:
         if baseline_seconds is None:
-            baseline_seconds = BASELINE_SHARE * seconds
+            baseline_seconds = (TUNED_BASELINE_SHARE if tune else BASELINE_SHARE) * seconds
         elif baseline_seconds >= seconds:
             raise SearchError(f"--baseline-budget {settings.baseline_budget} leaves nothing "
                               f"of --budget {settings.budget} for the search; give the "
@@ -626,7 +699,8 @@ def plan_search(settings: SearchSettings) -> _Plan:
     return _Plan(names=names, baselines=list(baselines), model=model,
                  guard=settings.guard if settings.guard is not None else not chosen,
                  seconds=seconds, baseline_seconds=baseline_seconds,
-                 default_pipeline=not chosen, default_baselines=settings.baselines is None)
+                 default_pipeline=not chosen, default_baselines=settings.baselines is None,
+                 tune_baselines=tune)
 
 
 def choose_baselines(plan: _Plan, schema: Schema, embed_dim: int) -> list[dict[str, str]]:
@@ -663,12 +737,14 @@ def run_search(settings: SearchSettings, report: bool = True) -> SearchResult:
         RETRAIN_SHARE,
         SHRINK_LOGLOSS_TOLERANCE,
         SHRINK_TOLERANCE,
+        TunedBaseline,
         ValidationGuard,
         fit_baselines,
         inapplicable_stages,
         sample_rows,
         search_sample,
         stage_weights,
+        tune_baseline,
     )
     from autodrs.runfolder import (
         check_same_data,
@@ -687,7 +763,7 @@ def run_search(settings: SearchSettings, report: bool = True) -> SearchResult:
     out_dir, temporary = _run_folder(settings.out)
     check_out(out_dir, settings.overwrite, resume=settings.resume, can_resume=True)
     log.info(plan_line(names, plan.baselines, plan.seconds, plan.baseline_seconds,
-                       settings.search_rows))
+                       settings.search_rows, plan.tune_baselines))
     model = plan.model
     base = backbone_spec("deepfm" if model == "auto" else model, settings.embed_dim)
     ds = load_data(settings)
@@ -739,20 +815,31 @@ def run_search(settings: SearchSettings, report: bool = True) -> SearchResult:
         options.update(PIPELINE_OPTIONS)
     with run_log(out_dir), quiet_optuna(), shared_fits():  # a fit asked for twice runs once
         log.debug(f"settings: {settings.to_dict()}")
-        # the baselines train first, on all rows, within their share of the budget
+        # the baselines train first, on all rows, within their share of the budget; each
+        # is then tuned as the searched model's optim stage will tune it (same options)
+        tuned: dict[str, TunedBaseline] = {}
+        optim_options = {**options, **settings.options.get("optim", {})}
+
+        def tune(name: str, spec: ArchSpec, left: Any) -> None:
+            tuned[name] = tune_baseline(sample, ds, spec, config, optim_options, left)
+            log.info(baseline_line(name, tuned[name].outcome, tuned[name]))
+
         t_base = time.perf_counter()
         fits = fit_baselines(ds, base_specs, config, plan.baseline_seconds,
-                             on_fit=lambda n, o: log.info(baseline_line(n, o)))
+                             on_fit=lambda n, o: log.info(baseline_line(n, o)),
+                             tune=tune if plan.tune_baselines else None)
         baseline_time = time.perf_counter() - t_base
         start: dict[str, Any] = {"model": model}
         start_name = model
         if model == "auto":  # the search starts from the baseline that validates best
-            valid = {n: o.metrics["valid"]["auc"] for n, o in fits.items()}
+            judged = {n: t.outcome for n, t in tuned.items()} if tuned else fits
+            valid = {n: o.metrics["valid"]["auc"] for n, o in judged.items()}
             start_name = max(valid, key=lambda n: (valid[n], n == "deepfm"))
             base = base_specs[start_name].copy()
-            start = {"model": start_name, "chosen_by": "validation AUC of the baselines",
+            which = "tuned baselines" if tuned else "baselines"
+            start = {"model": start_name, "chosen_by": f"validation AUC of the {which}",
                      "valid_auc": {n: round(v, 6) for n, v in valid.items()}}
-            log.info(f"starting from {start_name} (best validation AUC of the baselines, "
+            log.info(f"starting from {start_name} (best validation AUC of the {which}, "
                      f"{valid[start_name]:.4f})")
         known = fits.get(start_name)
         if known is not None and not known.fit.stopped_by_hook:
@@ -804,7 +891,11 @@ def run_search(settings: SearchSettings, report: bool = True) -> SearchResult:
         compared: dict[str, Any] = {
             name: {**o.metrics, "params": o.params, "bytes": count_bytes(o.model),
                    "seconds": round(o.seconds, 3), "train_rows": len(ds.train),
-                   "cut_short": o.fit.stopped_by_hook} for name, o in fits.items()}
+                   "cut_short": o.fit.stopped_by_hook, "lr": with_training(config, o.model.spec).lr,
+                   "best_epoch": o.fit.best_epoch, "still_improving": o.fit.still_improving}
+            for name, o in fits.items()}
+        tuned_rows = {name: tuned_entry(t, ds, count_bytes(t.outcome.model))
+                      for name, t in tuned.items()}
         result = result_skeleton("search", ds, settings.seed)
         result |= {
             "methods": names, "strategy": settings.strategy, "backend": settings.backend,
@@ -812,11 +903,15 @@ def run_search(settings: SearchSettings, report: bool = True) -> SearchResult:
             "spec": spec.to_dict(),
             "metrics": final.metrics,
             "baselines": compared,
+            # the same baselines after the searched model's training search (optim)
+            "tuned_baselines": tuned_rows,
+            "baseline_tuning": tuning_note(plan, names, settings),
             "params": final.params,
             "bytes": count_bytes(final.model),
             "cost": {"search_seconds": round(search_seconds, 3),
                      "retrain_seconds": round(final.seconds, 3),
                      "baseline_seconds": round(baseline_time, 3),
+                     "baseline_tuning_seconds": round(sum(t.seconds for t in tuned.values()), 3),
                      "total_seconds": round(time.monotonic() - started, 3),
                      "train_samples_per_second": round(final.fit.samples_per_second, 1),
                      "budget_seconds": plan.seconds,
@@ -831,7 +926,9 @@ def run_search(settings: SearchSettings, report: bool = True) -> SearchResult:
             "skipped_stages": skipped,
             "skipped_baselines": left_out,
             # fits that validated best at their last epoch: the epoch cap stopped them
-            "still_improving": still_improving({"searched": final, **fits}),
+            "still_improving": still_improving(
+                {"searched": final, **fits,
+                 **{tuned_name(n): t.outcome for n, t in tuned.items()}}),
             "config": {**vars(with_training(config, spec)), "progress": False},
             "settings": settings.to_dict(),
             "history": final.fit.history,
@@ -840,7 +937,9 @@ def run_search(settings: SearchSettings, report: bool = True) -> SearchResult:
         write_json(out_dir / "result.json", result)
         if report:
             write_report(result, out_dir / "report.html")
-        cut = [name for name, row in compared.items() if row["cut_short"]]
+        send_to_trackers(settings, out_dir)
+        cut = [name for name, row in compared.items() if row["cut_short"]] + [
+            tuned_name(name) for name, row in tuned_rows.items() if row["cut_short"]]
         if cut:
             log.warning(f"baseline(s) {', '.join(cut)} were cut short by their share of the "
                         "budget (result.json flags them cut_short); a larger "

@@ -130,14 +130,18 @@ def user_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except (ValueError, FileNotFoundError) as e:  # every autodrs input error is one
-            console.print(f"[red]error:[/red] {e}", highlight=False)
+            from rich.markup import escape  # an error may quote brackets: print them as-is
+
+            console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
             raise typer.Exit(2) from e
         except RuntimeError as e:
             from autodrs.train.trainer import TrainingDiverged
 
             if not isinstance(e, TrainingDiverged):
                 raise
-            console.print(f"[red]training diverged:[/red] {e}", highlight=False)
+            from rich.markup import escape
+
+            console.print(f"[red]training diverged:[/red] {escape(str(e))}", highlight=False)
             raise typer.Exit(3) from e
 
     return wrapper  # type: ignore[return-value]
@@ -170,6 +174,9 @@ EmbedDim = Annotated[int, typer.Option(help="embedding dim of every field")]
 Progress = Annotated[bool, typer.Option(help="show progress bars")]
 Overwrite = Annotated[bool, typer.Option(help="replace the run --out already holds")]
 Rows = Annotated[int | None, typer.Option(help="read only the first N rows (a quick first look)")]
+Track = Annotated[list[str] | None, typer.Option(
+    "--track", help="send the finished run to mlflow or tensorboard (KIND, KIND=URI or "
+                    "KIND=DIR; repeatable; needs the autodrs[mlflow] or [tensorboard] extra)")]
 ConfigFile = Annotated[Path | None, typer.Option("--config", help="YAML file of settings (keys "
                                                                  "are flag names, e.g. a run's "
                                                                  "config.yaml); flags win")]
@@ -285,7 +292,7 @@ def train(
     seed: Seed = 2026, epochs: Epochs = 10, batch_size: BatchSize = 1024, lr: Lr = 1e-3,
     patience: Patience = 2, embed_dim: EmbedDim = 16, device: Device = "auto",
     threads: Threads = None, progress: Progress = True, overwrite: Overwrite = False,
-    rows: Rows = None,
+    rows: Rows = None, track: Track = None,
     bf16: Annotated[bool, typer.Option("--bf16", help="train under bfloat16 autocast")] = False,
     nproc: Annotated[int, typer.Option(help="data-parallel processes on this machine "
                                             "(launched through torchrun)")] = 1,
@@ -359,6 +366,42 @@ def report(run_dir: Annotated[Path, typer.Argument(help="a run folder with resul
         raise FileNotFoundError(f"{path} not found; is {run_dir} a run folder?")
     names = build_report(json.loads(path.read_text()), run_dir / "report.html")
     out.print(f"{len(names)} plots -> {run_dir / 'report.html'}")
+
+
+@app.command()
+@user_errors
+def track(
+    run_dir: Annotated[Path, typer.Argument(help="a run folder with result.json")],
+    to: Annotated[list[str], typer.Option(
+        "--to", help="mlflow, mlflow=URI, tensorboard or tensorboard=DIR (repeatable)")],
+    experiment: Annotated[str, typer.Option(help="MLflow experiment name")] = "autodrs",
+    artifacts: Annotated[bool, typer.Option(help="upload the run's files to MLflow")] = True,
+) -> None:
+    """Send a finished run (settings, metrics, curves, files) to MLflow or TensorBoard."""
+    from autodrs.tracking import export_run, parse_targets
+
+    for line in export_run(run_dir, parse_targets(to), experiment=experiment,
+                           artifacts=artifacts):
+        out.print(line, highlight=False, soft_wrap=True)
+
+
+@app.command()
+@user_errors
+def studies(run_dir: Annotated[Path, typer.Argument(help="a run folder")]) -> None:
+    """List the Optuna studies a run's stages stored, to open in Optuna Dashboard."""
+    from autodrs.tracking import study_urls
+
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir} is not a folder")
+    found = study_urls(run_dir)
+    if not found:
+        out.print(f"{run_dir}: no stage stored an Optuna study (only black-box stages do)",
+                  highlight=False, soft_wrap=True)
+        return
+    for stage, url in found:
+        out.print(f"{stage}: {url}", highlight=False, soft_wrap=True)
+    out.print(f"open one with: pip install optuna-dashboard && optuna-dashboard {found[0][1]}",
+              highlight=False, soft_wrap=True)
 
 
 def print_leaderboard(board: dict[str, dict[str, Any]]) -> None:
@@ -436,7 +479,7 @@ def search_command(
     seed: Seed = 2026, epochs: Epochs = 10, batch_size: BatchSize = 1024, lr: Lr = 1e-3,
     patience: Patience = 2, embed_dim: EmbedDim = 16, device: Device = "auto",
     threads: Threads = None, progress: Progress = True, overwrite: Overwrite = False,
-    rows: Rows = None,
+    rows: Rows = None, track: Track = None,
     config: ConfigFile = None,
     set_: Annotated[list[str] | None, typer.Option(
         "--set", help="a method's option, METHOD.OPTION=VALUE (repeatable; `autodrs methods` "

@@ -39,7 +39,7 @@ BASELINE_SHARE = 0.25
 # the baselines of the default pipeline (a search of chosen methods compares with deepfm)
 DEFAULT_BASELINES = "deepfm,fm,widedeep,dcnv2,ipnn"
 # where to write and whether to replace or resume: not part of what a run computes
-NOT_SAVED = ("out", "overwrite", "resume", "progress")
+NOT_SAVED = ("out", "overwrite", "resume", "progress", "track")
 
 
 class ConfigError(DataError):
@@ -77,6 +77,7 @@ class RunSettings:
     progress: bool = True
     out: str | None = None
     overwrite: bool = False
+    track: list[str] | None = None  # experiment trackers the finished run is sent to
 
     @classmethod
     def keys(cls) -> list[str]:
@@ -112,6 +113,10 @@ class RunSettings:
                               "given")
         if self.rows is not None and self.rows < 10:
             raise ConfigError(f"rows must be at least 10 (to split 80/10/10), got {self.rows}")
+        if self.track:  # an unknown or uninstalled tracker fails before any work
+            from autodrs.tracking import parse_targets
+
+            parse_targets(self.track)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
