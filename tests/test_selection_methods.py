@@ -104,17 +104,32 @@ def test_adafs_delivers_the_model_it_searched(tiny_synthetic: Dataset,
             tiny_synthetic.schema)
 
 
-def test_adafs_hard_controller_keeps_the_planted_fields(synthetic_20k: Dataset,
-                                                         fast_config: TrainConfig) -> None:
-    # each example keeps half its fields: a controller that learned keeps the planted ones
-    # (a random ranking puts two planted fields first a third of the time, and weights
-    # planted and noise fields alike)
-    truth = synthetic_20k.info["truth"]
-    ctx = SearchContext(synthetic_20k, _planted_spec(), fast_config, seed=0,
-                        options={"variant": "hard", "arch_lr": 1e-2, "search_epochs": 4})
-    result = get_method("adafs").search(ctx)
-    weights = result.scores
-    assert all(f in truth["relevant"] for f in result.ranking[:2]), result.ranking
+def _keeps_planted_fields(weights: dict[str, float], truth: dict) -> bool:
+    """Two planted fields weigh most, and planted fields weigh more than noise fields on
+    average (a random ranking puts two planted fields first a third of the time, and weighs
+    planted and noise fields alike; an unchanged controller weighs every field alike)."""
+    ranking = sorted(weights, key=weights.__getitem__, reverse=True)
     relevant = sum(weights[f] for f in truth["relevant"]) / len(truth["relevant"])
     noise = sum(weights[f] for f in truth["noise"]) / len(truth["noise"])
-    assert relevant > noise + 0.005, weights
+    return all(f in truth["relevant"] for f in ranking[:2]) and relevant > noise + 0.005
+
+
+def test_adafs_hard_controller_keeps_the_planted_fields(synthetic_20k: Dataset,
+                                                         fast_config: TrainConfig) -> None:
+    # each example keeps half its fields: a controller that learned keeps the planted ones.
+    # At suite size the controller gets 128 steps (one per training batch); with the paper's
+    # lr 1e-3 it stays near its start (it ranks low-cardinality fields first, planted or
+    # not), so the test gives it lr 0.1: lr x steps about 13, the distance the paper's
+    # Criteo run (about 1.7k controller steps of 1e-3 per epoch) moves it in a few epochs.
+    # Judged on each of three seeds and on their mean weights.
+    truth = synthetic_20k.info["truth"]
+    mean: dict[str, float] = {}
+    for seed in range(3):
+        ctx = SearchContext(synthetic_20k, _planted_spec(), replace(fast_config, seed=seed),
+                            seed=seed, options={"variant": "hard", "arch_lr": 0.1,
+                                                "search_epochs": 4})
+        weights = get_method("adafs").search(ctx).scores
+        assert _keeps_planted_fields(weights, truth), (seed, weights)
+        for f, w in weights.items():
+            mean[f] = mean.get(f, 0.0) + w / 3
+    assert _keeps_planted_fields(mean, truth), mean
