@@ -4,6 +4,7 @@ how each is modelled. Importing this package registers its methods."""
 from autodrs.methods.interaction import (
     autofis,
     autogroup,
+    bpfis,
     fives,
     optinter,
     pairsearch,
@@ -11,5 +12,5 @@ from autodrs.methods.interaction import (
 )
 from autodrs.methods.interaction.space import PairSelectionSpace
 
-__all__ = ["PairSelectionSpace", "autofis", "autogroup", "fives", "optinter", "pairsearch",
-           "profit"]
+__all__ = ["PairSelectionSpace", "autofis", "autogroup", "bpfis", "fives", "optinter",
+           "pairsearch", "profit"]
