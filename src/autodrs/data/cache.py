@@ -334,7 +334,9 @@ class _Moments:
         delta = mean - self.mean
         total = self.n + n
         d = x - mean
-        self.m2 += float(d @ d) + delta**2 * self.n * n / total
+        # einsum, not ``d @ d``: BLAS's threaded dot spins against torch's threads (11 ms
+        # against 0.05 ms for 200k values once torch is imported)
+        self.m2 += float(np.einsum("i,i->", d, d)) + delta**2 * self.n * n / total
         self.mean += delta * n / total
         self.n = total
         self.sample.add(x, k)
