@@ -19,7 +19,12 @@ outputs of earlier blocks, so the graph is acyclic by construction. Blocks of tw
   spec's ``embed_dim``) plus one learned projection of each earlier block's output:
   ``fm`` (the FM bi-interaction vector ``0.5 ((sum t)^2 - sum t^2)``), ``dot`` (the inner
   products of every token pair, DLRM's dot processor) and ``attention`` (``layers`` of
-  AutoInt multi-head self-attention with ``heads`` heads, flattened).
+  AutoInt multi-head self-attention with ``heads`` heads, flattened), ``gin`` (AOANet's
+  generalised interaction: each of ``heads`` projections of ``width`` computes the listed
+  ``pairs`` with its operation of ``ops``, fused by a weighted sum over the pairs) and
+  ``sketch`` (AutoHash: ``order`` count sketches of the listed fields into ``width``
+  buckets by the fixed ``hash``, convolved over the buckets: the order-p interactions of
+  those fields, compressed). ``gin`` and ``sketch`` blocks read the embeddings only.
 
 The outputs of the ``output`` blocks (and the flat embeddings, if listed) are concatenated
 and read out by one linear layer into the logit. Every block must feed the output.
@@ -39,8 +44,10 @@ from autodrs.spec import SpecError
 
 EMBEDDINGS = "embeddings"
 VECTOR_BLOCKS = ("mlp", "crossnet")
-TOKEN_BLOCKS = ("fm", "dot", "attention")
-BLOCK_TYPES = ("mlp", "fm", "dot", "crossnet", "attention")
+TOKEN_BLOCKS = ("fm", "dot", "attention", "gin", "sketch")
+BLOCK_TYPES = ("mlp", "fm", "dot", "crossnet", "attention", "gin", "sketch")
+# the operations of a gin head on the projected pair (p_i, p_j)
+GIN_OPS = ("hadamard", "bilinear", "plus", "max")
 # the micro parameters each block type takes, with their defaults
 PARAMS: dict[str, dict[str, int]] = {
     "mlp": {"width": 128, "layers": 1},
@@ -48,8 +55,11 @@ PARAMS: dict[str, dict[str, int]] = {
     "attention": {"heads": 2, "layers": 1},
     "fm": {},
     "dot": {},
+    "gin": {"heads": 2, "width": 8},
+    "sketch": {"width": 8, "order": 2},
 }
-NODE_KEYS = {"id", "type", "inputs", "fields", "label", "width", "layers", "heads"}
+NODE_KEYS = {"id", "type", "inputs", "fields", "label", "width", "layers", "heads", "order",
+             "pairs", "ops", "hash"}
 
 
 @dataclass
@@ -64,6 +74,10 @@ class Block:
     layers: int | None = None
     heads: int | None = None
     label: str = ""
+    order: int | None = None
+    pairs: list[list[str]] | None = None  # gin: the pairs it computes (default every pair)
+    ops: list[str] | None = None  # gin: one operation per head
+    hash: list[list[int]] | None = None  # sketch: a bucket per field, for each of ``order``
 
     def param(self, name: str) -> int:
         value = getattr(self, name)
@@ -75,7 +89,7 @@ class Block:
 
     def default_label(self) -> str:
         names = {"mlp": "MLP", "fm": "FM", "dot": "Dot", "crossnet": "Cross",
-                 "attention": "Attention"}
+                 "attention": "Attention", "gin": "GIN", "sketch": "Sketch"}
         text = names.get(self.type, self.type)
         if self.type == "mlp":
             text += f" {self.param('width')}" + (f"x{self.param('layers')}"
@@ -85,6 +99,11 @@ class Block:
         elif self.type == "attention":
             text += f" {self.param('heads')}h" + (f"x{self.param('layers')}"
                                                   if self.param("layers") > 1 else "")
+        elif self.type == "gin":
+            text += f" {'/'.join(self.ops or [])}" + (f" ({len(self.pairs)} pairs)"
+                                                     if self.pairs is not None else "")
+        elif self.type == "sketch":
+            text += f" order {self.param('order')}, {self.param('width')} buckets"
         if self.fields is not None:
             text += f" ({len(self.fields)} fields)"
         return text
@@ -95,6 +114,9 @@ class Block:
             out["fields"] = list(self.fields)
         for name in PARAMS.get(self.type, {}):
             out[name] = self.param(name)
+        for name in ("pairs", "ops", "hash"):
+            if getattr(self, name) is not None:
+                out[name] = [list(v) if isinstance(v, list) else v for v in getattr(self, name)]
         out["label"] = self.label or self.default_label()
         return out
 
@@ -176,7 +198,7 @@ class BlockGraph:
                                         f"not embed; embedded: {names}")
                 if len(set(node.fields)) != len(node.fields):
                     raise SpecError(f"{where} lists a field twice")
-            for name in ("width", "layers", "heads"):
+            for name in ("width", "layers", "heads", "order"):
                 value = getattr(node, name)
                 if value is None:
                     continue
@@ -184,6 +206,10 @@ class BlockGraph:
                     raise SpecError(f"{where}: {name} does not apply to {node.type} blocks")
                 if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                     raise SpecError(f"{where}: {name} must be an integer >= 1, got {value!r}")
+            if node.type in ("gin", "sketch"):
+                self.validate_special(node, names)
+            elif any(getattr(node, k) is not None for k in ("pairs", "ops", "hash")):
+                raise SpecError(f"{where}: pairs, ops and hash apply to gin and sketch blocks")
             if node.type in ("fm", "dot") and self.tokens(node, names) < 2:
                 raise SpecError(f"{where}: a {node.type} block needs at least two tokens "
                                 "(fields or inputs) to interact")
@@ -201,6 +227,40 @@ class BlockGraph:
                 raise SpecError(f"dag block {node.id!r} feeds no other block and is not an "
                                 "output")
         return self
+
+    @staticmethod
+    def validate_special(node: Block, names: list[str]) -> None:
+        """The checks of gin and sketch blocks (see the module docstring)."""
+        where = f"dag {node.type} block {node.id!r}"
+        if node.inputs != [EMBEDDINGS]:
+            raise SpecError(f"{where} reads the embeddings only")
+        fields = node.fields if node.fields is not None else names
+        if node.type == "gin":
+            if node.hash is not None:
+                raise SpecError(f"{where}: hash applies to sketch blocks")
+            ops = node.ops
+            if (not isinstance(ops, list) or len(ops) != node.param("heads")
+                    or any(op not in GIN_OPS for op in ops)):
+                raise SpecError(f"{where} needs ops: one of {', '.join(GIN_OPS)} per head "
+                                f"({node.param('heads')}), got {ops!r}")
+            pairs = node.pairs if node.pairs is not None else list(combinations(fields, 2))
+            if not pairs:
+                raise SpecError(f"{where} needs at least one pair")
+            for pair in pairs:
+                if (not isinstance(pair, (list, tuple)) or len(pair) != 2
+                        or pair[0] == pair[1] or any(n not in fields for n in pair)):
+                    raise SpecError(f"{where}: pair {pair!r} is not two of its fields")
+        else:
+            if node.pairs is not None or node.ops is not None:
+                raise SpecError(f"{where}: pairs and ops apply to gin blocks")
+            order, width = node.param("order"), node.param("width")
+            table = node.hash
+            if (not isinstance(table, list) or len(table) != order
+                    or any(not isinstance(row, list) or len(row) != len(fields)
+                           or any(isinstance(b, bool) or not isinstance(b, int)
+                                  or not 0 <= b < width for b in row) for row in table)):
+                raise SpecError(f"{where} needs hash: {order} lists of a bucket in "
+                                f"0..{width - 1} per field ({len(fields)})")
 
     @staticmethod
     def tokens(node: Block, names: list[str]) -> int:
@@ -303,9 +363,81 @@ class AttentionBlock(_BlockModule):
         return self.net(x)
 
 
+def gin_operation(op: str, left: torch.Tensor, right: torch.Tensor,
+                  bilinear: torch.Tensor) -> torch.Tensor:
+    """One gin head's operation on projected pairs ``[B, P, w]`` (``bilinear``: ``[w, w]``)."""
+    if op == "hadamard":
+        return left * right
+    if op == "bilinear":
+        return left * (right @ bilinear)
+    if op == "plus":
+        return left + right
+    return torch.maximum(left, right)
+
+
+def sketch_power(tokens: torch.Tensor, assign: list[torch.Tensor]) -> torch.Tensor:
+    """The order-p count sketch of ``tokens [B, F, d]``: one sketch per ``assign`` matrix
+    ``[F, buckets]`` (signed weights of each field's bucket), multiplied in the Fourier
+    domain over the buckets (their circular convolution), ``[B, buckets * d]``."""
+    buckets = assign[0].shape[1]
+    spectrum = None
+    for a in assign:
+        f = torch.fft.rfft(torch.einsum("bfd,fk->bkd", tokens, a), dim=1)
+        spectrum = f if spectrum is None else spectrum * f
+    return torch.fft.irfft(spectrum, n=buckets, dim=1).flatten(1)
+
+
+class GINBlock(_BlockModule):
+    """AOANet's projection - interaction - fusion with each head's searched operation."""
+
+    def __init__(self, block: Block, names: list[str], *args: Any) -> None:
+        super().__init__(block, names, *args, tokens=True)
+        fields = block.fields if block.fields is not None else names
+        pairs = block.pairs if block.pairs is not None else list(combinations(fields, 2))
+        self.ops = list(block.ops or [])
+        heads, width = block.param("heads"), block.param("width")
+        self.project = nn.Parameter(torch.randn(heads, self.in_dim, width) / self.in_dim ** 0.5)
+        self.bilinear = nn.Parameter(torch.eye(width).repeat(heads, 1, 1))
+        self.fusion = nn.Parameter(torch.ones(heads, len(pairs)))
+        self.register_buffer("left", torch.tensor([fields.index(p[0]) for p in pairs]),
+                             persistent=False)
+        self.register_buffer("right", torch.tensor([fields.index(p[1]) for p in pairs]),
+                             persistent=False)
+        self.out_dim = heads * width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        projected = torch.einsum("bfd,hdw->bhfw", x, self.project)
+        out = []
+        for h, op in enumerate(self.ops):
+            p = projected[:, h]
+            pair = gin_operation(op, p.index_select(1, self.left), p.index_select(1, self.right),
+                                 self.bilinear[h])
+            out.append(torch.einsum("bpw,p->bw", pair, self.fusion[h]))
+        return torch.cat(out, dim=1)
+
+
+class SketchBlock(_BlockModule):
+    """AutoHash's order-p count sketch of its fields by a fixed hash, with trainable signed
+    weights per (sketch, field) starting at 1."""
+
+    def __init__(self, block: Block, *args: Any) -> None:
+        super().__init__(block, *args, tokens=True)
+        order, width = block.param("order"), block.param("width")
+        onehot = torch.zeros(order, len(self.field_index), width)
+        for t, row in enumerate(block.hash or []):
+            onehot[t, torch.arange(len(row)), torch.tensor(row)] = 1.0
+        self.register_buffer("onehot", onehot, persistent=False)
+        self.weight = nn.Parameter(torch.ones(order, len(self.field_index)))
+        self.out_dim = width * self.in_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return sketch_power(x, [self.onehot[t] * self.weight[t].unsqueeze(1)
+                                for t in range(self.onehot.shape[0])])
+
+
 BLOCK_MODULES: dict[str, type[_BlockModule]] = {
     "mlp": MLPBlock, "crossnet": CrossBlock, "fm": FMBlock, "dot": DotBlock,
-    "attention": AttentionBlock,
+    "attention": AttentionBlock, "gin": GINBlock, "sketch": SketchBlock,
 }
 
 
@@ -354,3 +486,19 @@ class BlockDAG(nn.Module):
         if EMBEDDINGS in self.output:
             outputs[EMBEDDINGS] = torch.cat(embeddings, dim=1)
         return self.head(torch.cat([outputs[k] for k in self.output], dim=1)).squeeze(1)
+
+
+def explicit_pairs(graph: BlockGraph, names: list[str]) -> set[frozenset[str]]:
+    """The field pairs a DAG's blocks multiply explicitly: a gin block's pairs, and every two
+    fields a sketch block (of order >= 2) or an fm, dot or attention block reads from the
+    embeddings (mlp and crossnet blocks are left out, as the MLP of DeepFM is)."""
+    out: set[frozenset[str]] = set()
+    for node in graph.nodes:
+        fields = node.fields if node.fields is not None else names
+        if node.type == "gin":
+            out |= {frozenset(p) for p in (node.pairs if node.pairs is not None
+                                           else combinations(fields, 2))}
+        elif node.type in ("sketch", "fm", "dot", "attention") and EMBEDDINGS in node.inputs:
+            if node.type != "sketch" or node.param("order") >= 2:
+                out |= {frozenset(p) for p in combinations(fields, 2)}
+    return out
