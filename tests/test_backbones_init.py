@@ -91,3 +91,18 @@ def test_sequence_and_bucket_tables_share_the_embedding_init(movielens, tiny_syn
     spec = backbone_spec("deepfm").copy(numerical={"num0": "bucket"})
     bucket = build_model(tiny_synthetic.schema, spec).embedding.numericals["num0"].table.weight
     assert float(bucket.abs().max()) < 10 * EMBEDDING_STD
+
+
+@pytest.mark.parametrize("name", list(BACKBONES))
+def test_the_read_out_head_starts_xavier_normal_with_zero_bias(name, tiny_synthetic):
+    """FuxiCTR's init covers the output layer too; PyTorch's default head would have a
+    standard deviation 0.41 times the xavier one and a non-zero bias."""
+    torch.manual_seed(0)
+    model = build_model(tiny_synthetic.schema, backbone_spec(name))
+    if name in ("lr", "fm"):
+        assert model.head is None  # no deep part: the logit is the linear and FM terms
+        return
+    w = model.head.weight.detach()
+    assert w.numel() >= 16, name
+    assert float(w.std()) == pytest.approx(_xavier_std(w), rel=0.3), name
+    assert torch.count_nonzero(model.head.bias) == 0, name

@@ -23,6 +23,7 @@ from autodrs.models.dag import BlockDAG, BlockGraph
 from autodrs.nn.controller import FieldController
 from autodrs.nn.embedding import FieldEmbedding
 from autodrs.nn.functions import PairFunctionTower
+from autodrs.nn.init import linear
 from autodrs.nn.layers import (
     MLP,
     CrossNetV2,
@@ -277,7 +278,7 @@ class CTRModel(nn.Module):
             head_dims += int(self.inner.left.numel())
         if self.mlp is None:
             head_dims += extra_dim
-        self.head = nn.Linear(head_dims, 1) if head_dims else None
+        self.head = linear(head_dims, 1) if head_dims else None  # xavier, zero bias
         self.bias = nn.Parameter(torch.zeros(())) if self.linear is None else None
         # every field in one plain table, used as looked up: take the [B, F, d] lookup as is
         # rather than splitting it into fields and stacking them again (a cheaper step)

@@ -1,11 +1,11 @@
 """The initialisation of every backbone's layers, as the reference CTR libraries set it.
 
 FuxiCTR (``BaseModel.reset_parameters`` and ``FeatureEmbedding``) draws embedding tables
-from N(0, 1e-4) and every linear layer xavier-normal with zero biases; DeepCTR-Torch draws
-its tables from N(0, 1e-4) too. PyTorch's default ``nn.Linear`` init (Kaiming-uniform with
-a = sqrt(5), uniform biases) gives a ReLU MLP smaller weights and random biases, and on
-MovieLens-100k a DeepFM trained that way lost AUC against both libraries and spread wider
-over seeds (docs/backbones.md has the measurement).
+from N(0, 1e-4) and every linear layer, the read-out head included, xavier-normal with zero
+biases; DeepCTR-Torch draws its tables from N(0, 1e-4) too. PyTorch's default ``nn.Linear``
+init (Kaiming-uniform with a = sqrt(5), uniform biases) gives a ReLU MLP smaller weights and
+random biases, and on MovieLens-100k a DeepFM trained that way lost AUC against both
+libraries and spread wider over seeds (docs/backbones.md has the measurement).
 """
 
 from __future__ import annotations
