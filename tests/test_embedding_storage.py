@@ -184,3 +184,35 @@ def test_mixed_dims_shrink_the_tables(tiny_synthetic: Dataset) -> None:
     vocab = {f: tiny_synthetic.schema.field(f).vocab_size for f in ("n0", "n1", "r0")}
     expected = 14 * (vocab["n0"] + vocab["n1"]) - 16 * vocab["r0"]
     assert count_parameters(a)["embedding"] - count_parameters(b)["embedding"] == expected
+
+
+@pytest.mark.parametrize(("layout", "full"), [("rows", False), ("full_rows", True)])
+def test_pruned_table_of_mostly_pruned_rows_stores_its_kept_rows_only(layout: str,
+                                                                      full: bool) -> None:
+    """A huge field whose rare values are pruned whole: the stored bytes follow the kept
+    rows, not the vocabulary (a CSR index would cost 4 bytes a row of offsets)."""
+    rows, dim = 200_000, 16
+    mask = torch.zeros(rows, dim, dtype=torch.bool)
+    kept_rows = torch.randperm(rows, generator=torch.Generator().manual_seed(3))[:500]
+    kept_rows[0] = rows - 1  # the last id of the range
+    if full:
+        mask[kept_rows] = True
+    else:
+        mask[kept_rows] = random_mask(500, dim, 0.5, seed=4)
+        mask[kept_rows, 0] = True
+    dense = torch.randn(rows, dim)
+    table = PrunedTable(mask, dense[mask])
+    assert table.layout == layout
+    ids = torch.cat([kept_rows[:200], torch.randint(0, rows, (300,),
+                                                    generator=torch.Generator().manual_seed(5))])
+    assert torch.equal(table(ids.view(100, 5)), (dense * mask)[ids].view(100, 5, dim))
+    assert torch.equal(table.mask(), mask) and torch.equal(table.to_dense(), dense * mask)
+    assert torch.equal(table.row_dims(), mask.sum(1))
+    nnz = int(mask.sum())
+    index = 4 * 500 if full else 4 * 500 + 2 * 501 + nnz
+    assert table.stored_bytes() == index + 4 * nnz < 4 * rows
+    table(ids).sum().backward()
+    assert table.values.grad is not None and table.values.grad.shape == (nnz,)
+    # a table that keeps nothing stores nothing and embeds every id to zeros
+    empty = PrunedTable(torch.zeros(rows, dim, dtype=torch.bool))
+    assert empty.stored_bytes() == 0 and torch.equal(empty(ids), torch.zeros(500, dim))

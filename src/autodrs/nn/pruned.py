@@ -1,12 +1,13 @@
 """Per-value pruned embedding tables stored sparsely, so pruning really shrinks memory.
 
 A pruned table keeps, for each row (value), only its kept entries: a CSR layout with a
-``row_ptr`` ([N + 1]; int16 while it can hold the kept count, else int32), the kept column
-of each entry (``cols``, [nnz]) and the kept values (``values``, [nnz], the only trainable
-tensor). A lookup scatters a row's kept entries into a zero vector of the table's width, so
+``row_ptr`` (int16 while it can hold the kept count, else int32), the kept column of each
+entry (``cols``, [nnz]) and the kept values (``values``, [nnz], the only trainable tensor).
+When most rows keep nothing, the offsets run over the kept rows only, whose ids are stored
+(``row_ids``); when every kept row keeps its whole width (row pruning), the ids alone
+suffice. A lookup scatters a row's kept entries into a zero vector of the table's width, so
 the rest of the model sees ordinary ``[B, d]`` embeddings; nothing dense of size ``N x d``
-is ever held. Rows with no kept entry (pruned
-values) embed to zeros.
+is ever held. Rows with no kept entry (pruned values) embed to zeros.
 
 Which entries a table keeps is written into the spec (``ArchSpec.pruning``) as a compact,
 compressed bit mask, so ``build_model(schema, spec)`` rebuilds the same structure and
@@ -96,9 +97,22 @@ def initial_values(seed: int, name: str, mask: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts) if parts else torch.zeros(0)
 
 
+def _offset_dtype(kept: int) -> torch.dtype:
+    # the narrowest integer type that holds ``kept`` (int16 up to 32,767 kept entries)
+    return torch.int32 if kept > torch.iinfo(torch.int16).max else torch.int16
+
+
 class PrunedTable(nn.Module):
     """An embedding table of ``rows x dim`` that stores only the entries ``mask`` keeps;
-    ``values`` are the kept entries in row-major order (zeros when not given)."""
+    ``values`` are the kept entries in row-major order (zeros when not given).
+
+    Of three layouts it takes the one with the fewest stored bytes (``layout``):
+    ``csr``, offsets over every row (``row_ptr`` [rows + 1]) and a column per kept entry;
+    ``rows``, the ids of the rows that keep an entry (``row_ids``, int32, ascending) with
+    offsets and columns over those rows only; ``full_rows``, when every such row keeps all
+    ``dim`` entries (row pruning), their ids alone. With most rows pruned (the rare values
+    of a huge field) the offsets of ``csr`` cost 4 bytes a row, as much as a kept entry:
+    the kept-row layouts cost nothing for a pruned row."""
 
     def __init__(self, mask: torch.Tensor, values: torch.Tensor | None = None) -> None:
         super().__init__()
@@ -110,16 +124,25 @@ class PrunedTable(nn.Module):
         if values is not None and tuple(values.shape) != (kept,):
             raise MaskError(f"{tuple(values.shape)} initial values for a mask that keeps {kept}")
         counts = mask.sum(1)
-        row_ptr = torch.zeros(self.rows + 1, dtype=torch.long)
-        row_ptr[1:] = torch.cumsum(counts, 0)
-        # offsets in the narrowest integer type that holds them (int16 up to 32,767 kept
-        # entries, else int32) and uint8 columns: the structure costs 2 or 4 bytes a row and
-        # 1 a kept entry (at PEP's 90% level on movielens-100k the offsets outweighed the
-        # kept entries when they were always int32)
-        wide = kept > torch.iinfo(torch.int16).max
-        self.register_buffer("row_ptr", row_ptr.to(torch.int32 if wide else torch.int16))
+        row_ids = (counts > 0).nonzero()[:, 0]
+        full = bool((counts[row_ids] == self.dim).all())
+        offset = _offset_dtype(kept).itemsize
         col_dtype = torch.uint8 if self.dim <= 256 else torch.int16
-        self.register_buffer("cols", mask.nonzero()[:, 1].to(col_dtype))
+        cols = kept * col_dtype.itemsize
+        sizes = {"csr": (self.rows + 1) * offset + cols,
+                 "rows": 4 * len(row_ids) + (len(row_ids) + 1) * offset + cols}
+        if full:
+            sizes["full_rows"] = 4 * len(row_ids)
+        # ties go to csr, the layout of earlier releases
+        self.layout = min(sizes, key=lambda k: (sizes[k], k != "csr"))
+        if self.layout != "csr":
+            self.register_buffer("row_ids", row_ids.to(torch.int32))
+            counts = counts[row_ids]
+        if self.layout != "full_rows":
+            row_ptr = torch.zeros(len(counts) + 1, dtype=torch.long)
+            row_ptr[1:] = torch.cumsum(counts, 0)
+            self.register_buffer("row_ptr", row_ptr.to(_offset_dtype(kept)))
+            self.register_buffer("cols", mask.nonzero()[:, 1].to(col_dtype))
         start = torch.zeros(kept) if values is None else values.detach().cpu()
         self.values = nn.Parameter(start.float().contiguous())
 
@@ -129,13 +152,38 @@ class PrunedTable(nn.Module):
 
     def row_dims(self) -> torch.Tensor:
         """Kept entries per row."""
-        return (self.row_ptr[1:] - self.row_ptr[:-1]).long()
+        if self.layout == "csr":
+            return (self.row_ptr[1:] - self.row_ptr[:-1]).long()
+        dims = torch.zeros(self.rows, dtype=torch.long, device=self.values.device)
+        per = (self.row_ptr[1:] - self.row_ptr[:-1]).long() if self.layout == "rows" else \
+            torch.full((len(self.row_ids),), self.dim, dtype=torch.long, device=dims.device)
+        dims[self.row_ids.long()] = per
+        return dims
+
+    def _slots(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """For each id, its position among the stored rows and whether it has one."""
+        k = self.row_ids.numel()
+        if k == 0:
+            return torch.zeros_like(flat), torch.zeros_like(flat, dtype=torch.bool)
+        pos = torch.searchsorted(self.row_ids, flat.to(torch.int32)).clamp(max=k - 1)
+        return pos, self.row_ids[pos] == flat
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         flat = ids.reshape(-1)
-        start = self.row_ptr[flat].long()
-        length = self.row_ptr[flat + 1].long() - start
         n = flat.numel()
+        if self.layout == "full_rows":
+            pos, hit = self._slots(flat)
+            if not self.nnz:
+                return self.values.new_zeros(*ids.shape, self.dim)
+            out = self.values.view(-1, self.dim)[pos] * hit.unsqueeze(1).to(self.values.dtype)
+            return out.reshape(*ids.shape, self.dim)
+        if self.layout == "csr":
+            start = self.row_ptr[flat].long()
+            length = self.row_ptr[flat + 1].long() - start
+        else:
+            pos, hit = self._slots(flat)
+            start = self.row_ptr[pos].long()
+            length = torch.where(hit, self.row_ptr[pos + 1].long() - start, 0)
         out = self.values.new_zeros(n, self.dim)
         if self.nnz:
             rows = torch.repeat_interleave(torch.arange(n, device=flat.device), length)
@@ -148,6 +196,9 @@ class PrunedTable(nn.Module):
 
     def mask(self) -> torch.Tensor:
         m = torch.zeros(self.rows, self.dim, dtype=torch.bool, device=self.values.device)
+        if self.layout == "full_rows":
+            m[self.row_ids.long()] = True
+            return m
         rows = torch.repeat_interleave(torch.arange(self.rows, device=m.device), self.row_dims())
         m[rows, self.cols.long()] = True
         return m
@@ -158,10 +209,10 @@ class PrunedTable(nn.Module):
         return dense
 
     def stored_bytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (self.row_ptr, self.cols, self.values))
+        return sum(t.numel() * t.element_size() for t in (*self.buffers(), self.values))
 
     def extra_repr(self) -> str:
-        return f"rows={self.rows}, dim={self.dim}, kept={self.nnz}"
+        return f"rows={self.rows}, dim={self.dim}, kept={self.nnz}, layout={self.layout}"
 
 
 class PrunedColumn(nn.Module):
