@@ -160,6 +160,27 @@ def test_rule_rejects_a_budget_no_spec_can_meet(tiny_synthetic: Dataset,
         run("rule", tiny_synthetic, fast_config, trials=2, options={"memory_budget": "lots"})
 
 
+@pytest.mark.parametrize(("name", "options", "over"), [
+    ("nis", {}, False), ("rule", {}, False), ("rule", {"memory_budget": 0.5}, True)])
+def test_nis_and_rule_with_no_finished_trial_found_nothing(
+        name: str, options: dict[str, Any], over: bool, tiny_synthetic: Dataset,
+        fast_config: TrainConfig) -> None:
+    # no trial measured any dims: the input goes on unchanged, marked, never a spec of dims
+    # (or a repair of the input into the budget) presented as found
+    spec = backbone_spec("deepfm", 16)
+    if "memory_budget" in options:
+        options = {"memory_budget": int(options["memory_budget"]
+                                        * measure(tiny_synthetic.schema, spec)["bytes"])}
+    result = run(name, tiny_synthetic, fast_config, spec=spec, budget_seconds=0.0, trials=4,
+                 options={"fast": True, **options})
+    assert result.no_result is not None
+    assert result.no_result.startswith(f"{name} found no embedding dims: no trial"), (
+        result.no_result)
+    assert ("over the memory budget" in result.no_result) == over, result.no_result
+    assert result.spec.to_dict() == spec.to_dict()
+    assert result.ranking == [] and result.dims is None
+
+
 def test_nis_reward_trades_auc_for_memory(tiny_synthetic: Dataset,
                                           fast_config: TrainConfig) -> None:
     # with a memory penalty far above any AUC difference the reward is ordered by bytes

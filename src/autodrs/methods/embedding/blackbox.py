@@ -14,7 +14,8 @@
 
 Both score a candidate with the engine's cheap estimation (few epochs, optional subsample),
 or, with ``estimation=weight_sharing``, with one AutoDim supernet trained once and pinned to
-each candidate's dims (no per-candidate training).
+each candidate's dims (no per-candidate training). When no trial finished, both return
+``no_result``: the input spec goes on unchanged, never dims that no trial measured.
 """
 
 from __future__ import annotations
@@ -37,7 +38,14 @@ from autodrs.methods.embedding.common import (
     searched_fields,
 )
 from autodrs.methods.embedding.space import EmbeddingDimSpace
-from autodrs.search.base import Method, SearchContext, SearchError, StageResult, register_method
+from autodrs.search.base import (
+    Method,
+    SearchContext,
+    SearchError,
+    StageResult,
+    no_result,
+    register_method,
+)
 from autodrs.search.blackbox import BlackBoxResult, run_blackbox
 from autodrs.search.estimation import Estimator, weight_sharing_evaluator
 from autodrs.search.gradient import run_gradient
@@ -92,10 +100,17 @@ def trial_points(result: BlackBoxResult) -> list[dict[str, Any]]:
     return points
 
 
-def fallback(space: EmbeddingDimSpace, spec: ArchSpec) -> ArchSpec:
-    """The spec so far, repaired into the budget (when no trial finished)."""
-    current = {f: spec.dim_of(f) for f in space.fields}
-    return space.apply(spec, space.repair(current))
+def nothing_found(method: str, strategy: str, ctx: SearchContext, result: BlackBoxResult,
+                  t0: float, budget: int | None) -> StageResult:
+    """No trial finished: the input spec goes on unchanged (``no_result``), never dims
+    no trial measured; the reason says when that input is over the memory budget."""
+    reason = f"{method} found no embedding dims: {result.reason}"
+    stored = measure(ctx.dataset.schema, ctx.spec)["bytes"]
+    if budget is not None and stored > budget:
+        reason += (f"; the input spec goes on at {stored:,} bytes, over the memory budget of "
+                   f"{budget:,}")
+    return no_result(method, strategy, ctx.spec, reason, time.perf_counter() - t0,
+                     trials=result.trials)
 
 
 def stage(method: str, strategy: str, ctx: SearchContext, space: EmbeddingDimSpace,
@@ -136,7 +151,9 @@ class NIS(Method):
             return auc - penalty * trial.user_attrs["bytes"] / largest
 
         result = run_blackbox(space, ctx, strategy, reward, method=self.name)
-        spec = result.best_spec if result.best_value is not None else fallback(space, ctx.spec)
+        if not result.found:
+            return nothing_found(self.name, strategy, ctx, result, t0, space.budget)
+        spec = result.best_spec
         return stage(self.name, strategy, ctx, space, result, spec, t0,
                      {"memory_penalty": penalty, "reward": result.best_value,
                       "memory_budget": space.budget})
@@ -167,7 +184,9 @@ class RULE(Method):
 
         result = run_blackbox(space, ctx, strategy, objectives,
                               directions=("maximize", "minimize"), method=self.name)
-        spec = result.best_spec if result.best_value is not None else fallback(space, ctx.spec)
+        if not result.found:
+            return nothing_found(self.name, strategy, ctx, result, t0, budget)
+        spec = result.best_spec
         stored = space.bytes_of({f: spec.dim_of(f) for f in space.fields})
         if stored > budget:
             raise SearchError(f"internal error: rule chose a spec of {stored:,} bytes over the "
