@@ -1,14 +1,21 @@
 """Raw-field selection: AutoField, AdaFS, MARLFS-style agents and black-box search over the
-keep/drop space, and the Lasso, GBDT and permutation baselines, all ranked and cut by the
-shared ERASE protocol (``erase.py``)."""
+keep/drop space, FSTD (temporal-difference RL over subsets), and ERASE's other baselines
+(Lasso, GBDT, random forest, XGBoost-style gain, permutation, SFS, SHARK, LPFS, OptFS,
+MvFS), all ranked and cut by the shared ERASE protocol (``erase.py``)."""
 
 from autodrs.methods.selection import (  # noqa: F401  (registers the methods)
     adafs,
     autofield,
+    fstd,
     gbdt,
     lasso,
+    lpfs,
     marlfs,
+    mvfs,
+    optfs,
     permutation,
+    saliency,
+    trees,
 )
 from autodrs.methods.selection.erase import EraseCurve, erase_curve, pick_k
 from autodrs.methods.selection.space import FieldSelectionSpace
