@@ -368,6 +368,20 @@ def test_pairsearch_keeps_the_best_trials_pairs(tiny_synthetic: Dataset,
         "*".join(p) for p in best["decision"]["pairs"])
 
 
+def test_pairsearch_with_no_finished_trial_found_nothing(tiny_synthetic: Dataset,
+                                                         fast_config: TrainConfig) -> None:
+    # nothing is known for or against any pair: the input goes on unchanged and marked,
+    # never every pair presented as kept
+    ctx = replace(context(tiny_synthetic, fast_config, epochs=1), strategy="random",
+                  trials=4, budget_seconds=0.0)
+    result = get_method("pairsearch").search(ctx)
+    assert result.no_result is not None
+    assert result.no_result.startswith("pairsearch found no interactions: no trial"), (
+        result.no_result)
+    assert result.spec.to_dict() == ctx.spec.to_dict()
+    assert result.spec.interactions is None and result.ranking == []
+
+
 def test_autofis_searches_longer_on_data_with_short_epochs() -> None:
     assert default_search_epochs(1_000_000, 1024) == SEARCH_EPOCHS  # long epochs: the default
     assert default_search_epochs(80_000, 1024) == 6  # movielens-100k: 79 steps an epoch
