@@ -14,8 +14,10 @@ from autodrs.methods.selection import (  # noqa: F401  (registers the methods)
     mvfs,
     optfs,
     permutation,
-    saliency,
-    trees,
+    rf,
+    sfs,
+    shark,
+    xgb,
 )
 from autodrs.methods.selection.erase import EraseCurve, erase_curve, pick_k
 from autodrs.methods.selection.space import FieldSelectionSpace

@@ -8,7 +8,8 @@ weight) becomes ``g_f * e_f + (1 - g_f) * b_f``, where ``g`` comes from a ``Fiel
 field falls back to (zero, or the field's mean output for SHARK). Crosses and fields outside
 the search pass unchanged.
 
-Methods whose gates learn with the model train it by ``train_gated``: one pass of the
+Methods that probe a trained model (SFS, SHARK) gate a copy of it with a ``ProbeGate``
+(``trained_probe``). Methods whose gates learn with the model train it by ``train_gated``: one pass of the
 trainer, where the gate parameters take their own Adam steps (``gate_lr``) on the gradients
 of the same training batch (single-level, as ERASE trains them), and a method's
 ``after_step`` (a proximal step, a schedule) follows each of them.
@@ -16,6 +17,7 @@ of the same training batch (single-level, as ERASE trains them), and a method's
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +26,7 @@ from torch import nn
 
 from autodrs.data.dataset import Batch, EncodedData
 from autodrs.data.schema import Schema
+from autodrs.experiment import fit_spec
 from autodrs.methods.selection.common import option, search_config
 from autodrs.models.builder import CTRModel, build_model
 from autodrs.search.base import SearchContext, SearchError, Supernet
@@ -214,3 +217,25 @@ def train_gated(ctx: SearchContext, fields: list[str], gate: FieldGate, epochs: 
 def epoch_seconds(fit: TrainResult) -> float:
     """What an epoch of the gated model cost (the stage's estimate of a retrain epoch)."""
     return round(fit.total_seconds / max(1, len(fit.history)), 3)
+
+
+class ProbeGate(FieldGate):
+    """Returns ``value`` (set by the probe before each forward pass), else 1."""
+
+    def __init__(self, n_fields: int) -> None:
+        super().__init__(n_fields)
+        self.value: torch.Tensor | None = None
+
+    def forward(self, embeddings: list[torch.Tensor], batch: Batch) -> torch.Tensor:
+        return self.ones if self.value is None else self.value
+
+
+def trained_probe(ctx: SearchContext, fields: list[str]) -> tuple[GatedModel, ProbeGate, dict]:
+    """The model of ``ctx.spec`` trained once, gated for probing (a copy: a fit reused from
+    the run's cache stays as it was)."""
+    config = search_config(ctx)
+    outcome = fit_spec(ctx.dataset, ctx.spec, config)
+    gate = ProbeGate(len(fields))
+    gated = GatedModel(ctx.dataset.schema, ctx.spec, fields, gate,
+                       model=copy.deepcopy(outcome.model)).eval()
+    return gated, gate, {"search_valid_auc": outcome.metrics["valid"]["auc"]}

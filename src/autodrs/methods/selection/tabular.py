@@ -78,3 +78,11 @@ def target_encoded(ds: Dataset, fields: list[str], numerical: str = "bucket",
         sums, counts = _stats(ids, y, size)
         x_valid[:, j] = _encode(ids_valid, sums, counts, prior)
     return x_train, y, x_valid, ds.valid.label.numpy().astype(float)
+
+
+def importance_shares(values: np.ndarray, fields: list[str]) -> dict[str, float]:
+    """Each field's share of a model's total importance (all zero when nothing was
+    credited)."""
+    total = float(values.sum())
+    out = values / total if total > 0 else values
+    return {f: float(v) for f, v in zip(fields, out, strict=True)}
