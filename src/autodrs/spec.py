@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from autodrs.nn.anchor import anchor_mask
 from autodrs.nn.pruned import MaskError, decode_mask
 
 if TYPE_CHECKING:
@@ -123,6 +124,9 @@ class ArchSpec:
     # vocabulary is ordered by train count, so these are its most frequent values); the
     # rarer ones share the out-of-vocabulary row, and the table holds only the kept rows
     vocab_limits: dict[str, int] = field(default_factory=dict)
+    # anchor & transform (ANT): field -> {"count": K, "mask": kept entries of its sparse
+    # non-negative [vocab x K] transform T}; the field is embedded as T A (``nn.anchor``)
+    anchors: dict[str, dict[str, Any]] = field(default_factory=dict)
     numerical: dict[str, str] = field(default_factory=dict)
     linear: bool = False
     fm: bool = False
@@ -268,6 +272,17 @@ class ArchSpec:
             if name in self.pruning or name in self.linear_pruning:
                 raise SpecError(f"field {name!r} is pruned both by vocab_limits and by a "
                                 "pruning mask; use one")
+        for name, entry in self.anchors.items():
+            if name not in used or schema.field(name).kind != "categorical":
+                raise SpecError(f"anchors names {name!r}, which is not a categorical field "
+                                "the spec uses")
+            if name in self.pruning or name in self.vocab_limits:
+                raise SpecError(f"field {name!r} is embedded by anchors and also pruned "
+                                "(pruning or vocab_limits); use one")
+            try:
+                anchor_mask(entry, schema.field(name).vocab_size, name)
+            except MaskError as e:
+                raise SpecError(str(e)) from e
         for name, enc in self.numerical.items():
             if name not in known:
                 raise SpecError(f"numerical encoder for unknown field {name!r}")

@@ -18,6 +18,7 @@ from torch import nn
 
 from autodrs.data.dataset import Batch
 from autodrs.data.schema import FIRST_ID, OOV, PAD, Schema
+from autodrs.nn.anchor import AnchorTable, anchor_mask
 from autodrs.nn.init import EMBEDDING_STD
 from autodrs.nn.pruned import decode_mask, initial_values, pruned_table
 from autodrs.spec import ArchSpec, cross_name
@@ -191,6 +192,12 @@ class FieldEmbedding(nn.Module):
                 # step-0 weights times the mask (lottery-ticket retrain)
                 values = initial_values(torch.initial_seed(), name + init_tag, mask)
                 self.pruned[name] = pruned_table(mask, values)
+                self._pruned_cols[name] = cat_cols[name]
+            elif f.kind == "categorical" and name in spec.anchors and dim_override is None:
+                # ANT: anchors and a sparse transform (``nn.anchor``), at the spec's own dim
+                self.pruned[name] = AnchorTable(
+                    anchor_mask(spec.anchors[name], f.vocab_size, name), dim_of(name),
+                    torch.initial_seed(), name)
                 self._pruned_cols[name] = cat_cols[name]
             elif f.kind == "categorical":
                 sources.append((name, dim_of(name), vocab_of(name), cat_cols[name]))

@@ -6,6 +6,8 @@ share one row, the threshold chosen on validation). Numerical fields: AutoDis ag
 normalised-linear and equal-frequency bucketising."""
 
 from autodrs.methods.embedding import (  # noqa: F401
+    amtl,
+    ant,
     autodim,
     autodis,
     autoemb,
@@ -15,4 +17,5 @@ from autodrs.methods.embedding import (  # noqa: F401
     pep,
 )
 
-__all__ = ["autodim", "autodis", "autoemb", "blackbox", "dnis", "frequency", "pep"]
+__all__ = ["amtl", "ant", "autodim", "autodis", "autoemb", "blackbox", "dnis", "frequency",
+           "pep"]
