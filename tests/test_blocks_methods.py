@@ -142,6 +142,11 @@ def test_autoctr_random_strategy_and_bad_types(tiny_synthetic: Dataset,
                         trials=1, options={"fast": True, "block_types": "mlp,conv"})
     with pytest.raises(SearchError, match="block types"):
         get_method("autoctr").search(bad)
+    # the DAG builds blocks of other methods (sketch, gin) that AutoCTR has no tokens for
+    other = SearchContext(tiny_synthetic, backbone_spec("deepfm", 8), fast_config, seed=2,
+                          trials=1, options={"fast": True, "block_types": "mlp,sketch"})
+    with pytest.raises(SearchError, match="block types must be among mlp, fm, dot"):
+        get_method("autoctr").search(other)
 
 
 def test_autopi_derives_darts_cell(tiny_synthetic: Dataset, fast_config: TrainConfig) -> None:

@@ -63,7 +63,7 @@ import torch
 from autodrs.data.dataset import EncodedData
 from autodrs.methods.blocks.common import dag_result
 from autodrs.methods.interaction.common import embedded_names, option
-from autodrs.models.dag import BLOCK_TYPES, EMBEDDINGS, Block, BlockGraph
+from autodrs.models.dag import EMBEDDINGS, Block, BlockGraph
 from autodrs.search.base import (
     Method,
     SearchContext,
@@ -89,6 +89,9 @@ MICRO: dict[str, dict[str, tuple[int, ...]]] = {
     "fm": {},
     "dot": {},
 }
+# AutoCTR's block types: those with micro tokens above (the DAG builder has more, e.g. the
+# gin and sketch blocks of other methods, which AutoCTR's space does not draw)
+AUTOCTR_TYPES = ("mlp", "fm", "dot", "crossnet", "attention")
 DEFAULT_CANDIDATES = 40
 FIDELITIES = ("auto", "low", "full")
 # fidelity=auto trains every candidate at full fidelity when the budget affords this many
@@ -112,9 +115,9 @@ class DagEncoding:
     def __init__(self, names: list[str], blocks: int, types: tuple[str, ...]) -> None:
         if blocks < 1:
             raise SearchError(f"autoctr needs blocks >= 1, got {blocks}")
-        bad = [t for t in types if t not in BLOCK_TYPES]
+        bad = [t for t in types if t not in AUTOCTR_TYPES]
         if bad or not types:
-            raise SearchError(f"block types must be among {', '.join(BLOCK_TYPES)}; got "
+            raise SearchError(f"block types must be among {', '.join(AUTOCTR_TYPES)}; got "
                               f"{list(types)}")
         self.names = names
         self.blocks = blocks
@@ -226,7 +229,7 @@ class DagEncoding:
         field mask, input mask (padded to the slot count) and micro tokens (log2 width)."""
         out: list[float] = []
         for tok in arch:
-            out += [float(tok["type"] == t) for t in BLOCK_TYPES]
+            out += [float(tok["type"] == t) for t in AUTOCTR_TYPES]
             out += [float(b) for b in tok["fields"]]
             out += [float(b) for b in tok["inputs"]] + [0.0] * (self.blocks - len(tok["inputs"]))
             out += [math.log2(tok["width"]) if tok["type"] == "mlp" else 0.0,
@@ -342,7 +345,7 @@ class AutoCTR(Method):
         schema = ctx.dataset.schema
         base = base_dag_spec(ctx.spec)
         names = embedded_names(schema, base)
-        raw_types = ctx.options.get("block_types", BLOCK_TYPES)
+        raw_types = ctx.options.get("block_types", AUTOCTR_TYPES)
         types = tuple(t.strip() for t in (raw_types.split(",") if isinstance(raw_types, str)
                                           else raw_types) if t.strip())
         encoding = DagEncoding(names, option(ctx, "blocks", 2 if ctx.fast else 4, int), types)
