@@ -88,12 +88,18 @@ _HEADER_BYTES = 128  # every shard's .npy header, fixed so rows can be appended 
 def row_hash(rows: np.ndarray, seed: int, salt: int = 0) -> np.ndarray:
     """A uniform number in [0, 1) for each row number: SplitMix64 of the row number mixed
     with the seed (and a salt for independent draws), top 53 bits."""
+    z = rows.astype(np.uint64)  # a copy: updated in place below, with one scratch array
+    t = np.empty_like(z)
     with np.errstate(over="ignore"):
-        z = rows.astype(np.uint64) + np.uint64((seed * 2 + 1 + salt * 7919) % 2**64) * _GOLDEN
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        z = z ^ (z >> np.uint64(31))
-    return (z >> np.uint64(11)).astype(np.float64) * 2.0**-53
+        z += np.uint64((seed * 2 + 1 + salt * 7919) % 2**64) * _GOLDEN
+        for shift, mult in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
+            z ^= np.right_shift(z, np.uint64(shift), out=t)
+            z *= np.uint64(mult)
+        z ^= np.right_shift(z, np.uint64(31), out=t)
+    np.right_shift(z, np.uint64(11), out=z)
+    u = z.astype(np.float64)
+    u *= 2.0**-53
+    return u
 
 
 def split_of(u: np.ndarray, cuts: tuple[float, float] = (0.8, 0.9)) -> np.ndarray:
@@ -123,27 +129,36 @@ class _Vocab:
         return len(self.ints) if self.mode == "lut" else len(self.values)
 
     # ------------------------------------------------------------ encoding
-    def encode(self, arr: pa.Array, order: np.ndarray | None, n_train: int) -> np.ndarray:
+    def encode(self, arr: pa.Array, order: np.ndarray | None, n_train: int,
+               out: np.ndarray | None = None) -> np.ndarray:
         """Provisional ids (int32, ``_P_MISSING`` for null) of ``arr``'s values taken in
-        ``order`` (None: as they are); the first ``n_train`` of them are train rows."""
+        ``order`` (None: as they are), written to ``out`` when given (e.g. a column of the
+        chunk's id matrix); the first ``n_train`` of them are train rows."""
         if arr.null_count < len(arr):
             self.seen = True
         t = arr.type
+        ids = None
         if pa.types.is_dictionary(t):
-            return self._by_dictionary(arr.dictionary, arr.indices, order, n_train)
-        if pa.types.is_integer(t) and self.mode in ("new", "lut"):
-            ids = self._by_table(arr, order, n_train)
-            if ids is not None:
-                return ids
-        if pa.types.is_null(t):
-            return np.full(len(arr), _P_MISSING, np.int32)
-        enc = pc.dictionary_encode(arr)
-        return self._by_dictionary(enc.dictionary, enc.indices, order, n_train)
+            ids = self._by_dictionary(arr.dictionary, arr.indices, order, n_train)
+        elif pa.types.is_integer(t) and self.mode in ("new", "lut"):
+            ids = self._by_table(arr, order, n_train, out)
+            if ids is out is not None:
+                return out
+        if ids is None and pa.types.is_null(t):
+            ids = np.full(len(arr), _P_MISSING, np.int32)
+        if ids is None:
+            enc = pc.dictionary_encode(arr)
+            ids = self._by_dictionary(enc.dictionary, enc.indices, order, n_train)
+        if out is None:
+            return ids
+        out[...] = ids
+        return out
 
-    def _by_table(self, arr: pa.Array, order: np.ndarray | None,
-                  n_train: int) -> np.ndarray | None:
+    def _by_table(self, arr: pa.Array, order: np.ndarray | None, n_train: int,
+                  out: np.ndarray | None) -> np.ndarray | None:
         """Ids through the value-indexed table; None when the values span too wide a range
-        (the field then switches to a dict)."""
+        (the field then switches to a dict). Values first seen in this chunk get the next
+        ids in increasing order of value."""
         if arr.null_count == len(arr):
             return np.full(len(arr), _P_MISSING, np.int32)
         bounds = pc.min_max(arr)
@@ -161,31 +176,29 @@ class _Vocab:
                 grown[at:at + len(self.lut)] = self.lut
             self.lut, self.base, self.mode = grown, base, "lut"
         nulls = arr.null_count
+        # nulls read as ``lo`` (a value the chunk holds) and are set to missing at the end
         x = (pc.fill_null(arr, lo) if nulls else arr).to_numpy(zero_copy_only=False)
         x = x.astype(np.int64, copy=False)
-        if order is not None:
-            x = x[order]
-        if lo:
-            x = x - lo
+        x = np.take(x, order) if order is not None else x.copy()
+        x -= lo
+        span = hi - lo + 1
         table = self.lut[lo - self.base:hi - self.base + 1]
-        ids = table[x]
         valid = None
         if nulls:
             valid = arr.is_valid().to_numpy(zero_copy_only=False)
             valid = valid[order] if order is not None else valid
-            ids[~valid] = _P_MISSING
-        if (ids < 0).any():  # values not seen before get the next ids
-            new = np.unique(x[ids < 0])
+        new = np.flatnonzero((np.bincount(x, minlength=span) > 0) & (table < 0))
+        if len(new):  # values not seen before get the next ids
             start = len(self.ints) + _P_FIRST
             table[new] = np.arange(start, start + len(new), dtype=np.int32)
             self.ints = np.concatenate([self.ints, new + lo])
-            ids = table[x]
-            if valid is not None:
-                ids[~valid] = _P_MISSING
         head = x[:n_train] if valid is None else x[:n_train][valid[:n_train]]
-        train = np.bincount(head, minlength=hi - lo + 1)
+        train = np.bincount(head, minlength=span)
         used = np.flatnonzero(train)
         self._count(table[used], train[used])
+        ids = np.take(table, x, out=out, mode="clip")  # "clip": no buffered copy of out
+        if valid is not None:
+            ids[~valid] = _P_MISSING
         return ids
 
     def _by_dictionary(self, dictionary: pa.Array, indices: pa.Array,
@@ -370,9 +383,9 @@ def _write_bytes(fh: Any, arr: np.ndarray) -> None:
 class _NpyFile:
     """An ``.npy`` file written a block of rows at a time; ``close`` writes its header."""
 
-    def __init__(self, path: Path, first: np.ndarray) -> None:
+    def __init__(self, path: Path, first: np.ndarray, dtype: Any = None) -> None:
         self.path = path
-        self.dtype = first.dtype
+        self.dtype = np.dtype(dtype or first.dtype)
         self.tail = first.shape[1:]
         self.rows = 0
         self.fh = open(path, "wb")  # noqa: SIM115 (closed in close or abort)
@@ -381,6 +394,15 @@ class _NpyFile:
     def append(self, arr: np.ndarray) -> None:
         _write_bytes(self.fh, arr.astype(self.dtype, copy=False))
         self.rows += len(arr)
+
+    def widen(self, dtype: Any) -> None:
+        """Rewrite the rows written so far in the wider ``dtype`` and go on in it."""
+        self.fh.close()
+        old = np.fromfile(self.path, self.dtype, offset=_HEADER_BYTES)
+        self.dtype = np.dtype(dtype)
+        self.fh = open(self.path, "wb")  # noqa: SIM115 (closed in close or abort)
+        self.fh.write(b"\0" * _HEADER_BYTES)
+        _write_bytes(self.fh, old.astype(self.dtype))
 
     def close(self) -> None:
         self.fh.seek(0)
@@ -402,14 +424,22 @@ class _ShardWriter:
         self.shards: list[int] = []
         folder.mkdir(parents=True, exist_ok=True)
 
-    def add(self, arrays: dict[str, np.ndarray]) -> None:
+    def add(self, arrays: dict[str, np.ndarray], cat_top: int = 1 << 31) -> None:
+        """Append rows; the categorical ids are all below ``cat_top``, so a shard whose
+        ids all fit 16 bits is written as uint16 (half the bytes), and widened to int32
+        in place if a later block's ids do not fit."""
         n = len(arrays["label"])
+        narrow = cat_top <= 1 << 16
         start = 0
         while start < n:
             if not self.files:
                 index = len(self.shards)
-                self.files = {k: _NpyFile(self.folder / f"{index:05d}.{k}.npy", a)
-                              for k, a in arrays.items()}
+                self.files = {
+                    k: _NpyFile(self.folder / f"{index:05d}.{k}.npy", a,
+                                np.uint16 if k == "cat" and narrow else None)
+                    for k, a in arrays.items()}
+            elif not narrow and "cat" in self.files and self.files["cat"].dtype == np.uint16:
+                self.files["cat"].widen(np.int32)
             take = min(n - start, self.rows - self.current)
             for k, a in arrays.items():
                 self.files[k].append(a[start:start + take])
@@ -515,6 +545,16 @@ class _State:
     extra: dict[str, _NpyFile | None] = field(default_factory=dict)
     rows: int = 0
     positives: float = 0.0
+    buffers: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def buffer(self, key: str, shape: tuple[int, int], dtype: Any) -> np.ndarray:
+        """An uninitialised array reused from chunk to chunk (its rows are written to the
+        shards before the next chunk): a fresh one each chunk would be memory the
+        allocator hands back to the system and takes again, a page fault per 4 KiB."""
+        buf = self.buffers.get(key)
+        if buf is None or len(buf) < shape[0] or buf.shape[1:] != shape[1:]:
+            buf = self.buffers[key] = np.empty(shape, dtype)
+        return buf[:shape[0]]
 
 
 def _build(source: Any, schema: Schema, tmp: Path, st: BuildSettings,
@@ -609,23 +649,23 @@ def _encode_chunk(batch: pa.RecordBatch | pa.Table, schema: Schema, st: BuildSet
         which = (t >= time_cuts[0]).astype(np.uint8) + (t >= time_cuts[1]).astype(np.uint8)
     else:
         which = split_of(u)
-    order = np.concatenate([np.flatnonzero(which == s) for s in range(len(SPLITS))])
+    order = np.argsort(which, kind="stable")  # train rows, then valid, then test
     ends = np.cumsum(np.bincount(which, minlength=3))
     n_train = int(ends[0])
     label = _labels(_column(batch, schema.label), schema.label)[order]
     state.positives += float(label.sum(dtype=np.int64))
     arrays: dict[str, np.ndarray] = {"label": label}
-    cat = np.empty((n, len(state.cats)), np.int32)
+    cat = state.buffer("cat", (n, len(state.cats)), np.int32)
     for j, f in enumerate(state.cats):
-        cat[:, j] = state.vocabs[f.name].encode(_column(batch, f.name), order, n_train)
+        state.vocabs[f.name].encode(_column(batch, f.name), order, n_train, out=cat[:, j])
     arrays["cat"] = cat
+    cat_top = _P_FIRST + max((len(state.vocabs[f.name]) for f in state.cats), default=0)
     if state.nums:
-        num = np.empty((n, len(state.nums)), np.float64)
+        num = state.buffer("num", (n, len(state.nums)), np.float64)
         keys = u[order[:n_train]]
         for k, f in enumerate(state.nums):
-            x = _numbers(_column(batch, f.name), f)[order]
-            num[:, k] = x
-            state.moments[f.name].add(x[:n_train], keys)
+            np.take(_numbers(_column(batch, f.name), f), order, out=num[:, k], mode="clip")
+            state.moments[f.name].add(num[:n_train, k], keys)
         arrays["num-raw"] = num
     for f in state.seqs:
         arrays[f"seq-{f.name}"], most = _encode_lists(
@@ -640,7 +680,7 @@ def _encode_chunk(batch: pa.RecordBatch | pa.Table, schema: Schema, st: BuildSet
     starts = [0, *ends[:-1]]
     for s, w in enumerate(state.writers.values()):
         if ends[s] > starts[s]:
-            w.add({k: v[starts[s]:ends[s]] for k, v in arrays.items()})
+            w.add({k: v[starts[s]:ends[s]] for k, v in arrays.items()}, cat_top)
     for key, fh in state.extra.items():
         values = _column(batch, key).to_numpy(zero_copy_only=False)[order][ends[1]:]
         if fh is None:
@@ -904,16 +944,21 @@ class DiskData:
         into one array (no memory map, whose pages would count as the process's memory)."""
         layouts = [_npy_layout(f"{p.base}.{key}.npy") for p in pieces]
         dtype, tail = (layouts[0][0], layouts[0][1][1:]) if layouts else (np.uint8, ())
+        if key == "cat":  # shards hold uint16 or int32 ids; mapped in place as int32
+            dtype = np.dtype(np.int32)
         out = np.empty((sum(len(p) for p in pieces), *tail), dtype)
-        row_bytes = out.itemsize * int(np.prod(tail, dtype=np.int64))
+        width = int(np.prod(tail, dtype=np.int64))
         at = 0
-        for p, (_, _, offset) in zip(pieces, layouts, strict=True):
+        for p, (stored, _, offset) in zip(pieces, layouts, strict=True):
             part = out[at:at + len(p)]
+            into = part if stored == dtype else np.empty(part.shape, stored)
             with open(f"{p.base}.{key}.npy", "rb") as fh:
-                fh.seek(offset + p.start * row_bytes)
-                if part.nbytes and fh.readinto(memoryview(part).cast("B")) != part.nbytes:
+                fh.seek(offset + p.start * width * stored.itemsize)
+                if into.nbytes and fh.readinto(memoryview(into).cast("B")) != into.nbytes:
                     raise DataError(f"cache shard {p.base}.{key}.npy is truncated; delete the "
                                     "cache folder to rebuild it")
+            if into is not part:
+                part[...] = into
             at += len(p)
         return self.remap.final(key, out)
 
