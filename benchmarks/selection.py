@@ -52,7 +52,12 @@ from autodrs.search.base import SearchContext, get_method  # noqa: E402
 from autodrs.spec import ArchSpec  # noqa: E402
 from autodrs.train.trainer import TrainConfig  # noqa: E402
 
-SELECTION = ("autofield", "adafs", "marlfs", "fieldsearch", "lasso", "gbdt", "permutation")
+SELECTION = ("autofield", "adafs", "marlfs", "fieldsearch", "lasso", "gbdt", "rf", "xgb",
+             "permutation", "sfs", "shark", "lpfs", "optfs", "mvfs", "fstd")
+# the rows of ERASE's selection table (Jia et al., KDD 2024), in its order (``--methods erase``)
+ERASE_ROWS = ("lasso", "gbdt", "rf", "xgb", "permutation", "sfs", "shark", "lpfs", "autofield",
+              "adafs", "optfs", "mvfs")
+RANDOM = "random ranking"
 CROSSING = ("autocross", "glider")
 BLACKBOX = ("marlfs", "fieldsearch")
 
@@ -72,7 +77,9 @@ def grid_for(n: int, grid: str | None) -> list[int]:
 
 def run_selection(data: str, seeds: int, methods: list[str], config: TrainConfig,
                   trials: int, grid: str | None) -> dict:
-    runs: dict[str, list[dict]] = {m: [] for m in methods}
+    """Every method's ranking through one ERASE curve per seed, then a seeded random ranking
+    of the same fields (the reference the paired column compares against)."""
+    runs: dict[str, list[dict]] = {m: [] for m in [*methods, RANDOM]}
     extra: dict[str, list[float]] = {"bayes": [], "oracle": []}
     for k in range(seeds):
         seed = 2026 + k
@@ -110,6 +117,17 @@ def run_selection(data: str, seeds: int, methods: list[str], config: TrainConfig
             runs[name].append(record)
             print(f"  {data} seed {seed} {name}: {search_seconds:.1f}s, area "
                   f"{curve.area:.4f}, k={curve.chosen.k}, {result.ranking[:6]}", flush=True)
+        # the same fields (copies left out as the methods leave them) in a seeded random order
+        rng = np.random.default_rng(seed)
+        order = [str(f) for f in rng.permutation(sorted(order))]
+        curve = erase_curve(ds, order, spec, cfg, ks=grid_for(len(order), grid), cache=cache)
+        record = {"seed": seed, "ranking": order, "search_seconds": 0.0, "erase_seconds": 0.0,
+                  "curve": curve.to_dict(), "chosen_test": curve.chosen.test_auc,
+                  "all_test": curve.points[-1].test_auc}
+        if truth is not None:
+            record["truth"] = planted_recovery(order, truth, curve.chosen.fields)
+        runs[RANDOM].append(record)
+        print(f"  {data} seed {seed} random ranking: area {curve.area:.4f}", flush=True)
     return {"runs": runs, "extra": extra}
 
 
@@ -198,21 +216,27 @@ def run_crossing(data: str, seeds: int, methods: list[str], config: TrainConfig)
 
 def selection_table(data: str, out: dict) -> str:
     rows = []
+    reference = [r["curve"]["area"] for r in out["runs"].get(RANDOM, [])]
     for name, records in out["runs"].items():
         area = [r["curve"]["area"] for r in records]
-        row = [name, mean_std([r["search_seconds"] for r in records]), mean_std(area),
+        paired = ("" if name == RANDOM or len(reference) != len(area)
+                  else paired_difference(area, reference))
+        row = [name, mean_std([r["search_seconds"] for r in records]), mean_std(area), paired,
                "/".join(str(r["curve"]["chosen_k"]) for r in records),
                mean_std([r["chosen_test"] for r in records]),
                mean_std([r["all_test"] for r in records])]
         if records and "truth" in records[0]:
             t = [r["truth"] for r in records]
             row += [mean_std([x["top_precision"] for x in t]),
-                    f"{sum(x['separated'] for x in t)}/{len(t)}",
-                    f"{sum(all(x['copy_adjacent'].values()) for x in t)}/{len(t)}",
-                    f"{sum(not x['both_kept'] for x in t)}/{len(t)}"]
+                    f"{sum(x['separated'] for x in t)}/{len(t)}"]
+            # the random ranking leaves the copies out, as the methods' ERASE orders do
+            row += (["", ""] if name == RANDOM else [
+                f"{sum(all(x['copy_adjacent'].values()) for x in t)}/{len(t)}",
+                f"{sum(not x['both_kept'] for x in t)}/{len(t)}"])
         row.append(" ".join(records[0]["ranking"][:8]))
         rows.append(row)
-    header = ["method", "search s", "ERASE area (test AUC)", "chosen k per seed",
+    header = ["method", "search s", "ERASE area (test AUC)",
+              "area minus random ranking (paired)", "chosen k per seed",
               "test AUC at k", "test AUC all fields"]
     if any("truth" in r[0] for r in out["runs"].values() if r):
         header += ["top-|R| precision", "relevant > noise", "copy next to original",
@@ -262,7 +286,8 @@ def main() -> None:
     parser.add_argument("--data", nargs="+",
                         default=["synthetic?rows=200000&seed=1", "movielens-100k"])
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--methods", default=",".join(SELECTION))
+    parser.add_argument("--methods", default=",".join(SELECTION),
+                        help="comma-separated; 'erase' stands for ERASE's table rows")
     parser.add_argument("--cross-methods", default=",".join(CROSSING))
     parser.add_argument("--epochs", type=int, default=2, help="epochs of every retrain")
     parser.add_argument("--trials", type=int, default=20, help="trials of marlfs/fieldsearch")
@@ -275,7 +300,8 @@ def main() -> None:
     config = TrainConfig(epochs=args.epochs, batch_size=1024, patience=1, progress=False,
                          threads=args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    methods = [m for m in args.methods.split(",") if m]
+    methods = [m for part in args.methods.split(",") if part
+               for m in (ERASE_ROWS if part == "erase" else (part,))]
     cross = [m for m in args.cross_methods.split(",") if m]
     selection, crossing, delivered = {}, {}, {}
     for data in args.data:
