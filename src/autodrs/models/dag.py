@@ -46,8 +46,9 @@ EMBEDDINGS = "embeddings"
 VECTOR_BLOCKS = ("mlp", "crossnet")
 TOKEN_BLOCKS = ("fm", "dot", "attention", "gin", "sketch")
 BLOCK_TYPES = ("mlp", "fm", "dot", "crossnet", "attention", "gin", "sketch")
-# the operations of a gin head on the projected pair (p_i, p_j)
-GIN_OPS = ("hadamard", "bilinear", "plus", "max")
+# the operations of a gin head on the projected pair (p_i, p_j): each multiplies the two
+# (an additive one would let a pair's gate stand for its fields' first-order effects)
+GIN_OPS = ("hadamard", "bilinear", "inner")
 # the micro parameters each block type takes, with their defaults
 PARAMS: dict[str, dict[str, int]] = {
     "mlp": {"width": 128, "layers": 1},
@@ -370,9 +371,8 @@ def gin_operation(op: str, left: torch.Tensor, right: torch.Tensor,
         return left * right
     if op == "bilinear":
         return left * (right @ bilinear)
-    if op == "plus":
-        return left + right
-    return torch.maximum(left, right)
+    # inner: <p_i, p_j> on every unit (the inner-product models' scalar, at the head's width)
+    return (left * right).mean(-1, keepdim=True).expand_as(left)
 
 
 def sketch_power(tokens: torch.Tensor, assign: list[torch.Tensor]) -> torch.Tensor:
@@ -418,7 +418,8 @@ class GINBlock(_BlockModule):
 
 class SketchBlock(_BlockModule):
     """AutoHash's order-p count sketch of its fields by a fixed hash, with trainable signed
-    weights per (sketch, field) starting at 1."""
+    weights per (sketch, field) starting at 1, on batch-normalised embeddings (no affine:
+    a p-th power of raw embeddings, which start near 1e-4, would give no gradient)."""
 
     def __init__(self, block: Block, *args: Any) -> None:
         super().__init__(block, *args, tokens=True)
@@ -428,9 +429,11 @@ class SketchBlock(_BlockModule):
             onehot[t, torch.arange(len(row)), torch.tensor(row)] = 1.0
         self.register_buffer("onehot", onehot, persistent=False)
         self.weight = nn.Parameter(torch.ones(order, len(self.field_index)))
+        self.norm = nn.BatchNorm1d(len(self.field_index) * self.in_dim, affine=False)
         self.out_dim = width * self.in_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm(x.flatten(1)).view(x.shape)
         return sketch_power(x, [self.onehot[t] * self.weight[t].unsqueeze(1)
                                 for t in range(self.onehot.shape[0])])
 
@@ -490,8 +493,9 @@ class BlockDAG(nn.Module):
 
 def explicit_pairs(graph: BlockGraph, names: list[str]) -> set[frozenset[str]]:
     """The field pairs a DAG's blocks multiply explicitly: a gin block's pairs, and every two
-    fields a sketch block (of order >= 2) or an fm, dot or attention block reads from the
-    embeddings (mlp and crossnet blocks are left out, as the MLP of DeepFM is)."""
+    fields an order-2 sketch block or an fm, dot or attention block reads from the
+    embeddings (mlp and crossnet blocks are left out, as the MLP of DeepFM is; higher-order
+    sketches model triples and beyond)."""
     out: set[frozenset[str]] = set()
     for node in graph.nodes:
         fields = node.fields if node.fields is not None else names
@@ -499,6 +503,6 @@ def explicit_pairs(graph: BlockGraph, names: list[str]) -> set[frozenset[str]]:
             out |= {frozenset(p) for p in (node.pairs if node.pairs is not None
                                            else combinations(fields, 2))}
         elif node.type in ("sketch", "fm", "dot", "attention") and EMBEDDINGS in node.inputs:
-            if node.type != "sketch" or node.param("order") >= 2:
+            if node.type != "sketch" or node.param("order") == 2:
                 out |= {frozenset(p) for p in combinations(fields, 2)}
     return out

@@ -2,8 +2,10 @@
 how each is modelled. Importing this package registers its methods."""
 
 from autodrs.methods.interaction import (
+    aoanet,
     autofis,
     autogroup,
+    autohash,
     bpfis,
     fives,
     optinter,
@@ -12,5 +14,5 @@ from autodrs.methods.interaction import (
 )
 from autodrs.methods.interaction.space import PairSelectionSpace
 
-__all__ = ["PairSelectionSpace", "autofis", "autogroup", "bpfis", "fives", "optinter",
-           "pairsearch", "profit"]
+__all__ = ["PairSelectionSpace", "aoanet", "autofis", "autogroup", "autohash", "bpfis",
+           "fives", "optinter", "pairsearch", "profit"]

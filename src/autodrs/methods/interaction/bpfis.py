@@ -157,8 +157,8 @@ class BPFIS(Method):
     Options: ``user`` (the field whose values get their own pairs; default the first of
     user_id, user, user_group), ``backbone`` (fm, the paper's, or deepfm), ``tau`` (0.5),
     ``alpha`` (selection KL weight, 1e-3), ``beta`` (slab KL weight, 1e-4), ``select_lr``
-    (0.03; the official ``selection_lr`` is 0.01 over far longer runs), ``max_users`` (20,000), ``search_epochs``
-    (default 4, more when they hold fewer than 600 steps).
+    (0.03; the official ``selection_lr`` is 0.01 over far longer runs), ``max_users``
+    (20,000), ``search_epochs`` (default 4, more when they hold fewer than 600 steps).
     """
 
     name = "bpfis"
