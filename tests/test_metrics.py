@@ -34,3 +34,34 @@ def test_auc_refuses_one_class_and_nan():
         auc(np.ones(5), np.arange(5.0))
     with pytest.raises(ValueError, match="NaN"):
         auc(np.array([0, 1]), np.array([0.1, np.nan]))
+
+
+def test_logloss_equals_scikit_learn_over_several_blocks_with_clipped_extremes():
+    from sklearn.metrics import log_loss
+
+    from autodrs.train.metrics import logloss
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 10_000).astype(np.float32)
+    probs = rng.random(10_000)
+    probs[:4] = [0.0, 1.0, 1e-12, 1 - 1e-12]  # clipped to [1e-7, 1 - 1e-7] first
+    want = log_loss(labels, np.clip(probs, 1e-7, 1 - 1e-7), labels=[0, 1])
+    assert logloss(labels, probs, block=999) == pytest.approx(want, rel=1e-12)
+    assert logloss(labels.astype(np.uint8), probs) == pytest.approx(want, rel=1e-12)
+    with pytest.raises(ValueError, match="0/1 labels"):
+        logloss(np.array([0, 2]), np.array([0.5, 0.5]))
+
+
+def test_logloss_of_millions_of_rows_holds_blocks_not_copies():
+    import tracemalloc
+
+    from autodrs.train.metrics import logloss
+
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, 2_000_000).astype(np.float32)
+    probs = rng.random(2_000_000)
+    tracemalloc.start()
+    logloss(labels, probs)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 16e6  # a float64 copy of the scores alone would be 16 MB
