@@ -14,11 +14,10 @@ from autodrs.methods.embedding import (  # noqa: F401
     autoemb,
     blackbox,
     dnis,
-    esapn,
     frequency,
     optembed,
     pep,
 )
 
-__all__ = ["amtl", "ant", "autodim", "autodis", "autoemb", "blackbox", "dnis", "esapn",
+__all__ = ["amtl", "ant", "autodim", "autodis", "autoemb", "blackbox", "dnis",
            "frequency", "optembed", "pep"]
