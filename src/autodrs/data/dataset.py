@@ -147,6 +147,21 @@ class Dataset:
         return getattr(self, name)
 
 
+def scored_on_sample(ds: Dataset, sample: Dataset) -> Dataset:
+    """``ds`` with the validation and test splits of ``sample`` (a ``search_sample`` of it):
+    all its training rows, validated and tested on the sample's rows of its held-out splits.
+    The fits on all rows of a sampled table (baselines, final retrain) are scored this way,
+    every one on the same rows: a full pass over a 1M-row validation or test split took
+    longer than a baseline's whole share of a 30-minute budget. ``ds`` itself when
+    ``sample`` is ``ds``; ``info["scored_rows"]`` records the rows scored."""
+    if sample is ds or (sample.valid is ds.valid and sample.test is ds.test):
+        return ds
+    info = dict(ds.info)
+    info["scored_rows"] = {"valid": len(sample.valid), "test": len(sample.test),
+                           "of_valid": len(ds.valid), "of_test": len(ds.test)}
+    return Dataset(ds.schema, ds.train, sample.valid, sample.test, info)
+
+
 def load_dataset(
     data: str,
     label: str | None = None,

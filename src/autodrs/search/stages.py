@@ -5,7 +5,10 @@ and, once finished, a ``stage.json`` holding its result and spec; with ``ctx.res
 finished stage is read back instead of run again, and an unfinished one resumes its study.
 A wall-time budget is shared out by weight: each stage gets the time left (less what is
 ``reserve``d for the retrain after the stages) times its weight over the weights of the stages
-left, so time a stage leaves unused goes to the stages after it.
+left, so time a stage leaves unused goes to the stages after it. Every fit the stage's method
+starts ends by the end of its share (``autodrs.train.trainer.deadline``), even one the method
+runs without a time limit of its own; the guard's judging follows, in the time taken off the
+share for it.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 from autodrs.runfolder import write_json
 from autodrs.search.base import SearchContext, SearchError, StageResult, get_method
 from autodrs.spec import ArchSpec
+from autodrs.train.trainer import deadline
 
 STAGE_FILE = "stage.json"
 
@@ -113,8 +117,12 @@ def run_stages(ctx: SearchContext, methods: list[str],
             stage_ctx = replace(ctx, spec=spec.copy(), out_dir=folder, budget_seconds=budget,
                                 started=time.monotonic(), options=options)
             t0 = time.perf_counter()
+            # every fit inside the method ends by the share's end (``trainer.deadline``),
+            # whether or not the method stops it itself
+            end = None if budget is None else stage_ctx.started + budget
             try:
-                result = method.search(stage_ctx)
+                with deadline(end):
+                    result = method.search(stage_ctx)
                 if budget is not None:
                     result.extra["budget_seconds"] = round(budget, 3)
                 result.spec.validate(ctx.dataset.schema)

@@ -16,6 +16,8 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,19 +85,89 @@ class TrainHook:
         """After validation at the end of an epoch."""
 
 
-class TimeLimit(TrainHook):
-    """Ends training gracefully once ``remaining()`` (seconds, None for no limit) reaches
-    zero: the epoch under way is cut short, validated, and the best weights are kept. Search
-    stages pass their budget (``ctx.remaining``), so a one-shot search stops its epochs on
-    time and still derives a decision from what it has trained."""
+# A fit under a time limit still validates after the stop, and ``fit_spec`` then scores the
+# test split: ``TimeLimit`` stops training early enough to pay for these ``EVAL_PASSES``
+# passes over the validation split's rows (the test split is about as large), estimated from
+# one timed forward pass of the model and padded by ``EVAL_SAFETY``. Without this a 1M-row
+# validation and test split took minutes after a baseline's share had ended.
+EVAL_PASSES = 2
+EVAL_SAFETY = 1.5
 
-    def __init__(self, remaining: Callable[[], float | None]) -> None:
+_DEADLINE: ContextVar[float | None] = ContextVar("autodrs_train_deadline", default=None)
+
+
+@contextmanager
+def deadline(at: float | None) -> Iterator[None]:
+    """Within the block every ``Trainer.fit`` ends, as under a ``TimeLimit``, by ``at`` (a
+    ``time.monotonic()`` time; None adds no limit); nested blocks keep the earliest. The
+    search stages run under their share's end, so a method's fit that would not stop by
+    itself (one without a ``TimeLimit`` of its own) cannot take the later stages' time."""
+    current = _DEADLINE.get()
+    if at is None or (current is not None and current < at):
+        at = current
+    token = _DEADLINE.set(at)
+    try:
+        yield
+    finally:
+        _DEADLINE.reset(token)
+
+
+def current_deadline() -> float | None:
+    """The ``deadline`` the fits started now end by (None: no limit)."""
+    return _DEADLINE.get()
+
+
+def forward_seconds_per_row(model: nn.Module, batch: Batch) -> float:
+    """Seconds one no-grad forward pass of ``model`` takes per row of ``batch`` (the model's
+    train/eval mode is restored)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            t0 = time.perf_counter()
+            model(batch)
+            seconds = time.perf_counter() - t0
+    finally:
+        model.train(was_training)
+    return seconds / max(1, len(batch))
+
+
+class TimeLimit(TrainHook):
+    """Ends training gracefully once ``remaining()`` (seconds, None for no limit) is down to
+    what evaluating will take: the epoch under way is cut short, validated, and the best
+    weights are kept. At the first step it times a forward pass of the batch and keeps back
+    ``EVAL_SAFETY`` times that rate over ``eval_passes`` passes of the validation rows
+    (``EVAL_PASSES``: the last validation and ``fit_spec``'s test pass; 0 keeps nothing
+    back), and at an epoch's end it starts no new epoch past that point. Search stages pass
+    their budget (``ctx.remaining``), so a one-shot search stops its epochs on time and still
+    derives a decision from what it has trained."""
+
+    def __init__(self, remaining: Callable[[], float | None],
+                 eval_passes: int = EVAL_PASSES) -> None:
         self.remaining = remaining
+        self.eval_passes = eval_passes
+        self.row_seconds: float | None = None  # measured forward seconds per row
+
+    def reserve(self, trainer: Trainer) -> float:
+        """Seconds kept back for evaluating after the stop."""
+        if not self.row_seconds:
+            return 0.0
+        return EVAL_SAFETY * self.row_seconds * self.eval_passes * trainer.valid_rows
+
+    def due(self, trainer: Trainer) -> bool:
+        left = self.remaining()
+        return left is not None and left <= self.reserve(trainer)
 
     def on_step(self, trainer: Trainer, model: nn.Module, step: int, batch: Batch,
                 loss: torch.Tensor) -> None:
-        left = self.remaining()
-        if left is not None and left <= 0:
+        if self.row_seconds is None and self.eval_passes > 0:
+            self.row_seconds = forward_seconds_per_row(model, batch)
+        if self.due(trainer):
+            trainer.request_stop()
+
+    def on_epoch_end(self, trainer: Trainer, model: nn.Module, epoch: int,
+                     metrics: dict[str, float]) -> None:
+        if self.due(trainer):
             trainer.request_stop()
 
 
@@ -162,6 +234,7 @@ class Trainer:
         self.step = 0
         self.optimizer: torch.optim.Optimizer | None = None
         self.stop_requested = False
+        self.valid_rows = 0  # rows of the validation split of the fit under way
 
     def request_stop(self) -> None:
         """Asked by a hook: finish the current step, validate, and end the fit."""
@@ -212,6 +285,11 @@ class Trainer:
                 static_graph=True)
         optimizer = self.make_optimizer(model, parameters)
         self.optimizer = optimizer  # hooks doing look-ahead steps read its state
+        self.valid_rows = len(valid)
+        hooks = list(self.hooks)
+        at = current_deadline()
+        if at is not None:  # the stage's share ends then (``deadline``)
+            hooks.append(TimeLimit(lambda: at - time.monotonic()))
         loss_fn = self.loss_fn(model)
         # a model (or a search wrapper) may define its own training loss, e.g. AutoLoss
         custom_loss = getattr(model, "training_loss", None)
@@ -254,9 +332,9 @@ class Trainer:
                     optimizer.step()
                     self.step += 1
                     samples += len(batch)
-                    for hook in self.hooks:
+                    for hook in hooks:
                         hook.on_step(self, model, self.step, batch, loss)
-                    if self.hooks and world.size > 1:  # one rank's hook stops them all
+                    if hooks and world.size > 1:  # one rank's hook stops them all
                         self.stop_requested = bool(
                             distributed.all_reduce_int(int(self.stop_requested), "max"))
                     if bar is not None and self.step % 25 == 0:
@@ -272,13 +350,21 @@ class Trainer:
                 metrics = self.evaluate(model, valid)
                 metrics["epoch"] = epoch + 1
                 history.append(metrics)
-                for hook in self.hooks:
+                for hook in hooks:
                     hook.on_epoch_end(self, model, epoch + 1, metrics)
+                if world.size > 1 and hooks:  # an epoch-end stop, too, is every rank's
+                    self.stop_requested = bool(
+                        distributed.all_reduce_int(int(self.stop_requested), "max"))
+                last = (epoch + 1 == cfg.epochs or self.stop_requested
+                        or (cfg.max_steps is not None and self.step >= cfg.max_steps))
                 if metrics["auc"] > best_auc:
                     best_auc, best_epoch, bad_epochs = metrics["auc"], epoch + 1, 0
-                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                    # the fit ends with this epoch: the model holds the best weights, so
+                    # no copy of them (the size of the model) is made
+                    best_state = None if last else {
+                        k: v.detach().clone() for k, v in model.state_dict().items()}
                     if cfg.checkpoint and world.main:
-                        save_state(best_state, cfg.checkpoint)
+                        save_state(best_state or model.state_dict(), cfg.checkpoint)
                 else:
                     bad_epochs += 1
                     if bad_epochs >= cfg.patience:
@@ -289,6 +375,13 @@ class Trainer:
                     break
         if best_state is not None:
             model.load_state_dict(best_state)
+        del best_state
+        # the optimizer's moments and the gradients are as large as the weights (a dense
+        # Adam keeps two moments per embedding row): dropped, so a finished model costs only
+        # its weights to whoever keeps it
+        self.optimizer = None
+        optimizer.state.clear()
+        model.zero_grad(set_to_none=True)
         valid_metrics = next(h for h in history if h["epoch"] == best_epoch)
         samples = distributed.all_reduce_int(samples, "sum")  # rows of all ranks
         return TrainResult(
@@ -332,6 +425,14 @@ class Trainer:
         if isinstance(metrics, str):
             raise TrainingDiverged(metrics)
         return metrics
+
+
+def release_weights(model: nn.Module) -> None:
+    """Free a finished model's tensors, keeping its structure: they move to PyTorch's meta
+    device (shapes and dtypes, no memory), so its parameters and bytes can still be counted
+    but it can no longer predict. For a fit only its figures are kept of (a cut-short
+    baseline: an embedding table of millions of rows each)."""
+    model.to("meta")
 
 
 def save_state(state: dict[str, torch.Tensor], path: str | Path) -> None:
