@@ -9,10 +9,21 @@ the mask, the others from scratch). Prints, per method, embedding parameters, st
 ``synthetic`` also the Bayes-optimal AUC and the dims AutoDim and DNIS give the planted
 relevant high-cardinality fields against the noise fields; and, on ``num0`` (synthetic's
 non-monotone numerical field), AutoDis against normalised-linear and equal-frequency
-bucketising, in DeepFM and in the oracle structure (num0 through the first-order term only).
+bucketising, in DeepFM and in the oracle structure (num0 through the first-order term only);
+OptEmbed's kept-row share of the same fields.
 ``--methods ''`` runs only the baseline and those comparisons. Writes a plot of test AUC against bytes and the raw figures as JSON.
 
     python benchmarks/embedding.py --data movielens-100k synthetic --seeds 3
+
+``--rows N`` runs the pruning methods where pruning matters instead: a Criteo-layout file
+of N rows (``autodrs make-synthetic --format criteo``: heavy-tailed vocabularies, over a
+million distinct values in the largest fields at 10M rows, planted signal), its own
+vocabulary per value however large (no hashing), DeepFM-16 against each method's retrained
+model per seed, with embedding parameters (kept weights), stored bytes, the paired test
+AUC difference and the model's scoring latency (batches of 1 and 4,096 test rows, the
+models alternating, median of repeats).
+
+    python benchmarks/embedding.py --rows 1000000 --methods pep,optembed --seeds 3
 """
 
 from __future__ import annotations
@@ -32,6 +43,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from _common import machine_line, markdown_table, mean_std, paired_difference  # noqa: E402
+from autodrs.data.criteo_gen import write_layout  # noqa: E402
 from autodrs.data.dataset import Dataset, load_dataset  # noqa: E402
 from autodrs.data.synthetic import oracle_spec  # noqa: E402
 from autodrs.experiment import fit_spec  # noqa: E402
@@ -40,7 +52,7 @@ from autodrs.models.builder import count_bytes  # noqa: E402
 from autodrs.search.base import SearchContext, get_method  # noqa: E402
 from autodrs.train.trainer import TrainConfig  # noqa: E402
 
-METHODS = ("autodim", "dnis", "pep", "autoemb", "nis", "rule")
+METHODS = ("autodim", "dnis", "pep", "autoemb", "nis", "rule", "optembed")
 RELEVANT_HIGH = ("r0", "r1", "r2")
 NOISE = ("n0", "n1", "n2", "n3")
 
@@ -59,6 +71,7 @@ def options_for(method: str, search_epochs: int, trial_epochs: int,
                 "search_epochs": 10 * search_epochs, "threshold": pep_threshold},
         "nis": {"epochs": trial_epochs},
         "rule": {"epochs": trial_epochs, "memory_budget": baseline_bytes // 2},
+        "optembed": {"search_epochs": search_epochs},
     }.get(method, {})
 
 
@@ -109,12 +122,126 @@ def run_dataset(data: str, seeds: int, epochs: int, search_epochs: int, trials: 
                 runs.setdefault(name, []).append(record(fit_spec(ds, spec, config), search,
                                                         None))
                 report(data, seed, name, runs[name][-1])
-            if "truth" in ds.info and method in ("autodim", "dnis") and stage.dims:
+            if "truth" in ds.info and method in ("autodim", "dnis", "optembed") and stage.dims:
                 truth.setdefault(f"{method}: relevant r0-r2", []).append(
                     float(np.mean([stage.dims[f] for f in RELEVANT_HIGH])))
                 truth.setdefault(f"{method}: noise n0-n3", []).append(
                     float(np.mean([stage.dims[f] for f in NOISE])))
+            if "truth" in ds.info and "kept_rows" in stage.extra:
+                kept = stage.extra["kept_rows"]
+                truth.setdefault(f"{method}: kept rows, relevant r0-r2", []).append(
+                    float(np.mean([kept[f] for f in RELEVANT_HIGH])))
+                truth.setdefault(f"{method}: kept rows, noise n0-n3", []).append(
+                    float(np.mean([kept[f] for f in NOISE])))
     return {"runs": runs, "truth": truth, "encoders": encoders, "bayes": bayes}
+
+
+SCALE_OPTIONS: dict[str, dict[str, Any]] = {
+    # 96% of the thresholded entries (latent tables and first-order weights) removed: at
+    # least 95% fewer embedding parameters than DeepFM-16 with the numerical fields' vectors;
+    # thresholds 50x faster than s itself, so a few hundred steps of large batches reach it
+    "pep": {"sparsity": 0.96, "levels": "0.96", "threshold_decay": 5e-5,
+            "threshold_scale": 50.0},
+    # fewer generations than the paper's 30: each candidate is a pass over 50,000 rows
+    "optembed": {"iterations": 10},
+}
+
+
+def scale_file(rows: int, folder: Path) -> Path:
+    """The Criteo-layout file of ``rows`` rows (seed 0), written once."""
+    path = folder / f"criteo-{rows}.txt"
+    if not path.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        write_layout("criteo", path, rows, seed=0)
+    return path
+
+
+@torch.no_grad()
+def latencies(models: dict[str, torch.nn.Module], ds: Dataset, repeats: int = 30,
+              sizes: tuple[int, ...] = (1, 4096)) -> dict[str, dict[str, float]]:
+    """Median milliseconds of one forward pass per model and batch size, the models
+    alternating within every repeat (so load on the machine hits all alike)."""
+    batches = {n: ds.test.batch(torch.arange(min(n, len(ds.test)))) for n in sizes}
+    times: dict[str, dict[int, list[float]]] = {m: {n: [] for n in sizes} for m in models}
+    for model in models.values():
+        model.eval()
+    for _ in range(repeats):
+        for n, batch in batches.items():
+            for name, model in models.items():
+                t0 = time.perf_counter()
+                model(batch)
+                times[name][n].append(1e3 * (time.perf_counter() - t0))
+    return {m: {f"batch {n} ms": float(np.median(v[n][repeats // 5:])) for n in sizes}
+            for m, v in times.items()}
+
+
+def run_scale(rows: int, seeds: int, epochs: int, search_epochs: int,
+              methods: tuple[str, ...], threads: int, folder: Path,
+              batch_size: int) -> dict[str, Any]:
+    """DeepFM-16 and each method on the Criteo-layout file of ``rows`` rows, per seed (the
+    seed draws the split and the training)."""
+    path = scale_file(rows, folder)
+    runs: dict[str, list[dict[str, Any]]] = {m: [] for m in ("full-dim", *methods)}
+    distinct: list[dict[str, int]] = []
+    for k in range(seeds):
+        seed = 2026 + k
+        t0 = time.perf_counter()
+        # every value of the training split keeps its own id: no hashing of huge fields
+        ds = load_dataset(str(path), fmt="criteo", seed=seed, hash_threshold=10**9,
+                          cache_dir=folder / "cache", in_memory=True)
+        print(f"  {rows:,} rows seed {seed}: loaded in {time.perf_counter() - t0:.0f}s",
+              flush=True)
+        distinct.append({f: ds.schema.field(f).vocab_size for f in ds.schema.categorical})
+        config = TrainConfig(epochs=epochs, batch_size=batch_size, patience=1, seed=seed,
+                             progress=False, threads=threads)
+        spec = backbone_spec("deepfm", 16)
+        base = fit_spec(ds, spec, config)
+        models = {"full-dim": base.model}
+        runs["full-dim"].append(record(base, 0.0, None))
+        report(f"{rows:,} rows", seed, "full-dim", runs["full-dim"][-1])
+        for method in methods:
+            ctx = SearchContext(ds, spec, config, seed=seed,
+                                options=dict(SCALE_OPTIONS.get(method, {}),
+                                             search_epochs=search_epochs))
+            t0 = time.perf_counter()
+            stage = get_method(method).search(ctx)
+            search = time.perf_counter() - t0
+            final = fit_spec(ds, stage.spec, config)
+            models[method] = final.model
+            runs[method].append(record(final, search, stage.dims))
+            runs[method][-1]["stage"] = {k: v for k, v in stage.extra.items()
+                                         if k not in ("curve",)}
+            report(f"{rows:,} rows", seed, method, runs[method][-1])
+        for name, timing in latencies(models, ds).items():
+            runs[name][-1]["latency"] = timing
+            print(f"    {name} latency: " + ", ".join(f"{k} {v:.2f}" for k, v in
+                                                      timing.items()), flush=True)
+        del models, base, ds
+    return {"runs": runs, "truth": {}, "encoders": {}, "bayes": [], "distinct": distinct,
+            "file": str(path)}
+
+
+def summarise_scale(rows: int, found: dict[str, Any]) -> str:
+    runs = found["runs"]
+    full = runs["full-dim"]
+    top = sorted(found["distinct"][0].items(), key=lambda kv: -kv[1])[:4]
+    lines = [summarise(f"Criteo layout, {rows:,} rows", found), "",
+             "largest vocabularies (first seed's training split): "
+             + ", ".join(f"{f} {n:,}" for f, n in top)
+             + f"; all fields {sum(found['distinct'][0].values()):,}", ""]
+    table = []
+    for method, items in runs.items():
+        if not items or "latency" not in items[0]:
+            continue
+        ratio = [r["latency"][k] / f["latency"][k] for r, f in zip(items, full, strict=True)
+                 for k in r["latency"]]
+        table.append([method] + [f"{np.mean([r['latency'][k] for r in items]):.2f}"
+                                 for k in items[0]["latency"]]
+                     + [f"{np.mean(ratio):.2f}"])
+    keys = list(full[0].get("latency", {}))
+    if table:
+        lines.append(markdown_table(["model", *keys, "vs full (mean ratio)"], table))
+    return "\n".join(lines)
 
 
 def record(outcome: Any, search_seconds: float, dims: dict[str, float] | None) -> dict[str, Any]:
@@ -182,7 +309,7 @@ def summarise(data: str, found: dict[str, Any]) -> str:
     if found["bayes"]:
         text += ["", f"Bayes-optimal test AUC: {mean_std(found['bayes'])}"]
     if found["truth"]:
-        text += ["", markdown_table(["planted truth", "mean dim (over seeds)"],
+        text += ["", markdown_table(["planted truth", "mean over seeds"],
                                     [[k, mean_std(v)] for k, v in found["truth"].items()])]
     if found["encoders"]:
         text += ["", markdown_table(["num0 model, encoder", "test AUC"],
@@ -229,6 +356,11 @@ def main() -> None:
                         help="PEP's threshold granularity (feature_dim: one per entry, the "
                              "paper's default; feature: one per value; ...)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--rows", type=int, default=None,
+                        help="instead of --data: a Criteo-layout file of this many rows, "
+                             "DeepFM-16 against the pruning methods (default pep)")
+    parser.add_argument("--batch-size", type=int, default=4096,
+                        help="batch size of every (re)train and search under --rows")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-embedding"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -236,6 +368,16 @@ def main() -> None:
     methods = tuple(m for m in args.methods.split(",") if m)
     print(machine_line())
     results = {}
+    if args.rows is not None:
+        if args.methods == parser.get_default("methods"):
+            methods = ("pep",)
+        found = run_scale(args.rows, args.seeds, args.epochs, args.search_epochs, methods,
+                          args.threads,
+                          args.out, args.batch_size)
+        print(summarise_scale(args.rows, found), flush=True)
+        (args.out / f"embedding-{args.rows}.json").write_text(
+            json.dumps(found, indent=2, default=float))
+        return
     for data in args.data:
         results[data] = run_dataset(data, args.seeds, args.epochs, args.search_epochs,
                                     args.trials, args.trial_epochs, methods, args.threads,
