@@ -529,7 +529,7 @@ def plan_line(names: list[str], baselines: list[str], seconds: float | None,
         parts.append(f"{len(baselines)} baseline(s) ({', '.join(baselines)}){how}{within}")
     parts.append(f"{len(names)} stage(s) ({', '.join(names)}){rows}")
     parts.append("a retrain of the result on all rows")
-    when = (f"about {duration(seconds)} in all (--budget; the retrain is not cut short)"
+    when = (f"about {duration(seconds)} in all (--budget; the retrain ends with it)"
             if seconds is not None else
             "no --budget, so each stage runs its full trials and the time is not bounded")
     return f"search: {', then '.join(parts)}; {when}"
@@ -723,6 +723,7 @@ def choose_baselines(plan: _Plan, schema: Schema, embed_dim: int) -> list[dict[s
 def run_search(settings: SearchSettings, report: bool = True) -> SearchResult:
     """Train the baselines, search on (a sample of) the data in stages, retrain the result
     on all rows, compare it with the baselines, write the run folder and return it all."""
+    from autodrs.data.dataset import scored_on_sample
     from autodrs.experiment import (
         fit_spec,
         machine_info,
@@ -756,6 +757,7 @@ def run_search(settings: SearchSettings, report: bool = True) -> SearchResult:
     )
     from autodrs.search.base import SearchContext
     from autodrs.search.stages import run_stages
+    from autodrs.train.trainer import TimeLimit
 
     started = time.monotonic()  # the budget bounds the whole run, from here
     plan = plan_search(settings)
@@ -785,6 +787,8 @@ def run_search(settings: SearchSettings, report: bool = True) -> SearchResult:
     if sample is not ds:
         log.info(f"the stages search on {len(sample.train):,} of {len(ds.train):,} training "
                  "rows (--search-rows); the retrain and the baselines train on all of them")
+        # ... and are validated and tested on the sample's held-out rows (all on the same)
+        ds = scored_on_sample(ds, sample)
     prepare_run_folder(out_dir, settings.overwrite)
     save_settings(out_dir, settings)
     save_data_identity(out_dir, identity)
@@ -870,7 +874,7 @@ def run_search(settings: SearchSettings, report: bool = True) -> SearchResult:
 
         # what is left of the budget covers the stages and the retrain: the stages stop in
         # time to leave a share of it for the retrain (at least what the start's fit on all
-        # rows took, at most half), which is never cut short
+        # rows took, at most half), which ends with the budget
         reserve = 0.0
         if left is not None:
             full = known.seconds if known is not None else 0.0
@@ -886,7 +890,9 @@ def run_search(settings: SearchSettings, report: bool = True) -> SearchResult:
         search_seconds = time.perf_counter() - t0
         spec = stages[-1].spec
         log.info(f"retraining the result on all {len(ds.train):,} training rows")
-        final = fit_spec(ds, spec, config)
+        # under a budget the retrain ends with it (its scoring included), flagged cut_short
+        final = fit_spec(ds, spec, config, hooks=None if plan.seconds is None else [TimeLimit(
+            lambda: plan.seconds - (time.monotonic() - started))])  # type: ignore[operator]
         save_model(out_dir, final.model, ds.schema)
         compared: dict[str, Any] = {
             name: {**o.metrics, "params": o.params, "bytes": count_bytes(o.model),
@@ -910,6 +916,7 @@ def run_search(settings: SearchSettings, report: bool = True) -> SearchResult:
             "bytes": count_bytes(final.model),
             "cost": {"search_seconds": round(search_seconds, 3),
                      "retrain_seconds": round(final.seconds, 3),
+                     "retrain_cut_short": final.fit.stopped_by_hook,
                      "baseline_seconds": round(baseline_time, 3),
                      "baseline_tuning_seconds": round(sum(t.seconds for t in tuned.values()), 3),
                      "total_seconds": round(time.monotonic() - started, 3),
@@ -921,7 +928,9 @@ def run_search(settings: SearchSettings, report: bool = True) -> SearchResult:
             # retrain and the baselines on all rows
             "rows": {"search_rows": settings.search_rows or None,
                      "stages": sample_rows(sample), "retrain": len(ds.train),
-                     "baselines": len(ds.train)},
+                     "baselines": len(ds.train),
+                     # the held-out rows the retrain and the baselines were scored on
+                     "scored": {"valid": len(ds.valid), "test": len(ds.test)}},
             "stages": [{**s.to_dict(), "train_rows": len(sample.train)} for s in stages],
             "skipped_stages": skipped,
             "skipped_baselines": left_out,

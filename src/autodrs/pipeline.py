@@ -19,8 +19,13 @@ each given an equal part of what is left of that share (a baseline its part cuts
 its best epoch and is flagged). Of what remains, ``RETRAIN_SHARE`` (at least as long as the
 start baseline's fit took, at most half) is kept back for the retrain, which may also use
 whatever the stages leave; the rest goes to the stages in proportion to ``STAGE_WEIGHTS``,
-each stage's unused time passing to the stages after it. The retrain is never cut short, so
-the command may end a little after its budget.
+each stage's unused time passing to the stages after it. Every fit ends within its part
+(``trainer.TimeLimit``, and ``trainer.deadline`` around each stage), its last validation and
+test pass included: the limit keeps back what those passes take, timed on the model. The
+retrain ends with the budget (``cut_short`` in result.json when it did), so the command ends
+within its budget plus what the stop takes (the step under way, one model's scoring beyond
+the estimate, writing the run folder). On a sampled table the fits on all rows are scored on
+the sample's validation and test rows (``dataset.scored_on_sample``).
 
 On a large table the stages search on a sample (``search_sample``): ``--search-rows``
 training rows (``DEFAULT_SEARCH_ROWS`` by default) drawn by the seed, with the validation and
@@ -67,7 +72,7 @@ from autodrs.data.schema import Schema
 from autodrs.experiment import Outcome, cached_fit, fit_key, fit_spec
 from autodrs.search.base import StageResult, validates_alike
 from autodrs.spec import ArchSpec
-from autodrs.train.trainer import TimeLimit, TrainConfig
+from autodrs.train.trainer import TimeLimit, TrainConfig, release_weights
 
 DEFAULT_PIPELINE = ("optim", "autodis", "autofield", "frequency", "autodim", "autofis")
 # default stages that only apply to some data: skipped where the data has nothing for them
@@ -163,6 +168,10 @@ def fit_baselines(ds: Dataset, specs: dict[str, ArchSpec], config: TrainConfig,
         outcomes[name] = fit_spec(ds, spec, config, hooks=hooks)
         if on_fit is not None:
             on_fit(name, outcomes[name])
+        if outcomes[name].fit.stopped_by_hook:
+            # no later fit is handed a cut-short one (shared fits keep none): only its
+            # figures are used, so its weights are freed before the next baseline trains
+            release_weights(outcomes[name].model)
     return outcomes
 
 
