@@ -8,3 +8,4 @@ from autodrs.methods import interaction  # noqa: F401, E402
 from autodrs.methods import selection  # noqa: F401, E402
 from autodrs.methods import crossing  # noqa: F401, E402
 from autodrs.methods import blocks  # noqa: F401, E402
+from autodrs.methods import comprehensive  # noqa: F401, E402
