@@ -155,4 +155,5 @@ class AOANet(Method):
                    "op_weights": torch.softmax(module.op_logits.detach(), 1).tolist()})
         result.extra["kept"] = ["*".join(k) for k in kept]
         result.spec.provenance[-1]["kept"] = [list(k) for k in kept]
+        result.dag = out.dag
         return result

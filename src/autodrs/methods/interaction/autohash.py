@@ -205,4 +205,5 @@ class AutoHash(Method):
         result.extra["kept"] = ["*".join(k) for k in combinations(kept2, 2)]
         result.spec.provenance[-1]["kept"] = {f"order{p}": hashed[f"order{p}"]["fields"]
                                               for p in module.orders}
+        result.dag = out.dag
         return result

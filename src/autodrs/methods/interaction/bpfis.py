@@ -16,7 +16,9 @@ is differentiable in every logit. The weights take the trainer's Adam steps and 
 selection logits Adam steps (``select_lr``) on the gradients of the same batch. User u keeps
 pair ij when ``rho_uij > 0.5``; the delivered FM models each pair for the users that keep it
 (``Interaction.users``, ``ArchSpec.user_field``), every user's pair without a list.
-Departures: selection variables per (user, field) rather than per (user, feature value),
+Without a user field (none given, none of ``USER_FIELDS`` in the data) every example is one
+user: Bayesian feature interaction selection without personalisation. Departures:
+selection variables per (user, field) rather than per (user, feature value),
 the two KL terms weighted by constants (the official code weighs its selection entropy by a
 constant too) and no pre-training pass.
 """
@@ -74,7 +76,7 @@ class PersonalSelection(nn.Module):
     """Per-user selection logits over fields and pairs and the slab's variance net."""
 
     def __init__(self, n_fields: int, dim: int, pairs: list[tuple[int, ...]], n_users: int,
-                 column: int, tau: float) -> None:
+                 column: int | None, tau: float) -> None:
         super().__init__()
         self.register_buffer("left", torch.tensor([p[0] for p in pairs]), persistent=False)
         self.register_buffer("right", torch.tensor([p[1] for p in pairs]), persistent=False)
@@ -88,7 +90,8 @@ class PersonalSelection(nn.Module):
         self.slab_kl = torch.zeros(())
 
     def forward(self, stacked: torch.Tensor, batch: Batch) -> InteractionOutput:
-        users = batch.cat[:, self.column]
+        users = (batch.cat[:, self.column] if self.column is not None
+                 else torch.zeros(len(batch), dtype=torch.long, device=stacked.device))
         hadamard = stacked.index_select(1, self.left) * stacked.index_select(1, self.right)
         mean = hadamard.sum(-1)
         if not self.training:
@@ -131,15 +134,14 @@ class BPFISSupernet(InteractionSupernet):
         return {"rho": torch.sigmoid(self.interaction.pair_logit.detach())[self.users].tolist()}
 
 
-def user_field(ctx: SearchContext) -> str:
-    """The ``user`` option, else the first of ``USER_FIELDS`` the data has."""
+def user_field(ctx: SearchContext) -> str | None:
+    """The ``user`` option, else the first of ``USER_FIELDS`` the data has (None: none)."""
     schema = ctx.dataset.schema
     name = ctx.options.get("user")
     if name is None:
         name = next((n for n in USER_FIELDS if n in schema.categorical), None)
-    if name is None:
-        raise SearchError("bpfis needs a user field: pass the option user=<categorical field> "
-                          f"(none of {', '.join(USER_FIELDS)} is in the data)")
+        if name is None:
+            return None
     if name not in schema.categorical or schema.field(name).vocab is None:
         raise SearchError(f"bpfis user field {name!r} must be a categorical field with a "
                           "vocabulary")
@@ -170,7 +172,7 @@ class BPFIS(Method):
         strategy, t0, spec, names = start_search(self, ctx)
         field = user_field(ctx)
         schema = ctx.dataset.schema
-        vocab = list(schema.field(field).vocab or [])
+        vocab = list(schema.field(field).vocab or []) if field is not None else ["*"]
         if len(vocab) > option(ctx, "max_users", 20_000, int):
             raise SearchError(f"bpfis: {field!r} has {len(vocab)} values, more than max_users")
         tau, alpha = option(ctx, "tau", 0.5), option(ctx, "alpha", 1e-3)
@@ -181,10 +183,11 @@ class BPFIS(Method):
             len(ctx.dataset.train), ctx.train.batch_size, SEARCH_EPOCHS, SEARCH_STEPS))
         pairs = candidate_interactions(names, 2)
         torch.manual_seed(ctx.seed)
-        size = schema.field(field).vocab_size
+        first, size = (FIRST_ID, schema.field(field).vocab_size) if field is not None else (0, 1)
         module = PersonalSelection(len(names), spec.embed_dim, pairs, size,
-                                   schema.categorical.index(field), tau)
-        user_ids = torch.arange(FIRST_ID, size)
+                                   schema.categorical.index(field) if field is not None
+                                   else None, tau)
+        user_ids = torch.arange(first, size)
         supernet = BPFISSupernet(schema, spec, module, users=user_ids, alpha=alpha, beta=beta)
         selector = torch.optim.Adam(supernet.arch_parameters(), lr=select_lr)
         trainer = train_supernet(ctx, supernet, [OptimizerStep(selector)], config)
