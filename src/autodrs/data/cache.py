@@ -85,11 +85,15 @@ _HEADER_BYTES = 128  # every shard's .npy header, fixed so rows can be appended 
 
 
 # ---------------------------------------------------------------- splits
-def row_hash(rows: np.ndarray, seed: int, salt: int = 0) -> np.ndarray:
+def row_hash(rows: np.ndarray, seed: int, salt: int = 0,
+             scratch: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """A uniform number in [0, 1) for each row number: SplitMix64 of the row number mixed
-    with the seed (and a salt for independent draws), top 53 bits."""
-    z = rows.astype(np.uint64)  # a copy: updated in place below, with one scratch array
-    t = np.empty_like(z)
+    with the seed (and a salt for independent draws), top 53 bits. ``scratch``: two
+    uint64 arrays of ``rows``' length to work in (else allocated)."""
+    if scratch is None:
+        scratch = (np.empty(len(rows), np.uint64), np.empty(len(rows), np.uint64))
+    z, t = scratch
+    np.copyto(z, rows, casting="unsafe")
     with np.errstate(over="ignore"):
         z += np.uint64((seed * 2 + 1 + salt * 7919) % 2**64) * _GOLDEN
         for shift, mult in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
@@ -386,13 +390,19 @@ class _NpyFile:
     def __init__(self, path: Path, first: np.ndarray, dtype: Any = None) -> None:
         self.path = path
         self.dtype = np.dtype(dtype or first.dtype)
+        self.cast: np.ndarray | None = None
         self.tail = first.shape[1:]
         self.rows = 0
         self.fh = open(path, "wb")  # noqa: SIM115 (closed in close or abort)
         self.fh.write(b"\0" * _HEADER_BYTES)
 
     def append(self, arr: np.ndarray) -> None:
-        _write_bytes(self.fh, arr.astype(self.dtype, copy=False))
+        if arr.dtype != self.dtype:  # cast through a buffer kept for the next block
+            if self.cast is None or len(self.cast) < len(arr):
+                self.cast = np.empty(arr.shape, self.dtype)
+            np.copyto(self.cast[:len(arr)], arr, casting="unsafe")
+            arr = self.cast[:len(arr)]
+        _write_bytes(self.fh, arr)
         self.rows += len(arr)
 
     def widen(self, dtype: Any) -> None:
@@ -547,7 +557,7 @@ class _State:
     positives: float = 0.0
     buffers: dict[str, np.ndarray] = field(default_factory=dict)
 
-    def buffer(self, key: str, shape: tuple[int, int], dtype: Any) -> np.ndarray:
+    def buffer(self, key: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
         """An uninitialised array reused from chunk to chunk (its rows are written to the
         shards before the next chunk): a fresh one each chunk would be memory the
         allocator hands back to the system and takes again, a page fault per 4 KiB."""
@@ -640,10 +650,12 @@ def _encode_chunk(batch: pa.RecordBatch | pa.Table, schema: Schema, st: BuildSet
     n = batch.num_rows
     if state.rows == 0:
         _check_names(batch.schema.names, [*schema.field_names, schema.label])
-    rows = np.arange(state.rows, state.rows + n, dtype=np.uint64)
+    rows = state.buffer("rows", (n,), np.uint64)
+    rows[:] = np.arange(state.rows, state.rows + n, dtype=np.uint64)
     # the random split's hash also orders rows for the numerical sample: among train rows
     # it is uniform and independent of their values, so the smallest are a uniform sample
-    u = row_hash(rows, st.seed)
+    u = row_hash(rows, st.seed, scratch=(state.buffer("z", (n,), np.uint64),
+                                         state.buffer("t", (n,), np.uint64)))
     if time_cuts is not None:
         t = _time_values(_series(_column(batch, schema.time or "")), schema.time)
         which = (t >= time_cuts[0]).astype(np.uint8) + (t >= time_cuts[1]).astype(np.uint8)
