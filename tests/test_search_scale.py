@@ -178,3 +178,20 @@ def test_a_sampled_table_is_scored_on_the_sample_s_held_out_rows(tiny_synthetic,
     # a fit on it predicts only the sampled rows
     outcome = fit_spec(scored, backbone_spec("fm", 4), replace(CONFIG, epochs=1))
     assert outcome.fit.samples == len(tiny_synthetic.train)
+
+
+def test_the_search_s_retrain_ends_with_the_budget_and_sampled_rows_are_scored(tmp_path):
+    # a budget already spent when the retrain starts (1 s: reading the data takes longer)
+    # ends the retrain at its first step; without a budget it trains out
+    from autodrs import api
+
+    common = {"data": "synthetic?rows=3000&seed=1", "methods": ["optim"], "seed": 0,
+              "baselines": ["fm"], "epochs": 2, "threads": 1, "search_rows": 1000,
+              "options": {"optim": {"lr_factors": "1"}}}
+    cut = api.search(budget=1, **common).result
+    assert cut["cost"]["retrain_cut_short"] is True
+    # the baselines and the retrain were scored on the sample's held-out rows
+    assert cut["rows"]["scored"] == {"valid": cut["rows"]["stages"]["valid"],
+                                     "test": cut["rows"]["stages"]["test"]}
+    full = api.search(**common).result
+    assert full["cost"]["retrain_cut_short"] is False
