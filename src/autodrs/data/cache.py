@@ -9,7 +9,8 @@ Layout of a cache folder (one per data + settings key)::
     remap-cat.npy                 int32: provisional -> final id, every categorical field's
                                   table one after the other (offsets in info.json)
     remap-seq-genres.npy          int32: the same for one sequence field
-    train/00000.cat.npy           int32 [rows, categorical fields], provisional ids
+    train/00000.cat.npy           uint16 or int32 [rows, categorical fields], provisional
+                                  ids (uint16 while they all fit 16 bits)
     train/00000.num.npy           float32 [rows, numerical fields], standardised
     train/00000.label.npy         uint8 [rows]
     train/00000.seq-genres.npy    int32 [rows, 8] provisional ids (padded)
