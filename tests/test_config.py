@@ -158,4 +158,6 @@ def test_search_baselines_all_none_and_the_defaults() -> None:
     assert plan(methods="hparams").baselines == ["deepfm"]
     default = plan()
     assert default.baselines == DEFAULT_BASELINES.split(",") and default.model == "auto"
-    assert plan(budget="4m").baseline_seconds == 60.0
+    # two fifths when the baselines are tuned like the searched model, else a quarter
+    assert plan(budget="4m").baseline_seconds == 96.0
+    assert plan(budget="4m", tune_baselines=False).baseline_seconds == 60.0

@@ -46,8 +46,11 @@ def test_default_pipeline_runs_every_stage_and_writes_the_run_folder(tmp_path):
     for name in ("result.json", "spec.json", "model.pt", "schema.json", "manifest.json",
                  "report.html", "config.yaml"):
         assert (out / name).exists(), name
-    # each stage's cost is reported, and the search cost covers them
-    assert all(s["seconds"] > 0 for s in r["stages"])
+    # each stage's cost is reported, and the search cost covers them; the optim stage
+    # reuses the fits of its start's tuning as a baseline (the same search, done already)
+    assert all(s["seconds"] > 0 for s in r["stages"] if s["method"] != "optim")
+    assert r["stages"][0]["candidates"] == r["tuned_baselines"]["fm"]["candidates"]
+    assert r["stages"][0]["seconds"] < r["tuned_baselines"]["fm"]["seconds"]
     assert r["cost"]["search_seconds"] >= sum(s["seconds"] for s in r["stages"]) * 0.99
     assert "searched" in (out / "report.html").read_text()
     # the interaction stage chose its head between DeepFM and FM on retrains
@@ -467,8 +470,8 @@ def test_default_pipeline_guards_its_stages_and_reuses_the_guard_retrains(tmp_pa
                                       "--out", str(out)])
     assert result.exit_code == 0, result.output
     r = json.loads((out / "result.json").read_text())
-    # the search starts from the baseline that validates best
-    valid = {n: b["valid"]["auc"] for n, b in r["baselines"].items()}
+    # the search starts from the baseline that validates best once tuned
+    valid = {n: b["valid"]["auc"] for n, b in r["tuned_baselines"].items()}
     assert r["start"]["model"] == r["model"] == max(valid, key=valid.get)
     assert r["start"]["valid_auc"] == pytest.approx(valid, abs=1e-6)
     assert f"starting from {r['model']}" in result.output
@@ -481,8 +484,10 @@ def test_default_pipeline_guards_its_stages_and_reuses_the_guard_retrains(tmp_pa
     start_valid = valid[r["model"]]
     assert r["metrics"]["valid"]["auc"] >= start_valid
     first = next(g for g in guards if g.get("checked"))
-    if first is guards[0]:
-        assert first["input_valid_auc"] == pytest.approx(start_valid, abs=1e-6)
+    if first is guards[0]:  # optim's input: the start as the command's --lr trains it
+        untuned = r["baselines"][r["model"]]["valid"]["auc"]
+        assert first["input_valid_auc"] == pytest.approx(untuned, abs=1e-6)
+        assert first["stage_valid_auc"] == pytest.approx(start_valid, abs=1e-6)
     # rejected stages' specs are kept out of the final spec and named in its provenance
     for stage, g in zip(r["stages"], guards, strict=True):
         if g["kept"] is False:

@@ -214,22 +214,38 @@ class RunResult:
         return self.model.predict(frame)
 
     def leaderboard(self) -> pl.DataFrame:
-        """One row per model (this run's and each baseline), best test AUC first: validation
-        and test AUC and logloss, parameters, embedding parameters, bytes, seconds and the
-        training rows. A Polars DataFrame (``.to_pandas()`` for pandas)."""
+        """One row per model (this run's and each baseline, a tuned baseline as a row of its
+        own), best test AUC first: whether its training was searched (``tuned``: the optim
+        stage's learning rate; False for a baseline at the command's ``lr``), the learning
+        rate, validation and test AUC and logloss, parameters, embedding parameters, bytes,
+        seconds, the training rows and whether the epoch cap ended it while it was still
+        improving. A Polars DataFrame (``.to_pandas()`` for pandas)."""
         import polars as pl
 
-        name = "searched" if self.result.get("command") == "search" else str(
-            self.result.get("model", "model"))
-        rows = [_board_row(name, self.result["metrics"], self.result.get("params", {}),
-                           self.result.get("bytes"),
-                           self.result.get("cost", {}).get("retrain_seconds",
-                                                           self.result.get("cost", {}).get(
-                                                               "train_seconds")),
-                           (self.result.get("rows") or {}).get("retrain"))]
-        for other, entry in (self.result.get("baselines") or {}).items():
+        r = self.result
+        search = r.get("command") == "search"
+        name = "searched" if search else str(r.get("model", "model"))
+        lr = (r.get("config") or {}).get("lr")
+        improving = set(r.get("still_improving") or [])
+        if not search:
+            improving = {name} if r.get("still_improving") is True else set()
+        rows = [_board_row(name, r["metrics"], r.get("params", {}), r.get("bytes"),
+                           r.get("cost", {}).get("retrain_seconds",
+                                                 r.get("cost", {}).get("train_seconds")),
+                           (r.get("rows") or {}).get("retrain"),
+                           tuned="optim" in (r.get("methods") or []), lr=lr,
+                           still_improving=name in improving)]
+        tuned = r.get("tuned_baselines") or {}
+        for other, entry in (r.get("baselines") or {}).items():
             rows.append(_board_row(other, entry, entry.get("params", {}), entry.get("bytes"),
-                                   entry.get("seconds"), entry.get("train_rows")))
+                                   entry.get("seconds"), entry.get("train_rows"), tuned=False,
+                                   lr=entry.get("lr"), still_improving=other in improving))
+            if other in tuned:
+                t = tuned[other]
+                rows.append(_board_row(other, t, t.get("params", {}), t.get("bytes"),
+                                       t.get("seconds"), t.get("train_rows"), tuned=True,
+                                       lr=t.get("lr"),
+                                       still_improving=bool(t.get("still_improving"))))
         return pl.DataFrame(rows).sort("test_auc", descending=True, nulls_last=True)
 
     def report(self, path: str | Path | None = None) -> Path:
@@ -259,13 +275,16 @@ class SearchResult(RunResult):
 
 
 def _board_row(name: str, metrics: dict[str, Any], params: dict[str, Any], size: Any,
-               seconds: Any, rows: Any) -> dict[str, Any]:
+               seconds: Any, rows: Any, tuned: bool = False, lr: Any = None,
+               still_improving: bool = False) -> dict[str, Any]:
     valid, test = metrics.get("valid", {}), metrics.get("test", {})
-    return {"model": name, "valid_auc": valid.get("auc"), "valid_logloss": valid.get("logloss"),
+    return {"model": name, "tuned": tuned, "lr": None if lr is None else float(lr),
+            "valid_auc": valid.get("auc"), "valid_logloss": valid.get("logloss"),
             "test_auc": test.get("auc"), "test_logloss": test.get("logloss"),
             "params": params.get("total"), "embedding_params": params.get("embedding"),
             "bytes": size.get("total") if isinstance(size, dict) else size,
-            "seconds": None if seconds is None else float(seconds), "train_rows": rows}
+            "seconds": None if seconds is None else float(seconds), "train_rows": rows,
+            "still_improving": still_improving}
 
 
 def _run_folder(out: str | None) -> tuple[Path, bool]:
@@ -569,13 +588,15 @@ def tuned_entry(tuned: TunedBaseline, ds: Dataset, size: Any) -> dict[str, Any]:
             "candidates": extra["candidates"], "untried": extra["untried"]}
 
 
-def tuning_note(plan: _Plan, names: list[str], settings: SearchSettings) -> dict[str, Any]:
-    """Whether the baselines were tuned like the searched model, and why not when not."""
+def tuning_note(plan: _Plan, names: list[str],
+                not_tuned: dict[str, str] | None = None) -> dict[str, Any]:
+    """Whether the baselines were tuned like the searched model, and why not when not
+    (``not_tuned``: the baselines the budget left untuned, each with the reason)."""
     if plan.tune_baselines:
         return {"tuned": True, "method": "optim",
                 "reason": "each baseline got the searched model's optim stage (same "
                           "candidates and budget rule); both its untuned and tuned fits "
-                          "are reported"}
+                          "are reported", "not_tuned": dict(not_tuned or {})}
     if not plan.baselines:
         reason = "no baselines"
     elif "optim" not in names:
@@ -738,7 +759,6 @@ def run_search(settings: SearchSettings, report: bool = True) -> SearchResult:
         RETRAIN_SHARE,
         SHRINK_LOGLOSS_TOLERANCE,
         SHRINK_TOLERANCE,
-        TunedBaseline,
         ValidationGuard,
         fit_baselines,
         inapplicable_stages,
@@ -824,9 +844,16 @@ def run_search(settings: SearchSettings, report: bool = True) -> SearchResult:
         tuned: dict[str, TunedBaseline] = {}
         optim_options = {**options, **settings.options.get("optim", {})}
 
+        not_tuned: dict[str, str] = {}
+
         def tune(name: str, spec: ArchSpec, left: Any) -> None:
-            tuned[name] = tune_baseline(sample, ds, spec, config, optim_options, left)
-            log.info(baseline_line(name, tuned[name].outcome, tuned[name]))
+            done = tune_baseline(sample, ds, spec, config, optim_options, left)
+            if done is None:
+                not_tuned[name] = "its part of the baselines' budget ran out before tuning"
+                log.info(f"baseline {name} not tuned: {not_tuned[name]}")
+                return
+            tuned[name] = done
+            log.info(baseline_line(name, done.outcome, done))
 
         t_base = time.perf_counter()
         fits = fit_baselines(ds, base_specs, config, plan.baseline_seconds,
@@ -897,7 +924,8 @@ def run_search(settings: SearchSettings, report: bool = True) -> SearchResult:
         compared: dict[str, Any] = {
             name: {**o.metrics, "params": o.params, "bytes": count_bytes(o.model),
                    "seconds": round(o.seconds, 3), "train_rows": len(ds.train),
-                   "cut_short": o.fit.stopped_by_hook, "lr": with_training(config, o.model.spec).lr,
+                   "cut_short": o.fit.stopped_by_hook,
+                   "lr": with_training(config, base_specs[name]).lr,
                    "best_epoch": o.fit.best_epoch, "still_improving": o.fit.still_improving}
             for name, o in fits.items()}
         tuned_rows = {name: tuned_entry(t, ds, count_bytes(t.outcome.model))
@@ -911,7 +939,7 @@ def run_search(settings: SearchSettings, report: bool = True) -> SearchResult:
             "baselines": compared,
             # the same baselines after the searched model's training search (optim)
             "tuned_baselines": tuned_rows,
-            "baseline_tuning": tuning_note(plan, names, settings),
+            "baseline_tuning": tuning_note(plan, names, not_tuned),
             "params": final.params,
             "bytes": count_bytes(final.model),
             "cost": {"search_seconds": round(search_seconds, 3),

@@ -27,6 +27,7 @@ from typer.core import TyperGroup
 from autodrs.config import (
     BASELINE_SHARE,
     DEFAULT_BASELINES,
+    DEFAULT_EPOCHS,
     DEFAULT_SEARCH_ROWS,
     BenchSettings,
     RunSettings,
@@ -289,7 +290,7 @@ def train(
     label: Label = None, fmt: Fmt = None, categorical: Categorical = None,
     numerical: Numerical = None, sequence: Sequence = None, schema: SchemaFile = None,
     group: Group = None, time_col: Time = None, split: Split = "random", min_count: MinCount = 1,
-    seed: Seed = 2026, epochs: Epochs = 10, batch_size: BatchSize = 1024, lr: Lr = 1e-3,
+    seed: Seed = 2026, epochs: Epochs = DEFAULT_EPOCHS, batch_size: BatchSize = 1024, lr: Lr = 1e-3,
     patience: Patience = 2, embed_dim: EmbedDim = 16, device: Device = "auto",
     threads: Threads = None, progress: Progress = True, overwrite: Overwrite = False,
     rows: Rows = None, track: Track = None,
@@ -340,7 +341,7 @@ def bench(
     label: Label = None, fmt: Fmt = None, categorical: Categorical = None,
     numerical: Numerical = None, sequence: Sequence = None, schema: SchemaFile = None,
     group: Group = None, time_col: Time = None, split: Split = "random", min_count: MinCount = 1,
-    seed: Seed = 2026, epochs: Epochs = 10, batch_size: BatchSize = 1024, lr: Lr = 1e-3,
+    seed: Seed = 2026, epochs: Epochs = DEFAULT_EPOCHS, batch_size: BatchSize = 1024, lr: Lr = 1e-3,
     patience: Patience = 2, embed_dim: EmbedDim = 16, device: Device = "auto",
     threads: Threads = None, overwrite: Overwrite = False, rows: Rows = None,
     config: ConfigFile = None,
@@ -473,10 +474,15 @@ def search_command(
     guard: Annotated[bool | None, typer.Option(
         help="retrain each stage's spec and keep it only when it validates at least as well "
              "as the stage's input (default: on for the default pipeline)")] = None,
+    tune_baselines: Annotated[bool, typer.Option(
+        help="give each baseline the searched model's training search (the optim stage's "
+             "learning rates, when the pipeline has one) and report it untuned and tuned; "
+             "--no-tune-baselines is quicker, and the table then says the baselines were "
+             "not tuned")] = True,
     label: Label = None, fmt: Fmt = None, categorical: Categorical = None,
     numerical: Numerical = None, sequence: Sequence = None, schema: SchemaFile = None,
     group: Group = None, time_col: Time = None, split: Split = "random", min_count: MinCount = 1,
-    seed: Seed = 2026, epochs: Epochs = 10, batch_size: BatchSize = 1024, lr: Lr = 1e-3,
+    seed: Seed = 2026, epochs: Epochs = DEFAULT_EPOCHS, batch_size: BatchSize = 1024, lr: Lr = 1e-3,
     patience: Patience = 2, embed_dim: EmbedDim = 16, device: Device = "auto",
     threads: Threads = None, progress: Progress = True, overwrite: Overwrite = False,
     rows: Rows = None, track: Track = None,
@@ -499,20 +505,42 @@ def search_command(
     print_search(done.result, settings)
 
 
+def board_rows(result: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    """The search's models as (name, how it trained, entry): the searched model, then each
+    baseline as the command's --lr trains it and, where tuned, after the optim stage's
+    search of its learning rate."""
+    lr = (result.get("config") or {}).get("lr")
+    how = "searched" if "optim" in result.get("methods", []) else "not searched"
+    rows = [("searched", f"{how}, lr {lr:g}" if lr else how,
+             {**result["metrics"], "params": result["params"]})]
+    tuned = result.get("tuned_baselines") or {}
+    for name, row in result["baselines"].items():
+        lr = row.get("lr")
+        rows.append((name, f"untuned, lr {lr:g}" if lr else "untuned", row))
+        if name in tuned:
+            rows.append((f"{name} (tuned)", f"tuned, lr {tuned[name]['lr']:g}", tuned[name]))
+    return rows
+
+
 def print_search(result: dict[str, Any], settings: SearchSettings) -> None:
     """The searched model against the baselines, and where the run folder is."""
     from autodrs.experiment import epoch_cap_note
 
     folder = Path(settings.out or "runs/search")
-    table = RichTable("model", "test AUC", "test logloss", "parameters", "embedding params",
+    table = RichTable("model", "training", "test AUC", "test logloss", "parameters",
+                      "embedding params",
                       title=f"searched model against baselines on {result['data']['name']}")
-    rows = [("searched", result["metrics"], result["params"])]
-    rows += [(name, {"test": row["test"]}, row["params"])
-             for name, row in result["baselines"].items()]
-    for name, metrics, params in rows:
-        table.add_row(name, f"{metrics['test']['auc']:.4f}", f"{metrics['test']['logloss']:.4f}",
-                      f"{params['total']:,}", f"{params['embedding']:,}")
+    for name, training, row in board_rows(result):
+        table.add_row(name, training, f"{row['test']['auc']:.4f}",
+                      f"{row['test']['logloss']:.4f}", f"{row['params']['total']:,}",
+                      f"{row['params']['embedding']:,}")
     out.print(table)
+    tuning = result.get("baseline_tuning") or {}
+    if result["baselines"] and not tuning.get("tuned", False):
+        out.print(f"baselines not tuned: {tuning.get('reason', 'no tuning recorded')}",
+                  highlight=False)
+    for name, reason in (tuning.get("not_tuned") or {}).items():
+        out.print(f"baseline {name} not tuned: {reason}", highlight=False)
     if result["still_improving"]:
         out.print(epoch_cap_note(result["still_improving"], settings.epochs), highlight=False)
     cost = result["cost"]

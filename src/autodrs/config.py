@@ -36,8 +36,15 @@ __all__ = ["BenchSettings", "ConfigError", "RunSettings", "SearchSettings", "Tra
 DEFAULT_SEARCH_ROWS = 1_000_000
 # the part of --budget the baselines train in, when --baseline-budget is not given
 BASELINE_SHARE = 0.25
+# ... when each is also tuned by the optim stage (about four fits instead of one; the
+# searched model's own optim stage then reuses its start's tuning, so costs next to nothing)
+TUNED_BASELINE_SHARE = 0.4
 # the baselines of the default pipeline (a search of chosen methods compares with deepfm)
 DEFAULT_BASELINES = "deepfm,fm,widedeep,dcnv2,ipnn"
+# the epoch cap of every fit a command makes: a cap for early stopping (``--patience``) to
+# end training before, not a stop of its own. At 10, four of the five default baselines on
+# movielens-100k validated best at their last epoch, still improving (docs/benchmarks.md)
+DEFAULT_EPOCHS = 50
 # where to write and whether to replace or resume: not part of what a run computes
 NOT_SAVED = ("out", "overwrite", "resume", "progress", "track")
 
@@ -67,7 +74,7 @@ class RunSettings:
     min_count: int = 1
     rows: int | None = None
     seed: int = 2026
-    epochs: int = 10
+    epochs: int = DEFAULT_EPOCHS
     batch_size: int = 1024
     lr: float = 1e-3
     patience: int = 2
@@ -185,6 +192,7 @@ class SearchSettings(RunSettings):
     objectives: list[str] = field(default_factory=lambda: ["auc"])
     memory_budget: str | None = None
     guard: bool | None = None
+    tune_baselines: bool = True
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

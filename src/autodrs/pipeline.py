@@ -14,9 +14,13 @@ is skipped with a line saying so, and a stage that fails is recorded as failed, 
 reason, while the run goes on from the spec it was given: finished work is never lost.
 
 ``--budget`` covers the whole command: reading the data, the baselines, the stages and the
-retrain. The baselines train first, within ``BASELINE_SHARE`` of it (or ``--baseline-budget``),
-each given an equal part of what is left of that share (a baseline its part cuts short keeps
-its best epoch and is flagged). Of what remains, ``RETRAIN_SHARE`` (at least as long as the
+retrain. The baselines train first, within ``BASELINE_SHARE`` of it (``TUNED_BASELINE_SHARE``
+when they are tuned, or ``--baseline-budget``), each given an equal part of what is left of
+that share (a baseline its part cuts short keeps its best epoch and is flagged). When the
+pipeline searches the training (``optim``) each baseline gets that search too
+(``tune_baseline``, within its part), so the leaderboard compares the searched model with
+baselines trained as well as it is; the search then starts from the baseline whose tuned
+fit validates best, and its own ``optim`` stage reuses that tuning's fits. Of what remains, ``RETRAIN_SHARE`` (at least as long as the
 start baseline's fit took, at most half) is kept back for the retrain, which may also use
 whatever the stages leave; the rest goes to the stages in proportion to ``STAGE_WEIGHTS``,
 each stage's unused time passing to the stages after it. Every fit ends within its part
@@ -58,6 +62,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -66,13 +71,14 @@ from autodrs.config import (  # noqa: F401  (the pipeline's settings, named here
     BASELINE_SHARE,
     DEFAULT_BASELINES,
     DEFAULT_SEARCH_ROWS,
+    TUNED_BASELINE_SHARE,
 )
 from autodrs.data.dataset import Dataset, EncodedData
 from autodrs.data.schema import Schema
 from autodrs.experiment import Outcome, cached_fit, fit_key, fit_spec
 from autodrs.search.base import StageResult, validates_alike
 from autodrs.spec import ArchSpec
-from autodrs.train.trainer import TimeLimit, TrainConfig, release_weights
+from autodrs.train.trainer import TimeLimit, TrainConfig, deadline, release_weights
 
 DEFAULT_PIPELINE = ("optim", "autodis", "autofield", "frequency", "autodim", "autofis")
 # default stages that only apply to some data: skipped where the data has nothing for them
@@ -154,25 +160,70 @@ def _sample_split(split: Any, rows: int, seed: int) -> Any:
 
 def fit_baselines(ds: Dataset, specs: dict[str, ArchSpec], config: TrainConfig,
                   seconds: float | None = None,
-                  on_fit: Callable[[str, Outcome], Any] | None = None) -> dict[str, Outcome]:
+                  on_fit: Callable[[str, Outcome], Any] | None = None,
+                  tune: Callable[[str, ArchSpec, Callable[[], float | None]], Any] | None = None,
+                  ) -> dict[str, Outcome]:
     """Train each baseline in turn. Under ``seconds`` each gets an equal part of the time
     left (a fast one passes its unused time on); a fit its part cuts short keeps its best
-    epoch and has ``fit.stopped_by_hook`` set. ``on_fit`` is called after each fit."""
+    epoch and has ``fit.stopped_by_hook`` set. ``on_fit`` is called after each fit; ``tune``
+    (``tune_baseline``'s caller) after it, with the baseline and a clock of the seconds left
+    of its part (None without ``seconds``), so a baseline's part covers its tuning too."""
     end = None if seconds is None else time.monotonic() + seconds
     outcomes: dict[str, Outcome] = {}
     for i, (name, spec) in enumerate(specs.items()):
         hooks: list[Any] = []
+        left: Callable[[], float | None] = lambda: None  # noqa: E731
         if end is not None:
             deadline = time.monotonic() + max(0.0, end - time.monotonic()) / (len(specs) - i)
-            hooks = [TimeLimit(lambda d=deadline: d - time.monotonic())]
+            left = lambda d=deadline: d - time.monotonic()  # noqa: E731
+            hooks = [TimeLimit(left)]
         outcomes[name] = fit_spec(ds, spec, config, hooks=hooks)
         if on_fit is not None:
             on_fit(name, outcomes[name])
+        if tune is not None:
+            tune(name, spec, left)
         if outcomes[name].fit.stopped_by_hook:
             # no later fit is handed a cut-short one (shared fits keep none): only its
             # figures are used, so its weights are freed before the next baseline trains
             release_weights(outcomes[name].model)
     return outcomes
+
+
+@dataclass
+class TunedBaseline:
+    """A baseline after the training search the searched model gets: ``stage`` is the
+    ``optim`` stage's result on the baseline (its candidates and choice), ``outcome`` the fit
+    of the chosen setting on all training rows, ``seconds`` the whole tuning's time."""
+
+    outcome: Outcome
+    stage: StageResult
+    seconds: float
+
+
+def tune_baseline(sample: Dataset, ds: Dataset, spec: ArchSpec, config: TrainConfig,
+                  options: dict[str, Any],
+                  remaining: Callable[[], float | None] = lambda: None) -> TunedBaseline | None:
+    """``spec`` tuned as the pipeline's ``optim`` stage tunes the searched model: the same
+    method on the same rows (``sample``, the stages' rows), with the same ``options`` (the
+    stage's: its candidates) and budget rule (no new candidate once the time ``remaining``
+    cannot pay for one). The chosen setting is then fit on all rows ``ds``, as the searched
+    model's final retrain is: the candidate's own fit when ``sample`` is ``ds`` (shared
+    fits), else a fit within what is left (cut short and flagged when it runs out). Every
+    fit ends with what ``remaining`` allows (``trainer.deadline``, as a stage's do); None
+    when nothing is left to tune in."""
+    from autodrs.search.base import SearchContext, get_method
+
+    t0 = time.perf_counter()
+    left = remaining()
+    if left is not None and left <= 0:
+        return None
+    ctx = SearchContext(dataset=sample, spec=spec.copy(), train=config, seed=config.seed,
+                        budget_seconds=left, options=options)
+    with deadline(None if left is None else time.monotonic() + left):
+        stage = get_method("optim").search(ctx)
+        hooks = [] if left is None else [TimeLimit(remaining)]
+        outcome = fit_spec(ds, stage.spec, config, hooks=hooks)
+    return TunedBaseline(outcome, stage, time.perf_counter() - t0)
 
 
 def sample_rows(ds: Dataset) -> dict[str, int]:

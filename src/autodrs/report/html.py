@@ -182,13 +182,26 @@ def _architecture(page: _Page, result: dict[str, Any]) -> None:
 
 def _board_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per model of the leaderboard: the command's final model, then the
-    baselines."""
+    baselines, each tuned baseline (``tuned_baselines``) in a row of its own."""
     rows = []
+    tuned = result.get("tuned_baselines") or {}
     if result.get("metrics", {}).get("test"):
         name = "searched" if result.get("command") == "search" else result.get("model", "model")
         rows.append(_board_row(str(name), result, result["metrics"], searched=True))
+        lr = (result.get("config") or {}).get("lr")
+        rows[-1]["training"] = (("searched" if "optim" in (result.get("methods") or [])
+                                 else "not searched") + (f", lr {lr:g}" if lr else ""))
     for name, base in (result.get("baselines") or {}).items():
         rows.append(_board_row(name, base, base, searched=False))
+        if "lr" in base:
+            rows[-1]["training"] = f"untuned, lr {base['lr']:g}"
+        if name in tuned:
+            rows.append(_board_row(f"{name} (tuned)", tuned[name], tuned[name],
+                                   searched=False))
+            rows[-1]["training"] = f"tuned, lr {tuned[name]['lr']:g}"
+    if "baseline_tuning" not in result:  # a run from before tuned baselines: no column
+        for row in rows:
+            row["training"] = None
     return rows
 
 
@@ -197,7 +210,7 @@ def _board_row(name: str, entry: dict[str, Any], metrics: dict[str, Any],
     valid, test = metrics.get("valid") or {}, metrics.get("test") or {}
     params, size = entry.get("params") or {}, entry.get("bytes") or {}
     spread = entry.get("spread") or {}
-    return {"name": name, "searched": searched,
+    return {"name": name, "searched": searched, "training": None,
             "valid_auc": valid.get("auc"), "test_auc": test.get("auc"),
             "valid_logloss": valid.get("logloss"), "test_logloss": test.get("logloss"),
             "params": params.get("total"), "embedding": params.get("embedding"),
@@ -215,7 +228,8 @@ def _leaderboard(page: _Page, result: dict[str, Any]) -> None:
         return
     rows.sort(key=lambda r: -_finite(r["test_auc"], -1.0))
     several = _seeds(result) > 1
-    columns = [("valid_auc", "valid AUC", 4), ("test_auc", "test AUC", 4),
+    columns = [("training", "training", 0),
+               ("valid_auc", "valid AUC", 4), ("test_auc", "test AUC", 4),
                ("auc_std", "± std", 4), ("valid_logloss", "valid logloss", 4),
                ("test_logloss", "test logloss", 4), ("logloss_std", "± std", 4),
                ("params", "parameters", 0), ("embedding", "embedding parameters", 0),
@@ -229,6 +243,7 @@ def _leaderboard(page: _Page, result: dict[str, Any]) -> None:
     page.table(["model", *(c[1] for c in shown)],
                [[html.escape(r["name"]), *(_fmt(r[c[0]], c[2]) for c in shown)] for r in rows],
                cls="board", row_classes=["searched" if r["searched"] else "" for r in rows])
+    _fairness_notes(page, result)
     cost = result.get("cost", {})
     if cost:
         page.add("<p class='kv'>" + " · ".join(
@@ -250,6 +265,31 @@ def _leaderboard(page: _Page, result: dict[str, Any]) -> None:
                         "baseline")
             break
     page.add("</section>")
+
+
+def _fairness_notes(page: _Page, result: dict[str, Any]) -> None:
+    """Under the leaderboard: whether the baselines got the searched model's training
+    search, and the fits the epoch cap ended while they were still improving."""
+    tuning = result.get("baseline_tuning")
+    if isinstance(tuning, dict) and result.get("baselines"):
+        if tuning.get("tuned"):
+            text = ("Baselines tuned like the searched model: each also went through its "
+                    "optim stage (the same learning-rate candidates and budget rule); "
+                    "untuned rows train at the command's --lr, tuned rows at the rate that "
+                    "validated best.")
+            left = tuning.get("not_tuned") or {}
+            if left:
+                text += " Not tuned: " + "; ".join(f"{n} ({r})" for n, r in left.items()) + "."
+        else:
+            text = f"The baselines were not tuned: {tuning.get('reason', '')}."
+        page.add(f"<p class='kv tuning'>{html.escape(text)}</p>")
+    capped = result.get("still_improving")
+    if isinstance(capped, list) and capped:
+        epochs = (result.get("settings") or {}).get("epochs")
+        cap = f" of {epochs}" if epochs else ""
+        page.add("<p class='kv capped'>Still improving when the epoch cap ended them (they "
+                 f"validated best at the last{cap} epochs, so more epochs may do better): "
+                 f"{html.escape(', '.join(map(str, capped)))}.</p>")
 
 
 def _curves(page: _Page, result: dict[str, Any]) -> None:

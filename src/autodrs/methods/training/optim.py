@@ -35,10 +35,9 @@ from autodrs.spec import ArchSpec
 DEFAULT_LR_FACTORS = (1.0, 3.0, 2.0, 0.5)
 
 
-def parse_numbers(ctx: SearchContext, key: str, default: tuple[float, ...],
-                  cast: type = float) -> list[Any]:
-    """``ctx.options[key]`` as a list of positive numbers (``1,3,2`` or a list)."""
-    raw = ctx.options.get(key, default)
+def parse_numbers(raw: Any, key: str, cast: type = float) -> list[Any]:
+    """Option ``key``'s value ``raw`` as a list of positive numbers (``1,3,2`` or a list).
+    The callers read each option by its literal name, so ``--set optim.KEY=...`` knows it."""
     items = [v for v in raw.split(",") if v.strip()] if isinstance(raw, str) else list(raw)
     try:
         values = [cast(v) for v in items]
@@ -69,8 +68,10 @@ class Optim(Method):
         t0 = time.perf_counter()
         spec = ctx.spec
         current = with_training(ctx.train, spec)
-        factors = parse_numbers(ctx, "lr_factors", DEFAULT_LR_FACTORS)
-        batches = parse_numbers(ctx, "batch_sizes", (current.batch_size,), int)
+        factors = parse_numbers(ctx.options.get("lr_factors", DEFAULT_LR_FACTORS),
+                                "lr_factors")
+        batches = parse_numbers(ctx.options.get("batch_sizes", (current.batch_size,)),
+                                "batch_sizes", int)
         epochs = 1 if ctx.fast else option(ctx, "search_epochs", ctx.train.epochs, int)
         if epochs < 1:
             raise SearchError(f"option search_epochs must be >= 1, got {epochs}")
