@@ -113,8 +113,10 @@ class KeepLast(TrainHook):
 
 @torch.no_grad()
 def latency(models: dict[str, nn.Module], batch: Batch, repeats: int = 30) -> dict[str, Any]:
-    """Median milliseconds of one forward pass of each model on ``batch`` (evaluation mode,
-    no gradients), the models run in turn within each repeat so load drifts alike."""
+    """Milliseconds of one forward pass of each model on ``batch`` (evaluation mode, no
+    gradients): the fastest of ``repeats`` passes, the models run in turn within each
+    repeat. The minimum, as ``timeit`` advises: on a shared machine other processes only
+    ever add time, and the median still moved by several times between runs there."""
     times: dict[str, list[float]] = {name: [] for name in models}
     for m in models.values():
         m.eval()
@@ -124,4 +126,16 @@ def latency(models: dict[str, nn.Module], batch: Batch, repeats: int = 30) -> di
             t0 = time.perf_counter()
             m(batch)
             times[name].append((time.perf_counter() - t0) * 1e3)
-    return {name: round(float(np.median(t)), 4) for name, t in times.items()}
+    return {name: round(float(np.min(t)), 4) for name, t in times.items()}
+
+
+def choose_level(points: list[dict[str, Any]], tolerance: float, fixed: bool) -> float:
+    """The largest ``sparsity`` of ``points`` (the dense run first, at 0) whose validation
+    AUC is within ``tolerance`` of the dense run's (0.0 when none is); with a fixed target,
+    the one pruned point's."""
+    pruned = [p for p in points if p["sparsity"] > 0]
+    if fixed:
+        return float(pruned[-1]["sparsity"])
+    dense = points[0]["valid_auc"]
+    good = [p["sparsity"] for p in pruned if p["valid_auc"] >= dense - tolerance]
+    return float(max(good)) if good else 0.0

@@ -27,7 +27,7 @@ stored sparse).
 One run per target of ``sparsities`` (0.5, 0.8, 0.9), all from the same warm weights, and
 one dense run give validation AUC against sparsity; each point also carries the forward
 latency of its derived model per batch of ``latency_rows`` (1,024) validation rows against
-the dense DeepFwFM's, measured in turn in the same loop (median of 30), and of the derived
+the dense DeepFwFM's, measured in turn in the same loop (fastest of 30), and of the derived
 model with dense tables (``structured_latency_ms``: the narrower MLP and fewer pairs
 alone; a sparse table saves memory but its lookup costs more than a dense one's). The chosen target is the largest
 whose validation AUC is within ``tolerance`` (0.002) of the dense run's (option
@@ -51,6 +51,7 @@ import torch
 from autodrs.data.schema import Schema
 from autodrs.methods.comprehensive.common import (
     KeepLast,
+    choose_level,
     hidden_layers,
     latency,
     live_widths,
@@ -282,14 +283,3 @@ class DeepLight(Method):
             bytes=count_bytes(build_model(schema, spec))["embedding"], seconds=seconds,
             extra={"sparsity_curve": points, "chosen_sparsity": chosen,
                    "latency_rows": len(batch), "tolerance": tolerance})
-
-
-def choose_level(points: list[dict[str, Any]], tolerance: float, fixed: bool) -> float:
-    """The largest sparsity whose validation AUC is within ``tolerance`` of the dense run's
-    (0.0, the dense model, when none is); with a fixed target, that target."""
-    pruned = [p for p in points if p["sparsity"] > 0]
-    if fixed:
-        return float(pruned[-1]["sparsity"])
-    dense = points[0]["valid_auc"]
-    good = [p["sparsity"] for p in pruned if p["valid_auc"] >= dense - tolerance]
-    return float(max(good)) if good else 0.0
