@@ -250,7 +250,7 @@ def record(outcome: Any, search_seconds: float, dims: dict[str, float] | None) -
             "embedding_params": outcome.params["embedding"],
             "bytes": count_bytes(outcome.model)["embedding"],
             "search_seconds": search_seconds, "retrain_seconds": outcome.seconds,
-            "dims": dims}
+            "best_epoch": outcome.fit.best_epoch, "dims": dims}
 
 
 def report(data: str, seed: int, method: str, r: dict[str, Any]) -> None:
