@@ -12,7 +12,12 @@ a text heatmap of each method's pair scores (mean over seeds, scaled per method 
 its lowest to its highest) and a PNG of the same. Raw figures go to ``--out/interaction.json``.
 
 ``synthetic-relevant`` restricts synthetic to its six relevant fields (15 pairs, 5 planted),
-the setting of the AutoFIS test; ``synthetic`` uses all 13 fields (78 pairs).
+the setting of the AutoFIS test; ``synthetic`` uses all 13 fields (78 pairs);
+``synthetic-personas`` adds two user groups with two planted pairs of their own each
+(``synthetic?personas=2``), where BP-FIS's per-group kept pairs are checked against them.
+AutoHash and AOANet deliver block DAGs (sketch / gin blocks): their pairs kept are the pairs
+those blocks multiply (``explicit_pairs``), AutoHash's order-3 sketch counted beyond pairs.
+BP-FIS also prints how personal its selection is.
 
     python benchmarks/interaction.py --data synthetic-relevant synthetic movielens-100k
 """
@@ -38,16 +43,20 @@ from autodrs.data.dataset import Dataset, load_dataset  # noqa: E402
 from autodrs.experiment import fit_spec  # noqa: E402
 from autodrs.methods.interaction.common import modelled_pairs  # noqa: E402
 from autodrs.models.backbones import backbone_spec  # noqa: E402
+from autodrs.models.dag import BlockGraph, explicit_pairs  # noqa: E402
 from autodrs.search.base import SearchContext, get_method  # noqa: E402
 from autodrs.spec import Interaction  # noqa: E402
 from autodrs.train.trainer import TrainConfig  # noqa: E402
 
-METHODS = ("autofis", "autogroup", "profit", "fives", "optinter", "pairsearch")
+METHODS = ("autofis", "autogroup", "profit", "fives", "optinter", "pairsearch", "autohash",
+           "aoanet", "bpfis")
 RELEVANT = ["r0", "r1", "r2", "r3", "r4", "r5"]
 SHADES = " .:-=+*#%@"
 
 
 def load(name: str, rows: int) -> tuple[Dataset, list[str] | None]:
+    if name == "synthetic-personas":
+        return load_dataset(f"synthetic?rows={rows}&seed=1&personas=2", seed=0), None
     if name.startswith("synthetic"):
         ds = load_dataset(f"synthetic?rows={rows}&seed=1", seed=0)
         return ds, (list(RELEVANT) if name == "synthetic-relevant" else None)
@@ -108,9 +117,14 @@ def run_dataset(name: str, rows: int, seeds: int, config: TrainConfig,
             out = fit_spec(ds, stage.spec, cfg)
             # the pairs the delivered model models (AutoGroup: co-members of its order-2
             # groups), and what it models beyond pairs (triples, groups)
-            kept = modelled_pairs(stage.spec, names)
-            higher = [i for i in stage.spec.interactions or []
-                      if len(i.fields) != 2 or i.function == "group"]
+            if stage.spec.dag is not None:
+                graph = BlockGraph.from_dict(stage.spec.dag)
+                kept = explicit_pairs(graph, names)
+                higher = [n for n in graph.nodes if n.type == "sketch" and n.param("order") != 2]
+            else:
+                kept = modelled_pairs(stage.spec, names)
+                higher = [i for i in stage.spec.interactions or []
+                          if len(i.fields) != 2 or i.function == "group"]
             row = {"auc": out.metrics["test"]["auc"], "kept": len(kept),
                    "higher": len(higher),
                    "search_seconds": search_s, "retrain_seconds": out.seconds,
@@ -120,11 +134,45 @@ def run_dataset(name: str, rows: int, seeds: int, config: TrainConfig,
                    "top": stage.ranking[:5]}
             if truth:
                 row |= recovery(stage.ranking, kept, planted, copies)
+            if "personal" in stage.extra:
+                row["personal"] = personal_row(stage.extra["personal"], truth)
             runs[method].append(row)
             print(f"  {name} seed {seed} {method}: auc {row['auc']:.4f} kept {len(kept)}"
                   f"/{len(all_pairs)} ratio {row['ratio']:.2f}", flush=True)
     return {"runs": runs, "fields": names, "pairs": len(all_pairs),
             "bayes_auc": truth["bayes_auc"] if truth else None}
+
+
+def personal_row(personal: dict[str, Any], truth: dict[str, Any] | None) -> dict[str, Any]:
+    """BP-FIS's personalisation figures and, on data with planted user groups, per group:
+    its own planted pairs kept and the other groups' planted pairs kept."""
+    row = {k: personal[k] for k in ("users", "pairs_per_user", "shared_pairs",
+                                     "personal_pairs", "mean_jaccard_distance")}
+    groups = (truth or {}).get("personas")
+    if groups:
+        planted = {g: {"*".join(p) for p in pairs} for g, pairs in groups["pairs"].items()}
+        row["groups"] = {
+            g: {"own": len(set(personal["by_user"].get(g, [])) & planted[g]),
+                "others": sum(len(set(personal["by_user"].get(g, [])) & planted[o])
+                              for o in planted if o != g)}
+            for g in planted}
+    return row
+
+
+def print_personal(name: str, result: dict[str, Any]) -> None:
+    records = [r["personal"] for r in result["runs"].get("bpfis", []) if "personal" in r]
+    if not records:
+        return
+    print(f"\nBP-FIS personalisation on {name} (per seed): users, pairs kept per user, pairs "
+          "every user keeps, pairs some users keep, mean Jaccard distance between the kept "
+          "sets of the 20 most frequent users; with planted groups, per group: own planted "
+          "pairs kept (of 2) / other groups' planted pairs kept")
+    for k, r in enumerate(records):
+        groups = "; ".join(f"group {g}: {v['own']}/2 own, {v['others']} others'"
+                           for g, v in r.get("groups", {}).items())
+        print(f"  seed {k}: {r['users']} users, {r['pairs_per_user']:.1f} pairs/user, "
+              f"{r['shared_pairs']} shared, {r['personal_pairs']} personal, Jaccard "
+              f"{r['mean_jaccard_distance']:.3f}" + (f"; {groups}" if groups else ""))
 
 
 def print_table(name: str, result: dict[str, Any]) -> None:
@@ -245,6 +293,7 @@ def main() -> None:
           f"{args.seeds} seeds; pairsearch = TPE, {args.trials} trials of 1 epoch")
     for name, result in results.items():
         print_table(name, result)
+        print_personal(name, result)
     for name, result in results.items():
         print_heatmaps(name, result, methods)
     args.out.mkdir(parents=True, exist_ok=True)
