@@ -1,6 +1,10 @@
 """A search on a Criteo-layout file: write the file with ``make-synthetic --format criteo``
 (unless it exists), run ``autodrs search`` on it under a budget in a child process, and
-print the search's own output, its wall time and its peak resident memory.
+print the search's own output (each line with the seconds since the start), its wall time,
+its peak resident memory (the kernel's high-water mark, and the largest of samples taken
+every second), the load average, and from result.json the seconds of each part (data,
+baselines, each stage, retrain), whether the retrain was cut short and the rows each part
+used. ``--json`` writes these figures to a file.
 
     python benchmarks/scale_criteo.py --rows 10000000 --budget 30m --file /tmp/criteo10m.txt
 """
@@ -8,12 +12,52 @@ print the search's own output, its wall time and its peak resident memory.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any
+
+
+def rss_mb(pid: int) -> float | None:
+    """The resident memory of process ``pid`` now (None once it has ended)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def parts(result: dict[str, Any]) -> dict[str, Any]:
+    """Seconds and rows of each part of a finished search, from its result.json."""
+    cost = result.get("cost", {})
+    known = sum(cost.get(k) or 0 for k in ("baseline_seconds", "search_seconds",
+                                           "retrain_seconds"))
+    return {
+        "total_seconds": cost.get("total_seconds"),
+        "budget_seconds": cost.get("budget_seconds"),
+        # reading the data and writing the results: what the parts below leave
+        "other_seconds": round((cost.get("total_seconds") or 0) - known, 1),
+        "baseline_seconds": cost.get("baseline_seconds"),
+        "baselines": {n: {"seconds": b.get("seconds"), "cut_short": b.get("cut_short"),
+                          "test_auc": (b.get("test") or {}).get("auc")}
+                      for n, b in (result.get("baselines") or {}).items()},
+        "stages": [{"method": s.get("method"), "seconds": round(s.get("seconds") or 0, 1),
+                    "budget_seconds": s.get("budget_seconds"),
+                    "guard_seconds": (s.get("guard") or {}).get("seconds")}
+                   for s in result.get("stages", [])],
+        "search_seconds": cost.get("search_seconds"),
+        "retrain_seconds": cost.get("retrain_seconds"),
+        "retrain_cut_short": cost.get("retrain_cut_short"),
+        "test_auc": (result.get("metrics", {}).get("test") or {}).get("auc"),
+        "rows": result.get("rows"),
+    }
 
 
 def main() -> None:
@@ -23,6 +67,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--file", default="criteo_synthetic.txt")
     p.add_argument("--out", default="runs/criteo-search")
+    p.add_argument("--json", default=None, help="write the figures to this file")
     p.add_argument("--search-args", default="", help="more arguments for autodrs search")
     args = p.parse_args()
     autodrs = [sys.executable, "-m", "autodrs"]
@@ -36,14 +81,46 @@ def main() -> None:
     cmd = [*autodrs, "search", "--data", str(path), "--format", "criteo", "--budget",
            args.budget, "--seed", str(args.seed), "--out", args.out, "--overwrite",
            *args.search_args.split()]
-    print(" ".join(cmd[2:]) + f"  (load {os.getloadavg()[0]:.2f})", flush=True)
+    load_start = os.getloadavg()
+    print(" ".join(cmd[2:]) + f"  (load {load_start[0]:.2f})", flush=True)
     t0 = time.perf_counter()
-    done = subprocess.run(cmd, check=False)
+    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    samples: list[float] = []
+    loads: list[float] = []
+
+    def sample() -> None:
+        while child.poll() is None:
+            rss = rss_mb(child.pid)
+            if rss is not None:
+                samples.append(rss)
+            loads.append(os.getloadavg()[0])
+            time.sleep(1.0)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    assert child.stdout is not None
+    for line in child.stdout:
+        print(f"[{time.perf_counter() - t0:7.1f}s] {line.rstrip()}", flush=True)
+    code = child.wait()
     wall = time.perf_counter() - t0
+    sampler.join()
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(f"\nsearch exit {done.returncode}, wall {wall / 60:.1f} min, peak RSS {peak_mb:,.0f} MB "
-          f"(load {os.getloadavg()[0]:.2f})")
-    sys.exit(done.returncode)
+    figures: dict[str, Any] = {
+        "command": " ".join(cmd[2:]), "exit": code, "wall_seconds": round(wall, 1),
+        "peak_rss_mb": round(peak_mb), "peak_rss_sampled_mb": round(max(samples, default=0)),
+        "load_start": round(load_start[0], 2),
+        "load_mean": round(sum(loads) / len(loads), 2) if loads else None,
+        "load_end": round(os.getloadavg()[0], 2),
+    }
+    result_file = Path(args.out) / "result.json"
+    if code == 0 and result_file.exists():
+        figures |= parts(json.loads(result_file.read_text()))
+    print(json.dumps(figures, indent=1))
+    print(f"\nsearch exit {code}, wall {wall / 60:.1f} min, peak RSS {peak_mb:,.0f} MB "
+          f"(load {figures['load_start']} at the start, {figures['load_mean']} on average)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=1) + "\n")
+    sys.exit(code)
 
 
 if __name__ == "__main__":

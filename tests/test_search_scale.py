@@ -195,3 +195,19 @@ def test_the_search_s_retrain_ends_with_the_budget_and_sampled_rows_are_scored(t
                                      "test": cut["rows"]["stages"]["test"]}
     full = api.search(**common).result
     assert full["cost"]["retrain_cut_short"] is False
+
+
+def test_an_evaluation_pass_ends_once_the_time_is_up(tiny_synthetic):
+    model = build_model(tiny_synthetic.schema, backbone_spec("fm", 4))
+    valid = tiny_synthetic.valid
+    config = replace(CONFIG, eval_batch_size=100)
+    full = Trainer(config).evaluate(model, valid)
+    assert "scored_rows" not in full
+    # time already up: one batch is scored, and the metrics say how many rows
+    spent = Trainer(config, [TimeLimit(lambda: -1.0)]).evaluate(model, valid)
+    assert spent["scored_rows"] == 100 and 0 < spent["auc"] < 1
+    with deadline(time.monotonic() - 1.0):
+        assert Trainer(config).evaluate(model, valid)["scored_rows"] == 100
+    # time left: the whole split
+    assert "scored_rows" not in Trainer(config, [TimeLimit(lambda: 1e6)]).evaluate(model, valid)
+    assert Trainer(config, [TimeLimit(lambda: 1e6)]).evaluate(model, valid)["auc"] == full["auc"]

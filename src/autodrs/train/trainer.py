@@ -235,6 +235,7 @@ class Trainer:
         self.optimizer: torch.optim.Optimizer | None = None
         self.stop_requested = False
         self.valid_rows = 0  # rows of the validation split of the fit under way
+        self.limits: list[TimeLimit] = []  # the time limit ``deadline`` gave the last fit
 
     def request_stop(self) -> None:
         """Asked by a hook: finish the current step, validate, and end the fit."""
@@ -288,8 +289,10 @@ class Trainer:
         self.valid_rows = len(valid)
         hooks = list(self.hooks)
         at = current_deadline()
+        self.limits = []
         if at is not None:  # the stage's share ends then (``deadline``)
-            hooks.append(TimeLimit(lambda: at - time.monotonic()))
+            self.limits = [TimeLimit(lambda: at - time.monotonic())]
+            hooks += self.limits
         loss_fn = self.loss_fn(model)
         # a model (or a search wrapper) may define its own training loss, e.g. AutoLoss
         custom_loss = getattr(model, "training_loss", None)
@@ -396,24 +399,52 @@ class Trainer:
 
     # ---------------------------------------------------------------- evaluation
     @torch.no_grad()
-    def predict(self, model: nn.Module, data: EncodedData) -> np.ndarray:
+    def predict(self, model: nn.Module, data: EncodedData,
+                until: Callable[[], bool] | None = None) -> np.ndarray:
+        """Click probabilities of ``data``'s rows in order; with ``until``, the pass ends
+        after the first batch at which ``until()`` is true (a prefix of the rows)."""
         model.eval()
         model.to(self.device)
         out = []
         for batch in device_batches(data.batches(self.config.eval_batch_size), self.device,
                                     pin=self.device.type == "cuda"):
             out.append(torch.sigmoid(model(batch)).float().cpu())
+            if until is not None and until():
+                break
         return torch.cat(out).numpy().astype(np.float64)
+
+    def time_left(self) -> float | None:
+        """Seconds left under this trainer's time limits (its ``TimeLimit`` hooks and the
+        ``deadline`` of its last fit, or the current one); None without any."""
+        limits = [h for h in self.hooks if isinstance(h, TimeLimit)] + self.limits
+        at = current_deadline()
+        lefts = [left for h in limits if (left := h.remaining()) is not None]
+        if at is not None:
+            lefts.append(at - time.monotonic())
+        return min(lefts) if lefts else None
 
     def evaluate(self, model: nn.Module, data: EncodedData) -> dict[str, float]:
         """Metrics of ``model`` on ``data``. On several ranks each predicts its shard, rank 0
-        computes the metrics over all predictions and every rank gets them."""
+        computes the metrics over all predictions and every rank gets them.
+
+        Under a time limit (``time_left``) a pass still under way when the time is up ends
+        after that batch (at least one batch, ``eval_batch_size`` rows, is scored): the
+        metrics are then of the rows scored so far, a prefix of the split (its rows are in
+        random order), and ``scored_rows`` records how many. The limit keeps time back for
+        these passes (``TimeLimit``), so this only happens when that estimate fell short."""
         world = distributed.world()
         part = data.shard(world.rank, world.size) if world.size > 1 else data
-        probs = self.predict(model, part)
+        limited = self.time_left() is not None
+
+        def spent() -> bool:
+            left = self.time_left()
+            return left is not None and left <= 0
+
+        probs = self.predict(model, part, until=spent if limited else None)
+        rows = len(probs)
         gathered = distributed.gather_to_main({
-            "probs": probs, "label": part.label.numpy(),
-            "group": part.group.numpy() if part.group is not None else None})
+            "probs": probs, "label": part.label[:rows].numpy(),
+            "group": part.group[:rows].numpy() if part.group is not None else None})
         metrics: dict[str, float] | str | None = None
         if gathered is not None:
             probs = gathered["probs"]
@@ -421,6 +452,8 @@ class Trainer:
                 metrics = "the model predicts NaN; lower the learning rate"
             else:
                 metrics = classification_metrics(gathered["label"], probs, gathered["group"])
+                if len(probs) < len(data):
+                    metrics["scored_rows"] = float(len(probs))
         metrics = distributed.broadcast_from_main(metrics)
         if isinstance(metrics, str):
             raise TrainingDiverged(metrics)
