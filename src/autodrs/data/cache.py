@@ -963,15 +963,18 @@ class DiskData:
         width = int(np.prod(tail, dtype=np.int64))
         at = 0
         for p, (stored, _, offset) in zip(pieces, layouts, strict=True):
-            part = out[at:at + len(p)]
-            into = part if stored == dtype else np.empty(part.shape, stored)
+            # narrower ids are widened a block at a time, so the read holds one small block
+            step = len(p) if stored == dtype else READ_ROWS
             with open(f"{p.base}.{key}.npy", "rb") as fh:
                 fh.seek(offset + p.start * width * stored.itemsize)
-                if into.nbytes and fh.readinto(memoryview(into).cast("B")) != into.nbytes:
-                    raise DataError(f"cache shard {p.base}.{key}.npy is truncated; delete the "
-                                    "cache folder to rebuild it")
-            if into is not part:
-                part[...] = into
+                for begin in range(at, at + len(p), max(step, 1)):
+                    part = out[begin:min(begin + step, at + len(p))]
+                    into = part if stored == dtype else np.empty(part.shape, stored)
+                    if into.nbytes and fh.readinto(memoryview(into).cast("B")) != into.nbytes:
+                        raise DataError(f"cache shard {p.base}.{key}.npy is truncated; delete "
+                                        "the cache folder to rebuild it")
+                    if into is not part:
+                        part[...] = into
             at += len(p)
         return self.remap.final(key, out)
 
