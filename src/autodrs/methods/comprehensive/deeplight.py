@@ -192,6 +192,8 @@ class DeepLight(Method):
         levels = parse_levels(ctx)
         warm = option(ctx, "warm", 1, int)
         epochs = option(ctx, "search_epochs", max(ctx.train.epochs, warm + 1), int)
+        if ctx.fast:  # one pruned run, one epoch after the warm ones
+            levels, epochs = levels[-1:], warm + 1
         emb_r = option(ctx, "emb_r", 0.444)
         emb_corr = option(ctx, "emb_corr", 1.0)
         every = option(ctx, "every", 10, int)
@@ -249,6 +251,9 @@ class DeepLight(Method):
             torch.manual_seed(ctx.seed)
             built = build_model(schema, spec)
             kept = [float((w != 0).float().mean()) for _, w in pruning.rows]
+            entries = sum(w.numel() for _, w in pruning.rows)
+            overall = (sum(int((w != 0).sum()) for _, w in pruning.rows) / entries
+                       if entries else 1.0)
             # the structured part alone (dense tables): sparse tables trade lookup time for
             # memory, so the two effects are reported apart
             torch.manual_seed(ctx.seed)
@@ -259,7 +264,9 @@ class DeepLight(Method):
                 "sparsity": s, "valid_auc": metrics["auc"], "valid_logloss": metrics["logloss"],
                 "mlp": list(spec.mlp),
                 "pairs": sum(is_pair(i) for i in spec.interactions or []),
-                "embedding_kept": round(sum(kept) / len(kept), 4) if kept else 1.0,
+                "embedding_kept": round(overall, 4),
+                "embedding_kept_by_field": {n: round(k, 4) for (n, _), k in
+                                            zip(pruning.rows, kept, strict=True)},
                 "params": count_parameters(built)["total"],
                 "embedding_bytes": count_bytes(built)["embedding"],
                 "latency_ms": times["pruned"], "dense_latency_ms": times["dense"],

@@ -96,6 +96,7 @@ class UMECNet(nn.Module):
             relu.register_forward_hook(lambda _m, _i, out, g=gate: out * g)
         self.budget = budget
         self.dual = 0.0
+        self.derived_resource: float | None = None  # R of the derived 0/1 gates
         with torch.no_grad():
             self.dense = float(self.resource_count())
 
@@ -190,6 +191,7 @@ def derive(net: UMECNet, spec: ArchSpec, schema: Schema) -> ArchSpec:
             break
         if masks[k][i] and int(masks[k].sum()) > 1:
             masks[k][i] = False
+    net.derived_resource = hard()
     names = net.model.embedding.names
     field_dims = {n: int(m.sum()) for n, m in zip(names, dims, strict=True)}
     out = spec.copy(mlp=[int(m.sum()) for m in neurons])
@@ -225,6 +227,8 @@ class UMEC(Method):
         schema, ds = ctx.dataset.schema, ctx.dataset
         budgets = parse_budgets(ctx)
         epochs = option(ctx, "search_epochs", ctx.train.epochs, int)
+        if ctx.fast:  # one constrained run of one epoch
+            budgets, epochs = budgets[-1:], 1
         gate_lr = option(ctx, "gate_lr", 1e-2)
         dual_lr = option(ctx, "dual_lr", 0.1)
         tolerance = option(ctx, "tolerance", 0.002)
@@ -273,6 +277,7 @@ class UMEC(Method):
                 "valid_logloss": result.valid["logloss"], "mlp": list(derived.mlp),
                 "field_dims": dict(derived.field_dims),
                 "resource_end": round(step.history[-1], 4) if step.history else None,
+                "resource_derived": round(float(net.derived_resource or 0.0), 4),
                 "dual": round(net.dual, 4), "params": count_parameters(built)["total"],
                 "embedding_bytes": count_bytes(built)["embedding"],
                 "latency_ms": times["pruned"], "dense_latency_ms": times["dense"],
