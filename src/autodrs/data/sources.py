@@ -48,7 +48,8 @@ ML_GENRES = [
 
 BUILTINS = {
     "movielens-100k": "MovieLens-100k ratings (label: rating >= 4), 100,000 rows, 10 fields; "
-                      "read from the recbole==1.2.1 wheel",
+                      "read from the recbole==1.2.1 wheel; movielens-100k?history=20 adds each "
+                      "rating's 20 earlier items as a sequence field",
     "synthetic": "planted-structure CTR data with written truth; options: "
                  "synthetic?rows=200000&seed=0",
 }
@@ -103,7 +104,10 @@ def _open(data: str, fmt: str | None) -> Source:
     name, _, query = data.partition("?")
     opts = dict(parse_qsl(query))
     if name == "movielens-100k":
-        return movielens_100k(_recbole_ml100k_dir()).source()
+        table = movielens_100k(_recbole_ml100k_dir())
+        if "history" in opts:  # the sequence task: each rating's earlier items
+            table = with_history(table, _int_option(opts, "history", 20))
+        return table.source()
     if name == "synthetic":
         from autodrs.data.synthetic import synthetic_source
 
@@ -284,6 +288,19 @@ def movielens_100k(folder: Path) -> Table:
     kinds["genres"] = "sequence"
     return Table(df=df, name="movielens-100k", time="timestamp", kinds=kinds,
                  identity=f"movielens-100k:{folder}:{_mtime(folder)}")
+
+
+def with_history(table: Table, max_len: int) -> Table:
+    """MovieLens with a ``history`` sequence field: the user's last ``max_len`` rated items
+    strictly before each rating (``autodrs.data.sequence``)."""
+    from autodrs.data.sequence import add_histories
+
+    df = add_histories(table.df, "user_id", "item_id", "timestamp", max_len=max_len)
+    kinds = {**table.kinds, "history": "sequence"}
+    return Table(df=df.select(*[c for c in df.columns if c not in ("label", "timestamp")],
+                              "label", "timestamp"),
+                 name=f"{table.name}?history={max_len}", time=table.time, kinds=kinds,
+                 identity=f"{table.identity}:history={max_len}")
 
 
 def _mtime(folder: Path) -> int:
