@@ -4,6 +4,7 @@ budget covers its tuning, and fits the epoch cap ended while improving are flagg
 
 from __future__ import annotations
 
+import html
 import json
 import time
 from pathlib import Path
@@ -169,3 +170,21 @@ def test_the_default_epoch_cap_is_one_early_stopping_reaches() -> None:
     assert cap >= 50
     res = CliRunner().invoke(app, ["search", "--help"])
     assert f"[default: {cap}]" in " ".join(res.output.split()).split("--epochs")[1][:200]
+
+
+def test_a_baseline_its_part_cut_short_is_left_untuned_and_said_so(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    res = CliRunner().invoke(app, ["search", *COMMON, "--methods", "optim", "--baselines", "fm",
+                                   "--epochs", "3", "--batch-size", "8", "--budget", "60s",
+                                   "--baseline-budget", "0.5s", "--model", "auto",
+                                   "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    r = json.loads((out / "result.json").read_text())
+    assert r["baselines"]["fm"]["cut_short"] is True and r["tuned_baselines"] == {}
+    reason = r["baseline_tuning"]["not_tuned"]["fm"]
+    assert "used its whole part of the baselines' budget" in reason
+    assert f"baseline fm not tuned: {reason}" in " ".join(res.output.split())
+    # the search still starts from a baseline: the untuned fit stands in for the tuned one
+    assert r["start"]["valid_auc"]["fm"] == pytest.approx(r["baselines"]["fm"]["valid"]["auc"],
+                                                          abs=1e-6)
+    assert html.escape(f"Not tuned: fm ({reason})") in (out / "report.html").read_text()

@@ -860,11 +860,16 @@ def run_search(settings: SearchSettings, report: bool = True) -> SearchResult:
                              on_fit=lambda n, o: log.info(baseline_line(n, o)),
                              tune=tune if plan.tune_baselines else None)
         baseline_time = time.perf_counter() - t_base
+        if plan.tune_baselines:
+            for name in fits.keys() - tuned.keys() - not_tuned.keys():
+                not_tuned[name] = "its fit at --lr used its whole part of the baselines' budget"
+                log.info(f"baseline {name} not tuned: {not_tuned[name]}")
         start: dict[str, Any] = {"model": model}
         start_name = model
         if model == "auto":  # the search starts from the baseline that validates best
-            judged = {n: t.outcome for n, t in tuned.items()} if tuned else fits
-            valid = {n: o.metrics["valid"]["auc"] for n, o in judged.items()}
+            # (each at its better fit: tuned, or at --lr where the budget left it untuned)
+            valid = {n: max(o.metrics["valid"]["auc"], tuned[n].outcome.metrics["valid"]["auc"]
+                            if n in tuned else float("-inf")) for n, o in fits.items()}
             start_name = max(valid, key=lambda n: (valid[n], n == "deepfm"))
             base = base_specs[start_name].copy()
             which = "tuned baselines" if tuned else "baselines"

@@ -166,8 +166,9 @@ def fit_baselines(ds: Dataset, specs: dict[str, ArchSpec], config: TrainConfig,
     """Train each baseline in turn. Under ``seconds`` each gets an equal part of the time
     left (a fast one passes its unused time on); a fit its part cuts short keeps its best
     epoch and has ``fit.stopped_by_hook`` set. ``on_fit`` is called after each fit; ``tune``
-    (``tune_baseline``'s caller) after it, with the baseline and a clock of the seconds left
-    of its part (None without ``seconds``), so a baseline's part covers its tuning too."""
+    (``tune_baseline``'s caller) after a fit its part did not cut short, with the baseline
+    and a clock of the seconds left of its part (None without ``seconds``), so a baseline's
+    part covers its tuning too."""
     end = None if seconds is None else time.monotonic() + seconds
     outcomes: dict[str, Outcome] = {}
     for i, (name, spec) in enumerate(specs.items()):
@@ -180,8 +181,8 @@ def fit_baselines(ds: Dataset, specs: dict[str, ArchSpec], config: TrainConfig,
         outcomes[name] = fit_spec(ds, spec, config, hooks=hooks)
         if on_fit is not None:
             on_fit(name, outcomes[name])
-        if tune is not None:
-            tune(name, spec, left)
+        if tune is not None and not outcomes[name].fit.stopped_by_hook:
+            tune(name, spec, left)  # a fit cut short has spent its part: none to tune in
         if outcomes[name].fit.stopped_by_hook:
             # no later fit is handed a cut-short one (shared fits keep none): only its
             # figures are used, so its weights are freed before the next baseline trains
