@@ -54,6 +54,7 @@ def test_deeplight_prunes_mlp_pairs_and_embeddings_to_the_target(
     # kept entries as sparse per-value masks
     spec = ArchSpec.from_json(deeplight.spec.to_json()).validate(synthetic_20k.schema)
     assert spec.mlp == [51, 26] and spec.fm
+    assert ArchSpec.from_dict(point["spec"]).copy(provenance=spec.provenance) == spec
     assert len(spec.interactions) == 16 and all(i.weight for i in spec.interactions)
     assert deeplight.ranking == sorted(deeplight.ranking, key=lambda p: -deeplight.scores[
         "*".join(p)])

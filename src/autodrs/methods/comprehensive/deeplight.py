@@ -31,7 +31,8 @@ the dense DeepFwFM's, measured in turn in the same loop (fastest of 30), and of 
 model with dense tables (``structured_latency_ms``: the narrower MLP and fewer pairs
 alone; a sparse table saves memory but its lookup costs more than a dense one's). The chosen target is the largest
 whose validation AUC is within ``tolerance`` (0.002) of the dense run's (option
-``sparsity`` fixes it instead).
+``sparsity`` fixes it instead); every point carries its derived spec, so another level can
+be taken from ``result.json``.
 
 Options: ``search_epochs`` (the run's epochs, at least ``warm`` + 1), ``warm`` (1),
 ``sparsities`` (``0.5,0.8,0.9``), ``sparsity`` (unset), ``emb_r`` (0.444), ``emb_corr``
@@ -270,7 +271,7 @@ class DeepLight(Method):
                 "params": count_parameters(built)["total"],
                 "embedding_bytes": count_bytes(built)["embedding"],
                 "latency_ms": times["pruned"], "dense_latency_ms": times["dense"],
-                "structured_latency_ms": times["structured"],
+                "structured_latency_ms": times["structured"], "spec": spec.to_dict(),
                 "speedup": round(times["dense"] / max(times["pruned"], 1e-9), 3),
                 "structured_speedup": round(times["dense"] / max(times["structured"], 1e-9),
                                             3)})

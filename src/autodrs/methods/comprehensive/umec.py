@@ -24,7 +24,7 @@ parameters) and one dense run give validation AUC against the kept fraction, eac
 its derived model's forward latency per batch of ``latency_rows`` (1,024) validation rows
 against the dense model's, measured in turn (fastest of 30). The chosen budget is the
 smallest whose validation AUC is within ``tolerance`` (0.002) of the dense run's (option
-``budget`` fixes it instead).
+``budget`` fixes it instead); every point carries its derived spec.
 
 Options: ``search_epochs`` (the run's epochs), ``budgets`` (``0.5,0.3,0.2``), ``budget``
 (unset), ``gate_lr`` (1e-2), ``dual_lr`` (0.1), ``tolerance`` (0.002), ``latency_rows``
@@ -275,7 +275,7 @@ class UMEC(Method):
             points.append({
                 "sparsity": sparsity, "budget": budget, "valid_auc": result.valid["auc"],
                 "valid_logloss": result.valid["logloss"], "mlp": list(derived.mlp),
-                "field_dims": dict(derived.field_dims),
+                "field_dims": dict(derived.field_dims), "spec": derived.to_dict(),
                 "resource_end": round(step.history[-1], 4) if step.history else None,
                 "resource_derived": round(float(net.derived_resource or 0.0), 4),
                 "dual": round(net.dual, 4), "params": count_parameters(built)["total"],
