@@ -14,10 +14,11 @@ from autodrs.methods.embedding import (  # noqa: F401
     autoemb,
     blackbox,
     dnis,
+    esapn,
     frequency,
     optembed,
     pep,
 )
 
-__all__ = ["amtl", "ant", "autodim", "autodis", "autoemb", "blackbox", "dnis",
+__all__ = ["amtl", "ant", "autodim", "autodis", "autoemb", "blackbox", "dnis", "esapn",
            "frequency", "optembed", "pep"]

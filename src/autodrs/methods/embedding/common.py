@@ -40,6 +40,8 @@ class EmbeddingSupernet(Supernet):
                               pruning={k: v for k, v in spec.pruning.items() if k not in widths})
         self.model: CTRModel = build_model(schema, self.spec)
         self.model.embedding = embedding
+        # the searched embedding has no one-table lookup (``FieldEmbedding.stacked``)
+        self.model.one_lookup = False
 
     @property
     def embedding(self) -> SearchedEmbedding:
