@@ -27,7 +27,7 @@ command, and reads the run folder's ``result.json``.
 
     python benchmarks/pipeline.py [--datasets movielens-100k,synthetic] [--seeds 3]
                                   [--first-seed 2026] [--budget 5m|none]
-                                  [--epochs N] [--patience N]
+                                  [--epochs N] [--patience N] [--threads N]
                                   [--out runs/bench-pipeline] [--reuse]
 """
 
@@ -102,8 +102,11 @@ def rows_of(result: dict[str, Any]) -> dict[str, tuple[float, int, float]]:
                          cost["search_seconds"] + cost["retrain_seconds"])}
     for name, b in result["baselines"].items():
         rows[name] = (b["test"]["auc"], b["params"]["embedding"], b["seconds"])
-    for name, b in result["tuned_baselines"].items():
-        rows[name + TUNED] = (b["test"]["auc"], b["params"]["embedding"], b["seconds"])
+    for name, b in result["baselines"].items():
+        # a baseline the budget left untuned stands in with its fit at --lr (as it does for
+        # the search's choice of start), so every name has one row per seed
+        t = result["tuned_baselines"].get(name, b)
+        rows[name + TUNED] = (t["test"]["auc"], t["params"]["embedding"], t["seconds"])
     return rows
 
 
@@ -135,7 +138,7 @@ def tuned_oracle(data: str, seed: int, truth: dict[str, Any],
     settings = result["settings"]
     config = TrainConfig(seed=seed, progress=False, epochs=settings["epochs"],
                          patience=settings["patience"], lr=settings["lr"],
-                         batch_size=settings["batch_size"])
+                         batch_size=settings["batch_size"], threads=settings["threads"])
     options = {**(result["settings"].get("options") or {}).get("optim", {})}
     with shared_fits():  # the tuning's first candidate is the untuned fit
         plain = fit_spec(ds, oracle_spec(truth), config)
@@ -154,12 +157,14 @@ def main() -> None:
                         help="training epochs of every fit (the CLI's default when not given)")
     parser.add_argument("--patience", type=int, default=None,
                         help="early-stopping patience of every fit (the CLI's default)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads of every fit (the CLI's default: all)")
     parser.add_argument("--reuse", action="store_true",
                         help="read the runs already finished in --out instead of redoing them")
     args = parser.parse_args()
     budget = None if args.budget.lower() == "none" else args.budget
     # training settings given here apply to every fit: the command's and the oracle's
-    overrides = {k: getattr(args, k) for k in ("epochs", "patience")
+    overrides = {k: getattr(args, k) for k in ("epochs", "patience", "threads")
                  if getattr(args, k) is not None}
     print(machine_line())
     print(f"{load()} at start; baselines: {DEFAULT_BASELINES}", flush=True)
@@ -190,6 +195,9 @@ def main() -> None:
             seen = ", ".join(f"{n} {r[-1][0]:.4f}" for n, r in rows.items())
             tuned_lrs = ", ".join(f"{n} {b['lr']:g}" for n, b in
                                   result["tuned_baselines"].items())
+            untuned = result["baseline_tuning"].get("not_tuned") or {}
+            if untuned:
+                tuned_lrs += f" (not tuned: {', '.join(untuned)})"
             print(f"  {data} seed {seed}: start {result['model']}, searched lr "
                   f"{result['config']['lr']:g}; tuned lr: {tuned_lrs}; test AUC {seen}; "
                   f"stages [{stages}]; still improving at the epoch cap: "
