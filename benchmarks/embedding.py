@@ -52,7 +52,8 @@ from autodrs.models.builder import count_bytes  # noqa: E402
 from autodrs.search.base import SearchContext, get_method  # noqa: E402
 from autodrs.train.trainer import TrainConfig  # noqa: E402
 
-METHODS = ("autodim", "dnis", "pep", "autoemb", "nis", "rule", "optembed")
+METHODS = ("autodim", "dnis", "pep", "autoemb", "nis", "rule", "optembed", "amtl", "ant",
+           "esapn")
 RELEVANT_HIGH = ("r0", "r1", "r2")
 NOISE = ("n0", "n1", "n2", "n3")
 
@@ -72,6 +73,9 @@ def options_for(method: str, search_epochs: int, trial_epochs: int,
         "nis": {"epochs": trial_epochs},
         "rule": {"epochs": trial_epochs, "memory_budget": baseline_bytes // 2},
         "optembed": {"search_epochs": search_epochs},
+        "amtl": {"search_epochs": search_epochs},
+        "ant": {"search_epochs": search_epochs},
+        # ESAPN reads the training split once, as a stream (its own default settings)
     }.get(method, {})
 
 
@@ -127,6 +131,22 @@ def run_dataset(data: str, seeds: int, epochs: int, search_epochs: int, trials: 
                     float(np.mean([stage.dims[f] for f in RELEVANT_HIGH])))
                 truth.setdefault(f"{method}: noise n0-n3", []).append(
                     float(np.mean([stage.dims[f] for f in NOISE])))
+            if method == "esapn":  # AUC per block of the stream, and the fixed-dim model's
+                runs[method][-1]["stream"] = {k: stage.extra[k] for k in (
+                    "mean_block_auc", "mean_block_fixed_auc", "next_block", "stream")}
+                print(f"    esapn stream: mean block AUC {stage.extra['mean_block_auc']}, "
+                      f"fixed-dim {stage.extra['mean_block_fixed_auc']}; next block "
+                      f"{stage.extra['next_block']}", flush=True)
+            # AMTL / ESAPN: each value's dim weighted by its count; ANT: share of values
+            # with a non-zero code
+            for key in ("occurrence_weighted_dim", "coded_share"):
+                if "truth" in ds.info and key in stage.extra and method in (
+                        "amtl", "ant", "esapn"):
+                    per_field = stage.extra[key]
+                    truth.setdefault(f"{method}: {key}, relevant r0-r2", []).append(
+                        float(np.mean([per_field[f] for f in RELEVANT_HIGH])))
+                    truth.setdefault(f"{method}: {key}, noise n0-n3", []).append(
+                        float(np.mean([per_field[f] for f in NOISE])))
             if "truth" in ds.info and "kept_rows" in stage.extra:
                 kept = stage.extra["kept_rows"]
                 truth.setdefault(f"{method}: kept rows, relevant r0-r2", []).append(
