@@ -28,6 +28,7 @@ command, and reads the run folder's ``result.json``.
     python benchmarks/pipeline.py [--datasets movielens-100k,synthetic] [--seeds 3]
                                   [--first-seed 2026] [--budget 5m|none]
                                   [--epochs N] [--patience N] [--threads N]
+                                  [--baselines deepfm,ipnn]
                                   [--out runs/bench-pipeline] [--reuse]
 """
 
@@ -62,13 +63,13 @@ def load() -> str:
     return "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
 
 
-def flags(training: dict[str, int]) -> list[str]:
+def flags(training: dict[str, Any]) -> list[str]:
     """``{"epochs": 40}`` as command-line flags, ``["--epochs", "40"]``."""
     return [x for k, v in training.items() for x in (f"--{k}", str(v))]
 
 
 def run_pipeline(data: str, seed: int, budget: str | None, out: Path, reuse: bool = False,
-                 training: dict[str, int] | None = None) -> tuple[dict[str, Any], float]:
+                 training: dict[str, Any] | None = None) -> tuple[dict[str, Any], float]:
     """``autodrs search --data D [--budget B] --seed S --out DIR`` (plus a flag per
     ``training`` setting, e.g. ``{"epochs": 40}``: ``--epochs 40``) in this process; returns
     the run's ``result.json`` and the command's wall time. With ``reuse``, a finished run
@@ -78,7 +79,10 @@ def run_pipeline(data: str, seed: int, budget: str | None, out: Path, reuse: boo
     done = out / "result.json"
     if reuse and done.exists():
         result = json.loads(done.read_text())
-        same_training = all(result["settings"].get(k) == v for k, v in training.items())
+        # the training settings must match; the baselines may differ (a cheaper run of
+        # some seeds with fewer): only the backbones every seed has are ranked
+        same_training = all(result["settings"].get(k) == v for k, v in training.items()
+                            if k != "baselines")
         if (result["seed"] == seed and same_training and "tuned_baselines" in result
                 and result["cost"]["budget_seconds"] == parse_budget(budget)):
             return result, result["cost"]["total_seconds"]
@@ -115,14 +119,15 @@ def table(rows: Rows) -> str:
     for name, vals in sorted(rows.items(), key=lambda kv: -np.mean([v[0] for v in kv[1]])):
         out.append([name, mean_std([v[0] for v in vals]),
                     f"{np.mean([v[1] for v in vals]):,.0f}",
-                    f"{np.mean([v[2] for v in vals]):.1f}"])
-    return markdown_table(["model", "test AUC", "embedding params", "seconds"], out)
+                    f"{np.mean([v[2] for v in vals]):.1f}", len(vals)])
+    return markdown_table(["model", "test AUC", "embedding params", "seconds", "seeds"], out)
 
 
 def best_backbone(rows: Rows, tuned: bool) -> str:
     """The backbone with the best mean test AUC, untuned or ``tuned``."""
+    seeds = len(rows["pipeline"])  # runs with other --baselines may have added others
     names = [n for n in rows if n != "pipeline" and not n.startswith("oracle")
-             and n.endswith(TUNED) == tuned]
+             and n.endswith(TUNED) == tuned and len(rows[n]) == seeds]
     return max(names, key=lambda n: np.mean([v[0] for v in rows[n]]))
 
 
@@ -159,6 +164,8 @@ def main() -> None:
                         help="early-stopping patience of every fit (the CLI's default)")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads of every fit (the CLI's default: all)")
+    parser.add_argument("--baselines", default=None,
+                        help="the command's --baselines (default: the pipeline's five)")
     parser.add_argument("--reuse", action="store_true",
                         help="read the runs already finished in --out instead of redoing them")
     args = parser.parse_args()
@@ -166,6 +173,7 @@ def main() -> None:
     # training settings given here apply to every fit: the command's and the oracle's
     overrides = {k: getattr(args, k) for k in ("epochs", "patience", "threads")
                  if getattr(args, k) is not None}
+    command = overrides | ({"baselines": args.baselines} if args.baselines else {})
     print(machine_line())
     print(f"{load()} at start; baselines: {DEFAULT_BASELINES}", flush=True)
     for data in args.datasets.split(","):
@@ -177,7 +185,7 @@ def main() -> None:
             seed = args.first_seed + k
             result, wall = run_pipeline(data, seed, budget,
                                         args.out / f"{data.replace('?', '_')}-{seed}",
-                                        args.reuse, overrides)
+                                        args.reuse, command)
             walls.append(wall)
             starts.append(result["start"]["model"])
             for name, row in rows_of(result).items():
