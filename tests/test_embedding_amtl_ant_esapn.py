@@ -190,3 +190,13 @@ def test_search_delivers_the_method_end_to_end(method: str, tmp_path: Path) -> N
     assert r["params"]["embedding"] == count_parameters(model)["embedding"]
     assert (out / "report.html").stat().st_size > 0
     assert 0.0 <= r["metrics"]["test"]["auc"] <= 1.0 and "deepfm" in r["baselines"]
+
+
+@pytest.mark.parametrize("method", ["amtl", "ant", "esapn"])
+def test_a_search_the_budget_stopped_at_once_found_nothing(
+        method: str, tiny_synthetic: Dataset, fast_config: TrainConfig) -> None:
+    ctx = SearchContext(tiny_synthetic, backbone_spec("deepfm", 8), fast_config, seed=3,
+                        budget_seconds=0.0)
+    result = get_method(method).search(ctx)
+    assert result.no_result is not None and result.no_result.startswith(method)
+    assert result.spec.to_dict() == backbone_spec("deepfm", 8).to_dict()
