@@ -79,7 +79,8 @@ def recovery(ranking: list[list[str]], kept: set[frozenset[str]], planted: set[t
 
 
 def run_dataset(name: str, rows: int, seeds: int, config: TrainConfig,
-                methods: tuple[str, ...], trials: int) -> dict[str, Any]:
+                methods: tuple[str, ...], trials: int, backbone: str = "deepfm"
+                ) -> dict[str, Any]:
     ds, fields = load(name, rows)
     truth = ds.info.get("truth")
     planted = {tuple(p) for p in truth["pairs"]} if truth else set()
@@ -105,7 +106,7 @@ def run_dataset(name: str, rows: int, seeds: int, config: TrainConfig,
                                    "kept": len(oracle.interactions),
                                    "epochs": len(out.fit.history)})
         for method in methods:
-            options: dict[str, Any] = {"backbone": "deepfm"}
+            options: dict[str, Any] = {"backbone": backbone}
             strategy, n_trials = None, None
             if method == "pairsearch":
                 strategy, n_trials, options["epochs"] = "tpe", trials, 1
@@ -277,6 +278,9 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=8, help="pairsearch trials")
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--backbone", default="deepfm", choices=["deepfm", "fm"],
+                        help="the head every method searches and delivers under (the "
+                             "baseline stays DeepFM)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-interaction"))
     args = parser.parse_args()
     config = TrainConfig(epochs=args.epochs, batch_size=1024, lr=args.lr,
@@ -285,11 +289,13 @@ def main() -> None:
     results = {}
     for name in args.data:
         print(f"running {name} ...", flush=True)
-        results[name] = run_dataset(name, args.rows, args.seeds, config, methods, args.trials)
+        results[name] = run_dataset(name, args.rows, args.seeds, config, methods, args.trials,
+                                    args.backbone)
     print(f"\n{machine_line()}")
     print(f"training: Adam lr {args.lr}, batch 1024, up to {args.epochs} epochs, early "
           f"stopping on validation AUC "
-          f"with patience {args.patience}, DeepFM backbone (dim 16, MLP 256-128); "
+          f"with patience {args.patience}, {args.backbone} backbone for the methods, DeepFM "
+          "baseline (dim 16, MLP 256-128); "
           f"{args.seeds} seeds; pairsearch = TPE, {args.trials} trials of 1 epoch")
     for name, result in results.items():
         print_table(name, result)
