@@ -212,6 +212,9 @@ class ESAPN(Method):
             entry = {"block": block, "rows": rows,
                      **self._evaluate(held, searched, fixed)}
             for batch in held:
+                if ctx.out_of_budget():
+                    stopped = True
+                    break
                 if len(batch) < 2:
                     continue
                 # the incoming batch (before the model trains on it) at every value's size
@@ -264,7 +267,6 @@ class ESAPN(Method):
                     opt_policy.zero_grad(set_to_none=True)
                     policy_loss.backward()
                     opt_policy.step()
-                # the weights: the batch at every value's size and with the field one size up
                 loss = loss_fn(logits, batch.label) + loss_fn(logits_up, batch.label)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -275,6 +277,8 @@ class ESAPN(Method):
                 loss_fixed.backward()
                 opt_fixed.step()
             stream.append(entry)
+            if stopped:
+                break
         if not stream or (stopped and len(stream) < 2):
             return no_result(self.name, strategy, spec,
                              f"esapn found no embedding sizes: the budget ran out after "
