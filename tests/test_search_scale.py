@@ -9,6 +9,7 @@ import gc
 import time
 import weakref
 from dataclasses import replace
+from types import SimpleNamespace
 from typing import Any, ClassVar
 
 import pytest
@@ -114,9 +115,13 @@ def test_a_stage_s_fits_end_with_its_share(tiny_synthetic, monkeypatch):
     monkeypatch.setattr(stages_module, "get_method", lambda name: _UnlimitedFit())
     _UnlimitedFit.steps.clear()
     spec = backbone_spec("fm", 4)
-    # a spent budget: the stage's share is 0 s, so its fit stops at its first step
+    # the stage starts, by the stages' clock, long enough ago that its share has ended, so
+    # its method's fit stops at its first step
+    clock = SimpleNamespace(monotonic=lambda: time.monotonic() - 2e6,
+                            perf_counter=time.perf_counter)
+    monkeypatch.setattr(stages_module, "time", clock)
     ctx = SearchContext(dataset=tiny_synthetic, spec=spec, train=CONFIG, seed=0,
-                        budget_seconds=1.0, started=time.monotonic() - 10.0)
+                        budget_seconds=1e6)
     run_stages(ctx, ["unlimited-fit"])
     # no budget: the stage's fit runs every epoch
     run_stages(replace(ctx, budget_seconds=None), ["unlimited-fit"])
@@ -181,14 +186,15 @@ def test_a_sampled_table_is_scored_on_the_sample_s_held_out_rows(tiny_synthetic,
 
 
 def test_the_search_s_retrain_ends_with_the_budget_and_sampled_rows_are_scored(tmp_path):
-    # a budget already spent when the retrain starts (1 s: reading the data takes longer)
-    # ends the retrain at its first step; without a budget it trains out
+    # a budget already spent when the retrain starts (10 ms: reading the data takes longer)
+    # ends the retrain at its first step; without a budget it trains out (no baselines, so
+    # the retrain is no fit the run has done already)
     from autodrs import api
 
     common = {"data": "synthetic?rows=3000&seed=1", "methods": ["optim"], "seed": 0,
-              "baselines": ["fm"], "epochs": 2, "threads": 1, "search_rows": 1000,
+              "baselines": [], "epochs": 2, "threads": 1, "search_rows": 1000,
               "options": {"optim": {"lr_factors": "1"}}}
-    cut = api.search(budget=1, **common).result
+    cut = api.search(budget=0.01, **common).result
     assert cut["cost"]["retrain_cut_short"] is True
     # the baselines and the retrain were scored on the sample's held-out rows
     assert cut["rows"]["scored"] == {"valid": cut["rows"]["stages"]["valid"],
@@ -211,3 +217,54 @@ def test_an_evaluation_pass_ends_once_the_time_is_up(tiny_synthetic):
     # time left: the whole split
     assert "scored_rows" not in Trainer(config, [TimeLimit(lambda: 1e6)]).evaluate(model, valid)
     assert Trainer(config, [TimeLimit(lambda: 1e6)]).evaluate(model, valid)["auc"] == full["auc"]
+
+
+class _RecordsDeadline(Method):
+    """A stage that records the training deadline its search ran under."""
+
+    name = "records-deadline"
+    strategies: ClassVar[tuple[str, ...]] = ("grid",)
+    seen: ClassVar[list[float | None]] = []
+
+    def search(self, ctx: SearchContext) -> StageResult:
+        self.seen.append(current_deadline())
+        return StageResult(self.name, "grid", ctx.spec.copy(fields=["r0", "r1"]), seconds=0.0)
+
+
+class _Guard:
+    """A guard with no retrain timed yet, recording the deadline its judging ran under."""
+
+    def __init__(self) -> None:
+        self.seen: list[float | None] = []
+
+    def expected_seconds(self) -> float:
+        return 0.0
+
+    def __call__(self, before, result):
+        self.seen.append(current_deadline())
+        return before
+
+
+def test_the_guard_judges_within_the_stage_s_share(tiny_synthetic, monkeypatch):
+    monkeypatch.setattr(stages_module, "get_method", lambda name: _RecordsDeadline())
+    _RecordsDeadline.seen.clear()
+    guard = _Guard()
+    ctx = SearchContext(dataset=tiny_synthetic, spec=backbone_spec("fm", 4), train=CONFIG,
+                        seed=0, budget_seconds=100.0)
+    (result,) = run_stages(ctx, ["records-deadline"], guard=guard)
+    # no retrain timed yet: the method gets half the share, the guard the rest of it
+    method_end, guard_end = _RecordsDeadline.seen[0], guard.seen[0]
+    budget = result.extra["budget_seconds"]
+    assert 45 < budget <= 50
+    assert guard_end - method_end == pytest.approx(budget, abs=0.5)
+
+
+def test_a_stage_left_no_time_is_not_started(tiny_synthetic, monkeypatch):
+    monkeypatch.setattr(stages_module, "get_method", lambda name: _RecordsDeadline())
+    _RecordsDeadline.seen.clear()
+    ctx = SearchContext(dataset=tiny_synthetic, spec=backbone_spec("fm", 4), train=CONFIG,
+                        seed=0, budget_seconds=1.0, started=time.monotonic() - 10.0)
+    (result,) = run_stages(ctx, ["records-deadline"])
+    assert _RecordsDeadline.seen == []
+    assert result.no_result == "no time was left for this stage"
+    assert result.spec.to_dict() == ctx.spec.to_dict()

@@ -6,9 +6,9 @@ finished stage is read back instead of run again, and an unfinished one resumes 
 A wall-time budget is shared out by weight: each stage gets the time left (less what is
 ``reserve``d for the retrain after the stages) times its weight over the weights of the stages
 left, so time a stage leaves unused goes to the stages after it. Every fit the stage's method
-starts ends by the end of its share (``autodrs.train.trainer.deadline``), even one the method
-runs without a time limit of its own; the guard's judging follows, in the time taken off the
-share for it.
+starts ends by the end of its part of the share (``autodrs.train.trainer.deadline``), even
+one the method runs without a time limit of its own; the guard's judging follows, its fits
+ending by the end of the share. A stage left no time is not started (``no_result``).
 """
 
 from __future__ import annotations
@@ -21,11 +21,20 @@ from pathlib import Path
 from typing import Any
 
 from autodrs.runfolder import write_json
-from autodrs.search.base import SearchContext, SearchError, StageResult, get_method
+from autodrs.search.base import (
+    SearchContext,
+    SearchError,
+    StageResult,
+    get_method,
+    no_result,
+)
 from autodrs.spec import ArchSpec
 from autodrs.train.trainer import deadline
 
 STAGE_FILE = "stage.json"
+# the part of a stage's share kept for the guard's judging before any retrain's length is
+# known (the baselines were cut short, so no full fit has been timed)
+UNKNOWN_JUDGING_SHARE = 0.5
 
 
 def stage_dir(out_dir: Path, index: int, method: str) -> Path:
@@ -83,9 +92,11 @@ def run_stages(ctx: SearchContext, methods: list[str],
     its fresh result, and returns the spec the next stage starts from (the pipeline's
     ``ValidationGuard`` keeps the input when the stage's spec validates worse); the guarded
     spec is what ``stage.json`` stores, so a resumed run makes the same decision. A guard
-    with an ``expected_seconds()`` has that much taken off each stage's share, so judging
-    the stage fits in its time, except for methods that retrain their choice themselves
-    (``Method.retrains_choice``: the guard reuses that fit). With ``keep_going`` a stage
+    with an ``expected_seconds()`` has that much (``UNKNOWN_JUDGING_SHARE`` of the share
+    while it is 0) taken off each stage's share, so judging the stage fits in its time, and
+    its fits end with the share, except for methods that retrain their choice themselves
+    (``Method.retrains_choice``: the guard reuses that fit). A stage whose share leaves the
+    method no time is not run: its result is ``no_result``. With ``keep_going`` a stage
     that raises does not end the run: its result keeps its input spec and records
     ``failed`` and the ``error``; it is not saved, so ``--resume`` tries it again. A stage
     that found nothing (``StageResult.no_result``, e.g. its budget ran out before any trial
@@ -108,26 +119,36 @@ def run_stages(ctx: SearchContext, methods: list[str],
             if guard is not None and hasattr(guard, "replay"):
                 guard.replay(result)  # its verdict counts for the stages after it
         else:
-            budget = stage_budget(ctx.remaining(), weights, index, reserve)
+            share = budget = stage_budget(ctx.remaining(), weights, index, reserve)
             if (budget is not None and guard is not None and hasattr(guard, "expected_seconds")
                     and not method.retrains_choice(ctx.options)):
-                budget = max(0.0, budget - guard.expected_seconds())  # time to judge it
+                # time to judge it: a retrain as long as the longest so far, or, before any
+                # is known, a part of the share
+                judging = guard.expected_seconds() or UNKNOWN_JUDGING_SHARE * budget
+                budget = max(0.0, budget - judging)
             # options given to this method by name (``per_method``) win over the run's
             options = {**ctx.options, **ctx.options.get("per_method", {}).get(method.name, {})}
             stage_ctx = replace(ctx, spec=spec.copy(), out_dir=folder, budget_seconds=budget,
                                 started=time.monotonic(), options=options)
             t0 = time.perf_counter()
-            # every fit inside the method ends by the share's end (``trainer.deadline``),
-            # whether or not the method stops it itself
+            # every fit inside the method ends by the method's part of the share, and every
+            # fit of the guard by the share's end (``trainer.deadline``), whether or not the
+            # method or the guard stop them themselves
             end = None if budget is None else stage_ctx.started + budget
+            share_end = None if share is None else stage_ctx.started + share
             try:
-                with deadline(end):
-                    result = method.search(stage_ctx)
+                if budget is not None and budget <= 0:
+                    result = no_result(method.name, method.resolve_strategy(ctx), spec,
+                                       "no time was left for this stage", 0.0)
+                else:
+                    with deadline(end):
+                        result = method.search(stage_ctx)
                 if budget is not None:
                     result.extra["budget_seconds"] = round(budget, 3)
                 result.spec.validate(ctx.dataset.schema)
                 if guard is not None and not result.no_result:
-                    result.spec = guard(spec, result)
+                    with deadline(share_end):
+                        result.spec = guard(spec, result)
             except Exception as e:
                 if not keep_going:
                     raise
