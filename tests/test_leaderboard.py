@@ -188,3 +188,21 @@ def test_a_baseline_its_part_cut_short_is_left_untuned_and_said_so(tmp_path: Pat
     assert r["start"]["valid_auc"]["fm"] == pytest.approx(r["baselines"]["fm"]["valid"]["auc"],
                                                           abs=1e-6)
     assert html.escape(f"Not tuned: fm ({reason})") in (out / "report.html").read_text()
+
+
+def test_a_tuning_the_budget_stopped_early_says_how_many_candidates_it_tried(
+        tmp_path: Path) -> None:
+    from autodrs.cli import board_rows
+
+    entry = {"valid": {"auc": 0.7, "logloss": 0.5}, "test": {"auc": 0.69, "logloss": 0.5},
+             "params": {"total": 10, "embedding": 8}, "lr": 0.001}
+    partial = {**entry, "candidates": {"a": {}}, "untried": 3}
+    result = {"command": "search", "methods": ["optim"], "metrics": entry,
+              "params": entry["params"], "config": {"lr": 0.001}, "baselines": {"fm": entry},
+              "tuned_baselines": {"fm": partial}, "baseline_tuning": {"tuned": True},
+              "still_improving": []}
+    assert board_rows(result)[-1][1] == "tuned, lr 0.001 (1 of 4 tried)"
+    build_report(result, tmp_path / "r.html")
+    assert "<td>tuned, lr 0.001 (1 of 4 candidates tried)</td>" in (tmp_path / "r.html").read_text()
+    result["tuned_baselines"]["fm"] = {**entry, "candidates": {"a": {}, "b": {}}, "untried": 0}
+    assert board_rows(result)[-1][1] == "tuned, lr 0.001"

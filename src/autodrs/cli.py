@@ -518,8 +518,16 @@ def board_rows(result: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
         lr = row.get("lr")
         rows.append((name, f"untuned, lr {lr:g}" if lr else "untuned", row))
         if name in tuned:
-            rows.append((f"{name} (tuned)", f"tuned, lr {tuned[name]['lr']:g}", tuned[name]))
+            rows.append((f"{name} (tuned)", tuned_label(tuned[name]), tuned[name]))
     return rows
+
+
+def tuned_label(entry: dict[str, Any]) -> str:
+    """How a tuned baseline trained: its chosen lr, and how many of the candidates the
+    budget let its search try when it did not try them all."""
+    tried = len(entry.get("candidates") or {})
+    of = tried + int(entry.get("untried") or 0)
+    return f"tuned, lr {entry['lr']:g}" + (f" ({tried} of {of} tried)" if tried < of else "")
 
 
 def print_search(result: dict[str, Any], settings: SearchSettings) -> None:

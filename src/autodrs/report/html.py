@@ -198,7 +198,11 @@ def _board_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
         if name in tuned:
             rows.append(_board_row(f"{name} (tuned)", tuned[name], tuned[name],
                                    searched=False))
-            rows[-1]["training"] = f"tuned, lr {tuned[name]['lr']:g}"
+            t = tuned[name]
+            tried = len(t.get("candidates") or {})
+            of = tried + int(t.get("untried") or 0)
+            rows[-1]["training"] = f"tuned, lr {t['lr']:g}" + (
+                f" ({tried} of {of} candidates tried)" if tried < of else "")
     if "baseline_tuning" not in result:  # a run from before tuned baselines: no column
         for row in rows:
             row["training"] = None
