@@ -200,7 +200,7 @@ def main() -> None:
                         result["still_improving"].append(name)
             capped[seed] = list(result["still_improving"])
             stages = ", ".join(f"{s['method']} {s['seconds']:.0f}s" for s in result["stages"])
-            seen = ", ".join(f"{n} {r[-1][0]:.4f}" for n, r in rows.items())
+            seen = ", ".join(f"{n} {r[0]:.4f}" for n, r in rows_of(result).items())
             tuned_lrs = ", ".join(f"{n} {b['lr']:g}" for n, b in
                                   result["tuned_baselines"].items())
             untuned = result["baseline_tuning"].get("not_tuned") or {}
