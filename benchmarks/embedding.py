@@ -197,14 +197,17 @@ def latencies(models: dict[str, torch.nn.Module], ds: Dataset, repeats: int = 30
 
 def run_scale(rows: int, seeds: int, epochs: int, search_epochs: int,
               methods: tuple[str, ...], threads: int, folder: Path,
-              batch_size: int) -> dict[str, Any]:
+              batch_size: int, first_seed: int = 2026) -> dict[str, Any]:
     """DeepFM-16 and each method on the Criteo-layout file of ``rows`` rows, per seed (the
-    seed draws the split and the training)."""
+    seed draws the split and the training). The figures so far are written after every
+    seed (``embedding-<rows>-<first seed>.json``), so a run cut short keeps its seeds."""
     path = scale_file(rows, folder)
     runs: dict[str, list[dict[str, Any]]] = {m: [] for m in ("full-dim", *methods)}
     distinct: list[dict[str, int]] = []
+    found = {"runs": runs, "truth": {}, "encoders": {}, "bayes": [], "distinct": distinct,
+             "file": str(path), "seeds": []}
     for k in range(seeds):
-        seed = 2026 + k
+        seed = first_seed + k
         t0 = time.perf_counter()
         # every value of the training split keeps its own id: no hashing of huge fields
         ds = load_dataset(str(path), fmt="criteo", seed=seed, hash_threshold=10**9,
@@ -237,8 +240,10 @@ def run_scale(rows: int, seeds: int, epochs: int, search_epochs: int,
             print(f"    {name} latency: " + ", ".join(f"{k} {v:.2f}" for k, v in
                                                       timing.items()), flush=True)
         del models, base, ds
-    return {"runs": runs, "truth": {}, "encoders": {}, "bayes": [], "distinct": distinct,
-            "file": str(path)}
+        found["seeds"].append(seed)
+        (folder / f"embedding-{rows}-{first_seed}.json").write_text(
+            json.dumps(found, indent=2, default=float))
+    return found
 
 
 def summarise_scale(rows: int, found: dict[str, Any]) -> str:
@@ -379,6 +384,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=None,
                         help="instead of --data: a Criteo-layout file of this many rows, "
                              "DeepFM-16 against the pruning methods (default pep)")
+    parser.add_argument("--first-seed", type=int, default=2026,
+                        help="the first seed under --rows (seeds run from it upwards)")
     parser.add_argument("--batch-size", type=int, default=4096,
                         help="batch size of every (re)train and search under --rows")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-embedding"))
@@ -392,11 +399,8 @@ def main() -> None:
         if args.methods == parser.get_default("methods"):
             methods = ("pep",)
         found = run_scale(args.rows, args.seeds, args.epochs, args.search_epochs, methods,
-                          args.threads,
-                          args.out, args.batch_size)
+                          args.threads, args.out, args.batch_size, args.first_seed)
         print(summarise_scale(args.rows, found), flush=True)
-        (args.out / f"embedding-{args.rows}.json").write_text(
-            json.dumps(found, indent=2, default=float))
         return
     for data in args.data:
         results[data] = run_dataset(data, args.seeds, args.epochs, args.search_epochs,
