@@ -20,7 +20,8 @@ TRIALS = 2
 
 
 def context(ds: Dataset, config: TrainConfig, strategy: str | None, **kw: object) -> SearchContext:
-    base = dict(trials=TRIALS, seed=5, options={"fast": True})
+    # transfer methods pre-train on ``source``: here the data itself (the contract only)
+    base = dict(trials=TRIALS, seed=5, options={"fast": True, "source": ds})
     base.update(kw)
     return SearchContext(ds, backbone_spec("deepfm", 8), config, strategy=strategy,
                          **base)  # type: ignore[arg-type]

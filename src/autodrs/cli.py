@@ -57,6 +57,8 @@ LAZY_COMMANDS = {
               "Serve a saved model over HTTP."),
     "tune-serving": ("autodrs.serve.commands", "tune_serving_command",
                      "Measure serving settings and choose the fastest that meets a target."),
+    "transfer": ("autodrs.methods.transfer.command", "transfer_command",
+                 "Pre-train on a source domain, transfer to a target by AutoFT, compare."),
 }
 
 

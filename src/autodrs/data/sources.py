@@ -51,7 +51,8 @@ BUILTINS = {
                       "read from the recbole==1.2.1 wheel; movielens-100k?history=20 adds each "
                       "rating's 20 earlier items as a sequence field",
     "synthetic": "planted-structure CTR data with written truth; options: "
-                 "synthetic?rows=200000&seed=0",
+                 "synthetic?rows=200000&seed=0; ?domain=source or ?domain=target on either "
+                 "built-in gives a transfer split (docs/transfer.md)",
 }
 
 
@@ -107,13 +108,18 @@ def _open(data: str, fmt: str | None) -> Source:
         table = movielens_100k(_recbole_ml100k_dir())
         if "history" in opts:  # the sequence task: each rating's earlier items
             table = with_history(table, _int_option(opts, "history", 20))
+        if "domain" in opts:  # transfer: users by age group (autodrs.data.domains)
+            from autodrs.data.domains import TARGET_AGE, age_domain
+
+            table = age_domain(table, opts["domain"], _int_option(opts, "age", TARGET_AGE))
         return table.source()
     if name == "synthetic":
-        from autodrs.data.synthetic import synthetic_source
+        from autodrs.data.synthetic import default_rows, synthetic_source
 
-        return synthetic_source(rows=_int_option(opts, "rows", 200_000),
+        return synthetic_source(rows=_int_option(opts, "rows", default_rows(opts.get("domain"))),
                                 seed=_int_option(opts, "seed", 0),
-                                personas=_int_option(opts, "personas", 0))
+                                personas=_int_option(opts, "personas", 0),
+                                domain=opts.get("domain"))
     path = Path(name)
     if not path.exists():
         raise DataError(

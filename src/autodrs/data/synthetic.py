@@ -8,7 +8,12 @@ Values follow Zipf-like frequencies, so rare values are many and seldom seen, as
 logs. With ``personas=P`` (2..4) a categorical ``user_group`` field (P values, uniform) is
 added and each group has two planted pairs of its own on top of the shared ones (the
 truth's ``personas``), for personalised interaction selection (BP-FIS); without it the
-rows are those of the plain generator, unchanged. The true click probability is kept beside the rows, so the Bayes-optimal AUC of any
+rows are those of the plain generator, unchanged. With ``domain=target`` the planted
+effects (main effects and pair latent vectors) of the ``TRANSFER_CHANGED`` fields are drawn
+anew and the rows come from a random stream of their own, while every other parameter is the
+source's; ``domain=source`` is the plain generator. The truth's ``transfer`` names the
+changed and unchanged fields, so a transfer method's choice of what to fine-tune can be
+checked. The true click probability is kept beside the rows, so the Bayes-optimal AUC of any
 split can be measured. Generation is chunked: any row count in bounded memory.
 """
 
@@ -52,6 +57,14 @@ PERSONA_FIELD = "user_group"
 PERSONA_PAIRS = [[("r1", "r2"), ("r4", "r5")], [("r0", "r3"), ("r2", "r5")],
                  [("r1", "r4"), ("r0", "r5")], [("r2", "r3"), ("r1", "r5")]]
 PERSONA_SCALE = 1.0
+# the fields whose planted effects differ between the source and the target domain
+TRANSFER_CHANGED = ["r1", "r2", "r4"]
+TARGET_ROWS = 20_000  # the target domain's default size: small, so transfer matters
+
+
+def default_rows(domain: str | None) -> int:
+    """The rows ``synthetic`` draws when none are asked for: fewer in the target domain."""
+    return TARGET_ROWS if domain == "target" else 200_000
 
 
 class SyntheticGenerator:
@@ -61,9 +74,12 @@ class SyntheticGenerator:
     rows come from random streams of their own, so the other columns stay as without."""
 
     def __init__(self, seed: int = 0, config: SyntheticConfig | None = None,
-                 personas: int = 0) -> None:
+                 personas: int = 0, domain: str | None = None) -> None:
         self.cfg = config or SyntheticConfig()
         self.seed = seed
+        if domain is not None and domain not in ("source", "target"):
+            raise DataError(f"synthetic domain={domain!r}: choose source or target")
+        self.domain = domain
         if personas and not 2 <= personas <= len(PERSONA_PAIRS):
             raise DataError(f"synthetic personas must be 0 or 2..{len(PERSONA_PAIRS)}, got "
                             f"{personas}")
@@ -89,9 +105,23 @@ class SyntheticGenerator:
         }
         self.relabel = {copy: rng.permutation(self.cfg.relevant[src])
                         for copy, src in self.cfg.redundant.items()}
+        if domain == "target":
+            self._shift_domain()
+
+    def _shift_domain(self) -> None:
+        """The target domain: the changed fields' main effects and latent vectors drawn
+        anew (their own random stream), everything else as in the source."""
+        trng = np.random.default_rng([self.seed, 4])
+        for f in TRANSFER_CHANGED:
+            self.main[f] = trng.normal(0, self.cfg.main_scale, self.cfg.relevant[f])
+        for (a, b), (ua, ub) in list(self.latent.items()):
+            self.latent[(a, b)] = (
+                trng.normal(0, 1, ua.shape) if a in TRANSFER_CHANGED else ua,
+                trng.normal(0, 1, ub.shape) if b in TRANSFER_CHANGED else ub)
 
     def chunk(self, index: int, n: int) -> pl.DataFrame:
-        rng = np.random.default_rng([self.seed, 1, index])
+        # the target domain's rows come from a stream of their own (no row shared)
+        rng = np.random.default_rng([self.seed, 5 if self.domain == "target" else 1, index])
         cols: dict[str, Any] = {}
         ids = {}
         for name, p in self.probs.items():
@@ -142,6 +172,12 @@ class SyntheticGenerator:
             truth["relevant"].append(PERSONA_FIELD)
             truth["personas"] = {"field": PERSONA_FIELD, "pairs": {
                 str(p): [list(pair) for pair in PERSONA_PAIRS[p]] for p in range(self.personas)}}
+        if self.domain is not None:
+            categorical = [*cfg.relevant, *cfg.noise, *cfg.redundant]
+            truth["transfer"] = {
+                "domain": self.domain, "changed": list(TRANSFER_CHANGED),
+                "unchanged": [f for f in categorical if f not in TRANSFER_CHANGED],
+                "what": "main effects and pair latent vectors drawn anew in the target"}
         return json.loads(json.dumps(truth))  # plain JSON types, as written to disk
 
     def kinds(self) -> dict[str, str]:
@@ -166,11 +202,12 @@ def synthetic_table(rows: int = 200_000, seed: int = 0) -> Table:
                  truth=gen.truth(rows))
 
 
-def synthetic_source(rows: int = 200_000, seed: int = 0, personas: int = 0) -> Source:
+def synthetic_source(rows: int = 200_000, seed: int = 0, personas: int = 0,
+                     domain: str | None = None) -> Source:
     """The synthetic rows generated chunk by chunk as they are read (any size)."""
     if rows < 100:
         raise DataError(f"synthetic needs at least 100 rows, got {rows}")
-    gen = SyntheticGenerator(seed, personas=personas)
+    gen = SyntheticGenerator(seed, personas=personas, domain=domain)
 
     def chunks() -> Iterator[pl.DataFrame]:
         for i, n in enumerate(_chunks(rows)):
@@ -179,6 +216,8 @@ def synthetic_source(rows: int = 200_000, seed: int = 0, personas: int = 0) -> S
     name, identity = f"synthetic?rows={rows}&seed={seed}", f"synthetic:{rows}:{seed}:v1"
     if personas:
         name, identity = f"{name}&personas={personas}", f"{identity}:personas{personas}"
+    if domain is not None:
+        name, identity = f"{name}&domain={domain}", f"{identity}:domain={domain}"
     return Source(name=name, chunks=chunks, kinds=gen.kinds(), identity=identity,
                   truth=gen.truth(rows))
 
