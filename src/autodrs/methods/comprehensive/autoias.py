@@ -1,0 +1,456 @@
+"""AutoIAS (Wei, Wang, Zhu; CIKM 2021, "AutoIAS: Automatic Integrated Architecture Searcher
+for Click-Trough Rate Prediction"): one integrated space over the whole model, searched by
+a policy-gradient architecture generator over a weight-sharing supernet that is trained
+with knowledge distillation.
+
+**Space.** Per embedded field its embedding dim (``dims``, default the powers of two up to
+the spec's ``embed_dim`` D); per field pair either nothing or one interaction function
+(``functions``, default ``product``, ``multiply``, ``generalised``;
+``autodrs.nn.functions``; AIM's ``concat`` is left out, see ``IAS_FUNCTIONS``); the MLP's depth (``depths``, 1, 2, 3) and each layer's width
+(``widths``, 64, 128, 256). A first-order term is always kept.
+
+**Supernet, ordinal sharing.** Every field has a width-D table; a field at dim d uses the
+first d coordinates (the rest are masked to zero, which is the retrained model's
+projection of its d-dim embedding to D for the interactions). Every pair holds every
+function's weights; a subnet sums its pairs' chosen functions into the logit. The MLP holds
+``max(depths)`` layers of ``max(widths)`` units; a subnet of widths (w_1..w_l) uses the
+leading ``w_i x w_(i-1)`` block of layer i and the leading ``w_l`` columns of the shared
+read-out (the MLP input is the flat masked embeddings, so a field's unused coordinates
+meet zero input).
+
+**KD-based supernet training** (the paper's answer to subnets ranked unreliably by
+inherited weights). Each training step runs the *full* supernet (every dim at D, every
+pair with all its functions summed, the deepest and widest MLP), the teacher, on the
+labels, and one subnet drawn uniformly from the space, the student, on
+``(1 - kd) BCE(y, s) + kd T^2 BCE(sigmoid(t / T), s / T)`` with the teacher's logits ``t``
+detached: every subnet learns towards the one function the full model fits, so their
+validation AUCs are measured on a common footing. ``kd`` (0.5) and ``temperature`` (1).
+
+**Architecture generator.** An LSTM (ENAS-style) emits the decisions in order (dims, then
+pairs, then depth and widths), each from a softmax over its choices conditioned on the
+decisions so far (the paper's generator models the dependencies between components; each
+decision also has a bias of its own so single choices are learned quickly). After the
+supernet is trained, REINFORCE: each of ``rl_steps`` (200) steps samples ``rl_batch`` (16)
+architectures, the reward of one is the supernet's AUC with that subnet pinned on a fixed
+subsample of ``reward_rows`` (4,096) validation rows, minus ``cost`` (0.005) times its
+complexity (the mean of its shares of the largest architecture's embedding parameters,
+pairs and MLP parameters), and the generator takes an Adam step (``controller_lr`` 0.005)
+on ``-(R - mean R) / std R * log p - entropy * H`` (``entropy`` 0.02). The paper's reward
+is the AUC alone; without the cost a pair that changes nothing stays at the generator's
+chance of keeping it (on planted data every noise pair stayed kept).
+
+**Derivation.** The generator's greedy architecture and the ``candidates`` (5) best
+sampled ones are scored on the whole validation split with inherited weights; the best
+becomes the spec (``field_dims``, kept pairs with their functions, ``mlp``), which is
+retrained from scratch. The ranking is the pairs by how often the final policy keeps them
+(over 512 samples); ``extra`` holds the dims, functions, the reward curve, and the
+teacher's and the chosen subnet's validation AUC.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from autodrs.data.dataset import Batch, EncodedData
+from autodrs.data.schema import Schema
+from autodrs.methods.blocks.aim import dim_candidates
+from autodrs.methods.blocks.common import NONE
+from autodrs.methods.blocks.sif import candidate_functions
+from autodrs.methods.interaction.common import (
+    base_spec,
+    embedded_names,
+    interaction_key,
+    search_config,
+)
+from autodrs.models.builder import LinearTerm, build_model, count_bytes, count_parameters
+from autodrs.nn.embedding import FieldEmbedding
+from autodrs.nn.functions import FUNCTIONS, PairFunctions
+from autodrs.nn.init import linear
+from autodrs.search.base import (
+    Method,
+    SearchContext,
+    SearchError,
+    StageResult,
+    no_result,
+    option,
+    register_method,
+)
+from autodrs.search.estimation import BudgetExhausted, Deadline
+from autodrs.spec import ArchSpec, Interaction
+from autodrs.train.metrics import auc
+from autodrs.train.trainer import TimeLimit, Trainer
+
+# the multiplicative functions: ``concat`` (``w^T [a; b]``) is a first-order term of the two
+# fields, which the always-kept first-order term already holds, so it is not an interaction
+IAS_FUNCTIONS = ("product", "multiply", "generalised")
+DEPTHS = (1, 2, 3)
+WIDTHS = (64, 128, 256)
+KD, TEMPERATURE = 0.5, 1.0
+RL_STEPS, RL_BATCH, CONTROLLER_LR, ENTROPY, COST = 200, 16, 0.005, 0.02, 0.005
+REWARD_ROWS, CANDIDATES, POLICY_SAMPLES = 4096, 5, 512
+HIDDEN = 32
+
+
+@dataclass
+class Arch:
+    """One architecture of the space, as choice indices: per field its dim, per pair 0
+    (none) or 1 + its function, the depth, and a width per layer (those past the depth
+    unused)."""
+
+    dims: list[int]
+    pairs: list[int]
+    depth: int
+    widths: list[int]
+
+    def flat(self) -> list[int]:
+        return [*self.dims, *self.pairs, self.depth, *self.widths]
+
+
+class IASSupernet(nn.Module):
+    """The weight-sharing supernet of the module docstring. ``arch`` pins a subnet for
+    evaluation (None: the full supernet); in training mode ``forward`` runs the teacher and
+    a sampled student, and ``training_loss`` (the trainer's hook) is the KD objective."""
+
+    def __init__(self, schema: Schema, spec: ArchSpec, pairs: list[tuple[int, int]],
+                 functions: tuple[str, ...], dims: list[int], depths: list[int],
+                 widths: list[int], kd: float, temperature: float, seed: int) -> None:
+        super().__init__()
+        self.spec = spec
+        self.embedding = FieldEmbedding(schema, spec.copy(field_dims={}))
+        self.linear = LinearTerm(schema, spec)
+        width = spec.embed_dim
+        self.n_fields = len(self.embedding.names)
+        self.functions = PairFunctions(pairs, functions, width)
+        self.function_names = functions
+        self.dims, self.depths, self.widths = dims, depths, widths
+        prefix = torch.tensor([[float(k < d) for k in range(width)] for d in dims])
+        self.register_buffer("prefix", prefix, persistent=False)
+        top = max(widths)
+        in_dim = self.n_fields * width
+        self.hidden = nn.ModuleList(linear(in_dim if i == 0 else top, top)
+                                    for i in range(max(depths)))
+        self.head = linear(top, 1)
+        self.kd, self.temperature = kd, temperature
+        self.arch: Arch | None = None
+        self.full = Arch([len(dims) - 1] * self.n_fields, [-1] * len(pairs),
+                         len(depths) - 1, [len(widths) - 1] * max(depths))
+        self.sampler = torch.Generator().manual_seed(seed)
+        self._student: torch.Tensor | None = None
+
+    def random_arch(self) -> Arch:
+        def draw(n: int, size: int) -> list[int]:
+            return torch.randint(0, size, (n,), generator=self.sampler).tolist()
+
+        return Arch(draw(self.n_fields, len(self.dims)),
+                    draw(self.functions.n_pairs, len(self.function_names) + 1),
+                    draw(1, len(self.depths))[0], draw(max(self.depths), len(self.widths)))
+
+    def subnet_logit(self, e: torch.Tensor, first: torch.Tensor, arch: Arch) -> torch.Tensor:
+        """The logit of ``arch`` from the width-D embeddings ``e`` [B, F, D] and the first-
+        order term; pair entries of -1 (the full supernet) sum every function."""
+        e = e * self.prefix[torch.tensor(arch.dims)]
+        terms = self.functions(e)  # [B, P, K]
+        choice = torch.tensor(arch.pairs)
+        if bool((choice < 0).all()):
+            logit = first + terms.sum((1, 2))
+        else:
+            select = F.one_hot(choice.clamp(min=0), len(self.function_names) + 1)[:, 1:]
+            logit = first + (terms * select.to(terms.dtype)).sum((1, 2))
+        h, prev = e.flatten(1), e.shape[1] * e.shape[2]
+        for i in range(self.depths[arch.depth]):
+            w = self.widths[arch.widths[i]]
+            layer = self.hidden[i]
+            h = F.relu(F.linear(h, layer.weight[:w, :prev], layer.bias[:w]))
+            prev = w
+        return logit + F.linear(h, self.head.weight[:, :prev], self.head.bias).squeeze(1)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        e = torch.stack(self.embedding(batch), dim=1)
+        first = self.linear(batch)
+        if not self.training:
+            return self.subnet_logit(e, first, self.arch or self.full)
+        teacher = self.subnet_logit(e, first, self.full)
+        self._student = self.subnet_logit(e, first, self.random_arch())
+        return teacher
+
+    def training_loss(self, teacher: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """The teacher's BCE plus the student's KD objective (module docstring)."""
+        y = batch.label.to(teacher.dtype)
+        student = self._student
+        assert student is not None, "training_loss follows a training forward pass"
+        loss = F.binary_cross_entropy_with_logits(teacher, y)
+        hard = F.binary_cross_entropy_with_logits(student, y)
+        if self.kd <= 0:
+            return loss + hard
+        t = self.temperature
+        soft = torch.sigmoid(teacher.detach() / t)
+        kd = F.binary_cross_entropy_with_logits(student / t, soft) * t * t
+        return loss + (1 - self.kd) * hard + self.kd * kd
+
+    def complexity(self, arch: Arch, vocab: list[int]) -> float:
+        """The mean of three shares of the largest architecture's: embedding parameters,
+        kept pairs, and MLP parameters (each part weighs alike, whatever its size)."""
+        top = len(self.dims) - 1
+        emb = (sum(v * self.dims[d] for v, d in zip(vocab, arch.dims, strict=True))
+               / max(1, sum(v * self.dims[top] for v in vocab)))
+        pairs = sum(c > 0 for c in arch.pairs) / max(1, len(arch.pairs))
+
+        def mlp(dims: list[int], depth: int, widths: list[int]) -> int:
+            n, prev = 0, sum(self.dims[d] for d in dims)
+            for i in range(depth):
+                n += (prev + 1) * widths[i]
+                prev = widths[i]
+            return n + prev + 1
+
+        mine = mlp(arch.dims, self.depths[arch.depth], [self.widths[w] for w in arch.widths])
+        most = mlp([top] * len(arch.dims), max(self.depths), [max(self.widths)] *
+                   max(self.depths))
+        return (emb + pairs + mine / most) / 3
+
+
+class ArchitectureGenerator(nn.Module):
+    """An LSTM that emits one decision per step (kinds: dim, pair, depth, width), each a
+    softmax over its choices from the LSTM state plus a bias of its own; the embedding of
+    the choice made feeds the next step."""
+
+    def __init__(self, kinds: list[int], sizes: list[int], hidden: int = HIDDEN) -> None:
+        super().__init__()
+        self.kinds = kinds
+        self.sizes = [sizes[k] for k in kinds]
+        self.cell = nn.LSTMCell(hidden, hidden)
+        self.start = nn.Parameter(torch.zeros(hidden))
+        self.position = nn.Parameter(0.1 * torch.randn(len(kinds), hidden))
+        self.tokens = nn.ModuleList(nn.Embedding(s, hidden) for s in sizes)
+        self.heads = nn.ModuleList(nn.Linear(hidden, s) for s in sizes)
+        self.bias = nn.Parameter(torch.zeros(len(kinds), max(sizes)))
+
+    def sample(self, n: int, generator: torch.Generator | None = None, greedy: bool = False
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``n`` decision sequences [n, T] with their log-probabilities and entropies [n]."""
+        h = torch.zeros(n, self.start.shape[0])
+        c = torch.zeros_like(h)
+        x = self.start.expand(n, -1)
+        actions, log_p, entropy = [], torch.zeros(n), torch.zeros(n)
+        for t, kind in enumerate(self.kinds):
+            h, c = self.cell(x + self.position[t], (h, c))
+            logits = self.heads[kind](h) + self.bias[t, :self.sizes[t]]
+            logp = torch.log_softmax(logits, dim=-1)
+            if greedy:
+                a = logp.argmax(-1)
+            else:
+                a = torch.multinomial(logp.exp().detach(), 1, generator=generator).squeeze(1)
+            log_p = log_p + logp.gather(1, a[:, None]).squeeze(1)
+            entropy = entropy - (logp.exp() * logp).sum(-1)
+            actions.append(a)
+            x = self.tokens[kind](a)
+        return torch.stack(actions, dim=1), log_p, entropy
+
+
+def parse_ints(ctx: SearchContext, key: str, default: tuple[int, ...]) -> list[int]:
+    raw = ctx.options.get(key)
+    if raw is None:
+        return list(default)
+    try:
+        values = [int(v) for v in (raw.split(",") if isinstance(raw, str) else raw)]
+    except (TypeError, ValueError) as e:
+        raise SearchError(f"option {key}={raw!r} is not a list of integers") from e
+    if not values or any(v < 1 for v in values):
+        raise SearchError(f"option {key} needs integers >= 1, got {raw!r}")
+    return sorted(set(values))
+
+
+class RewardRows:
+    """A fixed set of validation rows with the supernet's width-D embeddings and first-order
+    term computed once: neither depends on the architecture, so scoring a subnet costs
+    only its interactions and MLP."""
+
+    @torch.no_grad()
+    def __init__(self, net: IASSupernet, data: EncodedData, batch_size: int = 16_384) -> None:
+        net.eval()
+        self.parts = []
+        for i in range(0, len(data), batch_size):
+            batch = data.batch(slice(i, i + batch_size))
+            self.parts.append((torch.stack(net.embedding(batch), dim=1), net.linear(batch)))
+        self.labels = data.label.numpy()
+        self.net = net
+
+    @torch.no_grad()
+    def auc(self, arch: Arch | None) -> float:
+        """Validation AUC of the supernet with ``arch`` pinned (inherited weights)."""
+        arch = arch or self.net.full
+        scores = [self.net.subnet_logit(e, first, arch).float().numpy()
+                  for e, first in self.parts]
+        return float(auc(self.labels, np.concatenate(scores)))
+
+
+@register_method
+class AutoIAS(Method):
+    """AutoIAS: per-field dims, pairs and their functions, and the MLP, searched together
+    by a REINFORCE architecture generator over a KD-trained weight-sharing supernet.
+
+    Options: ``dims``, ``functions`` (product, multiply, generalised), ``depths`` (1,2,3), ``widths`` (64,128,256),
+    ``search_epochs`` (the supernet's; default the run's epochs, at most 3), ``kd`` (0.5),
+    ``temperature`` (1.0), ``rl_steps`` (200), ``rl_batch`` (16), ``controller_lr``
+    (0.005), ``entropy`` (0.02), ``reward_rows`` (4096), ``cost`` (0.005), ``candidates``
+    (5).
+    """
+
+    name = "autoias"
+    component = "comprehensive"
+    strategies = ("rl",)
+    decides = ("field_dims", "interactions", "fm", "mlp")
+
+    def search(self, ctx: SearchContext) -> StageResult:
+        strategy = self.resolve_strategy(ctx)
+        t0 = time.perf_counter()
+        schema, ds = ctx.dataset.schema, ctx.dataset
+        spec = base_spec(ctx).copy(field_dims={}, pair_norm=False, dag=None)
+        names = embedded_names(schema, spec)
+        if len(names) < 2:
+            raise SearchError(f"AutoIAS needs at least two embedded fields, got {names}")
+        functions = candidate_functions(ctx, IAS_FUNCTIONS)
+        unknown = [f for f in functions if f not in FUNCTIONS]
+        if not functions or unknown:
+            raise SearchError(f"AutoIAS functions must be among {', '.join(FUNCTIONS)}; got "
+                              f"{', '.join(functions) or 'none'}")
+        dims = dim_candidates(ctx, spec.embed_dim)
+        depths = parse_ints(ctx, "depths", DEPTHS)
+        widths = parse_ints(ctx, "widths", WIDTHS)
+        kd = option(ctx, "kd", KD)
+        temperature = option(ctx, "temperature", TEMPERATURE)
+        fast = ctx.fast
+        rl_steps = option(ctx, "rl_steps", 10 if fast else RL_STEPS, int)
+        rl_batch = option(ctx, "rl_batch", 4 if fast else RL_BATCH, int)
+        lr = option(ctx, "controller_lr", CONTROLLER_LR)
+        entropy_weight = option(ctx, "entropy", ENTROPY)
+        reward_rows = option(ctx, "reward_rows", REWARD_ROWS, int)
+        cost = option(ctx, "cost", COST)
+        candidates = option(ctx, "candidates", CANDIDATES, int)
+        if not 0 <= kd <= 1 or temperature <= 0:
+            raise SearchError(f"AutoIAS needs kd in [0, 1] and temperature > 0; got {kd}, "
+                              f"{temperature}")
+        if rl_steps < 1 or rl_batch < 2 or lr <= 0 or reward_rows < 1 or candidates < 1:
+            raise SearchError(f"AutoIAS needs rl_steps >= 1, rl_batch >= 2, controller_lr > 0,"
+                              f" reward_rows >= 1 and candidates >= 1; got {rl_steps}, "
+                              f"{rl_batch}, {lr}, {reward_rows}, {candidates}")
+        if cost < 0 or entropy_weight < 0:
+            raise SearchError(f"AutoIAS needs cost >= 0 and entropy >= 0; got {cost}, "
+                              f"{entropy_weight}")
+        pairs = [(names[i], names[j]) for i in range(len(names))
+                 for j in range(i + 1, len(names))]
+        index = {n: k for k, n in enumerate(names)}
+        config = search_config(ctx, default_epochs=3)
+        torch.manual_seed(ctx.seed)
+        net = IASSupernet(schema, spec, [(index[a], index[b]) for a, b in pairs], functions,
+                          dims, depths, widths, kd, temperature, ctx.seed)
+        try:
+            fit = Trainer(config, [Deadline(ctx), TimeLimit(ctx.remaining)]).fit(
+                net, ds.train, ds.valid)
+        except BudgetExhausted:
+            return no_result(self.name, strategy, ctx.spec,
+                             "the budget ran out while the supernet trained",
+                             time.perf_counter() - t0)
+        supernet_seconds = time.perf_counter() - t0
+        vocab = [schema.field(n).vocab_size if n in schema.field_names
+                 and schema.field(n).kind == "categorical" else 0 for n in names]
+        # crosses embed through hashed buckets
+        vocab = [v if v or n in schema.field_names else spec.cross_buckets
+                 for v, n in zip(vocab, names, strict=True)]
+        # the generator
+        n_f, n_p, n_l = len(names), len(pairs), max(depths)
+        kinds = [0] * n_f + [1] * n_p + [2] + [3] * n_l
+        torch.manual_seed(ctx.seed)
+        gen = ArchitectureGenerator(kinds, [len(dims), len(functions) + 1, len(depths),
+                                            len(widths)])
+        opt = torch.optim.Adam(gen.parameters(), lr=lr)
+        draws = torch.Generator().manual_seed(ctx.seed)
+        rows = torch.randperm(len(ds.valid), generator=draws)[:reward_rows].sort().values
+        reward_set = RewardRows(net, ds.valid.subset(rows))
+
+        def to_arch(flat: list[int]) -> Arch:
+            return Arch(flat[:n_f], flat[n_f:n_f + n_p], flat[n_f + n_p],
+                        flat[n_f + n_p + 1:])
+
+        def reward(arch: Arch) -> tuple[float, float]:
+            value = reward_set.auc(arch)
+            return value - cost * net.complexity(arch, vocab), value
+
+        seen: dict[tuple[int, ...], tuple[float, float]] = {}
+        curve: list[dict[str, float]] = []
+        stopped = False
+        for step in range(rl_steps):
+            if ctx.out_of_budget():
+                stopped = True
+                break
+            actions, log_p, ent = gen.sample(rl_batch, draws)
+            results = []
+            for row in actions.tolist():
+                key = tuple(row)
+                if key not in seen:
+                    seen[key] = reward(to_arch(row))
+                results.append(seen[key][0])
+            r = torch.tensor(results)
+            advantage = (r - r.mean()) / (r.std() + 1e-8)
+            loss = -(advantage * log_p).mean() - entropy_weight * ent.mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            curve.append({"step": step + 1, "mean_reward": round(float(r.mean()), 6),
+                          "best_reward": round(float(r.max()), 6)})
+        with torch.no_grad():
+            greedy = tuple(gen.sample(1, greedy=True)[0][0].tolist())
+            policy = gen.sample(POLICY_SAMPLES, torch.Generator().manual_seed(ctx.seed))[0]
+        shortlist = [greedy] + [k for k, _ in sorted(seen.items(), key=lambda kv: -kv[1][0])
+                                if k != greedy][:candidates]
+        scored = []
+        whole = RewardRows(net, ds.valid)
+        for key in shortlist:
+            arch = to_arch(list(key))
+            valid = whole.auc(arch)
+            scored.append((valid - cost * net.complexity(arch, vocab), valid,
+                           key))
+        _, chosen_auc, chosen = max(scored, key=lambda s: s[0])
+        arch = to_arch(list(chosen))
+        teacher_auc = whole.auc(None)
+        # the spec
+        field_dims = {n: dims[d] for n, d in zip(names, arch.dims, strict=True)
+                      if dims[d] != spec.embed_dim}
+        chosen_functions = {interaction_key(p): (NONE if c == 0 else functions[c - 1])
+                            for p, c in zip(pairs, arch.pairs, strict=True)}
+        kept = [Interaction(list(p), function=functions[c - 1])
+                for p, c in zip(pairs, arch.pairs, strict=True) if c > 0]
+        memorised = [i for i in ctx.spec.interactions or [] if i.function == "memorise"]
+        mlp = [widths[w] for w in arch.widths[:depths[arch.depth]]]
+        out = spec.copy(field_dims=field_dims, interactions=[*memorised, *kept], mlp=mlp,
+                        fm=any(i.function == "product" for i in kept))
+        out.validate(schema)
+        seconds = time.perf_counter() - t0
+        keep_rate = (policy[:, n_f:n_f + n_p] > 0).float().mean(0).tolist()
+        scores = {p: float(k) for p, k in zip(pairs, keep_rate, strict=True)}
+        order = sorted(pairs, key=lambda p: (chosen_functions[interaction_key(p)] == NONE,
+                                             -scores[p], p))
+        out.record(self.name, strategy, list(self.decides), seconds,
+                   component=self.component, kept=len(kept), mlp=mlp)
+        chosen_dims = {n: dims[d] for n, d in zip(names, arch.dims, strict=True)}
+        return StageResult(
+            method=self.name, strategy=strategy, spec=out,
+            ranking=[list(p) for p in order],
+            scores={interaction_key(p): round(scores[p], 6) for p in order},
+            dims={n: float(d) for n, d in chosen_dims.items()},
+            bytes=count_bytes(build_model(schema, out))["embedding"], seconds=seconds,
+            extra={"functions": {interaction_key(p): chosen_functions[interaction_key(p)]
+                                 for p in order},
+                   "mlp": mlp, "supernet_valid_auc": round(teacher_auc, 6),
+                   "chosen_valid_auc": round(chosen_auc, 6),
+                   "supernet_epochs": fit.best_epoch, "supernet_seconds":
+                   round(supernet_seconds, 3), "rl_steps": len(curve),
+                   "architectures_scored": len(seen), "reward_curve": curve[::max(
+                       1, len(curve) // 20)], "kd": kd, "temperature": temperature,
+                   "cost": cost, "stopped_by_budget": stopped,
+                   "params": count_parameters(build_model(schema, out))["total"]})
