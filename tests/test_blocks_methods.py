@@ -10,6 +10,7 @@ import dataclasses
 import math
 import random
 
+import numpy as np
 import pytest
 import torch
 
@@ -490,3 +491,46 @@ def test_autofeature_models_the_planted_pairs(planted_60k: Dataset) -> None:
         top = ["*".join(p) for p in found.ranking[:3]]
         assert top[0] in planted and planted <= set(top), (seed, found.scores)
         assert found.extra["completed_trials"] >= 6
+
+
+def test_autoctr_reserve_uses_the_measured_final_fit_and_trains_every_seed(
+        tiny_synthetic: Dataset, fast_config: TrainConfig,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """At low fidelity the final fit's reserve is the command's measured fit of its start
+    (``retrain_seconds``), not the candidate scaled to every epoch of the cap; a final fit
+    too dear for the stage fits fewer searched finalists, and the seed backbones all train
+    (and join the final fit) before the reserve stops the search."""
+    import autodrs.methods.blocks.autoctr as autoctr
+
+    seen: list[tuple[int, float]] = []  # (training rows, the deadline's reserve)
+    real = autoctr.train_candidate
+
+    def spy(ds, spec, config, train, valid, hooks, parent=None):
+        seen.append((len(train), hooks[0].reserve))
+        return real(ds, spec, config, train, valid, hooks, parent)
+
+    monkeypatch.setattr(autoctr, "train_candidate", spy)
+    options = {"fast": True, "population": 2, "blocks": 3, "seed_backbones": "deepfm,ipnn",
+               "final_candidates": 2, "final_seeds": 1, "fidelity": "low", "epochs": 1,
+               "retrain_seconds": 0.01}
+    config = dataclasses.replace(fast_config, epochs=50)  # the command's epoch cap
+    ctx = SearchContext(tiny_synthetic, backbone_spec("deepfm", 8), config, seed=0,
+                        trials=4, budget_seconds=3600.0, options=options)
+    found = get_method("autoctr").search(ctx)
+    rows = len(tiny_synthetic.train)
+    searched = [r for n, r in seen if n < rows]
+    assert len(searched) == found.extra["candidates"] == 4
+    seconds = [t["seconds"] for t in found.trials]
+    ratio = max(1.0, float(np.median(seconds[:3])) / seconds[0])
+    # two leaders and two seeds, one fit each, of the measured 0.01 s (the old estimate,
+    # 100 times the median candidate, was 4 x 100 x the candidate's seconds)
+    assert searched[3] == pytest.approx(4 * 0.01 * ratio, rel=0.05)
+    assert found.extra["final_leaders"] == 2
+    # a final fit dearer than half the stage: one leader, both seeds still trained and fitted
+    seen.clear()
+    found = get_method("autoctr").search(dataclasses.replace(
+        ctx, options={**options, "retrain_seconds": 1e6}))
+    assert found.extra["candidates"] == 2 and found.extra["seed_numbers"] == [0, 1]
+    assert found.extra["final_leaders"] == 1
+    assert {f["number"] for f in found.extra["final_fit"]} == {0, 1}
+    assert found.extra["best_number"] in (0, 1)

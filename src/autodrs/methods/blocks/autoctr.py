@@ -408,22 +408,33 @@ class AutoCTR(Method):
             seen.add(encoding.key(arch))
             return cand
 
-        fits = (finalists + len(seed_keys)) * final_seeds  # full-fidelity fits at the end
+        # the command's measured fit of its start model on these rows, when it made one
+        retrain = option(ctx, "retrain_seconds", None)
+        n_leaders = finalists  # the searched finalists the final fit can afford
         while limit is None or len(history) < limit:
             left = ctx.remaining()
-            # a budget keeps room to retrain the finalists at full fidelity, estimated from
-            # the candidates' median time (on a loaded machine both slow down alike) scaled
-            # to every row and every epoch of the command: an upper bound, as early stopping
-            # ends most full fits sooner and the validation passes grow only with the epochs
-            # (at twice this, on synthetic at 120 s the reserve took 190 s for 60 s of final
-            # fits, and the search stopped after its first candidate)
-            reserve = (fits * fid.scale * float(np.median([c.seconds for c in history]))
-                       if history and finalists > 1 else 0.0)
-            if left is not None and left <= reserve:
+            # a budget keeps room to retrain the finalists at full fidelity (see
+            # final_fit_seconds); it keeps at most half of the stage, by fitting fewer
+            # searched finalists (never fewer seed backbones), so that a slow final fit on
+            # a loaded machine does not leave the search a single candidate
+            reserve = 0.0
+            if history and finalists > 1:
+                per_fit = self.final_fit_seconds(fid, history, retrain)
+                n_leaders = finalists
+                while (ctx.budget_seconds is not None and n_leaders > 1
+                       and (n_leaders + len(seed_keys)) * final_seeds * per_fit
+                       > ctx.budget_seconds / 2):
+                    n_leaders -= 1
+                reserve = (n_leaders + len(seed_keys)) * final_seeds * per_fit
+            # the seed backbones all train before the reserve may stop the search: they
+            # join the final fit whatever their rank (so it never returns below them), and
+            # a low-fidelity candidate costs a small part of a final fit
+            seeding = bool(seeds) and strategy == "evolution"
+            if left is not None and left <= reserve and not seeding:
                 stopped = True
                 break
             parent: Candidate | None = None
-            if seeds and strategy == "evolution":
+            if seeding:
                 arch = seeds.pop(0)
             elif strategy == "random" or len(population) < population_size:
                 arch = self.fresh(encoding, rng, seen)
@@ -443,7 +454,7 @@ class AutoCTR(Method):
                     fid = self.fidelity(ctx, "low")
                     cand = evaluate(arch, parent, reserve)
             else:
-                cand = evaluate(arch, parent, reserve)
+                cand = evaluate(arch, parent, 0.0 if seeding else reserve)
             if cand is None:
                 stopped = True
                 break
@@ -467,7 +478,7 @@ class AutoCTR(Method):
             # the seed backbones join the finalists: they trained from scratch at low
             # fidelity, while the leaders are warm-started descendants that trained longer
             # (inherited weights), so low fidelity alone ranks the seeds unfairly low
-            chosen = ordered[:finalists]
+            chosen = ordered[:n_leaders]
             leaders = {c.number for c in chosen}
             chosen += [c for c in history if encoding.key(c.arch) in seed_keys
                        and c.number not in leaders]
@@ -487,7 +498,27 @@ class AutoCTR(Method):
                                     if encoding.key(c.arch) in seed_keys],
                    "valid_logloss": best.logloss, "valid_auc": best.auc,
                    "stopped_by_budget": stopped, "ranker": use_ranker,
+                   "final_leaders": n_leaders if finalists > 1 else 0,
                    "final_fit": final, "final_cut": final_cut})
+
+    @staticmethod
+    def final_fit_seconds(fid: Fidelity, history: list[Candidate],
+                          retrain: float | None) -> float:
+        """What one fit of the final fit (all training rows, the command's epochs, early
+        stopping) is expected to take. At full fidelity the candidates are such fits: their
+        median. At low fidelity, the command's measured fit of its start model on these rows
+        (``retrain_seconds``), times how much dearer the median candidate is than the first
+        (the start's shape when the seeds are on; at least 1); without it, the median
+        candidate scaled to every row and every epoch of the command: an upper bound, as
+        early stopping ends most fits far sooner (at the 50-epoch cap, 50 times a
+        2-epoch, half-row candidate: on movielens-100k at 20 minutes that reserve exceeded
+        the stage and the search stopped after its first candidate, the DeepFM seed)."""
+        median = float(np.median([c.seconds for c in history]))
+        if fid.name == "full":
+            return median
+        if retrain:
+            return float(retrain) * max(1.0, median / max(history[0].seconds, 1e-9))
+        return fid.scale * median
 
     @staticmethod
     def fidelity(ctx: SearchContext, name: str) -> Fidelity:
