@@ -1,5 +1,6 @@
 """DeepLight and UMEC: test AUC against sparsity and inference latency per batch against the
-dense model, over seeds (each seed its own split and search seed).
+dense model, over seeds (each seed its own split and search seed); AutoIAS: its searched
+architecture retrained against the baseline it starts from and a random one of its space.
 
 Per dataset and seed, each method runs its whole curve (DeepLight: sparsities 0.5, 0.8,
 0.9 of a DeepFwFM; UMEC: kept fractions 0.5, 0.3, 0.2 of the embedding and MLP parameters
@@ -11,6 +12,15 @@ dense and the pruned model in turn: the method's own measurement), with the spee
 
     python benchmarks/comprehensive.py --data movielens-100k "synthetic?rows=50000&seed=1" \\
         --seeds 3 --epochs 3
+
+AutoIAS (``--methods autoias``) searches from the same DeepFM spec; its derived spec, the
+DeepFM and one architecture drawn uniformly from AutoIAS's space are each retrained from
+scratch with the shared trainer; the table gives test AUC (paired differences against the
+DeepFM), parameters, stored bytes, search and retrain seconds, and on planted data the
+planted pairs kept (of 5) and the other pairs kept:
+
+    python benchmarks/comprehensive.py --methods autoias --data movielens-100k \\
+        "synthetic?rows=50000&seed=1" --seeds 3 --epochs 3
 """
 
 from __future__ import annotations
@@ -26,8 +36,10 @@ import numpy as np
 from _common import machine_line, markdown_table, mean_std, paired_difference
 from autodrs.data.dataset import Dataset, load_dataset
 from autodrs.experiment import fit_spec
+from autodrs.methods.comprehensive.autoias import random_arch_spec
 from autodrs.methods.comprehensive.deeplight import fwfm_spec
 from autodrs.models.backbones import backbone_spec
+from autodrs.models.builder import count_bytes
 from autodrs.search.base import SearchContext, get_method
 from autodrs.spec import ArchSpec
 from autodrs.train.trainer import TrainConfig
@@ -107,6 +119,71 @@ def table(data: str, out: dict) -> str:
     return "\n".join(lines)
 
 
+def run_autoias(data: str, seeds: int, config: TrainConfig) -> list[dict]:
+    """Per seed: AutoIAS's search, then its spec, the DeepFM and a random spec of its space
+    retrained from scratch."""
+    records = []
+    for k in range(seeds):
+        seed = 2026 + k
+        ds = load_dataset(data, seed=seed)
+        cfg = replace(config, seed=seed)
+        spec = model_spec(ds)
+        t0 = time.perf_counter()
+        result = get_method("autoias").search(SearchContext(ds, spec, cfg, seed=seed))
+        search_seconds = time.perf_counter() - t0
+        base = result.spec.copy(field_dims={}, interactions=None, mlp=[], fm=False,
+                                provenance=[])
+        specs = {"deepfm": spec, "autoias": result.spec,
+                 "random": random_arch_spec(base, ds.schema, result.extra["space"], seed)}
+        record: dict = {"seed": seed, "search_seconds": search_seconds,
+                        "supernet_valid_auc": result.extra["supernet_valid_auc"],
+                        "chosen_valid_auc": result.extra["chosen_valid_auc"],
+                        "mlp": result.spec.mlp, "dims": result.dims,
+                        "kept": [i.key for i in result.spec.interactions or []]}
+        truth = ds.info.get("truth") or {}
+        if truth.get("pairs"):
+            planted = {frozenset(p) for p in truth["pairs"]}
+            for name in ("autoias", "random"):
+                kept = {frozenset(i.fields) for i in specs[name].interactions or []}
+                record[f"{name}_planted_kept"] = len(planted & kept)
+                record[f"{name}_others_kept"] = len(kept - planted)
+        for name, s in specs.items():
+            fit = fit_spec(ds, s, cfg)
+            record[name] = {"test_auc": fit.metrics["test"]["auc"],
+                            "params": fit.params["total"],
+                            "bytes": count_bytes(fit.model)["total"],
+                            "seconds": fit.seconds}
+        print(f"  {data} seed {seed}: autoias {record['autoias']['test_auc']:.4f}, deepfm "
+              f"{record['deepfm']['test_auc']:.4f}, random {record['random']['test_auc']:.4f};"
+              f" search {search_seconds:.0f} s, mlp {result.spec.mlp}, "
+              f"{len(record['kept'])} pairs kept", flush=True)
+        records.append(record)
+    return records
+
+
+def autoias_table(data: str, records: list[dict]) -> str:
+    header = ["model", "test AUC", "minus DeepFM (paired)", "params", "bytes",
+              "search s", "retrain s", "planted pairs kept (of 5)", "other pairs kept"]
+    deepfm = [r["deepfm"]["test_auc"] for r in records]
+    planted = "autoias_planted_kept" in records[0]
+    body = []
+    for name in ("deepfm", "autoias", "random"):
+        test = [r[name]["test_auc"] for r in records]
+        body.append([
+            name if name != "random" else "random spec of AutoIAS's space", mean_std(test),
+            "" if name == "deepfm" else paired_difference(test, deepfm),
+            int(np.mean([r[name]["params"] for r in records])),
+            int(np.mean([r[name]["bytes"] for r in records])),
+            f"{np.mean([r['search_seconds'] for r in records]):.0f}" if name == "autoias"
+            else "",
+            f"{np.mean([r[name]['seconds'] for r in records]):.0f}",
+            mean_std([r[f"{name}_planted_kept"] for r in records])
+            if planted and name != "deepfm" else "",
+            mean_std([r[f"{name}_others_kept"] for r in records])
+            if planted and name != "deepfm" else ""])
+    return f"### AutoIAS on {data}\n" + markdown_table(header, body)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", nargs="+", default=["movielens-100k"])
@@ -119,6 +196,18 @@ def main() -> None:
     config = TrainConfig(epochs=args.epochs, batch_size=1024, patience=1, progress=False,
                          threads=args.threads)
     methods = [m for m in args.methods.split(",") if m]
+    if "autoias" in methods:
+        ias = {data: run_autoias(data, args.seeds, config) for data in args.data}
+        print(machine_line())
+        print(f"DeepFM (dim 8) and AutoIAS's default space; searches and retrains: "
+              f"{args.epochs} epochs, batch 1024, {args.threads} thread(s)")
+        for data, records in ias.items():
+            print(autoias_table(data, records))
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "autoias.json").write_text(json.dumps(ias, indent=1, default=str))
+        methods = [m for m in methods if m != "autoias"]
+        if not methods:
+            return
     results = {data: run(data, args.seeds, methods, config) for data in args.data}
     print(machine_line())
     print(f"DeepFM (dim 8; DeepLight as DeepFwFM) searches and retrains: {args.epochs} "

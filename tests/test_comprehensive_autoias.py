@@ -16,7 +16,12 @@ from typer.testing import CliRunner
 
 from autodrs.cli import app
 from autodrs.data.dataset import Dataset, load_dataset
-from autodrs.methods.comprehensive.autoias import Arch, IASSupernet, RewardRows
+from autodrs.methods.comprehensive.autoias import (
+    Arch,
+    IASSupernet,
+    RewardRows,
+    random_arch_spec,
+)
 from autodrs.models.builder import build_model
 from autodrs.search.base import SearchContext, SearchError, get_method
 from autodrs.spec import ArchSpec
@@ -149,3 +154,17 @@ def test_search_runs_autoias_standalone(tmp_path: Path, tiny_synthetic: Dataset)
     assert spec.mlp == stage["mlp"]
     assert 0.5 < r["metrics"]["test"]["auc"] <= 1.0
     assert "autoias" in (out / "report.html").read_text()
+
+
+def test_a_random_spec_of_the_space_is_drawn_from_it(tiny_synthetic: Dataset) -> None:
+    base = ArchSpec(fields=list(RELEVANT), embed_dim=8, linear=True)
+    space = {"dims": [2, 4, 8], "functions": list(FUNCTIONS), "depths": [1, 2],
+             "widths": [16, 32]}
+    specs = [random_arch_spec(base, tiny_synthetic.schema, space, seed) for seed in (0, 1)]
+    assert specs[0] != specs[1]
+    for spec in specs:
+        assert all(spec.dim_of(f) in (2, 4, 8) for f in RELEVANT)
+        assert len(spec.mlp) in (1, 2) and all(w in (16, 32) for w in spec.mlp)
+        assert all(i.function in FUNCTIONS for i in spec.interactions)
+        assert spec.fm == any(i.function == "product" for i in spec.interactions)
+        build_model(tiny_synthetic.schema, spec)

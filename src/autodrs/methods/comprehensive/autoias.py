@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -418,18 +419,14 @@ class AutoIAS(Method):
         _, chosen_auc, chosen = max(scored, key=lambda s: s[0])
         arch = to_arch(list(chosen))
         teacher_auc = whole.auc(None)
-        # the spec
-        field_dims = {n: dims[d] for n, d in zip(names, arch.dims, strict=True)
-                      if dims[d] != spec.embed_dim}
+        memorised = [i for i in ctx.spec.interactions or [] if i.function == "memorise"]
+        space = {"dims": dims, "functions": list(functions), "depths": depths,
+                 "widths": widths}
+        out = arch_spec(spec, schema, space, arch, memorised)
+        mlp = list(out.mlp)
         chosen_functions = {interaction_key(p): (NONE if c == 0 else functions[c - 1])
                             for p, c in zip(pairs, arch.pairs, strict=True)}
-        kept = [Interaction(list(p), function=functions[c - 1])
-                for p, c in zip(pairs, arch.pairs, strict=True) if c > 0]
-        memorised = [i for i in ctx.spec.interactions or [] if i.function == "memorise"]
-        mlp = [widths[w] for w in arch.widths[:depths[arch.depth]]]
-        out = spec.copy(field_dims=field_dims, interactions=[*memorised, *kept], mlp=mlp,
-                        fm=any(i.function == "product" for i in kept))
-        out.validate(schema)
+        kept = [i for i in out.interactions or [] if i.function != "memorise"]
         seconds = time.perf_counter() - t0
         keep_rate = (policy[:, n_f:n_f + n_p] > 0).float().mean(0).tolist()
         scores = {p: float(k) for p, k in zip(pairs, keep_rate, strict=True)}
@@ -452,5 +449,36 @@ class AutoIAS(Method):
                    round(supernet_seconds, 3), "rl_steps": len(curve),
                    "architectures_scored": len(seen), "reward_curve": curve[::max(
                        1, len(curve) // 20)], "kd": kd, "temperature": temperature,
-                   "cost": cost, "stopped_by_budget": stopped,
+                   "cost": cost, "stopped_by_budget": stopped, "space": space,
                    "params": count_parameters(build_model(schema, out))["total"]})
+
+
+def arch_spec(base: ArchSpec, schema: Schema, space: dict[str, Any], arch: Arch,
+              memorised: list[Interaction] | tuple[Interaction, ...] = ()) -> ArchSpec:
+    """The spec of ``arch`` (choice indices into ``space``: ``dims``, ``functions``,
+    ``depths``, ``widths``) over ``base``'s embedded fields, every pair in field order."""
+    names = embedded_names(schema, base)
+    pairs = [(a, b) for k, a in enumerate(names) for b in names[k + 1:]]
+    dims, functions = space["dims"], space["functions"]
+    kept = [Interaction([a, b], function=functions[c - 1])
+            for (a, b), c in zip(pairs, arch.pairs, strict=True) if c > 0]
+    return base.copy(
+        field_dims={n: dims[d] for n, d in zip(names, arch.dims, strict=True)
+                    if dims[d] != base.embed_dim},
+        interactions=[*memorised, *kept],
+        mlp=[space["widths"][w] for w in arch.widths[:space["depths"][arch.depth]]],
+        fm=any(i.function == "product" for i in kept)).validate(schema)
+
+
+def random_arch_spec(base: ArchSpec, schema: Schema, space: dict[str, Any],
+                     seed: int) -> ArchSpec:
+    """A spec drawn uniformly from ``space`` (a random architecture of the same space, the
+    bar a search must beat)."""
+    rng = np.random.default_rng(seed)
+    names = embedded_names(schema, base)
+    n_pairs = len(names) * (len(names) - 1) // 2
+    depth = int(rng.integers(len(space["depths"])))
+    arch = Arch(rng.integers(len(space["dims"]), size=len(names)).tolist(),
+                rng.integers(len(space["functions"]) + 1, size=n_pairs).tolist(), depth,
+                rng.integers(len(space["widths"]), size=max(space["depths"])).tolist())
+    return arch_spec(base, schema, space, arch)
