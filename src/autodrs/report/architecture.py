@@ -44,6 +44,7 @@ def describe(spec: dict[str, Any], data_fields: dict[str, dict[str, Any]],
     numerical = spec.get("numerical") or {}
     limits = spec.get("vocab_limits") or {}
     pruning = spec.get("pruning") or {}
+    anchors = spec.get("anchors") or {}
     l2_fields = spec.get("l2_fields") or {}
 
     for name in names or used:
@@ -59,6 +60,8 @@ def describe(spec: dict[str, Any], data_fields: dict[str, dict[str, Any]],
                          "rest share one")
         if name in pruning:
             notes.append(_pruned(pruning[name], vocab, dims.get(name, embed_dim), name))
+        if name in anchors:
+            notes.append(_anchored(anchors[name], vocab, name))
         if name in l2_fields:
             notes.append(f"L2 {_num(l2_fields[name])}")
         out.fields.append([name, kind, "kept" if kept else "dropped",
@@ -92,6 +95,9 @@ def describe(spec: dict[str, Any], data_fields: dict[str, dict[str, Any]],
         if pruning:
             parts.append(f"prunes the tables of {_list(list(pruning))} value by value")
         out.sentences.append(f"To save memory it {' and '.join(parts)}.")
+    if anchors:
+        out.sentences.append(f"It embeds {_list(list(anchors))} as sparse combinations of "
+                             "a few anchor embeddings (ANT; per field below).")
 
     towers = _towers(spec)
     out.towers = towers
@@ -190,6 +196,23 @@ def _pruned(mask: str, vocab: Any, dim: int, name: str) -> str:
         except MaskError:
             pass
     return "pruned value by value"
+
+
+def _anchored(entry: Any, vocab: Any, name: str) -> str:
+    """An ANT field's note: its anchor count and how sparse its transform is."""
+    count = entry.get("count") if isinstance(entry, dict) else None
+    text = f"{count} anchors" if count else "anchors"
+    if vocab:
+        from autodrs.nn.anchor import anchor_mask  # torch, only for an anchored spec
+        from autodrs.nn.pruned import MaskError
+
+        try:
+            mask = anchor_mask(entry, int(vocab), name)
+            per_value = float(mask.float().sum(1).mean())
+            return f"{text}, {per_value:.1f} per value on average (ANT)"
+        except MaskError:
+            pass
+    return f"{text} (ANT)"
 
 
 def _loss(loss: dict[str, Any]) -> str:

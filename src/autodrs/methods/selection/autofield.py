@@ -96,6 +96,9 @@ class AutoFieldSupernet(Supernet):
         self.fields = list(fields)
         self.gates = FieldGates(len(fields), temperature)
         self.model = build_model(schema, spec)
+        # the gated outputs are a list: the model's one-table ``stacked`` lookup (all
+        # categorical fields at one dim) would bypass the gates, and the wrapper has none
+        self.model.one_lookup = False
         self.model.embedding = GatedEmbedding(self.model.embedding, self.gates, fields)
         if self.model.linear is not None:
             self.model.linear.weights = GatedEmbedding(self.model.linear.weights, self.gates,

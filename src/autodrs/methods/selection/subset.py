@@ -13,13 +13,14 @@ from autodrs.spec import ArchSpec, cross_name
 
 def with_fields(spec: ArchSpec, fields: list[str]) -> ArchSpec:
     """A copy of ``spec`` that uses only ``fields``. Kept interactions that name a dropped
-    field are dropped with it, and so are the pruning masks of dropped fields; a controller's
-    top-k is capped at what is left; crosses stay, since they are features of their own
-    computed from the raw columns."""
+    field are dropped with it, and so are the pruning masks and ANT anchors of dropped
+    fields; a controller's top-k is capped at what is left; crosses stay, since they are
+    features of their own computed from the raw columns."""
     kept = set(fields)
     out = spec.copy(fields=list(fields),
                     pruning={k: v for k, v in spec.pruning.items() if k in kept},
-                    linear_pruning={k: v for k, v in spec.linear_pruning.items() if k in kept})
+                    linear_pruning={k: v for k, v in spec.linear_pruning.items() if k in kept},
+                    anchors={k: v for k, v in spec.anchors.items() if k in kept})
     if out.interactions is not None:
         available = set(fields) | {cross_name(c) for c in out.crosses}
         out.interactions = [i for i in out.interactions if set(i.fields) <= available]
