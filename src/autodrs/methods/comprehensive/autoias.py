@@ -92,9 +92,7 @@ from autodrs.train.trainer import TimeLimit, Trainer
 IAS_FUNCTIONS = ("product", "multiply", "generalised")
 DEPTHS = (1, 2, 3)
 WIDTHS = (64, 128, 256)
-KD, TEMPERATURE = 0.5, 1.0
-RL_STEPS, RL_BATCH, CONTROLLER_LR, ENTROPY, COST = 200, 16, 0.005, 0.02, 0.005
-REWARD_ROWS, CANDIDATES, POLICY_SAMPLES = 4096, 5, 512
+POLICY_SAMPLES = 512  # draws of the final policy that give each pair's keep rate
 HIDDEN = 32
 
 
@@ -253,8 +251,9 @@ class ArchitectureGenerator(nn.Module):
         return torch.stack(actions, dim=1), log_p, entropy
 
 
-def parse_ints(ctx: SearchContext, key: str, default: tuple[int, ...]) -> list[int]:
-    raw = ctx.options.get(key)
+def parse_ints(raw: Any, key: str, default: tuple[int, ...]) -> list[int]:
+    """Option ``key`` (a list or comma-separated text of integers >= 1; ``default`` when
+    unset), sorted and distinct."""
     if raw is None:
         return list(default)
     try:
@@ -321,18 +320,18 @@ class AutoIAS(Method):
             raise SearchError(f"AutoIAS functions must be among {', '.join(FUNCTIONS)}; got "
                               f"{', '.join(functions) or 'none'}")
         dims = dim_candidates(ctx, spec.embed_dim)
-        depths = parse_ints(ctx, "depths", DEPTHS)
-        widths = parse_ints(ctx, "widths", WIDTHS)
-        kd = option(ctx, "kd", KD)
-        temperature = option(ctx, "temperature", TEMPERATURE)
+        depths = parse_ints(ctx.options.get("depths"), "depths", DEPTHS)
+        widths = parse_ints(ctx.options.get("widths"), "widths", WIDTHS)
+        kd = option(ctx, "kd", 0.5)
+        temperature = option(ctx, "temperature", 1.0)
         fast = ctx.fast
-        rl_steps = option(ctx, "rl_steps", 10 if fast else RL_STEPS, int)
-        rl_batch = option(ctx, "rl_batch", 4 if fast else RL_BATCH, int)
-        lr = option(ctx, "controller_lr", CONTROLLER_LR)
-        entropy_weight = option(ctx, "entropy", ENTROPY)
-        reward_rows = option(ctx, "reward_rows", REWARD_ROWS, int)
-        cost = option(ctx, "cost", COST)
-        candidates = option(ctx, "candidates", CANDIDATES, int)
+        rl_steps = option(ctx, "rl_steps", 10 if fast else 200, int)
+        rl_batch = option(ctx, "rl_batch", 4 if fast else 16, int)
+        lr = option(ctx, "controller_lr", 0.005)
+        entropy_weight = option(ctx, "entropy", 0.02)
+        reward_rows = option(ctx, "reward_rows", 4096, int)
+        cost = option(ctx, "cost", 0.005)
+        candidates = option(ctx, "candidates", 5, int)
         if not 0 <= kd <= 1 or temperature <= 0:
             raise SearchError(f"AutoIAS needs kd in [0, 1] and temperature > 0; got {kd}, "
                               f"{temperature}")
