@@ -82,7 +82,7 @@ def pretrain(source: Dataset, spec: ArchSpec, config: TrainConfig) -> Pretrained
     source's validation split)."""
     outcome = fit_spec(source, spec, config)
     check_transferable(outcome.model)
-    outcome.model.eval()
+    outcome.model.cpu().eval()  # carried value by value into models built on the CPU
     return Pretrained(outcome.model, source.schema, str(source.info.get("name", "source")),
                       outcome.metrics, outcome.seconds, len(source.train))
 
@@ -228,9 +228,10 @@ class AutoFTModel(nn.Module):
         self.eval()
         total = torch.zeros(len(self.units))
         rows = 0
+        device = next(self.policy.parameters()).device
         for batch in data.batches(batch_size):
-            frozen_emb = self.frozen.embedding(batch)
-            total += self.decide(frozen_emb).sum(0)
+            frozen_emb = self.frozen.embedding(batch.to(device))
+            total += self.decide(frozen_emb).sum(0).cpu()
             rows += len(batch)
         self.train(was)
         return {u: float(total[k]) / max(rows, 1) for k, u in enumerate(self.units)}
