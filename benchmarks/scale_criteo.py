@@ -4,7 +4,9 @@ print the search's own output (each line with the seconds since the start), its 
 its peak resident memory (the kernel's high-water mark, and the largest of samples taken
 every second), the load average, and from result.json the seconds of each part (data,
 baselines, each stage, retrain), whether the retrain was cut short and the rows each part
-used. ``--json`` writes these figures to a file.
+used. Each output line is shown with the resident memory at that moment, and the peak of
+the samples taken until the next line (so every phase the search prints has its own peak;
+the ten highest are listed at the end). ``--json`` writes these figures to a file.
 
     python benchmarks/scale_criteo.py --rows 10000000 --budget 30m --file /tmp/criteo10m.txt
 """
@@ -60,6 +62,21 @@ def parts(result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def phase_peaks(lines: list[tuple[float, str]], stamps: list[float], samples: list[float],
+                end: float) -> list[dict[str, Any]]:
+    """For each output line, the peak of the memory samples taken from it until the next
+    line (the first phase runs from the start to the first line)."""
+    marks = [(0.0, "(start)"), *lines]
+    out = []
+    for i, (start, text) in enumerate(marks):
+        stop = marks[i + 1][0] if i + 1 < len(marks) else end
+        inside = [m for t, m in zip(stamps, samples, strict=True) if start <= t < stop]
+        if inside:
+            out.append({"start": round(start, 1), "seconds": round(stop - start, 1),
+                        "peak_mb": round(max(inside)), "line": text})
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", type=int, default=10_000_000)
@@ -86,6 +103,7 @@ def main() -> None:
     t0 = time.perf_counter()
     child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     samples: list[float] = []
+    stamps: list[float] = []  # seconds since the start of each sample
     loads: list[float] = []
 
     def sample() -> None:
@@ -93,17 +111,23 @@ def main() -> None:
             rss = rss_mb(child.pid)
             if rss is not None:
                 samples.append(rss)
+                stamps.append(time.perf_counter() - t0)
             loads.append(os.getloadavg()[0])
             time.sleep(1.0)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     assert child.stdout is not None
+    lines: list[tuple[float, str]] = []
     for line in child.stdout:
-        print(f"[{time.perf_counter() - t0:7.1f}s] {line.rstrip()}", flush=True)
+        now = time.perf_counter() - t0
+        lines.append((now, line.rstrip()))
+        print(f"[{now:7.1f}s {samples[-1] if samples else 0:6.0f} MB] {line.rstrip()}",
+              flush=True)
     code = child.wait()
     wall = time.perf_counter() - t0
     sampler.join()
+    phases = phase_peaks(lines, stamps, samples, wall)
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     figures: dict[str, Any] = {
         "command": " ".join(cmd[2:]), "exit": code, "wall_seconds": round(wall, 1),
@@ -112,10 +136,17 @@ def main() -> None:
         "load_mean": round(sum(loads) / len(loads), 2) if loads else None,
         "load_end": round(os.getloadavg()[0], 2),
     }
+    figures["phases"] = phases
+    figures["rss_timeline"] = [[round(t, 1), round(m)] for t, m in zip(stamps, samples,
+                                                                       strict=True)]
     result_file = Path(args.out) / "result.json"
     if code == 0 and result_file.exists():
         figures |= parts(json.loads(result_file.read_text()))
-    print(json.dumps(figures, indent=1))
+    print(json.dumps({k: v for k, v in figures.items() if k not in ("phases", "rss_timeline")}, indent=1))
+    print("\nhighest peaks by phase (from the line's time to the next line's):")
+    for ph in sorted(phases, key=lambda ph: -ph["peak_mb"])[:10]:
+        print(f"  {ph['peak_mb']:6.0f} MB  [{ph['start']:7.1f}s +{ph['seconds']:5.1f}s] "
+              f"{ph['line'][:90]}")
     print(f"\nsearch exit {code}, wall {wall / 60:.1f} min, peak RSS {peak_mb:,.0f} MB "
           f"(load {figures['load_start']} at the start, {figures['load_mean']} on average)")
     if args.json:

@@ -31,7 +31,14 @@ class MLP(nn.Module):
 
 
 class PairProducts(nn.Module):
-    """Inner products <e_i, e_j> of chosen field pairs: ``[B, F, D] -> [B, P]``."""
+    """Inner products <e_i, e_j> of chosen field pairs: ``[B, F, D] -> [B, P]``.
+
+    The pairs' embeddings are gathered ``[B, P, D]`` twice, which for many fields and a
+    large evaluation batch is gigabytes (39 fields, 741 pairs, 16 dims, 16,384 rows: 0.8 GB
+    a copy); above ``CHUNK_ELEMENTS`` elements the pairs are taken a slice at a time, with
+    the same products and sums, so the result is unchanged."""
+
+    CHUNK_ELEMENTS = 1 << 24
 
     def __init__(self, pairs: list[tuple[int, int]]) -> None:
         super().__init__()
@@ -41,7 +48,14 @@ class PairProducts(nn.Module):
                              persistent=False)
 
     def forward(self, stacked: torch.Tensor) -> torch.Tensor:
-        return (stacked.index_select(1, self.left) * stacked.index_select(1, self.right)).sum(-1)
+        b, _, d = stacked.shape
+        step = max(1, self.CHUNK_ELEMENTS // max(1, b * d))
+        if step >= len(self.left):
+            return (stacked.index_select(1, self.left)
+                    * stacked.index_select(1, self.right)).sum(-1)
+        return torch.cat([(stacked.index_select(1, self.left[i:i + step])
+                           * stacked.index_select(1, self.right[i:i + step])).sum(-1)
+                          for i in range(0, len(self.left), step)], 1)
 
 
 class FactorizationMachine(nn.Module):
