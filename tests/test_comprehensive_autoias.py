@@ -168,3 +168,18 @@ def test_a_random_spec_of_the_space_is_drawn_from_it(tiny_synthetic: Dataset) ->
         assert all(i.function in FUNCTIONS for i in spec.interactions)
         assert spec.fm == any(i.function == "product" for i in spec.interactions)
         build_model(tiny_synthetic.schema, spec)
+
+
+def test_earlier_per_value_masks_give_way_to_the_searched_dims(
+        tiny_synthetic: Dataset, fast_config: TrainConfig) -> None:
+    from autodrs.nn.pruned import encode_mask
+
+    mask = torch.ones(tiny_synthetic.schema.field("r0").vocab_size, 4, dtype=torch.bool)
+    mask[::3, 1] = False
+    spec = ArchSpec(embed_dim=8, linear=True, field_dims={"r0": 4},
+                    pruning={"r0": encode_mask(mask)}).validate(tiny_synthetic.schema)
+    result = get_method("autoias").search(SearchContext(
+        tiny_synthetic, spec, fast_config, seed=0, options={"fast": True}))
+    assert result.spec.pruning == {}
+    assert result.spec.dim_of("r0") == int(result.dims["r0"])
+    build_model(tiny_synthetic.schema, result.spec)

@@ -310,7 +310,8 @@ class AutoIAS(Method):
         strategy = self.resolve_strategy(ctx)
         t0 = time.perf_counter()
         schema, ds = ctx.dataset.schema, ctx.dataset
-        spec = base_spec(ctx).copy(field_dims={}, pair_norm=False, dag=None)
+        # the dims are searched: an earlier stage's per-value masks, sized at its dims, go
+        spec = base_spec(ctx).copy(field_dims={}, pruning={}, pair_norm=False, dag=None)
         names = embedded_names(schema, spec)
         if len(names) < 2:
             raise SearchError(f"AutoIAS needs at least two embedded fields, got {names}")
