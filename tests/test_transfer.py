@@ -138,7 +138,7 @@ def test_transfer_command_writes_result_and_report(tmp_path: Path) -> None:
     assert stage["method"] == "autoft" and set(stage["ranking"]) == set(stage["scores"])
     assert set(stage["fine_tune"]) | set(stage["frozen"]) == set(stage["ranking"])
     assert "autoft" in (out / "report.html").read_text()
-    assert (out / "autoft.pt").exists()
+    assert (out / "autoft.pt").exists() and "AutoFT on" in (out / "run.log").read_text()
     bad = CliRunner().invoke(app, ["transfer", "--source", "synthetic?domain=target",
                                    "--data", "synthetic?domain=target",
                                    "--out", str(tmp_path / "bad")])

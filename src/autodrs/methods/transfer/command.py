@@ -36,7 +36,7 @@ from autodrs.cli import (
     out,
 )
 from autodrs.config import DEFAULT_EPOCHS, ConfigError, RunSettings
-from autodrs.logs import log
+from autodrs.logs import log, run_log
 
 DEFAULT_SOURCE = "movielens-100k?domain=source"
 DEFAULT_TARGET = "movielens-100k?domain=target"
@@ -106,59 +106,60 @@ def run_transfer(settings: TransferSettings, report: bool = True) -> dict[str, A
     config = _train_config(settings)
     prepare_run_folder(folder, settings.overwrite)
     save_settings(folder, settings)
-    log.info(f"pre-training {settings.model} on {source.info['name']} "
-             f"({len(source.train):,} training rows)")
-    pre = pretrain(source, spec, config)
-    log.info(f"source model: validation AUC {pre.metrics['valid']['auc']:.4f}; AutoFT on "
-             f"{target.info['name']} ({len(target.train):,} training rows)")
-    t0 = time.perf_counter()
-    run = run_autoft(pre, target, config, tau=settings.tau, cost=settings.cost,
-                     policy_data=settings.policy_data)
-    stage = stage_result("autoft", "gradient", spec, run, pre, time.perf_counter() - t0)
-    log.info(f"autoft: test AUC {run.metrics['test']['auc']:.4f}; fine-tunes "
-             f"{', '.join(stage.extra['fine_tune']) or 'nothing'}")
-    baselines: dict[str, Any] = {}
-    t1 = time.perf_counter()
-    for name in settings.baselines or TRANSFER_BASELINES:
-        o = run_baseline(name, pre, target, config)
-        baselines[name] = {**o.metrics, "params": o.params, "bytes": count_bytes(o.model),
-                           "seconds": round(o.seconds, 3), "train_rows": len(target.train),
-                           "best_epoch": o.fit.best_epoch,
-                           "still_improving": o.fit.still_improving}
-        log.info(f"{name}: test AUC {o.metrics['test']['auc']:.4f}")
-    baseline_seconds = time.perf_counter() - t1
-    torch.save({k: v.detach().cpu() for k, v in run.model.state_dict().items()},
-               folder / "autoft.pt")
-    spec_out = stage.spec
-    spec_out.to_json(folder / "spec.json")
-    target.schema.save(folder / "schema.json")
-    result = result_skeleton("transfer", target, settings.seed)
-    result |= {
-        "model": "autoft", "backbone": settings.model, "methods": ["autoft"],
-        "source": {k: source.info.get(k) for k in ("name", "rows", "sizes", "split", "seed")},
-        "spec": spec_out.to_dict(),
-        "metrics": run.metrics,
-        "baselines": baselines,
-        "params": count_parameters_autoft(run),
-        "cost": {"pretrain_seconds": round(pre.seconds, 3),
-                 "search_seconds": round(run.seconds, 3), "retrain_seconds": 0.0,
-                 "baseline_seconds": round(baseline_seconds, 3),
-                 "total_seconds": round(time.monotonic() - started, 3),
-                 "train_samples_per_second": round(run.fit.samples_per_second, 1)},
-        "rows": {"source_train": len(source.train), "retrain": len(target.train),
-                 "baselines": len(target.train),
-                 "scored": {"valid": len(target.valid), "test": len(target.test)}},
-        "stages": [{**stage.to_dict(), "train_rows": len(target.train)}],
-        "history": run.fit.history, "best_epoch": run.fit.best_epoch,
-        "still_improving": [n for n, b in baselines.items() if b["still_improving"]]
-        + (["autoft"] if run.fit.still_improving else []),
-        "config": {**vars(with_training(config, spec)), "progress": False},
-        "settings": settings.to_dict(),
-        "machine": machine_info(config),
-    }
-    write_json(folder / "result.json", result)
-    if report:
-        write_report(result, folder / "report.html")
+    with run_log(folder):
+        log.info(f"pre-training {settings.model} on {source.info['name']} "
+                 f"({len(source.train):,} training rows)")
+        pre = pretrain(source, spec, config)
+        log.info(f"source model: validation AUC {pre.metrics['valid']['auc']:.4f}; AutoFT on "
+                 f"{target.info['name']} ({len(target.train):,} training rows)")
+        t0 = time.perf_counter()
+        run = run_autoft(pre, target, config, tau=settings.tau, cost=settings.cost,
+                         policy_data=settings.policy_data)
+        stage = stage_result("autoft", "gradient", spec, run, pre, time.perf_counter() - t0)
+        log.info(f"autoft: test AUC {run.metrics['test']['auc']:.4f}; fine-tunes "
+                 f"{', '.join(stage.extra['fine_tune']) or 'nothing'}")
+        baselines: dict[str, Any] = {}
+        t1 = time.perf_counter()
+        for name in settings.baselines or TRANSFER_BASELINES:
+            o = run_baseline(name, pre, target, config)
+            baselines[name] = {**o.metrics, "params": o.params, "bytes": count_bytes(o.model),
+                               "seconds": round(o.seconds, 3), "train_rows": len(target.train),
+                               "best_epoch": o.fit.best_epoch,
+                               "still_improving": o.fit.still_improving}
+            log.info(f"{name}: test AUC {o.metrics['test']['auc']:.4f}")
+        baseline_seconds = time.perf_counter() - t1
+        torch.save({k: v.detach().cpu() for k, v in run.model.state_dict().items()},
+                   folder / "autoft.pt")
+        spec_out = stage.spec
+        spec_out.to_json(folder / "spec.json")
+        target.schema.save(folder / "schema.json")
+        result = result_skeleton("transfer", target, settings.seed)
+        result |= {
+            "model": "autoft", "backbone": settings.model, "methods": ["autoft"],
+            "source": {k: source.info.get(k) for k in ("name", "rows", "sizes", "split", "seed")},
+            "spec": spec_out.to_dict(),
+            "metrics": run.metrics,
+            "baselines": baselines,
+            "params": count_parameters_autoft(run),
+            "cost": {"pretrain_seconds": round(pre.seconds, 3),
+                     "search_seconds": round(run.seconds, 3), "retrain_seconds": 0.0,
+                     "baseline_seconds": round(baseline_seconds, 3),
+                     "total_seconds": round(time.monotonic() - started, 3),
+                     "train_samples_per_second": round(run.fit.samples_per_second, 1)},
+            "rows": {"source_train": len(source.train), "retrain": len(target.train),
+                     "baselines": len(target.train),
+                     "scored": {"valid": len(target.valid), "test": len(target.test)}},
+            "stages": [{**stage.to_dict(), "train_rows": len(target.train)}],
+            "history": run.fit.history, "best_epoch": run.fit.best_epoch,
+            "still_improving": [n for n, b in baselines.items() if b["still_improving"]]
+            + (["autoft"] if run.fit.still_improving else []),
+            "config": {**vars(with_training(config, spec)), "progress": False},
+            "settings": settings.to_dict(),
+            "machine": machine_info(config),
+        }
+        write_json(folder / "result.json", result)
+        if report:
+            write_report(result, folder / "report.html")
     return result
 
 
