@@ -30,3 +30,46 @@ def test_pair_products_in_slices_equal_one_shot(monkeypatch):
     assert torch.allclose(g_sliced, g_whole, rtol=1e-5, atol=1e-6)
     with torch.no_grad():
         assert torch.equal(layer(x), whole)
+
+
+def test_autodim_tables_hold_only_the_ids_the_training_rows_use():
+    from autodrs.data.dataset import Batch, EncodedData
+    from autodrs.data.schema import Field, Schema
+    from autodrs.methods.embedding.autodim import AutoDimEmbedding, used_ids
+    from autodrs.search.gradient import Temperature
+    from autodrs.spec import ArchSpec
+
+    big = Field("big", "categorical", vocab=[str(i) for i in range(997)])  # 1,000 ids
+    small = Field("small", "categorical", vocab=["a", "b"])  # 5 ids
+    schema = Schema([big, small], label="y", fitted=True)
+    spec = ArchSpec(embed_dim=4)
+    rng = torch.Generator().manual_seed(0)
+    rows = 64
+    cat = torch.stack([torch.randint(10, 30, (rows,), generator=rng),
+                       torch.randint(0, 5, (rows,), generator=rng)], 1)
+    train = EncodedData(cat=cat, num=torch.zeros(rows, 0), seq={},
+                        label=torch.zeros(rows))
+    used = used_ids(train, schema, ["big", "small"])
+    assert torch.equal(used["big"], torch.unique(cat[:, 0]))
+    assert used["small"] is None  # most of its ids are used: a full table
+    candidates = [2, 4]
+    torch.manual_seed(0)
+    emb = AutoDimEmbedding(schema, spec, ["big", "small"], candidates, Temperature(),
+                           used=used)
+    big_table = emb.fields[0].table.weight
+    assert big_table.shape == (len(used["big"]) + 1, 4)  # the used ids and one shared row
+    assert emb.fields[1].table.weight.shape == (5, 4)
+    # a used id reads its own row, every unused id the shared last row
+    seen = int(used["big"][3])
+    probe = torch.tensor([seen, 0, 500, 999])
+    rows_of = emb.rows_0[probe].long()
+    assert rows_of.tolist() == [3, len(used["big"]), len(used["big"]), len(used["big"])]
+    emb.eval()
+    batch = Batch(torch.stack([probe, torch.zeros(4, dtype=torch.long)], 1),
+                  torch.zeros(4, 0), {}, torch.zeros(4))
+    out = emb(batch)
+    assert torch.equal(out[0][1], out[0][2]) and torch.equal(out[0][1], out[0][3])
+    assert not torch.equal(out[0][0], out[0][1])
+    # without ``used`` every field has its full table
+    full = AutoDimEmbedding(schema, spec, ["big", "small"], candidates, Temperature())
+    assert full.fields[0].table.weight.shape == (1000, 4)
