@@ -236,7 +236,7 @@ def methods() -> None:
 
     import autodrs.methods  # noqa: F401  (fills the registry)
     from autodrs.config import options_read
-    from autodrs.models.backbones import BACKBONES
+    from autodrs.models.backbones import BACKBONES, SEQUENCE_BACKBONES
     from autodrs.search.base import METHODS
     from autodrs.search.strategies import STRATEGIES
 
@@ -249,7 +249,8 @@ def methods() -> None:
                       ", ".join(f"{k}={v}" for k, v in sorted(opts.items())) or "-")
     out.print(table)
     out.print(f"strategies: {', '.join(STRATEGIES)}", highlight=False)
-    out.print(f"backbones (--model, --baselines): {', '.join(BACKBONES)}", highlight=False)
+    out.print(f"backbones (--model, --baselines): {', '.join(BACKBONES)}; on a sequence "
+              f"task also {', '.join(SEQUENCE_BACKBONES)}", highlight=False)
     out.print("set an option with --set METHOD.OPTION=VALUE or `options: {METHOD: {OPTION: "
               "VALUE}}` in a --config file", highlight=False)
 

@@ -37,6 +37,11 @@ INTERACTION_FUNCTIONS = ("product", "memorise", "hadamard", "group", *PAIR_FUNCT
 MAX_GROUP_ORDER = 4
 # "autoloss": a searched per-example mixture of the others (``autodrs.train.losses``)
 LOSSES = ("bce", "focal", "hinge", "squared", "autoloss")
+# a behaviour sequence's residual blocks (``autodrs.nn.sequence``) and its read-outs: "mean"
+# pooling, DIN's target "attention", the "last" position, the "target" position (the target
+# item appended to the sequence, BST)
+SEQUENCE_LAYERS = ("conv", "gru", "pool", "attention")
+SEQUENCE_READOUTS = ("mean", "attention", "last", "target")
 
 
 class SpecError(ValueError):
@@ -103,6 +108,28 @@ class AdaptiveL2Spec:
 
 
 @dataclass
+class SequenceSpec:
+    """How one behaviour-sequence field is encoded (without it, every sequence field is
+    mean-pooled).
+
+    The history items and the target item are embedded in one space: the target field's
+    ids are mapped onto the sequence field's vocabulary (same values, same row of the
+    sequence's table; a target value the histories never hold is out of vocabulary).
+    ``history`` / ``target`` None: the used sequence field and the categorical field whose
+    values it holds (found from the two vocabularies). The items pass through ``layers``
+    (residual blocks, in order; with ``positional`` embeddings first and ``causal``
+    self-attention when asked) and are read out to one vector at the field's dim."""
+
+    history: str | None = None  # the sequence field
+    target: str | None = None
+    layers: list[str] = field(default_factory=list)
+    readout: str = "attention"
+    positional: bool = False
+    causal: bool = False
+    heads: int = 2
+
+
+@dataclass
 class ArchSpec:
     """A complete model description.
 
@@ -155,6 +182,9 @@ class ArchSpec:
     user_field: str | None = None
     # a block DAG over the embeddings in place of the towers (``autodrs.models.dag``)
     dag: dict[str, Any] | None = None
+    # one behaviour-sequence field encoded by target attention / self-attention / searched
+    # blocks (DIN, SASRec/BST, AMEIR); None: sequence fields are mean-pooled
+    sequence: SequenceSpec | None = None
     provenance: list[dict[str, Any]] = field(default_factory=list)
 
     # ------------------------------------------------------------------ JSON
@@ -181,6 +211,8 @@ class ArchSpec:
             kwargs["controller"] = ControllerSpec(**kwargs["controller"])
         if isinstance(kwargs.get("adaptive_l2"), dict):
             kwargs["adaptive_l2"] = AdaptiveL2Spec(**kwargs["adaptive_l2"])
+        if isinstance(kwargs.get("sequence"), dict):
+            kwargs["sequence"] = SequenceSpec(**kwargs["sequence"])
         return cls(**kwargs)
 
     def to_json(self, path: str | Path | None = None) -> str:
@@ -404,6 +436,10 @@ class ArchSpec:
                                             ("attention", self.attention_layers)) if on]
             if towers:
                 raise SpecError(f"a block DAG replaces the towers; turn off {', '.join(towers)}")
+        if self.sequence is not None:
+            from autodrs.nn.sequence import resolve_sequence  # nn imports this module
+
+            resolve_sequence(schema, self)
         # interactions with a term of their own (a logit term or a deep-head input)
         pair_functions = any(i.function in (*PAIR_FUNCTIONS, "hadamard", "group")
                              or (i.function == "product" and len(i.fields) > 2)

@@ -13,7 +13,7 @@ Layout of a cache folder (one per data + settings key)::
                                   ids (uint16 while they all fit 16 bits)
     train/00000.num.npy           float32 [rows, numerical fields], standardised
     train/00000.label.npy         uint8 [rows]
-    train/00000.seq-genres.npy    int32 [rows, 8] provisional ids (padded)
+    train/00000.seq-genres.npy    int32 [rows, 32] provisional ids (padded)
     train/00000.group.npy         int64 [rows], when a group column exists
     valid/..., test/...
 
@@ -76,7 +76,7 @@ SPLITS = ("train", "valid", "test")
 SHARD_ROWS = 1 << 20
 SHUFFLE_ROWS = 1 << 20
 READ_ROWS = 1 << 16  # rows read at a time for batches in order (evaluation)
-MAX_SEQ_LEN = 8
+MAX_SEQ_LEN = 32  # a sequence field's widest encoding (``history=20`` fits whole)
 SAMPLE_ROWS = 1_000_000  # numerical values kept for bucket boundaries
 LUT_RANGE = 1 << 22  # widest value range of an integer field looked up by a table
 # provisional ids while building: 0 pads sequences, 1 is a missing value, values from 2
@@ -723,7 +723,8 @@ def _numbers(arr: pa.Array, f: Field) -> np.ndarray:
 
 def _encode_lists(col: pl.Series, f: Field, vocab: _Vocab,
                   n_train: int) -> tuple[np.ndarray, int]:
-    """Provisional ids of a sequence field, padded to ``MAX_SEQ_LEN``; the longest train
+    """Provisional ids of a sequence field, padded to ``MAX_SEQ_LEN`` (its last items kept);
+    the longest train
     list. Rows come grouped by split, train first; train counts include every token, as
     ``Schema.fit`` counts them."""
     lists = _seq_lists(col, f.sep)
@@ -734,8 +735,10 @@ def _encode_lists(col: pl.Series, f: Field, vocab: _Vocab,
     if len(tokens):
         pids = vocab.encode(tokens.to_arrow(), None, int(lengths[:n_train].sum()))
         rows = np.repeat(np.arange(n), lengths)
-        pos = np.arange(len(rows)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-        keep = pos < MAX_SEQ_LEN
+        # a longer list keeps its last items (a history's most recent)
+        skip = np.maximum(lengths - MAX_SEQ_LEN, 0)
+        pos = np.arange(len(rows)) - np.repeat(np.cumsum(lengths) - lengths + skip, lengths)
+        keep = pos >= 0
         out[rows[keep], pos[keep]] = pids[keep]
     out[lengths == 0, 0] = _P_MISSING
     most = int(lengths[:n_train].max()) if n_train else 0

@@ -33,7 +33,7 @@ from autodrs.data.schema import Schema, infer_schema
 from autodrs.data.sources import TRUE_PROB, open_source
 from autodrs.train import distributed
 
-CACHE_VERSION = "3"
+CACHE_VERSION = "4"
 
 
 @dataclass

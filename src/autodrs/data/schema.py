@@ -99,7 +99,7 @@ class Schema:
         df: pl.DataFrame,
         min_count: int = 1,
         hash_threshold: int = 1_000_000,
-        max_seq_len: int = 8,
+        max_seq_len: int = 32,
     ) -> Schema:
         """Fit the encoders on ``df`` (the train split only)."""
         check_table(df, self)
@@ -164,7 +164,7 @@ class Schema:
         lists = _seq_lists(col, f.sep)
         n = len(lists)
         out = np.zeros((n, f.max_len), np.int64)
-        flat = lists.list.head(f.max_len)
+        flat = lists.list.tail(f.max_len)  # a longer list keeps its last items
         lengths = flat.list.len().fill_null(0).to_numpy().astype(np.int64)
         tokens = flat.explode().drop_nulls()
         if len(tokens):

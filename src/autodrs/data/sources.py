@@ -298,7 +298,8 @@ def movielens_100k(folder: Path) -> Table:
 
 def with_history(table: Table, max_len: int) -> Table:
     """MovieLens with a ``history`` sequence field: the user's last ``max_len`` rated items
-    strictly before each rating (``autodrs.data.sequence``)."""
+    strictly before each rating (``autodrs.data.sequence``); grouped by user, so the
+    metrics carry group AUC."""
     from autodrs.data.sequence import add_histories
 
     df = add_histories(table.df, "user_id", "item_id", "timestamp", max_len=max_len)
@@ -306,6 +307,7 @@ def with_history(table: Table, max_len: int) -> Table:
     return Table(df=df.select(*[c for c in df.columns if c not in ("label", "timestamp")],
                               "label", "timestamp"),
                  name=f"{table.name}?history={max_len}", time=table.time, kinds=kinds,
+                 group=table.group or "user_id",  # group AUC per user
                  identity=f"{table.identity}:history={max_len}")
 
 

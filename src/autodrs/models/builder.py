@@ -32,6 +32,7 @@ from autodrs.nn.layers import (
     SelfAttentionInteraction,
 )
 from autodrs.nn.regularization import field_l2_penalty, owned_parameters
+from autodrs.nn.sequence import SequenceEncoder, resolve_sequence
 from autodrs.spec import PAIR_FUNCTIONS, ArchSpec, Interaction, cross_name
 
 LINEAR_TAG = "@linear"  # names the first-order tables' seeded initial draws
@@ -190,6 +191,12 @@ class CTRModel(nn.Module):
                            if spec.controller is not None else None)
         names, dims = self.embedding.names, self.embedding.dims
         self.field_names = names
+        # a behaviour sequence encoded by attention / searched blocks in place of its mean
+        self.sequence = None
+        if spec.sequence is not None:
+            self.sequence = SequenceEncoder(
+                schema, spec, self.embedding.sequences[resolve_sequence(schema, spec)[0]])
+            self._sequence_slot = names.index(self.sequence.history)
         common = spec.embed_dim
         index = {n: i for i, n in enumerate(names)}
         pairs: list[tuple[int, int]] | None = None
@@ -297,6 +304,8 @@ class CTRModel(nn.Module):
             embeddings = None
         else:
             embeddings = self.embedding(batch)
+            if self.sequence is not None:
+                embeddings[self._sequence_slot] = self.sequence(batch)
             if self.controller is not None:
                 embeddings = self.controller(embeddings)
             stacked = self.stacked(embeddings) if self.needs_stack else None

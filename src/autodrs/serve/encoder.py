@@ -71,7 +71,7 @@ class RowEncoder:
 
     def _sequences(self, f: Field, values: list[list[str] | None]) -> np.ndarray:
         out = np.zeros((len(values), f.max_len), np.int64)
-        heads = [(v or [])[: f.max_len] for v in values]
+        heads = [(v or [])[-f.max_len:] for v in values]  # the last items, as in training
         if f.hash_buckets:
             flat = iter(_hash_ids(f, [t for h in heads for t in h]))
             ids = [[next(flat) for _ in h] for h in heads]

@@ -1,0 +1,339 @@
+"""AMEIR (Zhao, Xiao, Zhang, Bian, Yan; IJCAI 2021, "AMEIR: Automatic Behavior Modeling,
+Interaction Exploration and MLP Investigation in the Recommender System"): one-shot random
+search over the three stages of a recommender, by weight sharing.
+
+The space: (1) behaviour modelling, ``slots`` (3) residual blocks over the history, each
+one of ``identity`` (the slot is skipped), ``conv``, ``gru``, ``pool``, ``attention``
+(``autodrs.nn.sequence``), with or without positional embeddings, read out by mean pooling
+or DIN's target attention; (2) interaction exploration, which Hadamard pairs of the
+non-sequential categorical fields feed the MLP; (3) MLP investigation, the width of each of
+``mlp_layers`` (2) hidden layers among ``widths`` (64, 128, 256).
+
+The algorithm, as the paper's: one supernet holds every candidate op of every slot, every
+pair and the widest MLP (a narrower layer uses the leading units of the wide one), so every
+candidate shares its weights. The search is progressive, one step per stage: the supernet
+is trained with one path drawn uniformly at random per step (single-path, uniform
+sampling) over that stage's choices, the other stages held at the best found so far (at
+first: no pairs, the widest MLP); then ``candidates`` (20) random choices of the stage are
+scored on the validation split with the shared weights and the best is kept. Step 1
+trains ``search_epochs``, steps 2 and 3 go on from the weights before them for
+``refine_epochs`` each. The found model (``spec.sequence``, ``hadamard`` interactions,
+``spec.mlp``; no FM) is retrained from scratch as every spec is. On data without a
+sequence field holding a categorical field's values, steps 2 and 3 run alone.
+
+Departures: the residual blocks start as the identity (``autodrs.nn.sequence``), which the
+weight sharing needs on tables that start at N(0, 1e-4); interactions are pairs only (the
+paper also grows higher orders); a pair's Hadamard product uses tables of its own in the
+retrained model (``hadamard`` interactions), the main embeddings in the supernet.
+
+Options: ``search_epochs`` (3; 1 with ``fast``), ``refine_epochs`` (1), ``candidates`` (20
+per step; 2 with ``fast``; ``--trials`` caps it), ``slots`` (3), ``mlp_layers`` (2),
+``widths`` (``64,128,256``).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field, replace
+from itertools import combinations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from autodrs.data.dataset import Batch
+from autodrs.data.schema import PAD, Schema
+from autodrs.models.builder import LinearTerm
+from autodrs.nn.embedding import FieldEmbedding
+from autodrs.nn.init import EMBEDDING_STD
+from autodrs.nn.sequence import SequenceLayer, TargetAttention, resolve_sequence, target_map
+from autodrs.search.base import (
+    Method,
+    SearchContext,
+    SearchError,
+    StageResult,
+    no_result,
+    option,
+    register_method,
+)
+from autodrs.spec import SEQUENCE_LAYERS, ArchSpec, Interaction, SequenceSpec, SpecError
+from autodrs.train.trainer import TimeLimit, Trainer, TrainHook
+
+OPS = ("identity", *SEQUENCE_LAYERS)
+READOUTS = ("mean", "attention")
+DEFAULT_WIDTHS = (64, 128, 256)
+
+
+@dataclass
+class Architecture:
+    """One path through the supernet."""
+
+    layers: list[str] = field(default_factory=list)  # one op per slot
+    readout: str = "mean"
+    positional: bool = False
+    pairs: list[int] = field(default_factory=list)  # indices of the kept pairs
+    widths: list[int] = field(default_factory=list)
+
+    def behaviour(self) -> str:
+        """The behaviour block as text: ``conv>gru | attention (+pos)``."""
+        ops = ">".join(op for op in self.layers if op != "identity") or "none"
+        return f"{ops} | {self.readout}" + (" +pos" if self.positional else "")
+
+
+class AmeirSupernet(nn.Module):
+    """Every candidate of the three stages over shared weights; ``arch`` fixes the path
+    (None: a uniformly drawn path per training step)."""
+
+    def __init__(self, schema: Schema, spec: ArchSpec, history: str | None,
+                 target: str | None, slots: int, pairs: list[tuple[str, str]],
+                 widths: list[int], layers: int, seed: int) -> None:
+        super().__init__()
+        self.spec = spec  # the trainer reads the loss from it
+        self.embedding = FieldEmbedding(schema, spec)
+        self.linear = LinearTerm(schema, spec) if spec.linear else None
+        self.bias = nn.Parameter(torch.zeros(()))
+        names = self.embedding.names
+        self.history, self.target = history, target
+        self.readouts = READOUTS if target is not None else ("mean",)
+        self.n_slots = slots if history is not None else 0
+        if history is not None:
+            table = self.embedding.sequences[history]
+            dim = table.embedding_dim
+            heads = 2 if dim % 2 == 0 else 1
+            self.slot = names.index(history)
+            self.position = nn.Embedding(schema.field(history).max_len, dim)
+            nn.init.normal_(self.position.weight, std=EMBEDDING_STD)
+            self.ops = nn.ModuleList(
+                nn.ModuleDict({op: SequenceLayer(op, dim, heads, False)
+                               for op in SEQUENCE_LAYERS}) for _ in range(slots))
+            if target is not None:
+                self.attend = TargetAttention(dim)
+                self.column = schema.categorical.index(target)
+                self.register_buffer("to_history", target_map(schema, history, target),
+                                     persistent=False)
+        self.pair_names = pairs
+        index = {n: k for k, n in enumerate(names)}
+        self.pair_index = [(index[a], index[b]) for a, b in pairs]
+        self.pair_dim = spec.embed_dim
+        self.widths = widths
+        self.n_layers = layers
+        sizes = [sum(self.embedding.dims) + len(pairs) * self.pair_dim,
+                 *[max(widths)] * layers]
+        self.mlp = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:],
+                                                                  strict=True))
+        self.head = nn.Linear(sizes[-1], 1)
+        for module in [*self.mlp, self.head]:
+            nn.init.xavier_normal_(module.weight)
+            nn.init.zeros_(module.bias)
+        self.arch: Architecture | None = None  # a fixed path (evaluation)
+        self.generator = random.Random(seed)
+        # the step under way: which part a training step draws (the rest is ``base``); the
+        # trainer validates ``base``
+        self.base = Architecture(layers=["identity"] * self.n_slots, readout=self.readouts[-1],
+                                 widths=[max(widths)] * layers)
+        self.step = "behaviour" if self.n_slots else "interactions"
+
+    def sample(self, step: str, rng: random.Random | None = None) -> Architecture:
+        """``base`` with one part drawn uniformly: the ``behaviour`` block (each slot's op,
+        the read-out, positions), the ``interactions`` (each pair kept with probability
+        1/2) or the ``mlp`` (each layer's width)."""
+        rng = rng or self.generator
+        if step == "behaviour":
+            return replace(self.base, layers=[rng.choice(OPS) for _ in range(self.n_slots)],
+                           readout=rng.choice(self.readouts), positional=rng.random() < 0.5)
+        if step == "interactions":
+            return replace(self.base, pairs=[p for p in range(len(self.pair_names))
+                                             if rng.random() < 0.5])
+        return replace(self.base, widths=[rng.choice(self.widths)
+                                          for _ in range(self.n_layers)])
+
+    def behaviour(self, batch: Batch, arch: Architecture) -> torch.Tensor:
+        ids = batch.seq[str(self.history)]
+        mask = ids != PAD
+        weights = mask.unsqueeze(-1).to(torch.float32)
+        x = self.embedding.sequences[str(self.history)](ids)
+        if arch.positional:
+            x = (x + self.position.weight[:x.shape[1]]) * weights
+        for slot, op in enumerate(arch.layers):
+            if op != "identity":
+                x = self.ops[slot][op](x, mask)
+        if arch.readout == "attention":
+            table = self.embedding.sequences[str(self.history)]
+            target = table(self.to_history[batch.cat[:, self.column]])
+            return self.attend(x, mask, target)
+        return x.sum(1) / weights.sum(1).clamp(min=1.0)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        arch = self.arch or (self.sample(self.step) if self.training else self.base)
+        embeddings = self.embedding(batch)
+        if self.n_slots:
+            embeddings[self.slot] = self.behaviour(batch, arch)
+        parts = [torch.cat(embeddings, dim=1)]
+        if self.pair_names:  # a dropped pair's inputs are zero: the MLP keeps its shape
+            kept = set(arch.pairs)
+            parts += [embeddings[a] * embeddings[b] if p in kept
+                      else embeddings[a].new_zeros(len(batch), self.pair_dim)
+                      for p, (a, b) in enumerate(self.pair_index)]
+        x = torch.cat(parts, dim=1)
+        for layer, width in zip(self.mlp, arch.widths, strict=True):
+            x = torch.relu(F.linear(x, layer.weight[:width, :x.shape[1]], layer.bias[:width]))
+        logit = F.linear(x, self.head.weight[:, :x.shape[1]], self.head.bias).squeeze(1)
+        return logit + (self.linear(batch) if self.linear is not None else self.bias)
+
+
+class LastWeights(TrainHook):
+    """Keeps the weights of the last epoch: the trainer restores those of the epoch its
+    probe path validated best, but every path shares them and the search wants them fully
+    trained."""
+
+    def __init__(self) -> None:
+        self.state: dict[str, torch.Tensor] | None = None
+
+    def on_epoch_end(self, trainer: Trainer, model: nn.Module, epoch: int,
+                     metrics: dict[str, float]) -> None:
+        self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def restore(self, model: nn.Module) -> None:
+        if self.state is not None:
+            model.load_state_dict(self.state)
+
+
+def candidate_pairs(schema: Schema, spec: ArchSpec) -> list[tuple[str, str]]:
+    """The non-sequential categorical fields at the common dim, every pair of them."""
+    fields = [n for n in spec.used_fields(schema) if schema.field(n).kind == "categorical"
+              and spec.dim_of(n) == spec.embed_dim]
+    return list(combinations(fields, 2))
+
+
+def parse_widths(ctx: SearchContext) -> list[int]:
+    raw = ctx.options.get("widths", DEFAULT_WIDTHS)
+    values = [v for v in raw.split(",") if v.strip()] if isinstance(raw, str) else list(raw)
+    try:
+        widths = sorted({int(v) for v in values})
+    except (TypeError, ValueError) as e:
+        raise SearchError(f"option widths must be integers, got {raw!r}") from e
+    if not widths or widths[0] < 1:
+        raise SearchError(f"option widths must be positive integers, got {raw!r}")
+    return widths
+
+
+@register_method
+class AMEIR(Method):
+    name = "ameir"
+    component = "sequence"
+    strategies = ("random",)
+
+    def search(self, ctx: SearchContext) -> StageResult:
+        strategy = self.resolve_strategy(ctx)
+        t0 = time.monotonic()
+        schema = ctx.dataset.schema
+        slots = option(ctx, "slots", 3, int)
+        layers = option(ctx, "mlp_layers", 2, int)
+        epochs = option(ctx, "search_epochs", 1 if ctx.fast else 3, int)
+        refine = option(ctx, "refine_epochs", 1, int)
+        count = option(ctx, "candidates", 2 if ctx.fast else 20, int)
+        widths = parse_widths(ctx)
+        if min(slots, layers, epochs, refine, count) < 1:
+            raise SearchError("ameir's slots, mlp_layers, search_epochs, refine_epochs and "
+                              f"candidates must be >= 1, got {slots}, {layers}, {epochs}, "
+                              f"{refine}, {count}")
+        if ctx.trials is not None:
+            count = min(count, max(1, ctx.trials))
+        base = ctx.spec.copy(sequence=None, interactions=None, fm=False, inner=False,
+                             cross_layers=0, attention_layers=0, dag=None, pair_norm=False,
+                             controller=None)
+        history, target = self._sequence(schema, base)
+        pairs = candidate_pairs(schema, base)
+        torch.manual_seed(ctx.seed)
+        supernet = AmeirSupernet(schema, base.copy(mlp=[max(widths)] * layers), history,
+                                 target, slots, pairs, widths, layers, ctx.seed)
+        config = replace(ctx.train, seed=ctx.seed, epochs=epochs, patience=epochs,
+                         checkpoint=None)
+        evaluator = Trainer(replace(config, progress=False))
+        rng = random.Random(ctx.seed + 1)
+        scores: dict[str, float] = {}
+        steps: dict[str, int] = {}
+        trained = 0
+        for step in ("behaviour", "interactions", "mlp"):
+            if step == "behaviour" and not supernet.n_slots:
+                continue
+            if step == "interactions" and not pairs:
+                continue
+            # train the supernet (inherited from the step before) drawing this step's part
+            supernet.step, supernet.arch = step, None
+            last = LastWeights()
+            fit = Trainer(replace(config, epochs=epochs if not trained else refine),
+                          [last, TimeLimit(ctx.remaining)]).fit(
+                supernet, ctx.dataset.train, ctx.dataset.valid)
+            last.restore(supernet)
+            trained += len(fit.history)
+            if not trained:
+                return no_result(self.name, strategy, ctx.spec, "the budget ran out while "
+                                 "the supernet trained", time.monotonic() - t0)
+            supernet.eval()
+            # score this step's candidates with the shared weights; keep the best
+            drawn = [supernet.base] + [supernet.sample(step, rng) for _ in range(count - 1)]
+            seen: dict[str, Architecture] = {}
+            for arch in drawn:
+                key = _describe(step, arch, pairs)
+                if key in seen:
+                    continue
+                if seen and ctx.out_of_budget():
+                    break
+                seen[key] = arch
+                supernet.arch = arch
+                scores[key] = float(evaluator.evaluate(supernet, ctx.dataset.valid)["auc"])
+                supernet.arch = None
+            supernet.base = seen[max(seen, key=lambda k: scores[k])]
+            steps[step] = len(seen)
+        best = supernet.base
+        spec = self._derive(ctx.spec, best, history, target, pairs, supernet.n_slots)
+        spec.validate(schema)
+        seconds = time.monotonic() - t0
+        spec.record(self.name, strategy, ["sequence", "interactions", "mlp", "fm"], seconds)
+        ranking = sorted(scores, key=lambda k: -scores[k])
+        return StageResult(
+            method=self.name, strategy=strategy, spec=spec, ranking=ranking,
+            scores={k: round(v, 6) for k, v in scores.items()}, seconds=seconds,
+            extra={"architecture": {
+                "behaviour": best.behaviour() if supernet.n_slots else None,
+                "interactions": [list(pairs[p]) for p in best.pairs], "mlp": best.widths},
+                "candidates": steps, "supernet_epochs": trained})
+
+    @staticmethod
+    def _sequence(schema: Schema, spec: ArchSpec) -> tuple[str | None, str | None]:
+        """The sequence field and its target, or (None, None) when the data has none."""
+        try:
+            history, target = resolve_sequence(
+                schema, spec.copy(sequence=SequenceSpec(readout="mean")))
+        except SpecError:
+            return None, None
+        return history, target
+
+    @staticmethod
+    def _derive(spec: ArchSpec, arch: Architecture, history: str | None, target: str | None,
+                pairs: list[tuple[str, str]], slots: int) -> ArchSpec:
+        sequence = None
+        if slots:
+            sequence = SequenceSpec(
+                history=history, target=target,
+                layers=[op for op in arch.layers if op != "identity"], readout=arch.readout,
+                positional=arch.positional, heads=2 if spec.dim_of(str(history)) % 2 == 0
+                else 1)
+        return spec.copy(
+            sequence=sequence, fm=False, inner=False, cross_layers=0, attention_layers=0,
+            dag=None, pair_norm=False, controller=None, mlp=list(arch.widths),
+            interactions=[Interaction(list(pairs[p]), function="hadamard")
+                          for p in arch.pairs])
+
+
+def _describe(step: str, arch: Architecture, pairs: list[tuple[str, str]]) -> str:
+    """A candidate of ``step`` as the text its score is listed under."""
+    if step == "behaviour":
+        return f"behaviour: {arch.behaviour()}"
+    if step == "interactions":
+        names = ", ".join("*".join(pairs[p]) for p in arch.pairs) or "none"
+        return f"interactions: {names}"
+    return f"mlp: {arch.widths}"
+
