@@ -132,7 +132,7 @@ def load_data(settings: RunSettings, seed: int | None = None) -> Dataset:
     from autodrs.data.dataset import load_dataset
 
     return load_dataset(
-        settings.data, label=settings.label, fmt=settings.format,
+        settings.data, label=settings.label, labels=settings.labels, fmt=settings.format,
         categorical=settings.categorical, numerical=settings.numerical,
         sequence=settings.sequence, schema_file=settings.schema, group=settings.group,
         time=settings.time, split=settings.split,

@@ -154,6 +154,8 @@ def user_errors(fn: F) -> F:
 Data = Annotated[str, typer.Option("--data", help="built-in name (movielens-100k, synthetic) "
                                                   "or a CSV/TSV/Parquet/Criteo/Avazu file")]
 Label = Annotated[str | None, typer.Option(help="label column (0/1)")]
+Labels = Annotated[str | None, typer.Option(help="comma-separated 0/1 label columns, one "
+                                                 "task each (multi-task)")]
 Fmt = Annotated[str | None, typer.Option("--format", help="csv|tsv|parquet|criteo|avazu")]
 Categorical = Annotated[str | None, typer.Option(help="comma-separated categorical fields")]
 Numerical = Annotated[str | None, typer.Option(help="comma-separated numerical fields")]
@@ -290,7 +292,7 @@ def train(
                      ] = "deepfm",
     spec_file: Annotated[Path | None, typer.Option("--spec", help="train this ArchSpec JSON "
                                                            "instead of a backbone")] = None,
-    label: Label = None, fmt: Fmt = None, categorical: Categorical = None,
+    label: Label = None, labels: Labels = None, fmt: Fmt = None, categorical: Categorical = None,
     numerical: Numerical = None, sequence: Sequence = None, schema: SchemaFile = None,
     group: Group = None, time_col: Time = None, split: Split = "random", min_count: MinCount = 1,
     seed: Seed = 2026, epochs: Epochs = DEFAULT_EPOCHS, batch_size: BatchSize = 1024, lr: Lr = 1e-3,
@@ -341,7 +343,7 @@ def bench(
     out_dir: Annotated[Path, typer.Option("--out", help="run folder")] = Path("runs/bench"),
     baselines: Annotated[str, typer.Option(help="comma-separated backbones, or 'all'")] = "all",
     seeds: Annotated[int, typer.Option(help="number of seeds")] = 3,
-    label: Label = None, fmt: Fmt = None, categorical: Categorical = None,
+    label: Label = None, labels: Labels = None, fmt: Fmt = None, categorical: Categorical = None,
     numerical: Numerical = None, sequence: Sequence = None, schema: SchemaFile = None,
     group: Group = None, time_col: Time = None, split: Split = "random", min_count: MinCount = 1,
     seed: Seed = 2026, epochs: Epochs = DEFAULT_EPOCHS, batch_size: BatchSize = 1024, lr: Lr = 1e-3,
@@ -482,7 +484,7 @@ def search_command(
              "learning rates, when the pipeline has one) and report it untuned and tuned; "
              "--no-tune-baselines is quicker, and the table then says the baselines were "
              "not tuned")] = True,
-    label: Label = None, fmt: Fmt = None, categorical: Categorical = None,
+    label: Label = None, labels: Labels = None, fmt: Fmt = None, categorical: Categorical = None,
     numerical: Numerical = None, sequence: Sequence = None, schema: SchemaFile = None,
     group: Group = None, time_col: Time = None, split: Split = "random", min_count: MinCount = 1,
     seed: Seed = 2026, epochs: Epochs = DEFAULT_EPOCHS, batch_size: BatchSize = 1024, lr: Lr = 1e-3,

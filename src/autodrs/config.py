@@ -63,6 +63,7 @@ class RunSettings:
 
     data: str = "movielens-100k"
     label: str | None = None
+    labels: list[str] | None = None  # several 0/1 label columns: one task each
     format: str | None = None
     categorical: list[str] | None = None
     numerical: list[str] | None = None

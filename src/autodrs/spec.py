@@ -80,6 +80,62 @@ class TrainingSpec:
     weight_decay: float | None = None
 
 
+MULTITASK_BACKBONES = ("separate", "shared_bottom", "mmoe")
+
+
+@dataclass
+class MultiTaskSpec:
+    """How a model predicts several labels (``autodrs.models.multitask``), one logit each.
+
+    ``separate``: one model of the rest of the spec per task. ``shared_bottom``: the field
+    embeddings, then ``bottom`` layers, then one ``tower`` per task; ``sharing[l][t]`` is
+    the module task t uses at bottom layer l (tasks with the same number share it; None:
+    every task shares every layer). ``mmoe``: ``experts`` bottoms mixed by a softmax gate
+    per task. ``gradnorm`` (its asymmetry alpha) adapts the task weights by GradNorm, else
+    they are ``weights`` (None: 1 each)."""
+
+    backbone: str = "shared_bottom"
+    bottom: list[int] = field(default_factory=lambda: [128, 64])
+    tower: list[int] = field(default_factory=lambda: [32])
+    experts: int = 4
+    sharing: list[list[int]] | None = None
+    gradnorm: float | None = None
+    gradnorm_lr: float = 0.025
+    weights: list[float] | None = None
+
+    def validate(self, schema: Schema) -> None:
+        tasks = len(schema.tasks)
+        if tasks < 2:
+            raise SpecError("a multitask spec needs data with several labels (--labels a,b)")
+        if self.backbone not in MULTITASK_BACKBONES:
+            raise SpecError(f"unknown multitask backbone {self.backbone!r}; choose from "
+                            f"{', '.join(MULTITASK_BACKBONES)}")
+        if any(int(w) <= 0 for w in [*self.bottom, *self.tower]):
+            raise SpecError(f"multitask widths must be > 0, got bottom {self.bottom}, "
+                            f"tower {self.tower}")
+        if self.backbone != "separate" and not self.bottom:
+            raise SpecError(f"a {self.backbone} model needs at least one bottom layer")
+        if self.backbone == "mmoe" and int(self.experts) < 1:
+            raise SpecError(f"multitask experts must be >= 1, got {self.experts}")
+        if self.sharing is not None:
+            if self.backbone != "shared_bottom" or len(self.sharing) != len(self.bottom):
+                raise SpecError("multitask sharing gives a shared_bottom model one list per "
+                                f"bottom layer ({len(self.bottom)}), got {self.sharing}")
+            for row in self.sharing:
+                if len(row) != tasks or any(not 0 <= int(k) < tasks for k in row):
+                    raise SpecError(f"multitask sharing: each layer's list names a module "
+                                    f"0..{tasks - 1} for each of the {tasks} tasks, got {row}")
+        if self.gradnorm is not None and (self.gradnorm < 0 or self.backbone == "separate"):
+            raise SpecError("multitask gradnorm needs alpha >= 0 and a shared layer (not "
+                            "the separate backbone)")
+        if not self.gradnorm_lr > 0:
+            raise SpecError(f"multitask gradnorm_lr must be > 0, got {self.gradnorm_lr}")
+        if self.weights is not None and (len(self.weights) != tasks
+                                         or any(w < 0 for w in self.weights)):
+            raise SpecError(f"multitask weights: one weight >= 0 per task ({tasks}), got "
+                            f"{self.weights}")
+
+
 @dataclass
 class ControllerSpec:
     """AdaFS per-sample field controller: scores every embedded field per example and
@@ -169,6 +225,9 @@ class ArchSpec:
     attention_heads: int = 2
     interactions: list[Interaction] | None = None
     loss: LossSpec = field(default_factory=LossSpec)
+    # several labels: how the model predicts each (None on multi-label data: one model of
+    # this spec per task)
+    multitask: MultiTaskSpec | None = None
     l2_embedding: float = 0.0
     l2_fields: dict[str, float] = field(default_factory=dict)  # per-field L2 (lambda-Opt)
     adaptive_l2: AdaptiveL2Spec | None = None
@@ -189,7 +248,10 @@ class ArchSpec:
 
     # ------------------------------------------------------------------ JSON
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if out.get("multitask", 0) is None:  # single-task specs read as they always have
+            del out["multitask"]
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ArchSpec:
@@ -198,6 +260,8 @@ class ArchSpec:
         if unknown:
             raise SpecError(f"unknown spec keys: {', '.join(unknown)}")
         kwargs = dict(data)
+        if isinstance(kwargs.get("multitask"), dict):
+            kwargs["multitask"] = MultiTaskSpec(**kwargs["multitask"])
         if kwargs.get("interactions") is not None:
             kwargs["interactions"] = [
                 i if isinstance(i, Interaction) else Interaction(**i)
@@ -252,6 +316,11 @@ class ArchSpec:
         """Raise ``SpecError`` naming the problem when the spec does not fit ``schema``."""
         known = set(schema.field_names)
         used = self.used_fields(schema)
+        if self.multitask is not None:
+            self.multitask.validate(schema)
+            if self.loss.name != "bce":
+                raise SpecError(f"a multitask model trains each task on bce, not "
+                                f"{self.loss.name!r}")
         if not used:
             raise SpecError("spec selects no fields")
         for name in used:

@@ -12,7 +12,7 @@ Layout of a cache folder (one per data + settings key)::
     train/00000.cat.npy           uint16 or int32 [rows, categorical fields], provisional
                                   ids (uint16 while they all fit 16 bits)
     train/00000.num.npy           float32 [rows, numerical fields], standardised
-    train/00000.label.npy         uint8 [rows]
+    train/00000.label.npy         uint8 [rows] ([rows, tasks] for several labels)
     train/00000.seq-genres.npy    int32 [rows, 32] provisional ids (padded)
     train/00000.group.npy         int64 [rows], when a group column exists
     valid/..., test/...
@@ -556,6 +556,7 @@ class _State:
     extra: dict[str, _NpyFile | None] = field(default_factory=dict)
     rows: int = 0
     positives: float = 0.0
+    task_positives: np.ndarray | None = None  # per label, when there are several
     buffers: dict[str, np.ndarray] = field(default_factory=dict)
 
     def buffer(self, key: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
@@ -580,7 +581,7 @@ def _build(source: Any, schema: Schema, tmp: Path, st: BuildSettings,
         longest=dict.fromkeys((f.name for f in seqs), 0),
         writers={s: _ShardWriter(tmp / s, st.shard_rows or SHARD_ROWS) for s in SPLITS},
         extra=dict.fromkeys(st.extra))
-    wanted = [*schema.field_names, schema.label, schema.group,
+    wanted = [*schema.field_names, *schema.tasks, schema.group,
               schema.time if time_cuts is not None else None, *st.extra]
     columns = list(dict.fromkeys(c for c in wanted if c is not None))
     t0, last_print = time.perf_counter(), 0.0
@@ -633,6 +634,8 @@ def _build(source: Any, schema: Schema, tmp: Path, st: BuildSettings,
              for p in sorted(tmp.rglob("*.npy"))}
     info: dict[str, Any] = {
         "rows": state.rows, "sizes": sizes, "positive_rate": state.positives / state.rows,
+        **({"positive_rates": (state.task_positives / state.rows).tolist()}
+           if state.task_positives is not None else {}),
         "shards": {s: w.shards for s, w in state.writers.items()},
         "seq_names": [f.name for f in seqs], "has_group": state.groups is not None,
         "cat_offsets": [int(o) for o in offsets[:-1]],
@@ -650,7 +653,7 @@ def _encode_chunk(batch: pa.RecordBatch | pa.Table, schema: Schema, st: BuildSet
     """Encode one chunk, rows grouped by split, and append each split's block."""
     n = batch.num_rows
     if state.rows == 0:
-        _check_names(batch.schema.names, [*schema.field_names, schema.label])
+        _check_names(batch.schema.names, [*schema.field_names, *schema.tasks])
     rows = state.buffer("rows", (n,), np.uint64)
     rows[:] = np.arange(state.rows, state.rows + n, dtype=np.uint64)
     # the random split's hash also orders rows for the numerical sample: among train rows
@@ -665,8 +668,15 @@ def _encode_chunk(batch: pa.RecordBatch | pa.Table, schema: Schema, st: BuildSet
     order = np.argsort(which, kind="stable")  # train rows, then valid, then test
     ends = np.cumsum(np.bincount(which, minlength=3))
     n_train = int(ends[0])
-    label = _labels(_column(batch, schema.label), schema.label)[order]
-    state.positives += float(label.sum(dtype=np.int64))
+    if schema.labels:  # several tasks: uint8 [rows, tasks]
+        label = np.stack([_labels(_column(batch, t), t) for t in schema.labels], 1)[order]
+        counts = label.sum(0, dtype=np.int64)
+        state.task_positives = counts if state.task_positives is None \
+            else state.task_positives + counts
+        state.positives += float(counts[0])
+    else:
+        label = _labels(_column(batch, schema.label), schema.label)[order]
+        state.positives += float(label.sum(dtype=np.int64))
     arrays: dict[str, np.ndarray] = {"label": label}
     cat = state.buffer("cat", (n, len(state.cats)), np.int32)
     for j, f in enumerate(state.cats):

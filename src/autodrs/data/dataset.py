@@ -166,6 +166,7 @@ def load_dataset(
     data: str,
     label: str | None = None,
     fmt: str | None = None,
+    labels: list[str] | None = None,
     categorical: list[str] | None = None,
     numerical: list[str] | None = None,
     sequence: list[str] | None = None,
@@ -188,20 +189,25 @@ def load_dataset(
 
     ``rows`` reads only the first rows. The splits are held in memory when their tensors
     take at most ``in_memory_limit()`` bytes (``in_memory`` True or False overrides), else
-    are read from disk batch by batch."""
+    are read from disk batch by batch. ``labels`` (two or more 0/1 columns) gives multi-task
+    data: the splits' ``label`` is then [rows, tasks], in that order."""
     if split not in ("random", "time", "given"):
         raise DataError(f"unknown split {split!r}; use 'random', 'time' or 'given'")
     overrides: dict[str, Any] = {}
     if schema_file is not None:
         overrides = _read_schema_file(schema_file)
-    source = open_source(data, fmt=fmt, label=label or overrides.get("label")).capped(rows)
+    source = open_source(data, fmt=fmt, label=label or overrides.get("label"),
+                         labels=labels).capped(rows)
     categorical = [*(categorical or []), *overrides.get("categorical", [])]
     numerical = [*(numerical or []), *overrides.get("numerical", [])]
     sequence = [*(sequence or []), *overrides.get("sequence", [])]
     group = group or overrides.get("group") or source.group
     time = time or overrides.get("time") or source.time
     declared = {"categorical": categorical, "numerical": numerical, "sequence": sequence}
-    key_parts = [CACHE_VERSION, source.identity, source.label, json.dumps(declared),
+    # several labels key a cache of their own; one label keys it as it always has
+    key_parts = [CACHE_VERSION, source.identity,
+                 ",".join(source.labels) if source.labels else source.label,
+                 json.dumps(declared),
                  str(group), str(time), split, str(seed), str(min_count), str(hash_threshold),
                  json.dumps(overrides.get("drop", []))]
     key = hashlib.sha256("|".join(key_parts).encode()).hexdigest()[:20]
@@ -242,6 +248,8 @@ def load_dataset(
         "sizes": built["sizes"],
         "fields": {f.name: {"kind": f.kind, "vocab_size": f.vocab_size} for f in schema.fields},
         "label": source.label, "positive_rate": built["positive_rate"],
+        **({"labels": list(source.labels), "positive_rates": built["positive_rates"]}
+           if source.labels else {}),
         "cache": {"folder": str(folder), "bytes": built["bytes"],
                   "shards": sum(len(v) for v in built["shards"].values()),
                   "in_memory": bool(in_memory), "encode_seconds": built["seconds"]},
@@ -265,7 +273,8 @@ def memory_bytes(built: dict[str, Any], schema: Schema) -> int:
     """Bytes the splits take as in-memory tensors (int64 ids, float32 numbers and label),
     about twice the cache's int32 ids: what holding the data in memory really costs."""
     numerical = sum(f.kind == "numerical" for f in schema.fields)
-    per_row = (8 * len(built["cat_offsets"]) + 4 * numerical + 4
+    per_row = (8 * len(built["cat_offsets"]) + 4 * numerical
+               + 4 * len(built.get("positive_rates") or [0])
                + 8 * sum(built["seq_widths"].values()) + (8 if built["has_group"] else 0))
     return int(built["rows"]) * per_row
 
@@ -286,24 +295,33 @@ def _infer(source: Source, declared: dict[str, list[str]], group: str | None,
     first = next(iter(source.chunks()), None)
     if first is None or first.height == 0:
         raise DataError(f"{source.name} has no data rows")
-    if source.label not in first.columns:
-        raise DataError(f"label column {source.label!r} not found; columns are {first.columns}")
+    for name in source.labels or [source.label]:
+        if name not in first.columns:
+            raise DataError(f"label column {name!r} not found; columns are {first.columns}")
     for kind, names in declared.items():
         for name in names:
             if name not in first.columns:
                 raise DataError(f"declared {kind} field {name!r} is not a column of the table")
-    drop = [c for c in (TRUE_PROB, *overrides.get("drop", [])) if c in first.columns]
+    labels = source.labels or [source.label]
+    drop = [c for c in (TRUE_PROB, *overrides.get("drop", []), *labels[1:])
+            if c in first.columns]
     kinds = dict(source.kinds)
     if source.text_columns:
-        skip = {source.label, *drop, *(c for c in (group, time) if c)} | set(kinds)
+        skip = {*labels, *drop, *(c for c in (group, time) if c)} | set(kinds)
         kinds |= infer_text_kinds(first, skip)
     for kind, names in declared.items():
         for name in names:
             kinds[name] = kind
     by_kind = {k: [n for n, v in kinds.items() if v == k and n in first.columns]
                for k in declared}
-    return infer_schema(first, label=source.label, group=group, time=time, drop=drop,
-                        log_numerical=source.log_numerical, **by_kind)
+    for name in labels:
+        for kind, names in declared.items():
+            if name in names:
+                raise DataError(f"label column {name!r} is also declared a {kind} field")
+    schema = infer_schema(first, label=source.label, group=group, time=time, drop=drop,
+                          log_numerical=source.log_numerical, **by_kind)
+    schema.labels = list(source.labels) if source.labels else None
+    return schema
 
 def default_cache_dir() -> Path:
     env = os.environ.get("AUTODRS_CACHE")

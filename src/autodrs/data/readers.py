@@ -40,6 +40,7 @@ class Source:
     log_numerical: list[str] = field(default_factory=list)
     identity: str = ""
     truth: dict[str, Any] | None = None
+    labels: list[str] | None = None  # several label columns (``label`` is the first)
     text_columns: bool = False  # every column arrives as text (CSV-like files)
     # optional direct Arrow reading: (columns, text columns wanted dictionary-encoded) ->
     # record batches of those columns; the cache build uses it in place of ``chunks``

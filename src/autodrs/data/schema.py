@@ -66,8 +66,15 @@ class Schema:
     group: str | None = None
     time: str | None = None
     fitted: bool = False
+    # several 0/1 label columns (multi-task data; ``label`` is then the first); None: one
+    labels: list[str] | None = None
 
     # ------------------------------------------------------------ lookups
+    @property
+    def tasks(self) -> list[str]:
+        """The label columns: one per task."""
+        return list(self.labels) if self.labels else [self.label]
+
     @property
     def field_names(self) -> list[str]:
         return [f.name for f in self.fields]
@@ -141,7 +148,12 @@ class Schema:
         for f in self.fields:
             if f.kind == "sequence":
                 out[f"seq:{f.name}"] = self._encode_sequence(df[f.name], f)
-        if require_label or self.label in df.columns:
+        if self.labels and (require_label or all(t in df.columns for t in self.labels)):
+            for t in self.labels:  # several tasks: label [N, T]
+                if t not in df.columns:
+                    raise DataError(f"label column {t!r} not found; columns are {df.columns}")
+            out["label"] = np.stack([check_label(df, t) for t in self.labels], axis=1)
+        elif require_label or self.label in df.columns:
             out["label"] = check_label(df, self.label)
         if self.group is not None and self.group in df.columns:
             g = _as_str(df[self.group]).fill_null("").cast(pl.Categorical).to_physical()
@@ -183,7 +195,10 @@ class Schema:
 
     # ------------------------------------------------------------ persistence
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if out["labels"] is None:  # single-label schema files stay as they were
+            del out["labels"]
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Schema:

@@ -46,10 +46,17 @@ ML_GENRES = [
     "Romance", "Sci-Fi", "Thriller", "War", "Western",
 ]
 
+# the labels ``movielens-100k?tasks=...`` can give, each a 0/1 function of the rating:
+# ``like`` is the single-task label (rating >= 4)
+ML_TASKS = {"like": pl.col("rating") >= 4, "love": pl.col("rating") == 5,
+            "dislike": pl.col("rating") <= 2}
+
 BUILTINS = {
     "movielens-100k": "MovieLens-100k ratings (label: rating >= 4), 100,000 rows, 10 fields; "
                       "read from the recbole==1.2.1 wheel; movielens-100k?history=20 adds each "
-                      "rating's 20 earlier items as a sequence field",
+                      "rating's 20 earlier items as a sequence field; "
+                      "movielens-100k?tasks=like,love gives two labels (rating >= 4, "
+                      "rating 5)",
     "synthetic": "planted-structure CTR data with written truth; options: "
                  "synthetic?rows=200000&seed=0; ?domain=source or ?domain=target on either "
                  "built-in gives a transfer split (docs/transfer.md)",
@@ -69,35 +76,52 @@ class Table:
     log_numerical: list[str] = field(default_factory=list)
     identity: str = ""
     truth: dict[str, Any] | None = None
+    labels: list[str] | None = None  # several label columns (``label`` is the first)
 
     def source(self) -> Source:
         return Source(name=self.name, chunks=frame_chunks(self.df), label=self.label,
                       time=self.time, group=self.group, kinds=dict(self.kinds),
                       log_numerical=list(self.log_numerical), identity=self.identity,
-                      truth=self.truth)
+                      truth=self.truth, labels=self.labels)
 
 
 def load_table(data: str, fmt: str | None = None, label: str | None = None,
-               rows: int | None = None) -> Table:
+               rows: int | None = None, labels: list[str] | None = None) -> Table:
     """Read ``data`` (a built-in name or a path) into memory; ``label`` overrides the
-    source's label column. For data larger than memory use ``open_source``."""
-    src = open_source(data, fmt=fmt, label=label).capped(rows)
+    source's label column (``labels``: its label columns, one per task). For data larger
+    than memory use ``open_source``."""
+    src = open_source(data, fmt=fmt, label=label, labels=labels).capped(rows)
     chunks = [c for c in src.chunks() if c.height]
     if not chunks:
         raise DataError(f"{data} has no data rows")
     df = pl.concat(chunks, how="vertical_relaxed") if len(chunks) > 1 else chunks[0]
-    if src.label not in df.columns:
-        raise DataError(f"label column {src.label!r} not found; columns are {df.columns}")
+    for name in src.labels or [src.label]:
+        if name not in df.columns:
+            raise DataError(f"label column {name!r} not found; columns are {df.columns}")
     return Table(df=df, name=src.name, label=src.label, time=src.time, group=src.group,
                  kinds=src.kinds, log_numerical=src.log_numerical, identity=src.identity,
-                 truth=src.truth)
+                 truth=src.truth, labels=src.labels)
 
 
-def open_source(data: str, fmt: str | None = None, label: str | None = None) -> Source:
-    """A streaming ``Source`` for ``data``; ``label`` overrides the source's label column."""
+def open_source(data: str, fmt: str | None = None, label: str | None = None,
+                labels: list[str] | None = None) -> Source:
+    """A streaming ``Source`` for ``data``; ``label`` overrides the source's label column,
+    ``labels`` (two or more, one per task) its label columns."""
     src = _open(data, fmt)
     if label:
         src.label = label
+        src.labels = None
+    if labels:
+        names = [n.strip() for n in labels if n.strip()]
+        if len(set(names)) != len(names):
+            raise DataError(f"--labels names a column twice: {','.join(names)}")
+        if label and names[0] != label:
+            raise DataError(f"give --label or --labels, not both (got {label!r} and "
+                            f"{','.join(names)})")
+        src.label = names[0]
+        src.labels = names if len(names) > 1 else None
+    for name in src.labels or []:  # every label is a column, not a feature
+        src.kinds.pop(name, None)
     return src
 
 
@@ -105,7 +129,8 @@ def _open(data: str, fmt: str | None) -> Source:
     name, _, query = data.partition("?")
     opts = dict(parse_qsl(query))
     if name == "movielens-100k":
-        table = movielens_100k(_recbole_ml100k_dir())
+        # tasks=: several labels from the rating
+        table = movielens_100k(_recbole_ml100k_dir(), tasks=opts.get("tasks"))
         if "history" in opts:  # the sequence task: each rating's earlier items
             table = with_history(table, _int_option(opts, "history", 20))
         if "domain" in opts:  # transfer: users by age group (autodrs.data.domains)
@@ -239,9 +264,10 @@ def _recbole_ml100k_dir() -> Path:
     return path
 
 
-def movielens_100k(folder: Path) -> Table:
+def movielens_100k(folder: Path, tasks: str | None = None) -> Table:
     """One row per rating; label = rating >= 4; user, item, demographic, release year,
-    genres (sequence) and hour / weekday of the rating time."""
+    genres (sequence) and hour / weekday of the rating time. ``tasks`` (``like,love``)
+    replaces the label by one 0/1 column per named task (``ML_TASKS``)."""
     if (folder / "ml-100k.inter").exists():
         inter = pl.read_csv(folder / "ml-100k.inter", separator="\t",
                             schema_overrides={"user_id:token": pl.String,
@@ -285,13 +311,22 @@ def movielens_100k(folder: Path) -> Table:
         ts.dt.hour().cast(pl.String).alias("hour"),
         ts.dt.weekday().cast(pl.String).alias("weekday"),
         pl.col("timestamp").cast(pl.Int64),
-    ).select(
+    )
+    names = ml_tasks(tasks) if tasks is not None else ["label"]
+    df = df.with_columns(*(ML_TASKS[t].cast(pl.Int8).alias(t) for t in names
+                           if t != "label")).select(
         "user_id", "item_id", "age", "gender", "occupation", "zip_code", "release_year",
-        "genres", "hour", "weekday", "label", "timestamp",
+        "genres", "hour", "weekday", *names, "timestamp",
     )
     kinds = {c: "categorical" for c in ("user_id", "item_id", "age", "gender", "occupation",
                                         "zip_code", "release_year", "hour", "weekday")}
     kinds["genres"] = "sequence"
+    if tasks is not None:
+        joined = ",".join(names)
+        return Table(df=df, name=f"movielens-100k?tasks={joined}", time="timestamp",
+                     kinds=kinds, identity=f"movielens-100k:{folder}:{_mtime(folder)}:"
+                     f"tasks={joined}", label=names[0],
+                     labels=names if len(names) > 1 else None)
     return Table(df=df, name="movielens-100k", time="timestamp", kinds=kinds,
                  identity=f"movielens-100k:{folder}:{_mtime(folder)}")
 
@@ -304,11 +339,25 @@ def with_history(table: Table, max_len: int) -> Table:
 
     df = add_histories(table.df, "user_id", "item_id", "timestamp", max_len=max_len)
     kinds = {**table.kinds, "history": "sequence"}
-    return Table(df=df.select(*[c for c in df.columns if c not in ("label", "timestamp")],
-                              "label", "timestamp"),
+    labels = table.labels or [table.label]
+    return Table(df=df.select(*[c for c in df.columns if c not in (*labels, "timestamp")],
+                              *labels, "timestamp"),
                  name=f"{table.name}?history={max_len}", time=table.time, kinds=kinds,
                  group=table.group or "user_id",  # group AUC per user
-                 identity=f"{table.identity}:history={max_len}")
+                 identity=f"{table.identity}:history={max_len}", label=table.label,
+                 labels=table.labels)
+
+
+def ml_tasks(tasks: str) -> list[str]:
+    """The task names of ``movielens-100k?tasks=...``, checked."""
+    names = [t.strip() for t in tasks.split(",") if t.strip()]
+    unknown = [t for t in names if t not in ML_TASKS]
+    if unknown or not names:
+        raise DataError(f"movielens-100k?tasks={tasks!r}: unknown task "
+                        f"{(unknown or [''])[0]!r}; choose from {', '.join(ML_TASKS)}")
+    if len(set(names)) != len(names):
+        raise DataError(f"movielens-100k?tasks={tasks!r} names a task twice")
+    return names
 
 
 def _mtime(folder: Path) -> int:

@@ -11,3 +11,4 @@ from autodrs.methods import blocks  # noqa: F401, E402
 from autodrs.methods import comprehensive  # noqa: F401, E402
 from autodrs.methods import transfer  # noqa: F401, E402
 from autodrs.methods import sequence  # noqa: F401, E402
+from autodrs.methods import multitask  # noqa: F401, E402

@@ -361,13 +361,21 @@ class CTRModel(nn.Module):
 
 
 def build_model(schema: Schema, spec: ArchSpec) -> CTRModel:
-    """Build the model a spec describes over a fitted schema."""
+    """Build the model a spec describes over a fitted schema (on data with several labels,
+    or for a spec with a ``multitask`` part, a ``models.multitask.MultiTaskModel``)."""
+    if spec.multitask is not None or len(schema.tasks) > 1:
+        from autodrs.models.multitask import MultiTaskModel
+
+        return MultiTaskModel(schema, spec)  # type: ignore[return-value]
     return CTRModel(schema, spec)
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:
+    from autodrs.models.multitask import MultiTaskModel
+
     total = sum(p.numel() for p in model.parameters())
-    emb = model.embedding_parameters() if isinstance(model, CTRModel) else 0
+    emb = (model.embedding_parameters() if isinstance(model, CTRModel | MultiTaskModel)
+           else 0)
     return {"embedding": int(emb), "total": int(total)}
 
 
@@ -380,9 +388,14 @@ def count_bytes(model: nn.Module) -> dict[str, int]:
     """Stored bytes of the embedding tables (first-order weights included, as in
     ``count_parameters``) and of the whole model; a pruned table counts its kept entries and
     its sparse index."""
+    from autodrs.models.multitask import MultiTaskModel
+
     emb = 0
     if isinstance(model, CTRModel):
         emb = state_bytes(model.embedding)
         if model.linear is not None:
             emb += state_bytes(model.linear.weights)
+    elif isinstance(model, MultiTaskModel):  # its tasks' models, or its shared tables
+        emb = (sum(count_bytes(m)["embedding"] for m in model.models)
+               if model.models is not None else state_bytes(model.embedding))
     return {"embedding": emb, "total": state_bytes(model)}

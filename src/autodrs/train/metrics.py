@@ -72,3 +72,22 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray,
     if groups is not None:
         out["gauc"] = group_auc(labels, probs, groups)
     return out
+
+
+def task_metrics(labels: np.ndarray, probs: np.ndarray, groups: np.ndarray | None = None,
+                 tasks: list[str] | None = None) -> dict[str, float]:
+    """``classification_metrics`` of one label; of several (``labels`` and ``probs``
+    [rows, tasks]), each task's as ``auc:<task>``, ``logloss:<task>`` (``gauc:<task>``) and
+    their means over the tasks as ``auc``, ``logloss`` (what early stopping and searches
+    compare)."""
+    if np.ndim(probs) == 1:
+        return classification_metrics(labels, probs, groups)
+    names = tasks or [str(t) for t in range(probs.shape[1])]
+    out: dict[str, float] = {}
+    per = [classification_metrics(labels[:, t], probs[:, t], groups)
+           for t in range(probs.shape[1])]
+    for key in per[0]:
+        out[key] = float(np.mean([m[key] for m in per]))
+    for name, m in zip(names, per, strict=True):
+        out |= {f"{key}:{name}": value for key, value in m.items()}
+    return out

@@ -30,7 +30,7 @@ from autodrs.data.dataset import Batch, EncodedData
 from autodrs.data.prefetch import prefetch
 from autodrs.train import distributed
 from autodrs.train.losses import make_loss
-from autodrs.train.metrics import classification_metrics
+from autodrs.train.metrics import task_metrics
 
 
 class TrainingDiverged(RuntimeError):
@@ -451,7 +451,9 @@ class Trainer:
             if not np.isfinite(probs).all():
                 metrics = "the model predicts NaN; lower the learning rate"
             else:
-                metrics = classification_metrics(gathered["label"], probs, gathered["group"])
+                # several labels: each task's metrics and their means (``task_metrics``)
+                metrics = task_metrics(gathered["label"], probs, gathered["group"],
+                                       getattr(model, "tasks", None))
                 if len(probs) < len(data):
                     metrics["scored_rows"] = float(len(probs))
         metrics = distributed.broadcast_from_main(metrics)

@@ -1,0 +1,2 @@
+"""Multi-task architecture search (``mtl``)."""
+from autodrs.methods.multitask import mtl  # noqa: F401
