@@ -243,13 +243,12 @@ def test_mtl_finds_the_planted_sharing_better_than_sharing_all_or_nothing(
     result.spec.validate(ds.schema)
 
 
-def test_mtl_refuses_single_label_data(tiny_synthetic: Dataset) -> None:
-    from autodrs.search.base import SearchError
-
+def test_mtl_finds_nothing_on_single_label_data(tiny_synthetic: Dataset) -> None:
     ctx = SearchContext(dataset=tiny_synthetic, spec=ArchSpec(mlp=[8]),
                         train=CONFIG, options={"fast": True})
-    with pytest.raises(SearchError, match="several labels"):
-        MultiTaskSearch().search(ctx)
+    result = MultiTaskSearch().search(ctx)
+    assert result.no_result is not None and "one label" in result.no_result
+    assert result.spec.multitask is None
 
 
 def test_cli_search_with_labels_writes_per_task_results_and_a_report(

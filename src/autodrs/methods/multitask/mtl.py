@@ -137,9 +137,10 @@ class MultiTaskSearch(Method):
         strategy = self.resolve_strategy(ctx)
         t0 = time.perf_counter()
         tasks = ctx.dataset.schema.tasks
-        if len(tasks) < 2:
-            raise SearchError("mtl searches multi-task models: give data with several "
-                              "labels (--labels a,b or movielens-100k?tasks=like,love)")
+        if len(tasks) < 2:  # nothing to search: the run goes on from its input spec
+            return no_result(self.name, strategy, ctx.spec, "the data has one label; mtl "
+                             "searches multi-task models (--labels a,b or "
+                             "movielens-100k?tasks=like,love)", time.perf_counter() - t0)
         base = ctx.spec.multitask or MultiTaskSpec()
         bottom = _ints(ctx.options.get("bottom", base.bottom), "bottom")
         tower = _ints(ctx.options.get("tower", base.tower), "tower")
