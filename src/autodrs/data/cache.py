@@ -678,9 +678,15 @@ def _encode_chunk(batch: pa.RecordBatch | pa.Table, schema: Schema, st: BuildSet
         label = _labels(_column(batch, schema.label), schema.label)[order]
         state.positives += float(label.sum(dtype=np.int64))
     arrays: dict[str, np.ndarray] = {"label": label}
-    cat = state.buffer("cat", (n, len(state.cats)), np.int32)
+    # each field's ids go to a contiguous row of ``cols``, then ``cat`` takes them all in
+    # one transposing copy: written straight into a (strided) column of ``cat``, the ids
+    # cost 8 times as long as contiguous ones
+    width = len(state.cats)
+    cols = state.buffer("cat-cols", (width * n,), np.int32).reshape(width, n)
     for j, f in enumerate(state.cats):
-        state.vocabs[f.name].encode(_column(batch, f.name), order, n_train, out=cat[:, j])
+        state.vocabs[f.name].encode(_column(batch, f.name), order, n_train, out=cols[j])
+    cat = state.buffer("cat", (n, width), np.int32)
+    cat[...] = cols.T
     arrays["cat"] = cat
     cat_top = _P_FIRST + max((len(state.vocabs[f.name]) for f in state.cats), default=0)
     if state.nums:
