@@ -4,6 +4,7 @@ function method) round-trips through the spec JSON to the same predictions."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -174,3 +175,29 @@ def test_output_fm_block_starts_as_the_fm_sum(tiny_synthetic: Dataset) -> None:
     pairs = sum((stacked[:, i] * stacked[:, j]).sum(1) for i in range(stacked.shape[1])
                 for j in range(i + 1, stacked.shape[1]))
     assert torch.allclose(fm_vector.sum(1), pairs, atol=1e-6)
+
+
+def test_dag_layers_start_as_the_backbones_do(tiny_synthetic: Dataset) -> None:
+    """Every linear layer of a block DAG (MLP blocks, token projections, per-field
+    projections, the read-out) starts xavier-normal with zero biases, as the backbones'
+    towers do; an output FM block is still read out as the plain FM sum."""
+    dag = {"nodes": [{"id": "fm", "type": "fm", "inputs": ["embeddings"]},
+                     {"id": "deep", "type": "mlp", "inputs": ["embeddings", "fm"],
+                      "width": 64, "layers": 2},
+                     {"id": "dot", "type": "dot", "inputs": ["embeddings", "deep"]}],
+            "output": ["fm", "dot"]}
+    torch.manual_seed(0)
+    model = build_model(tiny_synthetic.schema,
+                        ArchSpec(embed_dim=8, dag=dag, field_dims={"r0": 4}))
+    layers = [m for m in model.dag.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(layers) >= 5  # two MLP layers, the dot block's token, r0's projection, head
+    for layer in layers:
+        if layer.bias is not None:
+            assert torch.equal(layer.bias, torch.zeros_like(layer.bias))
+        fan_out, fan_in = layer.weight.shape
+        if layer is model.dag.head:
+            continue
+        std = math.sqrt(2.0 / (fan_in + fan_out))  # xavier-normal
+        assert layer.weight.std().item() == pytest.approx(std, rel=0.35), layer
+    head = model.dag.head.weight[0]
+    assert torch.equal(head, torch.ones_like(head))  # both outputs are FM / dot terms

@@ -39,6 +39,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from autodrs.nn.init import init_linear, linear
 from autodrs.nn.layers import CrossNetV2, SelfAttentionInteraction
 from autodrs.spec import SpecError
 
@@ -285,7 +286,7 @@ class _BlockModule(nn.Module):
         self.tokens = tokens
         if tokens:
             # each earlier output becomes one token of the common dim
-            self.to_token = nn.ModuleList(nn.Linear(d, common) for d in source_dims)
+            self.to_token = nn.ModuleList(linear(d, common) for d in source_dims)
             self.n_tokens = len(self.field_index) + len(source_dims)
             self.in_dim = common
         else:
@@ -311,7 +312,7 @@ class MLPBlock(_BlockModule):
         layers: list[nn.Module] = []
         d = self.in_dim
         for _ in range(block.param("layers")):
-            layers += [nn.Linear(d, block.param("width")), nn.ReLU()]
+            layers += [linear(d, block.param("width")), nn.ReLU()]
             d = block.param("width")
         self.net = nn.Sequential(*layers)
         self.out_dim = d
@@ -453,7 +454,7 @@ class BlockDAG(nn.Module):
         graph.validate(names)
         self.graph = graph
         self.names = list(names)
-        self.project = nn.ModuleDict({n: nn.Linear(d, common, bias=False)
+        self.project = nn.ModuleDict({n: linear(d, common, bias=False)
                                       for n, d in zip(names, dims, strict=True) if d != common})
         self.needs_tokens = any(n.type in TOKEN_BLOCKS and EMBEDDINGS in n.inputs
                                 for n in graph.nodes)
@@ -465,7 +466,10 @@ class BlockDAG(nn.Module):
             self.blocks[node.id] = module
             out_dims[node.id] = module.out_dim
         self.output = list(graph.output)
-        self.head = nn.Linear(sum(out_dims[k] for k in self.output), 1)
+        # every linear layer of the DAG (MLP blocks, projections, read-out) starts as the
+        # backbones' do, xavier-normal with zero biases (autodrs.nn.init): with PyTorch's
+        # default a DeepFM-shaped DAG lost AUC against DeepFM (docs/blocks.md)
+        self.head = init_linear(nn.Linear(sum(out_dims[k] for k in self.output), 1))
         # an output FM or dot block is read out as the plain sum at first (an FM term, as in
         # FM / DeepFM): a small random read-out would scale its gradient into the
         # embeddings down and slow it to learn (measured: a DeepFM-shaped DAG lagged DeepFM)
