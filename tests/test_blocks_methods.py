@@ -289,14 +289,14 @@ def test_autoctr_final_fit_gives_each_finalist_a_share_and_skips_a_cut_one(
     reserves: list[float] = []
     valid = {0: 0.70, 1: 0.99, 2: 0.75}  # #1 would validate best, but is too slow
 
-    def fake_train(ds, spec, config, train, valid_rows, hooks, parent=None):
+    def fake_fit(ds, spec, config, hooks=None):
         reserves.append(hooks[0].reserve)
         number = spec.provenance[-1]["number"]
         if number == 1:
             raise BudgetExhausted("cut")
-        return None, SimpleNamespace(valid={"auc": valid[number]})
+        return SimpleNamespace(metrics={"valid": {"auc": valid[number]}})
 
-    monkeypatch.setattr(autoctr, "train_candidate", fake_train)
+    monkeypatch.setattr(autoctr, "fit_spec", fake_fit)
     ctx = SearchContext(tiny_synthetic, ArchSpec(), fast_config, budget_seconds=90.0)
     finalists = [Candidate(k, [], ArchSpec(provenance=[{"number": k}]), 0.5, 0.6, 1, 1.0)
                  for k in range(3)]
@@ -319,13 +319,18 @@ def test_autoctr_candidates_stop_where_the_final_fits_time_begins(
     import autodrs.methods.blocks.autoctr as autoctr
 
     seen: list[tuple[int, float]] = []  # (training rows, the deadline's reserve)
-    real = autoctr.train_candidate
+    real, real_fit = autoctr.train_candidate, autoctr.fit_spec
 
     def spy(ds, spec, config, train, valid, hooks, parent=None):
         seen.append((len(train), hooks[0].reserve))
         return real(ds, spec, config, train, valid, hooks, parent)
 
+    def spy_fit(ds, spec, config, hooks=None):  # the final fit: every training row
+        seen.append((len(ds.train), hooks[0].reserve))
+        return real_fit(ds, spec, config, hooks)
+
     monkeypatch.setattr(autoctr, "train_candidate", spy)
+    monkeypatch.setattr(autoctr, "fit_spec", spy_fit)
     ctx = SearchContext(tiny_synthetic, backbone_spec("deepfm", 8), fast_config, seed=0,
                         trials=3, budget_seconds=3600.0,
                         options={"fast": True, "population": 2, "blocks": 2,
@@ -425,12 +430,12 @@ def test_autoctr_final_choice_is_the_best_mean_over_shared_seeds(
     fits: list[tuple[int, int]] = []
     auc = {(0, 0): 0.80, (0, 1): 0.70, (1, 0): 0.78, (1, 1): 0.78, (2, 0): 0.79, (2, 1): 0.785}
 
-    def fake_train(ds, spec, config, train, valid_rows, hooks, parent=None):
+    def fake_fit(ds, spec, config, hooks=None):
         number = spec.provenance[-1]["number"]
         fits.append((number, config.seed))
-        return None, SimpleNamespace(valid={"auc": auc[(number, config.seed)]})
+        return SimpleNamespace(metrics={"valid": {"auc": auc[(number, config.seed)]}})
 
-    monkeypatch.setattr(autoctr, "train_candidate", fake_train)
+    monkeypatch.setattr(autoctr, "fit_spec", fake_fit)
     ctx = SearchContext(tiny_synthetic, ArchSpec(), fast_config, seed=0)
     finalists = [Candidate(k, [], ArchSpec(provenance=[{"number": k}]), 0.5, 0.6, 1, 1.0)
                  for k in range(3)]
@@ -534,3 +539,23 @@ def test_autoctr_reserve_uses_the_measured_final_fit_and_trains_every_seed(
     assert found.extra["final_leaders"] == 1
     assert {f["number"] for f in found.extra["final_fit"]} == {0, 1}
     assert found.extra["best_number"] in (0, 1)
+
+
+def test_autoctr_final_fit_is_the_commands_retrain(tiny_synthetic: Dataset,
+                                                  fast_config: TrainConfig) -> None:
+    """The final fit trains as the command's retrain does (``fit_spec``, the command's
+    config at its seed): inside ``shared_fits`` the retrain of the returned spec is that
+    fit, so the budget left after the search cannot cut it short, and the model delivered
+    is the one validated."""
+    from autodrs.experiment import cached_fit, shared_fits
+
+    ctx = SearchContext(tiny_synthetic, backbone_spec("deepfm", 8), fast_config, seed=0,
+                        trials=3, options={"fast": True, "population": 2, "blocks": 3,
+                                           "seed_backbones": "deepfm,ipnn",
+                                           "final_candidates": 2, "final_seeds": 2})
+    with shared_fits():
+        found = get_method("autoctr").search(ctx)
+        done = cached_fit(tiny_synthetic, found.spec, fast_config)
+    assert done is not None
+    best = next(f for f in found.extra["final_fit"] if f["number"] == found.extra["best_number"])
+    assert done.metrics["valid"]["auc"] == pytest.approx(best["valid_aucs"][0])

@@ -61,6 +61,7 @@ import numpy as np
 import torch
 
 from autodrs.data.dataset import EncodedData
+from autodrs.experiment import fit_spec
 from autodrs.methods.blocks.common import dag_result
 from autodrs.methods.interaction.common import embedded_names, option
 from autodrs.models.dag import EMBEDDINGS, Block, BlockGraph
@@ -564,13 +565,14 @@ class AutoCTR(Method):
                 config = replace(ctx.train, seed=ctx.seed + k, progress=False,
                                  checkpoint=None)
                 try:
-                    _, fit = train_candidate(ctx.dataset, cand.spec, config,
-                                             ctx.dataset.train, ctx.dataset.valid,
-                                             [Deadline(ctx, reserve)])
+                    # as the command's retrain fits (fit_spec): inside its shared_fits the
+                    # retrain of the one returned, at the command's seed, is this very fit,
+                    # not a second one that the budget left after the search may cut short
+                    out = fit_spec(ctx.dataset, cand.spec, config, [Deadline(ctx, reserve)])
                 except BudgetExhausted:
                     cut.append(cand.number)
                     break
-                aucs.append(float(fit.valid["auc"]))
+                aucs.append(float(out.metrics["valid"]["auc"]))
             if len(aucs) < seeds:
                 continue
             auc = sum(aucs) / seeds
