@@ -174,3 +174,19 @@ def test_ameir_runs_from_the_command_line_through_result_and_report(
     report = CliRunner().invoke(app, ["report", str(out)])
     assert report.exit_code == 0, report.output
     assert "ameir" in (out / "report.html").read_text()
+
+
+@pytest.mark.parametrize("spec", [
+    backbone_spec("din", 8), backbone_spec("sasrec", 8),
+    ArchSpec(embed_dim=8, mlp=[8], sequence=SequenceSpec(layers=["conv", "gru", "pool"],
+                                                         readout="last", causal=True)),
+], ids=["din", "sasrec", "conv-gru-pool"])
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_sequence_models_export_and_match(planted: Dataset, spec: ArchSpec, fmt: str,
+                                          tmp_path: Path) -> None:
+    from autodrs.serve.export import export_model
+
+    torch.manual_seed(0)
+    model = build_model(planted.schema, spec).eval()
+    info = export_model(model, planted.schema, tmp_path / f"model.{fmt}", fmt)
+    assert info["max_abs_diff"] < 1e-4

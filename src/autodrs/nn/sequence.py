@@ -222,11 +222,11 @@ class SequenceEncoder(nn.Module):
         mask = ids != PAD
         x = self.table(ids)
         lengths = mask.sum(1)
-        rows = torch.arange(len(ids), device=ids.device)
+        rows = torch.arange(ids.shape[0], device=ids.device)  # traced: not len()
         if self.readout == "target":
             x = torch.cat([x, x.new_zeros(x.shape[0], 1, x.shape[2])], dim=1)
             x = x.index_put((rows, lengths), self.target_embedding(batch))
-            mask = torch.cat([mask, mask.new_zeros(len(ids), 1)], dim=1)
+            mask = torch.cat([mask, mask.new_zeros(ids.shape[0], 1)], dim=1)
             mask = mask.index_put((rows, lengths), torch.ones_like(lengths, dtype=torch.bool))
         if self.position is not None:
             x = _masked(x + self.position.weight[:x.shape[1]], mask)
