@@ -444,7 +444,7 @@ def test_autoctr_final_choice_is_the_best_mean_over_shared_seeds(
     fits.clear()
     chosen, results, cut = autoctr.AutoCTR.final_fit(ctx, finalists[:2], finalists[0], 2)
     assert chosen.number == 1 and not cut
-    assert fits == [(0, 0), (0, 1), (1, 0), (1, 1)]  # the same seeds for every finalist
+    assert fits == [(0, 0), (1, 0), (0, 1), (1, 1)]  # the same seeds, round by round
     assert results[0] == {"number": 0, "valid_auc": 0.75, "valid_aucs": [0.8, 0.7]}
     chosen, results, _ = autoctr.AutoCTR.final_fit(ctx, finalists, finalists[0], 2)
     assert chosen.number == 2
@@ -559,3 +559,39 @@ def test_autoctr_final_fit_is_the_commands_retrain(tiny_synthetic: Dataset,
     assert done is not None
     best = next(f for f in found.extra["final_fit"] if f["number"] == found.extra["best_number"])
     assert done.metrics["valid"]["auc"] == pytest.approx(best["valid_aucs"][0])
+
+
+def test_autoctr_final_fit_drops_a_round_that_does_not_finish(
+        tiny_synthetic: Dataset, fast_config: TrainConfig,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the second seed's round does not fit in the time left, the finalists are
+    compared on the first round, which all of them finished: the finalist whose second fit
+    was cut still counts (dropping it returned a worse one, or, when every finalist lost a
+    fit, a DAG never fitted in full)."""
+    from types import SimpleNamespace
+
+    import autodrs.methods.blocks.autoctr as autoctr
+    from autodrs.search.estimation import BudgetExhausted
+
+    auc = {(0, 0): 0.70, (0, 1): 0.70, (1, 0): 0.80}
+    fits: list[tuple[int, int]] = []
+
+    def fake_fit(ds, spec, config, hooks=None):
+        number = spec.provenance[-1]["number"]
+        fits.append((number, config.seed))
+        if (number, config.seed) not in auc:
+            raise BudgetExhausted("cut")
+        return SimpleNamespace(metrics={"valid": {"auc": auc[(number, config.seed)]}})
+
+    monkeypatch.setattr(autoctr, "fit_spec", fake_fit)
+    ctx = SearchContext(tiny_synthetic, ArchSpec(), fast_config, seed=0)
+    finalists = [Candidate(k, [], ArchSpec(provenance=[{"number": k}]), 0.5, 0.6, 1, 1.0)
+                 for k in range(2)]
+    chosen, results, cut = autoctr.AutoCTR.final_fit(ctx, finalists, finalists[0], 2)
+    assert chosen.number == 1 and cut == []
+    assert [r["valid_aucs"] for r in results] == [[0.7], [0.8]]
+    # a finalist cut in the first round does not count; the others are compared without it
+    auc.pop((1, 0))
+    auc[(1, 1)] = 0.9
+    chosen, results, cut = autoctr.AutoCTR.final_fit(ctx, finalists, finalists[0], 2)
+    assert chosen.number == 0 and cut == [1] and [r["number"] for r in results] == [0]

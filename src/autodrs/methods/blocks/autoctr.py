@@ -546,21 +546,26 @@ class AutoCTR(Method):
         ``seeds`` seeds (``ctx.seed``, ``ctx.seed + 1``, ...), and keep the one with the best
         mean validation AUC: a single fit each picks the luckiest initialisation (a winner's
         curse), and the shared seeds make the comparison paired. The seed backbones are
-        among the finalists, so the one kept never validates below them. Under a budget each
-        fit gets an equal share of the time left (it stops where the later fits' shares
-        begin), so one slow DAG cannot starve the others; a finalist with a fit cut short
-        does not count (its number is listed in the third value)."""
+        among the finalists, so the one kept never validates below them.
+
+        The fits run in rounds, one seed each: every finalist at ``ctx.seed``, then every
+        finalist at ``ctx.seed + 1``, ... Under a budget each fit of a round gets an equal
+        share of the time left (it stops where the round's later fits' shares begin), so
+        one slow DAG cannot starve the others. A finalist cut short in the first round does
+        not count (its number is listed in the third value); a later round that does not
+        finish is dropped whole, and the finalists are compared on the rounds all of them
+        finished (on a loaded machine, splitting the time into every fit of every seed cut
+        all of them short, and the search returned a DAG never fitted in full)."""
         if seeds < 1:
             raise SearchError(f"final_seeds must be >= 1, got {seeds}")
-        results: list[dict[str, Any]] = []
+        aucs: dict[int, list[float]] = {c.number: [] for c in finalists}
         cut: list[int] = []
-        chosen, chosen_auc = best, -1.0
-        fits = len(finalists) * seeds
-        for i, cand in enumerate(finalists):
-            aucs: list[float] = []
-            for k in range(seeds):
+        alive = list(finalists)
+        for k in range(seeds):
+            done: dict[int, float] = {}
+            for i, cand in enumerate(alive):
                 left = ctx.remaining()
-                after = fits - (i * seeds + k) - 1  # fits still to run after this one
+                after = len(alive) - i - 1  # fits of this round still to run after this one
                 reserve = 0.0 if left is None else left * after / (after + 1)
                 config = replace(ctx.train, seed=ctx.seed + k, progress=False,
                                  checkpoint=None)
@@ -570,14 +575,23 @@ class AutoCTR(Method):
                     # not a second one that the budget left after the search may cut short
                     out = fit_spec(ctx.dataset, cand.spec, config, [Deadline(ctx, reserve)])
                 except BudgetExhausted:
-                    cut.append(cand.number)
-                    break
-                aucs.append(float(out.metrics["valid"]["auc"]))
-            if len(aucs) < seeds:
-                continue
-            auc = sum(aucs) / seeds
+                    if k == 0:
+                        cut.append(cand.number)
+                        continue
+                    break  # a later round that does not fit is dropped whole
+                done[cand.number] = float(out.metrics["valid"]["auc"])
+            if k == 0:
+                alive = [c for c in alive if c.number in done]
+            elif len(done) < len(alive):
+                break
+            for c in alive:
+                aucs[c.number].append(done[c.number])
+        results: list[dict[str, Any]] = []
+        chosen, chosen_auc = best, -1.0
+        for cand in alive:
+            auc = sum(aucs[cand.number]) / len(aucs[cand.number])
             results.append({"number": cand.number, "valid_auc": round(auc, 6),
-                            "valid_aucs": [round(a, 6) for a in aucs]})
+                            "valid_aucs": [round(a, 6) for a in aucs[cand.number]]})
             if auc > chosen_auc:
                 chosen, chosen_auc = cand, auc
         return chosen, results, cut
