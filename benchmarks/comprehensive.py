@@ -161,6 +161,10 @@ def run_autoias(data: str, seeds: int, config: TrainConfig) -> list[dict]:
     return records
 
 
+def counts(values: list[int]) -> str:
+    return f"{np.mean(values):.1f} ± {np.std(values):.1f}"
+
+
 def autoias_table(data: str, records: list[dict]) -> str:
     header = ["model", "test AUC", "minus DeepFM (paired)", "params", "bytes",
               "search s", "retrain s", "planted pairs kept (of 5)", "other pairs kept"]
@@ -177,9 +181,9 @@ def autoias_table(data: str, records: list[dict]) -> str:
             f"{np.mean([r['search_seconds'] for r in records]):.0f}" if name == "autoias"
             else "",
             f"{np.mean([r[name]['seconds'] for r in records]):.0f}",
-            mean_std([r[f"{name}_planted_kept"] for r in records])
+            counts([r[f"{name}_planted_kept"] for r in records])
             if planted and name != "deepfm" else "",
-            mean_std([r[f"{name}_others_kept"] for r in records])
+            counts([r[f"{name}_others_kept"] for r in records])
             if planted and name != "deepfm" else ""])
     return f"### AutoIAS on {data}\n" + markdown_table(header, body)
 
