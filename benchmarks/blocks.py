@@ -12,12 +12,29 @@ to ``--out``.
         [--seeds 3] [--first-seed 2026] [--methods autoctr,autopi,sif,autofeature,aim]
         [--baselines deepfm,ipnn,dcnv2,autoint] [--budget 1200] [--epochs 10]
         [--out runs/bench-blocks] [--reuse]
+
+With ``--command``, each dataset and seed instead runs exactly ``autodrs search --data D
+--methods autoctr --budget B --seed S`` (through ``autodrs.api.run_search``; its baseline is
+DeepFM, trained in the run) and then, outside the budget, fits the other backbones of the
+default pipeline (``--backbones``, default ``deepfm,fm,widedeep,dcnv2,ipnn``) with the run's own
+data split and training settings (the same ``--lr``: ``--methods autoctr`` has no ``optim``
+stage, so neither the searched model nor any backbone is tuned; no fit is cut short by a
+budget). Printed per dataset: per seed AutoCTR's test AUC against the best backbone by test
+AUC (the bar) and against the backbone that validated best, the paired mean difference with
+its spread, the candidates AutoCTR evaluated, its final fit, and the load average.
+
+    python benchmarks/blocks.py --command --datasets movielens-100k,synthetic
+        --first-seed 0 --seeds 3 --budget 20m --threads 1 --out runs/bench-autoctr [--reuse]
+
+``--part search`` and ``--part backbones`` split the work between processes (each writes
+its own file per dataset and seed); a last ``--reuse`` call joins them into the tables.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from collections import Counter
 from pathlib import Path
@@ -27,13 +44,14 @@ import numpy as np
 import torch
 
 from _common import machine_line, markdown_table, mean_std
+from autodrs.config import DEFAULT_BASELINES
 from autodrs.data.dataset import Dataset, load_dataset
 from autodrs.data.synthetic import oracle_spec
 from autodrs.experiment import fit_spec
 from autodrs.methods.blocks.autoctr import summary
 from autodrs.models import backbone_spec
 from autodrs.report import plots
-from autodrs.search.base import SearchContext, get_method
+from autodrs.search.base import SearchContext, get_method, parse_budget
 from autodrs.search.estimation import latency_ms
 from autodrs.spec import ArchSpec
 from autodrs.train.trainer import TrainConfig
@@ -76,6 +94,155 @@ def autoctr_line(stage: dict[str, Any]) -> str:
             f"chose #{chose}: {kind}")
 
 
+def command_run(data: str, seed: int, budget: str, threads: int | None,
+                out: Path) -> dict[str, Any]:
+    """``autodrs search --data data --methods autoctr --budget budget --seed seed``: the
+    searched model, its in-run DeepFM baseline, what AutoCTR did and the load average."""
+    from autodrs.api import run_search
+    from autodrs.config import SearchSettings
+
+    settings = SearchSettings(data=data, methods=["autoctr"], budget=budget, seed=seed,
+                              threads=threads, progress=False, out=str(out), overwrite=True)
+    load = [round(x, 2) for x in os.getloadavg()]
+    t0 = time.perf_counter()
+    result = run_search(settings, report=False).result
+    wall = time.perf_counter() - t0
+    load_after = [round(x, 2) for x in os.getloadavg()]
+    stage = result["stages"][0]
+    models = {name: {"valid": row["valid"]["auc"], "test": row["test"]["auc"],
+                     "best_epoch": row["best_epoch"], "still_improving": row["still_improving"],
+                     "cut_short": row["cut_short"], "in_run": True}
+              for name, row in result["baselines"].items()}
+    extra = {k: stage.get(k) for k in ("candidates", "fidelity", "best_number", "seed_numbers",
+                                       "final_fit", "final_cut", "final_leaders", "valid_auc",
+                                       "valid_logloss", "stopped_by_budget", "seconds")}
+    trials = stage.get("trials") or []
+    return {"data": data, "seed": seed, "budget": budget,
+            "autoctr": {"valid": result["metrics"]["valid"]["auc"],
+                        "test": result["metrics"]["test"]["auc"],
+                        "dag": summary(ArchSpec.from_dict(result["spec"]))
+                        if result["spec"].get("dag") else "no DAG (input kept)",
+                        "retrain_cut_short": result["cost"]["retrain_cut_short"]},
+            "stage": extra, "leaders": sorted(
+                ({"number": t["number"], "valid_auc": t["valid"]["auc"],
+                  "valid_logloss": t["valid"]["logloss"], "dag": t["dag"]} for t in trials),
+                key=lambda t: t["valid_logloss"])[:5],
+            "backbones": models, "cost": result["cost"], "wall": wall,
+            "load": load, "load_after": load_after}
+
+
+def backbone_fits(data: str, seed: int, backbones: list[str],
+                  threads: int | None) -> dict[str, Any]:
+    """The backbones fitted on the search command's own data split with its own training
+    settings (what ``autodrs search --data data --seed seed`` uses; no budget)."""
+    from autodrs.api import _train_config, load_data
+    from autodrs.config import SearchSettings
+
+    settings = SearchSettings(data=data, methods=["autoctr"], seed=seed, threads=threads,
+                              progress=False)
+    ds = load_data(settings)
+    config = _train_config(settings)
+    models = {}
+    for name in backbones:
+        fit = fit_spec(ds, backbone_spec(name, settings.embed_dim), config)
+        models[name] = {"valid": fit.metrics["valid"]["auc"], "test": fit.metrics["test"]["auc"],
+                        "best_epoch": fit.fit.best_epoch,
+                        "still_improving": fit.fit.still_improving, "cut_short": False,
+                        "in_run": False}
+        print(f"  {data} seed {seed} {name}: test AUC {models[name]['test']:.4f}", flush=True)
+    return models
+
+
+def command_table(records: list[dict[str, Any]]) -> str:
+    """Per seed and paired: AutoCTR against the best backbone by test AUC and the backbone
+    that validated best."""
+    rows, bar, chosen = [], [], []
+    for r in records:
+        bb = r["backbones"]
+        top = max(bb, key=lambda n: bb[n]["test"])
+        val = max(bb, key=lambda n: bb[n]["valid"])
+        auc = r["autoctr"]["test"]
+        bar.append(auc - bb[top]["test"])
+        chosen.append(auc - bb[val]["test"])
+        st = r["stage"]
+        kind = ("seed shape" if st["best_number"] in (st["seed_numbers"] or [])
+                else "evolved DAG")
+        final = ", ".join(f"#{f['number']} {f['valid_auc']:.4f}"
+                          for f in st.get("final_fit") or [])
+        def name(n: str, bb: dict[str, Any] = bb) -> str:  # marks a fit cut short
+            return n + ("*" if bb[n]["cut_short"] else "")
+
+        rows.append([r["seed"], f"{auc:.4f}" + ("*" if r["autoctr"]["retrain_cut_short"]
+                                                 else ""),
+                     f"{name(top)} {bb[top]['test']:.4f}",
+                     f"{bar[-1]:+.4f}", f"{name(val)} {bb[val]['test']:.4f}",
+                     f"{chosen[-1]:+.4f}",
+                     f"{st['candidates']} ({st['fidelity']}, {st.get('final_leaders')} "
+                     "leader(s) in the final fit)",
+                     f"#{st['best_number']} {kind}; {final}",
+                     "/".join(f"{x:.1f}" for x in r["load"]) + " → "
+                     + "/".join(f"{x:.1f}" for x in r["load_after"])])
+
+    def paired(d: list[float]) -> str:
+        a = np.asarray(d)
+        spread = f" (sd {a.std(ddof=1):.4f}, se {a.std(ddof=1) / np.sqrt(a.size):.4f})" \
+            if a.size > 1 else ""
+        return f"{a.mean():+.4f}{spread}"
+
+    rows.append(["paired mean", "", "", paired(bar), "", paired(chosen), "", "", ""])
+    return markdown_table(["seed", "AutoCTR test AUC", "best backbone by test",
+                           "AutoCTR − best", "backbone best by valid", "AutoCTR − it",
+                           "candidates", "returned; final fit (mean valid AUC)",
+                           "load 1/5/15 min (start → end)"], rows)
+
+
+def command_main(args: argparse.Namespace) -> None:
+    """Search (``--part search``), backbones (``--part backbones``) or both (``all``), each
+    written per dataset and seed; the table joins what is there (the in-run DeepFM is the
+    run's own baseline, the other backbones come from their own file)."""
+    backbones = [b for b in args.backbones.split(",") if b]
+    args.out.mkdir(parents=True, exist_ok=True)
+    print(machine_line())
+    for data in args.datasets.split(","):
+        tag = data.split("?")[0]
+        records = []
+        for k in range(args.seeds):
+            seed = args.first_seed + k
+            if args.part in ("all", "backbones"):
+                path = args.out / f"backbones-{tag}-{seed}.json"
+                if saved(path, args.reuse) is None:
+                    path.write_text(json.dumps(backbone_fits(data, seed, backbones,
+                                                             args.threads), indent=1))
+            if args.part in ("all", "search"):
+                path = args.out / f"command-{tag}-{seed}.json"
+                if saved(path, args.reuse) is None:
+                    record = command_run(data, seed, args.budget, args.threads,
+                                         args.out / f"run-{tag}-{seed}")
+                    path.write_text(json.dumps(record, indent=1, default=str))
+            run = saved(args.out / f"command-{tag}-{seed}.json", True)
+            if run is None:
+                continue
+            # the backbones fitted apart (any backbones-*.json under --out); the run's own
+            # DeepFM stands unless its budget share cut it short and a full fit exists
+            fits: dict[str, Any] = {}
+            for path in sorted(args.out.glob(f"**/backbones-{tag}-{seed}.json")):
+                fits |= json.loads(path.read_text())
+            joined = {n: v for n, v in fits.items() if n in backbones}
+            for name, row in run["backbones"].items():
+                if name not in joined or not row["cut_short"]:
+                    joined[name] = row
+            run["backbones"] = joined
+            records.append(run)
+            print(f"  {data} seed {seed}: AutoCTR {run['autoctr']['test']:.4f} "
+                  f"({run['autoctr']['dag']}); "
+                  + ", ".join(f"{n} {v['test']:.4f}" for n, v in run["backbones"].items()),
+                  flush=True)
+        if records:
+            print(f"\n## {data}: autodrs search --data {data} --methods autoctr --budget "
+                  f"{args.budget} --seed S ({len(records)} seeds)\n")
+            print(command_table(records), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", default="movielens-100k,synthetic?rows=200000")
@@ -84,8 +251,10 @@ def main() -> None:
                         help="seeds are first-seed, first-seed + 1, ...")
     parser.add_argument("--methods", default="autoctr,autopi,sif,autofeature,aim")
     parser.add_argument("--baselines", default="deepfm,ipnn,dcnv2,autoint")
-    parser.add_argument("--budget", type=float, default=1200.0,
-                        help="wall seconds for autoctr and autofeature")
+    parser.add_argument("--budget", default="1200",
+                        help="wall time for autoctr and autofeature (seconds, or 20m)")
+    parser.add_argument("--backbones", default=DEFAULT_BASELINES,
+                        help="with --command: the backbones AutoCTR is compared with")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--threads", type=int, default=None)
@@ -94,7 +263,16 @@ def main() -> None:
                         help="read back the measurements a run with the same --out already "
                              "wrote (per model, dataset and seed) instead of repeating them, "
                              "so seeds run apart can be tabled together")
+    parser.add_argument("--part", choices=("all", "search", "backbones"), default="all",
+                        help="with --command: run the searches, the backbone fits, or both "
+                             "(two processes can share the work; --reuse then joins them)")
+    parser.add_argument("--command", action="store_true",
+                        help="run `autodrs search --methods autoctr --budget B --seed S` per "
+                             "dataset and seed against every backbone (see the module doc)")
     args = parser.parse_args()
+    if args.command:
+        command_main(args)
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     methods = [m for m in args.methods.split(",") if m]
@@ -131,8 +309,8 @@ def main() -> None:
                 record = saved(path, args.reuse)
                 if record is None:
                     ctx = SearchContext(ds, backbone_spec("deepfm"), config, seed=seed,
-                                        budget_seconds=args.budget if method in BUDGETED
-                                        else None)
+                                        budget_seconds=parse_budget(args.budget)
+                                        if method in BUDGETED else None)
                     t0 = time.perf_counter()
                     found = get_method(method).search(ctx)
                     search = time.perf_counter() - t0

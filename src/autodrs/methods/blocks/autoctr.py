@@ -36,8 +36,12 @@ As in the official code (``nasrec/evolutionary_controller.py``):
   ``final_candidates=1`` so does this). One fit each picked the luckiest initialisation:
   on movielens-100k at 20 minutes the returned DAG tested at 0.7858 where DeepFM reached
   0.7928. Under a budget the search keeps time back for this fit (a candidate stops where
-  it begins) and each fit gets an equal share of it, so one slow DAG cannot starve the
-  others. The search command then retrains the returned spec from scratch.
+  it begins; sized from the command's measured fit, at most half the stage), the seed
+  backbones all train before that reserve may stop the search, and the fits run seed by
+  seed, each fit of a round with an equal share of the time left, so one slow DAG cannot
+  starve the others and a round that does not finish is dropped whole. The fits go
+  through ``fit_spec``: the command's retrain of the returned spec at its seed is the
+  final fit's own.
 
 Three choices of this implementation: the initial population starts with the hand-crafted
 DeepFM and IPNN shapes written as DAGs (``seed_backbones``; the paper warm-starts its
