@@ -57,6 +57,8 @@ LAZY_COMMANDS = {
               "Serve a saved model over HTTP."),
     "tune-serving": ("autodrs.serve.commands", "tune_serving_command",
                      "Measure serving settings and choose the fastest that meets a target."),
+    "graph": ("autodrs.graph.command", "graph_command",
+              "Train or search a graph recommender (leave-last-out, recall@k and NDCG@k)."),
     "transfer": ("autodrs.methods.transfer.command", "transfer_command",
                  "Pre-train on a source domain, transfer to a target by AutoFT, compare."),
 }
