@@ -309,3 +309,29 @@ def test_graph_command_writes_result(tmp_path) -> None:
     unknown = CliRunner().invoke(app, ["graph", "--data", str(path), "--method", "gat",
                                        "--out", str(tmp_path / "bad")])
     assert unknown.exit_code == 2 and "unknown graph method" in unknown.output
+
+
+def test_guard_delivers_the_better_validating_model(monkeypatch, tmp_path) -> None:
+    import autodrs.graph.train as graph_train
+    from autodrs.graph.command import run_graph
+    from autodrs.graph.train import GraphSearch
+
+    def flat_search(g, layers=3, dim=64, epochs=30, config=None, warmup=None):
+        spec = GraphSpec(dim=dim, ops=["skip"] * layers, combine="last")
+        return GraphSearch(spec=spec, op_weights=[], combine_weights={}, seconds=0.0)
+
+    monkeypatch.setattr(graph_train, "search_graph", flat_search)
+    path = tmp_path / "log.csv"
+    clusters().write_csv(path)
+    common = dict(data=str(path), user="user", item="item", time_col="time", method="sane",
+                  baselines="none", epochs=15, lr=0.05, dim=16, layers=2, seed=0)
+    guarded = run_graph(**common)
+    stage = guarded["stages"][0]["guard"]
+    best = max(stage["derived"], stage["lightgcn"])
+    assert guarded["metrics"]["valid"]["ndcg@20"] == pytest.approx(best)
+    expected = ["sym", "sym"] if stage["kept"] == "lightgcn" else ["skip", "skip"]
+    assert guarded["spec"]["ops"] == expected
+    # the planted graph needs propagation: the flat spec loses to LightGCN on validation
+    assert stage["kept"] == "lightgcn"
+    raw = run_graph(**common, guard=False)
+    assert raw["spec"]["ops"] == ["skip", "skip"] and "guard" not in raw["stages"][0]

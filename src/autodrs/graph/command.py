@@ -35,10 +35,12 @@ def run_graph(data: str = "movielens-100k", method: str = "sane", out_dir: Path 
               fmt: str | None = None, baselines: str | None = None, seed: int = 2026,
               epochs: int = 40, search_epochs: int = 9, lr: float = 1e-2, dim: int = 64,
               layers: int = 3, k: int = 20, max_len: int = 20, recent: int | None = None,
-              session_epochs: int = 8, session_search_epochs: int = 3,
+              session_epochs: int = 8, session_search_epochs: int = 3, guard: bool = True,
               overwrite: bool = False) -> dict[str, Any]:
     """Train or search ``method`` on ``data`` and write ``out_dir/result.json``; returns
-    the result."""
+    the result. With ``guard``, a search's derived spec is kept only when it validates at
+    least as well as the hand-made model (LightGCN for ``sane``, SR-GNN for ``autogsr``);
+    otherwise the hand-made model is the result, and the stage says so."""
     import warnings
 
     import polars as pl
@@ -113,16 +115,33 @@ def run_graph(data: str = "movielens-100k", method: str = "sane", out_dir: Path 
         search_seconds = time.perf_counter() - started
         fit = fit_session(g, sessions(), spec, session_cfg)
     retrain = time.perf_counter() - started - search_seconds
+    hand: dict[str, dict[str, Any]] = {}
+
+    def hand_made(base: str) -> dict[str, Any]:
+        if base not in hand:
+            if base == "lightgcn":
+                hand[base] = fit_graph(g, lightgcn(dim=dim, layers=layers), cfg).to_dict()
+            else:
+                hand[base] = fit_session(g, sessions(), srgnn(dim=dim), session_cfg)
+        return hand[base]
+
+    if guard and stages:
+        # validation only: the test items stay unseen by the choice
+        base = "lightgcn" if method == "sane" else "srgnn"
+        metric = f"ndcg@{k}"
+        other = hand_made(base)
+        kept = base if other["valid"][metric] > fit["valid"][metric] else "derived"
+        stages[-1]["guard"] = {"kept": kept, "metric": f"valid {metric}",
+                               "derived": fit["valid"][metric], base: other["valid"][metric]}
+        if kept == base:
+            fit = other
     board: dict[str, Any] = {}
     for base in chosen:
         if base == "popularity":
             board[base] = {"test": popularity(g, "test", k), "valid": popularity(g, "valid", k)}
-        elif base == "lightgcn":
-            b = fit_graph(g, lightgcn(dim=dim, layers=layers), cfg)
-            board[base] = {"test": b.test, "valid": b.valid, "spec": b.spec.to_dict()}
         else:
-            s = fit_session(g, sessions(), srgnn(dim=dim), session_cfg)
-            board[base] = {"test": s["test"], "valid": s["valid"], "spec": s["spec"]}
+            b = hand_made(base)
+            board[base] = {"test": b["test"], "valid": b["valid"], "spec": b["spec"]}
     result = {
         "command": "graph", "method": method, "seed": seed,
         "data": {"name": src.name, "user": user, "item": item, "time": time_col,
@@ -136,7 +155,7 @@ def run_graph(data: str = "movielens-100k", method: str = "sane", out_dir: Path 
                  "retrain_seconds": round(retrain, 3)},
         "best_epoch": fit["best_epoch"], "epochs": fit["epochs"],
         "stages": stages,
-        "config": {"epochs": epochs, "search_epochs": search_epochs, "lr": lr, "dim": dim,
+        "config": {"guard": guard, "epochs": epochs, "search_epochs": search_epochs, "lr": lr, "dim": dim,
                    "layers": layers, "k": k, "max_len": max_len, "recent": recent,
                    "session_epochs": session_epochs,
                    "session_search_epochs": session_search_epochs},
@@ -186,6 +205,9 @@ def graph_command(
         help="session models: train on each user's last N training rows only")] = None,
     session_epochs: Annotated[int, typer.Option(help="maximum epochs of a session model")] = 8,
     session_search_epochs: Annotated[int, typer.Option(help="AutoGSR search epochs")] = 3,
+    guard: Annotated[bool, typer.Option(
+        help="keep a searched spec only when it validates at least as well as the "
+             "hand-made model (LightGCN, SR-GNN); otherwise deliver that model")] = True,
     overwrite: Annotated[bool, typer.Option(help="replace the run --out already holds")
                          ] = False,
 ) -> None:
@@ -195,10 +217,15 @@ def graph_command(
                        epochs=epochs, search_epochs=search_epochs, lr=lr, dim=dim,
                        layers=layers, k=k, max_len=max_len, recent=recent,
                        session_epochs=session_epochs,
-                       session_search_epochs=session_search_epochs, overwrite=overwrite)
+                       session_search_epochs=session_search_epochs, guard=guard,
+                       overwrite=overwrite)
     test = result["metrics"]["test"]
     line = "  ".join(f"{m} {v:.4f}" for m, v in test.items())
     out.print(f"{method} {result['spec']}: test {line}", highlight=False)
+    for stage in result["stages"]:
+        if stage.get("guard", {}).get("kept", "derived") != "derived":
+            out.print(f"guard: the searched spec validated below {stage['guard']['kept']}; "
+                      f"delivered {stage['guard']['kept']}", highlight=False)
     for name, row in result["baselines"].items():
         line = "  ".join(f"{m} {v:.4f}" for m, v in row["test"].items())
         out.print(f"baseline {name}: test {line}", highlight=False)
