@@ -28,26 +28,24 @@ def one_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
 
     warnings.filterwarnings("ignore", message="Sparse")
     torch.set_num_threads(1)
-    from autodrs.graph import (
-        GraphTrainConfig,
-        fit_graph,
-        lightgcn,
-        movielens_graph,
-        popularity,
-        search_graph,
-    )
-    from autodrs.graph.session import (
-        SessionConfig,
-        fit_session,
-        search_session,
-        session_task,
-        srgnn,
-    )
+    from autodrs.graph import movielens_graph, popularity
 
     g = movielens_graph()
     out: dict[str, Any] = {"seed": seed}
     out["popularity"] = {"test": popularity(g, "test"), "valid": popularity(g, "valid"),
                          "seconds": 0.0}
+    if "graph" in args.parts:
+        graph_models(g, seed, args, out)
+    if "session" in args.parts:
+        session_models(g, seed, args, out)
+    print(json.dumps({k: (v["test"] if isinstance(v, dict) else v) for k, v in out.items()}),
+          flush=True)
+    return out
+
+
+def graph_models(g: Any, seed: int, args: argparse.Namespace, out: dict[str, Any]) -> None:
+    from autodrs.graph import GraphTrainConfig, fit_graph, lightgcn, search_graph
+
     cfg = GraphTrainConfig(lr=args.lr, epochs=args.epochs, patience=args.patience, seed=seed)
     fit = fit_graph(g, lightgcn(dim=64, layers=3), cfg)
     out["lightgcn"] = {**fit.to_dict(), "history": None}
@@ -56,20 +54,29 @@ def one_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
     fit = fit_graph(g, found.spec, cfg)
     out["sane"] = {**fit.to_dict(), "history": None, "search": found.to_dict(),
                    "seconds": round(time.perf_counter() - started, 1)}
+
+
+def session_models(g: Any, seed: int, args: argparse.Namespace, out: dict[str, Any]) -> None:
+    from autodrs.graph.session import (
+        SessionConfig,
+        fit_session,
+        search_session,
+        session_task,
+        srgnn,
+    )
+
     data = session_task(g, max_len=20, recent=args.recent)
-    scfg = SessionConfig(epochs=args.session_epochs, patience=2, seed=seed)
+    scfg = SessionConfig(epochs=args.session_epochs, patience=2, seed=seed,
+                         arch_lr=args.session_arch_lr)
     fit_s = fit_session(g, data, srgnn(64), scfg)
     out["srgnn"] = {**fit_s, "history": None}
     started = time.perf_counter()
     found_s = search_session(g, data, layers=2, dim=64, epochs=args.session_search_epochs,
-                             config=scfg, warmup=1)
+                             config=scfg, warmup=args.session_search_epochs // 3)
     fit_s = fit_session(g, data, found_s["spec"], scfg)
     found_s["spec"] = found_s["spec"].to_dict()
     out["autogsr"] = {**fit_s, "history": None, "search": found_s,
                       "seconds": round(time.perf_counter() - started, 1)}
-    print(json.dumps({k: (v["test"] if isinstance(v, dict) else v) for k, v in out.items()}),
-          flush=True)
-    return out
 
 
 MODELS = {"popularity": "popularity (train degree)", "lightgcn": "LightGCN (3 x sym, mean)",
@@ -82,6 +89,8 @@ PAIRS = [("lightgcn", "popularity"), ("sane", "lightgcn"), ("srgnn", "lightgcn")
 def table(runs: list[dict[str, Any]]) -> str:
     rows = []
     for key, name in MODELS.items():
+        if key not in runs[0]:
+            continue
         test = [r[key]["test"] for r in runs]
         rows.append([name, mean_std([t["recall@20"] for t in test]),
                      mean_std([t["ndcg@20"] for t in test]), mean_std([t["auc"] for t in test]),
@@ -90,6 +99,8 @@ def table(runs: list[dict[str, Any]]) -> str:
                              "seconds"], rows), ""]
     diff_rows = []
     for a, b in PAIRS:
+        if a not in runs[0] or b not in runs[0]:
+            continue
         diff_rows.append([f"{a} - {b}", *(paired_difference(
             [r[a]["test"][m] for r in runs], [r[b]["test"][m] for r in runs])
             for m in ("recall@20", "ndcg@20", "auc"))])
@@ -97,8 +108,9 @@ def table(runs: list[dict[str, Any]]) -> str:
                                 diff_rows))
     lines.append("")
     for r in runs:
-        lines.append(f"seed {r['seed']}: SANE found {r['sane']['spec']}; AutoGSR found "
-                     f"{r['autogsr']['spec']}")
+        found = [f"{name} found {r[key]['spec']} (weights {r[key]['search']})"
+                 for key, name in (("sane", "SANE"), ("autogsr", "AutoGSR")) if key in r]
+        lines.append(f"seed {r['seed']}: " + "; ".join(found))
     return "\n".join(lines)
 
 
@@ -113,7 +125,11 @@ def main() -> None:
     parser.add_argument("--recent", type=int, default=20,
                         help="each user's last N training rows train the session models")
     parser.add_argument("--session-epochs", type=int, default=8)
-    parser.add_argument("--session-search-epochs", type=int, default=3)
+    parser.add_argument("--session-search-epochs", type=int, default=3,
+                        help="the first third of them a warm-up")
+    parser.add_argument("--session-arch-lr", type=float, default=3e-3)
+    parser.add_argument("--parts", default="graph,session",
+                        help="graph (popularity, LightGCN, SANE), session (SR-GNN, AutoGSR)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench_graph.json"))
     args = parser.parse_args()
     print(machine_line(), flush=True)
