@@ -274,5 +274,12 @@ def test_cli_search_with_labels_writes_per_task_results_and_a_report(
     stage = r["stages"][0]
     assert stage["method"] == "mtl" and stage["chosen"] == stage["ranking"][0]
     assert r["spec"]["multitask"]["backbone"] in ("shared_bottom", "mmoe")
+    assert "per task: click AUC" in result.output
     assert (out / "report.html").exists()
     assert CliRunner().invoke(app, ["report", str(out)]).exit_code == 0
+    scores = tmp_path / "scores.csv"
+    done = CliRunner().invoke(app, ["predict", "--model", str(out), "--data", str(data),
+                                    "--out", str(scores)])
+    assert done.exit_code == 0, done.output
+    probs = pl.read_csv(scores)
+    assert probs.columns == ["probability_click", "probability_buy"] and probs.height == n

@@ -331,10 +331,21 @@ def train(
     out.print(f"{done.result['model']}: test AUC {t['auc']:.4f}  logloss {t['logloss']:.4f}  "
               f"({done.result['params']['total']:,} parameters, best epoch "
               f"{done.result['best_epoch']}) -> {folder / 'result.json'}")
+    if tasks := task_line(t):
+        out.print(tasks, highlight=False)
     if done.result["still_improving"]:
         from autodrs.experiment import epoch_cap_note
 
         out.print(epoch_cap_note([done.result["model"]], settings.epochs), highlight=False)
+
+
+def task_line(metrics: dict[str, float]) -> str:
+    """Each task's test AUC and logloss of a multi-task model (``auc:<task>`` keys; the
+    line's ``test AUC`` is their mean); empty for one label."""
+    tasks = [k[4:] for k in metrics if k.startswith("auc:")]
+    return "per task: " + "; ".join(
+        f"{k} AUC {metrics['auc:' + k]:.4f} logloss {metrics['logloss:' + k]:.4f}"
+        for k in tasks) if tasks else ""
 
 
 @app.command()
@@ -556,6 +567,8 @@ def print_search(result: dict[str, Any], settings: SearchSettings) -> None:
                   highlight=False)
     for name, reason in (tuning.get("not_tuned") or {}).items():
         out.print(f"baseline {name} not tuned: {reason}", highlight=False)
+    if tasks := task_line(result["metrics"]["test"]):
+        out.print(f"searched {tasks}", highlight=False)
     if result["still_improving"]:
         out.print(epoch_cap_note(result["still_improving"], settings.epochs), highlight=False)
     cost = result["cost"]

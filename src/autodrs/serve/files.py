@@ -244,7 +244,8 @@ def predict_file(predictor: Predictor, data: str | Path, out: str | Path,
                  fmt: str | None = None, keep: list[str] | None = None,
                  chunk_rows: int = CHUNK_ROWS) -> int:
     """Write the click probability of every row of ``data`` to ``out`` (the ``keep`` columns,
-    then ``probability``), in input order. Returns the number of rows written."""
+    then ``probability``, or ``probability_<task>`` per task of a multi-task model), in
+    input order. Returns the number of rows written."""
     keep = list(keep or [])
     if OUTPUT_COLUMN in keep:
         raise DataError(f"--keep cannot name {OUTPUT_COLUMN!r}: it is the output column")
@@ -268,7 +269,12 @@ def predict_file(predictor: Predictor, data: str | Path, out: str | Path,
                 probs = predictor.predict_frame(chunk)
             except DataError as e:
                 raise DataError(f"{data}, data rows {rows + 1}-{rows + chunk.height}: {e}") from e
-            scored = pl.DataFrame([*(chunk[c] for c in keep), pl.Series(OUTPUT_COLUMN, probs)])
+            if probs.ndim == 2:  # a multi-task model: ``probability_<task>`` per task
+                out_cols = [pl.Series(f"{OUTPUT_COLUMN}_{t}", probs[:, k])
+                            for k, t in enumerate(predictor.schema.tasks)]
+            else:
+                out_cols = [pl.Series(OUTPUT_COLUMN, probs)]
+            scored = pl.DataFrame([*(chunk[c] for c in keep), *out_cols])
             try:
                 writer.write(scored)
             except (pl.exceptions.PolarsError, ValueError) as e:
