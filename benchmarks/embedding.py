@@ -160,7 +160,8 @@ SCALE_OPTIONS: dict[str, dict[str, Any]] = {
     # 96% of the thresholded entries (latent tables and first-order weights) removed: at
     # least 95% fewer embedding parameters than DeepFM-16 with the numerical fields' vectors;
     # thresholds 50x faster than s itself, so a few hundred steps of large batches reach it
-    "pep": {"sparsity": 0.96, "levels": "0.96", "threshold_decay": 5e-5,
+    # (0.8 too: each level reached is retrained, so the loss against sparsity shows)
+    "pep": {"sparsity": 0.96, "levels": "0.8,0.96", "threshold_decay": 5e-5,
             "threshold_scale": 50.0},
     # fewer generations than the paper's 30: each candidate is a pass over 50,000 rows
     "optembed": {"iterations": 10},
@@ -197,7 +198,8 @@ def latencies(models: dict[str, torch.nn.Module], ds: Dataset, repeats: int = 30
 
 def run_scale(rows: int, seeds: int, epochs: int, search_epochs: int,
               methods: tuple[str, ...], threads: int, folder: Path,
-              batch_size: int, first_seed: int = 2026) -> dict[str, Any]:
+              batch_size: int, first_seed: int = 2026,
+              overrides: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """DeepFM-16 and each method on the Criteo-layout file of ``rows`` rows, per seed (the
     seed draws the split and the training). The figures so far are written after every
     seed (``embedding-<rows>-<first seed>.json``), so a run cut short keeps its seeds."""
@@ -225,9 +227,11 @@ def run_scale(rows: int, seeds: int, epochs: int, search_epochs: int,
         for method in methods:
             ctx = SearchContext(ds, spec, config, seed=seed,
                                 options=dict(SCALE_OPTIONS.get(method, {}),
-                                             search_epochs=search_epochs))
+                                             search_epochs=search_epochs,
+                                             **(overrides or {}).get(method, {})))
             t0 = time.perf_counter()
-            stage = get_method(method).search(ctx)
+            searcher = get_method(method)
+            stage = searcher.search(ctx)
             search = time.perf_counter() - t0
             final = fit_spec(ds, stage.spec, config)
             models[method] = final.model
@@ -235,6 +239,15 @@ def run_scale(rows: int, seeds: int, epochs: int, search_epochs: int,
             runs[method][-1]["stage"] = {k: v for k, v in stage.extra.items()
                                          if k not in ("curve",)}
             report(f"{rows:,} rows", seed, method, runs[method][-1])
+            # PEP: the other sparsity levels of the same search, each retrained the same
+            # way (AUC against sparsity)
+            for level, level_spec in getattr(searcher, "level_specs", {}).items():
+                if level == stage.extra.get("target"):
+                    continue
+                name = f"{method}@{level}"
+                runs.setdefault(name, []).append(record(fit_spec(ds, level_spec, config),
+                                                        search, None))
+                report(f"{rows:,} rows", seed, name, runs[name][-1])
         for name, timing in latencies(models, ds).items():
             runs[name][-1]["latency"] = timing
             print(f"    {name} latency: " + ", ".join(f"{k} {v:.2f}" for k, v in
@@ -275,13 +288,15 @@ def record(outcome: Any, search_seconds: float, dims: dict[str, float] | None) -
             "embedding_params": outcome.params["embedding"],
             "bytes": count_bytes(outcome.model)["embedding"],
             "search_seconds": search_seconds, "retrain_seconds": outcome.seconds,
-            "best_epoch": outcome.fit.best_epoch, "dims": dims}
+            "best_epoch": outcome.fit.best_epoch, "dims": dims,
+            "valid_auc_per_epoch": [round(h["auc"], 5) for h in outcome.fit.history]}
 
 
 def report(data: str, seed: int, method: str, r: dict[str, Any]) -> None:
     print(f"  {data} seed {seed} {method:>8}: test AUC {r['test_auc']:.4f}, "
           f"{r['embedding_params']:,} embedding params, {r['bytes']:,} bytes, "
-          f"search {r['search_seconds']:.1f}s + retrain {r['retrain_seconds']:.1f}s", flush=True)
+          f"search {r['search_seconds']:.1f}s + retrain {r['retrain_seconds']:.1f}s, "
+          f"validation AUC per epoch {r['valid_auc_per_epoch']}", flush=True)
 
 
 ENCODERS = ("autodis", "linear", "bucket")
@@ -388,6 +403,9 @@ def main() -> None:
                         help="the first seed under --rows (seeds run from it upwards)")
     parser.add_argument("--batch-size", type=int, default=4096,
                         help="batch size of every (re)train and search under --rows")
+    parser.add_argument("--scale-options", type=json.loads, default={},
+                        help="under --rows: JSON of per-method options over this script's, "
+                             "e.g. '{\"pep\": {\"threshold_init\": -20}}'")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-embedding"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -399,7 +417,8 @@ def main() -> None:
         if args.methods == parser.get_default("methods"):
             methods = ("pep",)
         found = run_scale(args.rows, args.seeds, args.epochs, args.search_epochs, methods,
-                          args.threads, args.out, args.batch_size, args.first_seed)
+                          args.threads, args.out, args.batch_size, args.first_seed,
+                          args.scale_options)
         print(summarise_scale(args.rows, found), flush=True)
         return
     for data in args.data:
