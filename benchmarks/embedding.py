@@ -24,6 +24,10 @@ AUC difference and the model's scoring latency (batches of 1 and 4,096 test rows
 models alternating, median of repeats).
 
     python benchmarks/embedding.py --rows 1000000 --methods pep,optembed --seeds 3
+
+Every PEP level reached is retrained too (``pep@<level>``). ``--count-masks 20`` adds
+DeepFM-16 with every value seen fewer than 20 times in training pruned (no search: the
+reference a pruning search has to beat); ``--scale-options`` overrides a method's settings.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from autodrs.data.synthetic import oracle_spec  # noqa: E402
 from autodrs.experiment import fit_spec  # noqa: E402
 from autodrs.models.backbones import backbone_spec  # noqa: E402
 from autodrs.models.builder import count_bytes  # noqa: E402
+from autodrs.nn.pruned import encode_mask  # noqa: E402
 from autodrs.search.base import SearchContext, get_method  # noqa: E402
 from autodrs.train.trainer import TrainConfig  # noqa: E402
 
@@ -168,6 +173,21 @@ SCALE_OPTIONS: dict[str, dict[str, Any]] = {
 }
 
 
+def count_mask_spec(ds: Dataset, spec: Any, min_count: int) -> Any:
+    """``spec`` with every value seen fewer than ``min_count`` times in training pruned (its
+    whole row and its first-order weight): no search, the reference a pruning search has to
+    beat. Built under the training seed it starts from the same step-0 weights as PEP's
+    retrain."""
+    cat = ds.train.cat.numpy()
+    pruning, linear = {}, {}
+    for j, f in enumerate(ds.schema.categorical):
+        n, dim = ds.schema.field(f).vocab_size, spec.dim_of(f)
+        rows = torch.from_numpy(np.bincount(cat[:, j], minlength=n)[:n] >= min_count)
+        pruning[f] = encode_mask(rows[:, None].expand(n, dim).contiguous())
+        linear[f] = encode_mask(rows[:, None].contiguous())
+    return spec.copy(pruning=pruning, linear_pruning=linear if spec.linear else {})
+
+
 def scale_file(rows: int, folder: Path) -> Path:
     """The Criteo-layout file of ``rows`` rows (seed 0), written once."""
     path = folder / f"criteo-{rows}.txt"
@@ -199,7 +219,8 @@ def latencies(models: dict[str, torch.nn.Module], ds: Dataset, repeats: int = 30
 def run_scale(rows: int, seeds: int, epochs: int, search_epochs: int,
               methods: tuple[str, ...], threads: int, folder: Path,
               batch_size: int, first_seed: int = 2026,
-              overrides: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+              overrides: dict[str, dict[str, Any]] | None = None,
+              count_masks: tuple[int, ...] = ()) -> dict[str, Any]:
     """DeepFM-16 and each method on the Criteo-layout file of ``rows`` rows, per seed (the
     seed draws the split and the training). The figures so far are written after every
     seed (``embedding-<rows>-<first seed>.json``), so a run cut short keeps its seeds."""
@@ -224,6 +245,12 @@ def run_scale(rows: int, seeds: int, epochs: int, search_epochs: int,
         models = {"full-dim": base.model}
         runs["full-dim"].append(record(base, 0.0, None))
         report(f"{rows:,} rows", seed, "full-dim", runs["full-dim"][-1])
+        for min_count in count_masks:
+            name = f"count>={min_count}"
+            masked = fit_spec(ds, count_mask_spec(ds, spec, min_count), config)
+            models[name] = masked.model
+            runs.setdefault(name, []).append(record(masked, 0.0, None))
+            report(f"{rows:,} rows", seed, name, runs[name][-1])
         for method in methods:
             ctx = SearchContext(ds, spec, config, seed=seed,
                                 options=dict(SCALE_OPTIONS.get(method, {}),
@@ -406,6 +433,9 @@ def main() -> None:
     parser.add_argument("--scale-options", type=json.loads, default={},
                         help="under --rows: JSON of per-method options over this script's, "
                              "e.g. '{\"pep\": {\"threshold_init\": -20}}'")
+    parser.add_argument("--count-masks", default="",
+                        help="under --rows: also DeepFM-16 with the values seen fewer than "
+                             "each of these counts in training pruned, e.g. 20 (no search)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-embedding"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -418,7 +448,8 @@ def main() -> None:
             methods = ("pep",)
         found = run_scale(args.rows, args.seeds, args.epochs, args.search_epochs, methods,
                           args.threads, args.out, args.batch_size, args.first_seed,
-                          args.scale_options)
+                          args.scale_options,
+                          tuple(int(c) for c in args.count_masks.split(",") if c))
         print(summarise_scale(args.rows, found), flush=True)
         return
     for data in args.data:
