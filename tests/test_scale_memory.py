@@ -73,3 +73,23 @@ def test_autodim_tables_hold_only_the_ids_the_training_rows_use():
     # without ``used`` every field has its full table
     full = AutoDimEmbedding(schema, spec, ["big", "small"], candidates, Temperature())
     assert full.fields[0].table.weight.shape == (1000, 4)
+
+
+def test_predict_fills_one_array_batch_by_batch():
+    from autodrs.data.dataset import load_dataset
+    from autodrs.models.backbones import backbone_spec
+    from autodrs.models.builder import build_model
+    from autodrs.train.trainer import TrainConfig, Trainer
+
+    ds = load_dataset("synthetic?rows=2000", cache=False)
+    torch.manual_seed(0)
+    model = build_model(ds.schema, backbone_spec("deepfm"))
+    trainer = Trainer(TrainConfig(eval_batch_size=64, threads=1, progress=False))
+    probs = trainer.predict(model, ds.valid)
+    with torch.no_grad():
+        model.eval()
+        whole = torch.cat([torch.sigmoid(model(b)) for b in ds.valid.batches(len(ds.valid))])
+    assert probs.shape == (len(ds.valid),) and probs.dtype == "float64"
+    assert torch.allclose(torch.from_numpy(probs).float(), whole, atol=1e-6)
+    prefix = trainer.predict(model, ds.valid, until=lambda: True)  # ends after one batch
+    assert prefix.shape == (64,) and (prefix == probs[:64]).all()

@@ -402,16 +402,28 @@ class Trainer:
     def predict(self, model: nn.Module, data: EncodedData,
                 until: Callable[[], bool] | None = None) -> np.ndarray:
         """Click probabilities of ``data``'s rows in order; with ``until``, the pass ends
-        after the first batch at which ``until()`` is true (a prefix of the rows)."""
+        after the first batch at which ``until()`` is true (a prefix of the rows). Each
+        batch's scores are copied into one array made at the first batch and then freed:
+        kept as one small tensor per batch, they sat between the freed activations of the
+        batches and the heap grew with the number of batches (a 1.6M-row split at 16,384
+        rows a batch: 150 MB more at its peak)."""
         model.eval()
         model.to(self.device)
-        out = []
+        out: np.ndarray | None = None
+        at = 0
         for batch in device_batches(data.batches(self.config.eval_batch_size), self.device,
                                     pin=self.device.type == "cuda"):
-            out.append(torch.sigmoid(model(batch)).float().cpu())
+            scores = torch.sigmoid(model(batch)).float().cpu().numpy()
+            if out is None:
+                out = np.empty((len(data), *scores.shape[1:]), np.float64)
+            out[at:at + len(scores)] = scores
+            at += len(scores)
+            del scores
             if until is not None and until():
                 break
-        return torch.cat(out).numpy().astype(np.float64)
+        if out is None:
+            return np.zeros(0, np.float64)
+        return out if at == len(out) else out[:at].copy()
 
     def time_left(self) -> float | None:
         """Seconds left under this trainer's time limits (its ``TimeLimit`` hooks and the
