@@ -389,6 +389,7 @@ class AutoCTR(Method):
         history: list[Candidate] = []
         population: list[int] = []
         seen: set[str] = set()
+        seeded: dict[int, str] = {}  # the trained seed backbones: number -> key
         stopped = False
 
         def evaluate(arch: list[Token], parent: Candidate | None,
@@ -410,8 +411,18 @@ class AutoCTR(Method):
                              parent.number if parent is not None else None,
                              {k: v.detach().clone() for k, v in model.state_dict().items()})
             history.append(cand)
-            seen.add(encoding.key(arch))
+            key = encoding.key(arch)
+            seen.add(key)
+            if key in seed_keys:
+                seeded[cand.number] = key
             return cand
+
+        def final_count(leaders: int) -> int:
+            """The finalists the final fit will train: the best ``leaders`` by validation
+            logloss and the seed backbones, a leader that is a seed counted once."""
+            top = {c.number for c in sorted(history, key=lambda c: (c.logloss, c.number))
+                   [:leaders]}
+            return len(top | set(seeded)) + len(seed_keys - set(seeded.values()))
 
         # the command's measured fit of its start model on these rows, when it made one
         retrain = option(ctx, "retrain_seconds", None)
@@ -427,10 +438,10 @@ class AutoCTR(Method):
                 per_fit = self.final_fit_seconds(fid, history, retrain)
                 n_leaders = finalists
                 while (ctx.budget_seconds is not None and n_leaders > 1
-                       and (n_leaders + len(seed_keys)) * final_seeds * per_fit
+                       and final_count(n_leaders) * final_seeds * per_fit
                        > ctx.budget_seconds / 2):
                     n_leaders -= 1
-                reserve = (n_leaders + len(seed_keys)) * final_seeds * per_fit
+                reserve = final_count(n_leaders) * final_seeds * per_fit
             # the seed backbones all train before the reserve may stop the search: they
             # join the final fit whatever their rank (so it never returns below them), and
             # a low-fidelity candidate costs a small part of a final fit
