@@ -114,7 +114,7 @@ def test_resume_refuses_a_data_file_that_changed(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------ 6. every lone method reports
-@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize("method", sorted(m for m in METHODS if METHODS[m].command is None))
 def test_a_lone_method_search_ends_with_its_report(method: str, tmp_path: Path) -> None:
     out = tmp_path / "run"
     result = runner.invoke(app, ["search", "--data", DATA, *QUICK, "--methods", method,
@@ -129,6 +129,15 @@ def test_a_lone_method_search_ends_with_its_report(method: str, tmp_path: Path) 
     assert [s["method"] for s in stages] == [method] and not stages[0].get("failed")
     if method == "pep":  # its (step, sparsity) curve, the shape that crashed the report
         assert 'data-plot="pep-sparsity"' in page
+
+
+def test_a_method_with_its_own_command_is_refused_before_any_work(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["search", "--data", DATA, *QUICK, "--methods", "autoft",
+                                 "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert "autodrs transfer" in one_line(result)
+    assert not out.exists()
 
 
 def test_a_failing_report_costs_only_the_report(tmp_path: Path,

@@ -686,6 +686,11 @@ def plan_search(settings: SearchSettings) -> _Plan:
                           f"{', '.join(STRATEGIES)}")
     if settings.trials is not None and settings.trials <= 0:
         raise SearchError(f"--trials must be > 0, got {settings.trials}")
+    for name in names:  # a method with its own command, before any work
+        command = METHODS[name].command
+        if command is not None:
+            raise SearchError(f"method {name!r} needs its own command: run `autodrs {command}` "
+                              f"(see `autodrs {command} --help`)")
     for name in names:  # a strategy a method does not take, before any work
         accepted = METHODS[name].strategies
         if settings.strategy is not None and settings.strategy not in accepted:

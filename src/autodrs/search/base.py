@@ -222,6 +222,9 @@ class Method(ABC):
     # the spec it returns is one it retrained itself with the run's trainer (an ERASE point,
     # a frequency threshold, an encoder), so a validation guard judges it without a retrain
     retrains_its_choice: ClassVar[bool] = False
+    # a method that needs more than one dataset runs through its own command (e.g. AutoFT
+    # through ``autodrs transfer``); ``search`` refuses it before any work
+    command: ClassVar[str | None] = None
 
     def retrains_choice(self, options: dict[str, Any]) -> bool:
         """Whether, under these options, the returned spec is one the method retrained itself

@@ -310,6 +310,7 @@ class AutoFT(Method):
     name = "autoft"
     component = "transfer"
     strategies = ("gradient",)
+    command = "transfer"
 
     def search(self, ctx: SearchContext) -> StageResult:
         strategy = self.resolve_strategy(ctx)
