@@ -105,7 +105,7 @@ def test_sequences_padded_and_encoded():
     assert seq.shape == (4, 2)
     assert list(seq[0]) == [a, b] and list(seq[1]) == [b, PAD]
     assert seq[2, 0] == MISSING
-    assert list(seq[3]) == [OOV, a]  # truncated to the train max length
+    assert list(seq[3]) == [a, b]  # cut to the train max length, the most recent items kept
 
 
 def test_schema_inference_and_overrides():
