@@ -34,7 +34,6 @@ paper's own two operations, and the paper's item meta-knowledge is left out.
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -47,7 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from autodrs.graph.data import TEST, TRAIN, VALID, GraphData
-from autodrs.graph.train import rank_scores
+from autodrs.graph.train import BestEpoch, rank_scores
 
 SESSION_OPS = ("gated", "directed", "sym", "skip")
 READOUTS = ("last", "mean", "attn")
@@ -310,7 +309,7 @@ def fit_session(g: GraphData, data: SessionData, spec: SessionSpec,
     model = SessionModel(data.items, spec)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.l2)
     metric = f"ndcg@{config.k}"
-    best, best_state, best_epoch, since, epoch = -1.0, None, 0, 0, 0
+    best, epoch = BestEpoch(config.patience), 0
     history = []
     started = time.perf_counter()
     for epoch in range(1, config.epochs + 1):
@@ -324,19 +323,13 @@ def fit_session(g: GraphData, data: SessionData, spec: SessionSpec,
             optimizer.step()
         scores = session_metrics(model, data.valid, g, "valid", config.k)
         history.append({"epoch": epoch, **scores})
-        if scores[metric] > best:
-            best, best_epoch, since = scores[metric], epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            since += 1
-            if since >= config.patience:
-                break
+        if best.update(model, scores[metric], epoch):
+            break
     seconds = time.perf_counter() - started
-    assert best_state is not None
-    model.load_state_dict(best_state)
+    best.restore(model)
     valid = session_metrics(model, data.valid, g, "valid", config.k)
     tested = session_metrics(model, data.test, g, "test", config.k) if test else {}
-    return {"spec": spec.to_dict(), "valid": valid, "test": tested, "best_epoch": best_epoch,
+    return {"spec": spec.to_dict(), "valid": valid, "test": tested, "best_epoch": best.epoch,
             "epochs": epoch, "seconds": round(seconds, 3), "history": history}
 
 

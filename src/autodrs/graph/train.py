@@ -62,6 +62,30 @@ class GraphFit:
                 "seconds": round(self.seconds, 3), "history": self.history}
 
 
+
+class BestEpoch:
+    """Early stopping on a validation score: keeps the best epoch's weights and says when
+    ``patience`` epochs have passed without a better score."""
+
+    def __init__(self, patience: int) -> None:
+        self.patience = patience
+        self.score, self.epoch, self.since = -math.inf, 0, 0
+        self.state: dict[str, torch.Tensor] | None = None
+
+    def update(self, model: nn.Module, score: float, epoch: int) -> bool:
+        """Record ``epoch``'s score; True when training should stop."""
+        if score > self.score:
+            self.score, self.epoch, self.since = score, epoch, 0
+            self.state = copy.deepcopy(model.state_dict())
+            return False
+        self.since += 1
+        return self.since >= self.patience
+
+    def restore(self, model: nn.Module) -> None:
+        assert self.state is not None, "no epoch was scored"
+        model.load_state_dict(self.state)
+
+
 def adjacencies(g: GraphData) -> Adjacencies:
     """The training graph's propagation matrices every operation needs, each with its
     transpose (``sym`` is its own)."""
@@ -181,7 +205,7 @@ def fit_graph(g: GraphData, spec: GraphSpec, config: GraphTrainConfig | None = N
     model = GraphModel(g.users, g.items, spec)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     metric = f"ndcg@{config.k}"
-    best, best_state, best_epoch, since = -1.0, None, 0, 0
+    best = BestEpoch(config.patience)
     history = []
     started = time.perf_counter()
     epoch = 0
@@ -198,22 +222,16 @@ def fit_graph(g: GraphData, spec: GraphSpec, config: GraphTrainConfig | None = N
         with torch.no_grad():
             scores = rank_metrics(*model(adj), g, "valid", config.k)
         history.append({"epoch": epoch, **scores})
-        if scores[metric] > best:
-            best, best_epoch, since = scores[metric], epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            since += 1
-            if since >= config.patience:
-                break
+        if best.update(model, scores[metric], epoch):
+            break
     seconds = time.perf_counter() - started
-    assert best_state is not None
-    model.load_state_dict(best_state)
+    best.restore(model)
     model.eval()
     with torch.no_grad():
         user_emb, item_emb = model(adj)
         valid = rank_metrics(user_emb, item_emb, g, "valid", config.k)
         tested = rank_metrics(user_emb, item_emb, g, "test", config.k) if test else {}
-    return GraphFit(spec=spec, valid=valid, test=tested, best_epoch=best_epoch, epochs=epoch,
+    return GraphFit(spec=spec, valid=valid, test=tested, best_epoch=best.epoch, epochs=epoch,
                     seconds=seconds, history=history)
 
 
