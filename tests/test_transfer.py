@@ -137,7 +137,10 @@ def test_transfer_command_writes_result_and_report(tmp_path: Path) -> None:
     stage = result["stages"][0]
     assert stage["method"] == "autoft" and set(stage["ranking"]) == set(stage["scores"])
     assert set(stage["fine_tune"]) | set(stage["frozen"]) == set(stage["ranking"])
-    assert "autoft" in (out / "report.html").read_text()
+    page = (out / "report.html").read_text()
+    assert "policy fine-tunes each field and layer" in page
+    assert "fields whose effect changed between domains in red" in page
+    assert "planted relevant fields" not in page
     assert (out / "autoft.pt").exists() and "AutoFT on" in (out / "run.log").read_text()
     bad = CliRunner().invoke(app, ["transfer", "--source", "synthetic?domain=target",
                                    "--data", "synthetic?domain=target",

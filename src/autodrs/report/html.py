@@ -400,11 +400,19 @@ def _stage(page: _Page, index: int, stage: dict[str, Any], truth: dict[str, Any]
         same_as_dims = bool(dims) and all(dims.get(n) == scores.get(n) for n in names)
         # a ranking whose items have no score draws nothing; one that is the dims, once
         if any(v == v for v in vals) and not same_as_dims:
-            relevant = set(truth["relevant"]) if truth else None
+            if "fine_tune" in stage:  # a transfer: units ranked by how often they are tuned
+                marked = set((truth.get("transfer") or {}).get("changed") or []) if truth else set()
+                caption = ("Share of target rows whose policy fine-tunes each field and layer "
+                           "(the rest keep the source's weights), highest first"
+                           + (" (fields whose effect changed between domains in red)"
+                              if marked else ""))
+            else:
+                marked = set(truth.get("relevant") or []) if truth else set()
+                caption = (f"The score {method} ranks by, best first"
+                           + (" (planted relevant fields in red)" if marked else ""))
             page.figure(f"{method}-ranking", plots.scores_bar(
-                names, vals, f"{method}: ranking, best first", highlight=relevant),
-                f"The score {method} ranks by, best first"
-                + (" (planted relevant fields in red)" if relevant else ""))
+                names, vals, f"{method}: ranking, best first", highlight=marked or None),
+                caption)
     curve_rows = stage.get("curve") or []
     if curve_rows and all(isinstance(c, list) and len(c) == 2 for c in curve_rows):
         # (training step, sparsity) pairs: how a pruning search (PEP) thinned its tables
