@@ -220,34 +220,40 @@ def run_scale(rows: int, seeds: int, epochs: int, search_epochs: int,
               methods: tuple[str, ...], threads: int, folder: Path,
               batch_size: int, first_seed: int = 2026,
               overrides: dict[str, dict[str, Any]] | None = None,
-              count_masks: tuple[int, ...] = ()) -> dict[str, Any]:
+              count_masks: tuple[int, ...] = (), min_count: int = 1,
+              lazy: bool = False) -> dict[str, Any]:
     """DeepFM-16 and each method on the Criteo-layout file of ``rows`` rows, per seed (the
-    seed draws the split and the training). The figures so far are written after every
-    seed (``embedding-<rows>-<first seed>.json``), so a run cut short keeps its seeds."""
+    seed draws the split and the training). ``min_count``: values seen fewer times in
+    training read as their field's out-of-vocabulary id, for every model alike (the
+    papers' Criteo preprocessing, 10 there); ``lazy``: every model (the baseline, the
+    searches and the retrains) trains its lookup tables with the lazy Adam
+    (``TrainConfig.lazy_tables``). The figures so far are written after every
+    seed (``embedding-<rows>-<first seed>[-mc<min_count>].json``), so a run cut short keeps
+    its seeds."""
     path = scale_file(rows, folder)
     runs: dict[str, list[dict[str, Any]]] = {m: [] for m in ("full-dim", *methods)}
     distinct: list[dict[str, int]] = []
     found = {"runs": runs, "truth": {}, "encoders": {}, "bayes": [], "distinct": distinct,
-             "file": str(path), "seeds": []}
+             "file": str(path), "seeds": [], "min_count": min_count, "lazy": lazy}
     for k in range(seeds):
         seed = first_seed + k
         t0 = time.perf_counter()
         # every value of the training split keeps its own id: no hashing of huge fields
         ds = load_dataset(str(path), fmt="criteo", seed=seed, hash_threshold=10**9,
-                          cache_dir=folder / "cache", in_memory=True)
+                          min_count=min_count, cache_dir=folder / "cache", in_memory=True)
         print(f"  {rows:,} rows seed {seed}: loaded in {time.perf_counter() - t0:.0f}s",
               flush=True)
         distinct.append({f: ds.schema.field(f).vocab_size for f in ds.schema.categorical})
         config = TrainConfig(epochs=epochs, batch_size=batch_size, patience=1, seed=seed,
-                             progress=False, threads=threads)
+                             progress=False, threads=threads, lazy_tables=lazy)
         spec = backbone_spec("deepfm", 16)
         base = fit_spec(ds, spec, config)
         models = {"full-dim": base.model}
         runs["full-dim"].append(record(base, 0.0, None))
         report(f"{rows:,} rows", seed, "full-dim", runs["full-dim"][-1])
-        for min_count in count_masks:
-            name = f"count>={min_count}"
-            masked = fit_spec(ds, count_mask_spec(ds, spec, min_count), config)
+        for count in count_masks:
+            name = f"count>={count}"
+            masked = fit_spec(ds, count_mask_spec(ds, spec, count), config)
             models[name] = masked.model
             runs.setdefault(name, []).append(record(masked, 0.0, None))
             report(f"{rows:,} rows", seed, name, runs[name][-1])
@@ -281,7 +287,8 @@ def run_scale(rows: int, seeds: int, epochs: int, search_epochs: int,
                                                       timing.items()), flush=True)
         del models, base, ds
         found["seeds"].append(seed)
-        (folder / f"embedding-{rows}-{first_seed}.json").write_text(
+        tag = (f"-mc{min_count}" if min_count > 1 else "") + ("-lazy" if lazy else "")
+        (folder / f"embedding-{rows}-{first_seed}{tag}.json").write_text(
             json.dumps(found, indent=2, default=float))
     return found
 
@@ -290,7 +297,10 @@ def summarise_scale(rows: int, found: dict[str, Any]) -> str:
     runs = found["runs"]
     full = runs["full-dim"]
     top = sorted(found["distinct"][0].items(), key=lambda kv: -kv[1])[:4]
-    lines = [summarise(f"Criteo layout, {rows:,} rows", found), "",
+    mc = found.get("min_count", 1)
+    title = (f"Criteo layout, {rows:,} rows" + (f", min count {mc}" if mc > 1 else "")
+             + (", lazy Adam on the tables" if found.get("lazy") else ""))
+    lines = [summarise(title, found), "",
              "largest vocabularies (first seed's training split): "
              + ", ".join(f"{f} {n:,}" for f, n in top)
              + f"; all fields {sum(found['distinct'][0].values()):,}", ""]
@@ -436,6 +446,13 @@ def main() -> None:
     parser.add_argument("--count-masks", default="",
                         help="under --rows: also DeepFM-16 with the values seen fewer than "
                              "each of these counts in training pruned, e.g. 20 (no search)")
+    parser.add_argument("--min-count", type=int, default=1,
+                        help="under --rows: values seen fewer times in training share their "
+                             "field's out-of-vocabulary id, in every model (the papers' "
+                             "Criteo preprocessing uses 10)")
+    parser.add_argument("--lazy", action="store_true",
+                        help="under --rows: every model steps only the table rows in the "
+                             "batch (lazy Adam; no decay or momentum on the other rows)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-embedding"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -449,7 +466,8 @@ def main() -> None:
         found = run_scale(args.rows, args.seeds, args.epochs, args.search_epochs, methods,
                           args.threads, args.out, args.batch_size, args.first_seed,
                           args.scale_options,
-                          tuple(int(c) for c in args.count_masks.split(",") if c))
+                          tuple(int(c) for c in args.count_masks.split(",") if c),
+                          args.min_count, args.lazy)
         print(summarise_scale(args.rows, found), flush=True)
         return
     for data in args.data:

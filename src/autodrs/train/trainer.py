@@ -29,6 +29,7 @@ from torch import nn
 from autodrs.data.dataset import Batch, EncodedData
 from autodrs.data.prefetch import prefetch
 from autodrs.train import distributed
+from autodrs.train.lazy import LazyAdam, lookup_parameters
 from autodrs.train.losses import make_loss
 from autodrs.train.metrics import task_metrics
 
@@ -52,6 +53,8 @@ class TrainConfig:
     max_steps: int | None = None
     checkpoint: str | None = None
     precision: str = "fp32"  # or "bf16": bfloat16 autocast in training steps
+    # lookup tables step only the rows in the batch (``train.lazy.LazyAdam``; opt-in)
+    lazy_tables: bool = False
 
 
 @dataclass
@@ -248,15 +251,17 @@ class Trainer:
         spec = getattr(model, "spec", None)
         l2 = float(getattr(spec, "l2_embedding", 0.0) or 0.0)
         emb_module = getattr(model, "embedding", None)
+        groups: list[dict[str, Any]] | list[nn.Parameter] = params
         if l2 and emb_module is not None:
             emb_ids = {id(p) for p in emb_module.parameters()}
-            groups = [
+            groups = [g for g in (
                 {"params": [p for p in params if id(p) in emb_ids], "weight_decay": l2},
                 {"params": [p for p in params if id(p) not in emb_ids],
-                 "weight_decay": self.config.weight_decay},
-            ]
-            return torch.optim.Adam([g for g in groups if g["params"]], lr=self.config.lr)
-        return torch.optim.Adam(params, lr=self.config.lr, weight_decay=self.config.weight_decay)
+                 "weight_decay": self.config.weight_decay}) if g["params"]]
+        if self.config.lazy_tables:
+            return LazyAdam(groups, lookup_parameters(model), lr=self.config.lr,
+                            weight_decay=self.config.weight_decay)
+        return torch.optim.Adam(groups, lr=self.config.lr, weight_decay=self.config.weight_decay)
 
     def loss_fn(self, model: nn.Module) -> Any:
         spec = getattr(model, "spec", None)

@@ -76,8 +76,20 @@ class PEPEmbedding(SearchedEmbedding):
                          "feature_dim": (rows, width)}[granularity]
                 self.s.append(nn.Parameter(torch.full(shape, start)))
 
+        # ids of the last training forward per field (a lazy optimiser's decay on s)
+        self.seen: dict[int, torch.Tensor] = {}
+
+    @property
+    def per_row(self) -> bool:
+        return self.granularity in ("feature", "feature_dim")
+
     def thresholds(self) -> list[nn.Parameter]:
         return [self.s_shared] if self.s_shared is not None else list(self.s)
+
+    def lookup_parameters(self) -> list[nn.Parameter]:
+        """The tables looked up by value (``train.lazy``): V, and s when it has a row per
+        value."""
+        return list(self.v) + (list(self.s) if self.per_row else [])
 
     def threshold(self, index: int, ids: torch.Tensor | None = None) -> torch.Tensor:
         s = self.s_shared if self.s_shared is not None else self.s[index]
@@ -87,6 +99,8 @@ class PEPEmbedding(SearchedEmbedding):
 
     def embed_field(self, index: int, ids: torch.Tensor) -> torch.Tensor:
         # thresholding only the looked-up rows gives the same gradients as the whole table
+        if self.training:
+            self.seen[index] = ids
         v = self.v[index][ids]
         return torch.sign(v) * torch.relu(v.abs() - self.threshold(index, ids))
 
@@ -101,10 +115,12 @@ class PEPSupernet(EmbeddingSupernet):
 
     def __init__(self, schema: Schema, spec: ArchSpec, fields: list[str], width: int,
                  seed: int, granularity: str, init: float, scale: float,
-                 threshold_decay: float, first_order: bool = False) -> None:
+                 threshold_decay: float, first_order: bool = False,
+                 lazy: bool = False) -> None:
         super().__init__(schema, spec, PEPEmbedding(schema, spec, fields, width, seed,
                                                     granularity, init, scale))
         self.threshold_decay = threshold_decay
+        self.lazy = lazy
         self.first_order: PEPEmbedding | None = None
         if first_order:
             self.first_order = PEPEmbedding(schema, spec, fields, 1, seed, granularity, init,
@@ -116,10 +132,16 @@ class PEPSupernet(EmbeddingSupernet):
 
     def regularization(self) -> torch.Tensor:
         """PEP's weight decay on the thresholds s themselves (not on their stored, scaled
-        form), so a faster threshold step does not weaken the pull that raises them."""
-        return 0.5 * self.threshold_decay * sum(
-            (s * emb.scale).pow(2).sum()
-            for emb in self.pruned_embeddings() for s in emb.thresholds())
+        form), so a faster threshold step does not weaken the pull that raises them. Under
+        a lazy optimiser (``lazy``) per-value thresholds decay only on the rows of the
+        batch's values, as its weights do."""
+        total: torch.Tensor | float = 0.0
+        for emb in self.pruned_embeddings():
+            for i, s in enumerate(emb.thresholds()):
+                if self.lazy and emb.per_row and i in emb.seen:
+                    s = s[torch.unique(emb.seen[i])]
+                total = total + (s * emb.scale).pow(2).sum()
+        return 0.5 * self.threshold_decay * total
 
     def arch_parameters(self) -> list[nn.Parameter]:
         return [s for emb in self.pruned_embeddings() for s in emb.thresholds()]
@@ -229,7 +251,8 @@ class PEP(Method):
                               "first-order term (linear is false)")
         supernet = PEPSupernet(schema, spec, fields, width, seed, granularity,
                                option(ctx, "threshold_init", -15.0), scale,
-                               option(ctx, "threshold_decay", decay), first_order)
+                               option(ctx, "threshold_decay", decay), first_order,
+                               lazy=ctx.train.lazy_tables)
         epochs = search_epochs(ctx, 3 * ctx.train.epochs)
         config = replace(ctx.train, epochs=epochs, patience=epochs + 1, progress=False,
                          checkpoint=None, max_steps=None, weight_decay=decay)
