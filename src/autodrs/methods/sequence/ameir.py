@@ -33,6 +33,7 @@ per step; 2 with ``fast``; ``--trials`` caps it), ``slots`` (3), ``mlp_layers`` 
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from dataclasses import dataclass, field, replace
@@ -73,6 +74,7 @@ class Architecture:
     readout: str = "mean"
     positional: bool = False
     pairs: list[int] = field(default_factory=list)  # indices of the kept pairs
+    fm: bool = False  # the FM term over every field (an interaction choice)
     widths: list[int] = field(default_factory=list)
 
     def behaviour(self) -> str:
@@ -118,6 +120,8 @@ class AmeirSupernet(nn.Module):
         self.pair_dim = spec.embed_dim
         self.widths = widths
         self.n_layers = layers
+        # the FM term's identity needs every field (the behaviour vector too) at one dim
+        self.fm_choice = len(set(self.embedding.dims)) == 1
         sizes = [sum(self.embedding.dims) + len(pairs) * self.pair_dim,
                  *[max(widths)] * layers]
         self.mlp = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:],
@@ -136,15 +140,16 @@ class AmeirSupernet(nn.Module):
 
     def sample(self, step: str, rng: random.Random | None = None) -> Architecture:
         """``base`` with one part drawn uniformly: the ``behaviour`` block (each slot's op,
-        the read-out, positions), the ``interactions`` (each pair kept with probability
-        1/2) or the ``mlp`` (each layer's width)."""
+        the read-out, positions), the ``interactions`` (each pair, and the FM term, kept
+        with probability 1/2) or the ``mlp`` (each layer's width)."""
         rng = rng or self.generator
         if step == "behaviour":
             return replace(self.base, layers=[rng.choice(OPS) for _ in range(self.n_slots)],
                            readout=rng.choice(self.readouts), positional=rng.random() < 0.5)
         if step == "interactions":
             return replace(self.base, pairs=[p for p in range(len(self.pair_names))
-                                             if rng.random() < 0.5])
+                                             if rng.random() < 0.5],
+                           fm=self.fm_choice and rng.random() < 0.5)
         return replace(self.base, widths=[rng.choice(self.widths)
                                           for _ in range(self.n_layers)])
 
@@ -179,6 +184,9 @@ class AmeirSupernet(nn.Module):
         for layer, width in zip(self.mlp, arch.widths, strict=True):
             x = torch.relu(F.linear(x, layer.weight[:width, :x.shape[1]], layer.bias[:width]))
         logit = F.linear(x, self.head.weight[:, :x.shape[1]], self.head.bias).squeeze(1)
+        if arch.fm:  # 0.5 * ((sum e)^2 - sum e^2) over every field, the behaviour vector too
+            stacked = torch.stack(embeddings, dim=1)
+            logit = logit + 0.5 * (stacked.sum(1).pow(2) - stacked.pow(2).sum(1)).sum(1)
         return logit + (self.linear(batch) if self.linear is not None else self.bias)
 
 
@@ -233,11 +241,13 @@ class AMEIR(Method):
         epochs = option(ctx, "search_epochs", 1 if ctx.fast else 3, int)
         refine = option(ctx, "refine_epochs", 1, int)
         count = option(ctx, "candidates", 2 if ctx.fast else 20, int)
+        check = option(ctx, "check", 1 if ctx.fast else 3, int)
+        check_epochs = option(ctx, "check_epochs", ctx.train.epochs, int)
         widths = parse_widths(ctx)
-        if min(slots, layers, epochs, refine, count) < 1:
-            raise SearchError("ameir's slots, mlp_layers, search_epochs, refine_epochs and "
-                              f"candidates must be >= 1, got {slots}, {layers}, {epochs}, "
-                              f"{refine}, {count}")
+        if min(slots, layers, epochs, refine, count, check, check_epochs) < 1:
+            raise SearchError("ameir's slots, mlp_layers, search_epochs, refine_epochs, "
+                              f"candidates, check and check_epochs must be >= 1, got {slots}, "
+                              f"{layers}, {epochs}, {refine}, {count}, {check}, {check_epochs}")
         if ctx.trials is not None:
             count = min(count, max(1, ctx.trials))
         base = ctx.spec.copy(sequence=None, interactions=None, fm=False, inner=False,
@@ -248,12 +258,15 @@ class AMEIR(Method):
         torch.manual_seed(ctx.seed)
         supernet = AmeirSupernet(schema, base.copy(mlp=[max(widths)] * layers), history,
                                  target, slots, pairs, widths, layers, ctx.seed)
+        # the first steps hold the FM term as the start spec has it
+        supernet.base.fm = bool(ctx.spec.fm) and supernet.fm_choice
         config = replace(ctx.train, seed=ctx.seed, epochs=epochs, patience=epochs,
                          checkpoint=None)
         evaluator = Trainer(replace(config, progress=False))
         rng = random.Random(ctx.seed + 1)
         scores: dict[str, float] = {}
         steps: dict[str, int] = {}
+        runners_up: list[tuple[str, Architecture]] = []  # each step's second best
         trained = 0
         for step in ("behaviour", "interactions", "mlp"):
             if step == "behaviour" and not supernet.n_slots:
@@ -285,11 +298,46 @@ class AMEIR(Method):
                 supernet.arch = arch
                 scores[key] = float(evaluator.evaluate(supernet, ctx.dataset.valid)["auc"])
                 supernet.arch = None
-            supernet.base = seen[max(seen, key=lambda k: scores[k])]
+            order = sorted(seen, key=lambda k: -scores[k])
+            supernet.base = seen[order[0]]
+            if len(order) > 1:
+                runners_up.append((step, seen[order[1]]))
             steps[step] = len(seen)
-        best = supernet.base
-        spec = self._derive(ctx.spec, best, history, target, pairs, supernet.n_slots)
+        found = supernet.base
+        spec = self._derive(ctx.spec, found, history, target, pairs, supernet.n_slots,
+                            schema)
         spec.validate(schema)
+        # the stand-alone check: the shared-weight ranking favours candidates that learn
+        # fast; a few full architectures are trained alone, the best on validation is kept
+        pool = [("found: " + _full(found, pairs), found, spec)]
+        start = self._start(ctx.spec, supernet, widths, layers)
+        if start is not None:
+            pool.append(("start: " + _full(start, pairs), start, ctx.spec.copy()))
+        for step, arch in runners_up:
+            composed = _compose(found, arch, step)
+            pool.append((f"{step} runner-up: " + _full(composed, pairs), composed,
+                         self._derive(ctx.spec, composed, history, target, pairs,
+                                      supernet.n_slots, schema)))
+        checked: dict[str, float] = {}
+        best = found
+        if check > 1:
+            from autodrs.experiment import fit_spec  # the experiment module imports methods
+
+            fit_config = replace(ctx.train, seed=ctx.seed, epochs=check_epochs,
+                                 checkpoint=None, progress=False)
+            keys: set[str] = set()
+            top = -1.0
+            for name, arch, candidate in pool:
+                if len(checked) >= check or (checked and ctx.out_of_budget()):
+                    break
+                key = _spec_key(candidate)
+                if key in keys:
+                    continue
+                keys.add(key)
+                checked[name] = float(fit_spec(ctx.dataset, candidate, fit_config)
+                                      .fit.valid["auc"])
+                if checked[name] > top:
+                    top, best, spec = checked[name], arch, candidate
         seconds = time.monotonic() - t0
         spec.record(self.name, strategy, ["sequence", "interactions", "mlp", "fm"], seconds)
         ranking = sorted(scores, key=lambda k: -scores[k])
@@ -298,8 +346,11 @@ class AMEIR(Method):
             scores={k: round(v, 6) for k, v in scores.items()}, seconds=seconds,
             extra={"architecture": {
                 "behaviour": best.behaviour() if supernet.n_slots else None,
-                "interactions": [list(pairs[p]) for p in best.pairs], "mlp": best.widths},
-                "candidates": steps, "supernet_epochs": trained})
+                "interactions": [list(pairs[p]) for p in best.pairs], "fm": best.fm,
+                "mlp": best.widths},
+                "candidates": steps, "supernet_epochs": trained,
+                "check": {k: round(v, 6) for k, v in checked.items()},
+                "check_epochs": check_epochs if checked else 0})
 
     @staticmethod
     def _sequence(schema: Schema, spec: ArchSpec) -> tuple[str | None, str | None]:
@@ -313,19 +364,39 @@ class AMEIR(Method):
 
     @staticmethod
     def _derive(spec: ArchSpec, arch: Architecture, history: str | None, target: str | None,
-                pairs: list[tuple[str, str]], slots: int) -> ArchSpec:
-        sequence = None
-        if slots:
+                pairs: list[tuple[str, str]], slots: int, schema: Schema) -> ArchSpec:
+        sequence = None  # the history mean-pooled with no blocks: the flat model's
+        plain = not any(op != "identity" for op in arch.layers) and arch.readout == "mean"
+        if slots and not (plain and not arch.positional):
             sequence = SequenceSpec(
                 history=history, target=target,
                 layers=[op for op in arch.layers if op != "identity"], readout=arch.readout,
                 positional=arch.positional, heads=2 if spec.dim_of(str(history)) % 2 == 0
                 else 1)
+        interactions = None  # the FM term, if on, over every pair of fields
+        if arch.pairs:
+            interactions = [Interaction(list(pairs[p]), function="hadamard")
+                            for p in arch.pairs]
+            if arch.fm:  # a listed pair is modelled by the FM; list them all
+                fields = spec.used_fields(schema)
+                interactions += [Interaction(list(f)) for f in combinations(fields, 2)]
         return spec.copy(
-            sequence=sequence, fm=False, inner=False, cross_layers=0, attention_layers=0,
+            sequence=sequence, fm=arch.fm, inner=False, cross_layers=0, attention_layers=0,
             dag=None, pair_norm=False, controller=None, mlp=list(arch.widths),
-            interactions=[Interaction(list(pairs[p]), function="hadamard")
-                          for p in arch.pairs])
+            interactions=interactions)
+
+    @staticmethod
+    def _start(spec: ArchSpec, supernet: AmeirSupernet, widths: list[int],
+               layers: int) -> Architecture | None:
+        """The spec the search starts from as a path of the space (the history mean-pooled,
+        no blocks, no pairs, its FM term and MLP), or None when the space cannot hold it."""
+        if (spec.sequence is not None or spec.interactions or spec.inner or spec.cross_layers
+                or spec.attention_layers or spec.dag is not None or spec.controller is not None
+                or (spec.fm and not supernet.fm_choice) or len(spec.mlp) != layers
+                or any(w not in widths for w in spec.mlp)):
+            return None
+        return Architecture(layers=["identity"] * supernet.n_slots, readout="mean",
+                            fm=bool(spec.fm), widths=list(spec.mlp))
 
 
 def _describe(step: str, arch: Architecture, pairs: list[tuple[str, str]]) -> str:
@@ -334,6 +405,29 @@ def _describe(step: str, arch: Architecture, pairs: list[tuple[str, str]]) -> st
         return f"behaviour: {arch.behaviour()}"
     if step == "interactions":
         names = ", ".join("*".join(pairs[p]) for p in arch.pairs) or "none"
-        return f"interactions: {names}"
+        return f"interactions: {names}" + (" +FM" if arch.fm else "")
     return f"mlp: {arch.widths}"
+
+
+def _full(arch: Architecture, pairs: list[tuple[str, str]]) -> str:
+    """A whole path, shortly: ``conv | attention; 12 pairs +FM; mlp [128, 64]``."""
+    return (f"{arch.behaviour()}; {len(arch.pairs)} pairs" + (" +FM" if arch.fm else "")
+            + f"; mlp {arch.widths}")
+
+
+def _compose(found: Architecture, other: Architecture, step: str) -> Architecture:
+    """``found`` with ``step``'s part taken from ``other``."""
+    if step == "behaviour":
+        return replace(found, layers=list(other.layers), readout=other.readout,
+                       positional=other.positional)
+    if step == "interactions":
+        return replace(found, pairs=list(other.pairs), fm=other.fm)
+    return replace(found, widths=list(other.widths))
+
+
+def _spec_key(spec: ArchSpec) -> str:
+    """What tells two candidate specs apart (not their provenance)."""
+    data = spec.to_dict()
+    data.pop("provenance", None)
+    return json.dumps(data, sort_keys=True, default=str)
 
