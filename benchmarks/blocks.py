@@ -114,6 +114,7 @@ def command_run(data: str, seed: int, budget: str, threads: int | None,
                      "cut_short": row["cut_short"], "in_run": True}
               for name, row in result["baselines"].items()}
     extra = {k: stage.get(k) for k in ("candidates", "fidelity", "best_number", "seed_numbers",
+                                       "seed_names", "promoted", "full_fits", "rank_by",
                                        "final_fit", "final_cut", "final_leaders", "valid_auc",
                                        "valid_logloss", "stopped_by_budget", "seconds")}
     trials = stage.get("trials") or []
@@ -123,7 +124,8 @@ def command_run(data: str, seed: int, budget: str, threads: int | None,
                         "dag": summary(ArchSpec.from_dict(result["spec"]))
                         if result["spec"].get("dag") else "no DAG (input kept)",
                         "retrain_cut_short": result["cost"]["retrain_cut_short"]},
-            "stage": extra, "leaders": sorted(
+            "stage": extra, "search_seconds": result["cost"].get("search_seconds"),
+            "leaders": sorted(
                 ({"number": t["number"], "valid_auc": t["valid"]["auc"],
                   "valid_logloss": t["valid"]["logloss"], "dag": t["dag"]} for t in trials),
                 key=lambda t: t["valid_logloss"])[:5],
@@ -165,7 +167,9 @@ def command_table(records: list[dict[str, Any]]) -> str:
         bar.append(auc - bb[top]["test"])
         chosen.append(auc - bb[val]["test"])
         st = r["stage"]
-        kind = ("seed shape" if st["best_number"] in (st["seed_numbers"] or [])
+        names = st.get("seed_names") or {}
+        kind = (f"{names[str(st['best_number'])]} seed shape" if str(st["best_number"]) in names
+                else "seed shape" if st["best_number"] in (st["seed_numbers"] or [])
                 else "evolved DAG")
         final = ", ".join(f"#{f['number']} {f['valid_auc']:.4f}"
                           for f in st.get("final_fit") or [])
@@ -177,6 +181,10 @@ def command_table(records: list[dict[str, Any]]) -> str:
                      f"{name(top)} {bb[top]['test']:.4f}",
                      f"{bar[-1]:+.4f}", f"{name(val)} {bb[val]['test']:.4f}",
                      f"{chosen[-1]:+.4f}",
+                     f"{st['candidates']} ({st['fidelity']}; {st.get('full_fits')} full fits, "
+                     f"{len(st.get('promoted') or [])} promoted; search "
+                     f"{r.get('search_seconds') or 0:.0f} s, run {r['wall']:.0f} s)"
+                     if "full_fits" in st else
                      f"{st['candidates']} ({st['fidelity']}, {st.get('final_leaders')} "
                      "leader(s) in the final fit)",
                      f"#{st['best_number']} {kind}; {final}",

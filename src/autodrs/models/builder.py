@@ -242,8 +242,6 @@ class CTRModel(nn.Module):
                     [i.function for i in own], common,
                     [1.0 if i.weight is None else float(i.weight) for i in own]
                     if any(i.weight is not None for i in own) else None)
-        self.dag = (BlockDAG(BlockGraph.from_dict(spec.dag), names, dims, common)
-                    if spec.dag is not None else None)
         self.needs_stack = bool(spec.fm or spec.inner or spec.attention_layers
                                 or self.functions is not None or self.higher is not None
                                 or self.groups is not None)
@@ -267,6 +265,11 @@ class CTRModel(nn.Module):
         if spec.inner:
             self.inner = PairProducts(pairs if pairs is not None
                                       else list(combinations(range(len(names)), 2)))
+        # the DAG is built where the towers' layers are (after the linear term's tables), so
+        # a DAG of a backbone's shape draws the backbone's initial weights at the same seed
+        self.dag = (BlockDAG(BlockGraph.from_dict(spec.dag), names, dims, common,
+                             spec.dropout, spec.batch_norm)
+                    if spec.dag is not None else None)
         self.mlp = None
         if spec.mlp:
             n_pairs = 0 if self.inner is None else int(self.inner.left.numel())

@@ -61,7 +61,10 @@ PARAMS: dict[str, dict[str, int]] = {
     "sketch": {"width": 8, "order": 2},
 }
 NODE_KEYS = {"id", "type", "inputs", "fields", "label", "width", "layers", "heads", "order",
-             "pairs", "ops", "hash"}
+             "pairs", "ops", "hash", "readout"}
+# how an output fm block reaches the logit: "head" (the read-out layer, starting as the
+# plain sum) or "sum" (the plain sum, no weights: FM's and DeepFM's FM term)
+READOUTS = ("head", "sum")
 
 
 @dataclass
@@ -80,6 +83,7 @@ class Block:
     pairs: list[list[str]] | None = None  # gin: the pairs it computes (default every pair)
     ops: list[str] | None = None  # gin: one operation per head
     hash: list[list[int]] | None = None  # sketch: a bucket per field, for each of ``order``
+    readout: str | None = None  # fm: "head" (default) or "sum" (see READOUTS)
 
     def param(self, name: str) -> int:
         value = getattr(self, name)
@@ -119,6 +123,8 @@ class Block:
         for name in ("pairs", "ops", "hash"):
             if getattr(self, name) is not None:
                 out[name] = [list(v) if isinstance(v, list) else v for v in getattr(self, name)]
+        if self.readout is not None:
+            out["readout"] = self.readout
         out["label"] = self.label or self.default_label()
         return out
 
@@ -212,6 +218,9 @@ class BlockGraph:
                 self.validate_special(node, names)
             elif any(getattr(node, k) is not None for k in ("pairs", "ops", "hash")):
                 raise SpecError(f"{where}: pairs, ops and hash apply to gin and sketch blocks")
+            if node.readout is not None and (node.type != "fm" or node.readout not in READOUTS):
+                raise SpecError(f"{where}: readout applies to fm blocks, one of "
+                                f"{', '.join(READOUTS)}; got {node.readout!r}")
             if node.type in ("fm", "dot") and self.tokens(node, names) < 2:
                 raise SpecError(f"{where}: a {node.type} block needs at least two tokens "
                                 "(fields or inputs) to interact")
@@ -307,12 +316,21 @@ class _BlockModule(nn.Module):
 
 
 class MLPBlock(_BlockModule):
-    def __init__(self, block: Block, *args: Any) -> None:
+    """``layers`` x Linear(``width``) (+ batch norm) + ReLU (+ dropout): the layers of the
+    backbones' MLP (``autodrs.nn.layers.MLP``), with the spec's dropout and batch norm."""
+
+    def __init__(self, block: Block, *args: Any, dropout: float = 0.0,
+                 batch_norm: bool = False) -> None:
         super().__init__(block, *args, tokens=False)
         layers: list[nn.Module] = []
         d = self.in_dim
         for _ in range(block.param("layers")):
-            layers += [linear(d, block.param("width")), nn.ReLU()]
+            layers.append(linear(d, block.param("width")))
+            if batch_norm:
+                layers.append(nn.BatchNorm1d(block.param("width")))
+            layers.append(nn.ReLU())
+            if dropout:
+                layers.append(nn.Dropout(dropout))
             d = block.param("width")
         self.net = nn.Sequential(*layers)
         self.out_dim = d
@@ -446,10 +464,11 @@ BLOCK_MODULES: dict[str, type[_BlockModule]] = {
 
 
 class BlockDAG(nn.Module):
-    """The module of a block DAG: embeddings (one ``[B, d_f]`` tensor per field) -> logit."""
+    """The module of a block DAG: embeddings (one ``[B, d_f]`` tensor per field) -> logit.
+    MLP blocks take the spec's ``dropout`` and ``batch_norm``, as the backbones' MLP does."""
 
     def __init__(self, graph: BlockGraph, names: list[str], dims: list[int],
-                 common: int) -> None:
+                 common: int, dropout: float = 0.0, batch_norm: bool = False) -> None:
         super().__init__()
         graph.validate(names)
         self.graph = graph
@@ -461,21 +480,29 @@ class BlockDAG(nn.Module):
         self.blocks = nn.ModuleDict()
         out_dims: dict[str, int] = {EMBEDDINGS: sum(dims)}
         for node in graph.nodes:
+            extra = {"dropout": dropout, "batch_norm": batch_norm} if node.type == "mlp" else {}
             module = BLOCK_MODULES[node.type](node, names, dims,
-                                              [out_dims[s] for s in node.sources()], common)
+                                              [out_dims[s] for s in node.sources()], common,
+                                              **extra)
             self.blocks[node.id] = module
             out_dims[node.id] = module.out_dim
-        self.output = list(graph.output)
+        # an output fm block with readout "sum" adds its plain sum to the logit, as FM's and
+        # DeepFM's FM term (no read-out weights); the other outputs go to the read-out layer
+        by_id = {n.id: n for n in graph.nodes}
+        self.summed = [k for k in graph.output
+                       if k != EMBEDDINGS and by_id[k].type == "fm" and by_id[k].readout == "sum"]
+        self.output = [k for k in graph.output if k not in self.summed]
         # every linear layer of the DAG (MLP blocks, projections, read-out) starts as the
         # backbones' do, xavier-normal with zero biases (autodrs.nn.init): with PyTorch's
         # default a DeepFM-shaped DAG lost AUC against DeepFM (docs/blocks.md)
-        self.head = init_linear(nn.Linear(sum(out_dims[k] for k in self.output), 1))
+        self.head = (init_linear(nn.Linear(sum(out_dims[k] for k in self.output), 1))
+                     if self.output else None)
         # an output FM or dot block is read out as the plain sum at first (an FM term, as in
         # FM / DeepFM): a small random read-out would scale its gradient into the
         # embeddings down and slow it to learn (measured: a DeepFM-shaped DAG lagged DeepFM)
         with torch.no_grad():
             start = 0
-            for key in self.output:
+            for key in self.output if self.head is not None else []:
                 if key != EMBEDDINGS and isinstance(self.blocks[key], (FMBlock, DotBlock)):
                     self.head.weight[0, start:start + out_dims[key]] = 1.0
                 start += out_dims[key]
@@ -492,7 +519,15 @@ class BlockDAG(nn.Module):
             outputs[key] = block(block.gather(embeddings, stacked, outputs))
         if EMBEDDINGS in self.output:
             outputs[EMBEDDINGS] = torch.cat(embeddings, dim=1)
-        return self.head(torch.cat([outputs[k] for k in self.output], dim=1)).squeeze(1)
+        logit = None
+        for key in self.summed:
+            term = outputs[key].sum(1)
+            logit = term if logit is None else logit + term
+        if self.head is not None:
+            head = self.head(torch.cat([outputs[k] for k in self.output], dim=1)).squeeze(1)
+            logit = head if logit is None else logit + head
+        assert logit is not None
+        return logit
 
 
 def explicit_pairs(graph: BlockGraph, names: list[str]) -> set[frozenset[str]]:

@@ -1,56 +1,56 @@
 """AutoCTR (Song, Cheng, Zhou, Yang, Tian, Hu; KDD 2020, "Towards Automated Neural
 Interaction Discovery for CTR Prediction"): evolutionary search over block DAGs.
 
-An architecture is ``blocks`` blocks b0..b(n-1); each block has tokens ``type`` (mlp, fm,
-dot, crossnet, attention), ``fields`` (a binary mask over the embedded fields it reads),
-``inputs`` (a binary mask over the earlier blocks it reads; none for b0) and micro tokens
-of its type (``width`` of an MLP, ``layers`` of a cross net, ``heads`` and ``layers`` of
-self-attention). Blocks no later block reads are the outputs (``autodrs.models.dag``).
-As in the official code (``nasrec/evolutionary_controller.py``):
+An architecture is up to ``blocks`` blocks b0..b(n-1); each block has tokens ``type``
+(mlp, fm, dot, crossnet, attention), ``fields`` (a binary mask over the embedded fields it
+reads), ``inputs`` (a binary mask over the earlier blocks it reads; none for b0) and micro
+tokens of its type (``width`` of an MLP, ``layers`` of a cross net, ``heads`` and
+``layers`` of self-attention); b0 also holds ``linear``, whether the model keeps the
+first-order term. Blocks no later block reads are the outputs (``autodrs.models.dag``); an
+output FM block is read out as the plain FM sum, as in FM and DeepFM. As in the official
+code (``nasrec/evolutionary_controller.py``):
 
 - **mutation**: pick a block, pick one of its tokens (``inputs`` not for b0), resample it
   until it differs (categorical tokens uniformly, masks by Bernoulli(0.5) per bit), and
   redraw until the graph is valid;
-- **parent selection**: the population ranked by validation logloss, score r = P for the
+- **parent selection**: the population ranked (``rank_by``, below), score r = P for the
   best down to 1, drawn with probability ``C(r+c-1, c) / C(P+c, c+1)`` (the hockey-stick
   normalised rank distribution; P population, c candidate size);
 - **learning-to-rank guide** (optional): ``mutants`` distinct, never-trained mutants of the
   parent are scored by a gradient-boosted regressor on architecture features (one-hot
-  types, masks, micro tokens) fitted to the rank of every trained architecture's logloss;
-  only the best-predicted mutant is trained (the paper uses a LightGBM lambdarank model);
+  types, masks, micro tokens) fitted to the rank of every trained architecture; only the
+  best-predicted mutant is trained (the paper uses a LightGBM lambdarank model);
 - **survival** ('comb'): of the youngest 2P, keep the P with the lowest
-  ``0.1 rank(logloss)/n + age/n + 0.1 rank(cost)/n`` (cost: the DAG's parameters);
+  ``0.1 rank(score)/n + age/n + 0.1 rank(cost)/n`` (cost: the DAG's parameters);
 - **low fidelity**: every candidate trains for a few epochs on a seeded subsample of the
   training rows, a child starting from its parent's weights where names and shapes match
   (warm start). Under a budget that affords ``FULL_FIDELITY_FITS`` (60) full fits of the
   first candidate (``fidelity=auto``, the default), every candidate instead trains as the
-  final model will, from scratch: low fidelity favours the DAGs that learn fastest, not
-  the best ones (on movielens-100k at 2 epochs the MLP-free DAGs led with validation
-  logloss 0.553 against the DeepFM shape's 0.561, yet validated below it trained to the
-  end, 0.7881 against 0.7914; the paper's low fidelity is a 100k-row subsample of Criteo,
-  more rows than movielens-100k's whole training split);
-- **final fit**: the best ``final_candidates`` architectures by validation logloss, and the
-  seed backbones (below), are retrained from scratch on all training rows with
-  ``final_seeds`` (2) shared seeds each, and the best by mean validation AUC is returned,
-  so it never validates below the seed backbones (the paper retrains only the best; with
-  ``final_candidates=1`` so does this). One fit each picked the luckiest initialisation:
-  on movielens-100k at 20 minutes the returned DAG tested at 0.7858 where DeepFM reached
-  0.7928. Under a budget the search keeps time back for this fit (a candidate stops where
-  it begins; sized from the command's measured fit, at most half the stage), the seed
-  backbones all train before that reserve may stop the search, and the fits run seed by
-  seed, each fit of a round with an equal share of the time left, so one slow DAG cannot
-  starve the others and a round that does not finish is dropped whole. The fits go
-  through ``fit_spec``: the command's retrain of the returned spec at its seed is the
-  final fit's own.
+  final model will, from scratch.
 
-Three choices of this implementation: the initial population starts with the hand-crafted
-DeepFM and IPNN shapes written as DAGs (``seed_backbones``; the paper warm-starts its
-population from an earlier search), then random DAGs; those seeds are always among the
-finalists, because low fidelity ranks them unfairly (on synthetic data at 200k rows the IPNN
-shape validated 0.70-0.74 at low fidelity, below the warm-started leaders at 0.77-0.79,
-although IPNN is the best backbone there at full fidelity); and the ranker is
-scikit-learn's ``HistGradientBoostingRegressor`` on ranks (LightGBM's lambdarank is not a
-dependency).
+Departures, each measured (docs/blocks.md, docs/benchmarks.md):
+
+- **seeds**: the population starts with every default backbone the space can write
+  (``SEED_BACKBONES``: DeepFM, FM, Wide&Deep, DCN-V2, IPNN) as DAGs that build the same
+  model as the backbone (layers, first-order term, read-out, and the same initial weights
+  at the same seed), then random DAGs (the paper warm-starts from an earlier search). Each
+  seed is fitted in full at the command's seed first: that fit is its backbone's own, so
+  the final choice is never worse than choosing among the backbones on validation;
+- **ranking**: by low-fidelity validation AUC (``rank_by=auc``; the paper ranks by
+  logloss, ``rank_by=logloss``): AUC ranked the full fits better (``benchmarks/
+  autoctr_fidelity.py``);
+- **promotion** (successive halving's idea over two rungs): every ``promote_every``
+  candidates the best one not yet fitted in full is fitted in full (``fit_spec``, the
+  command's own retrain, at the command's seed), so low fidelity only proposes and full
+  fits decide; as the search ends, the best not yet in full is promoted too;
+- **final fit**: the best ``final_candidates`` in full are fitted again at the next
+  ``final_seeds - 1`` seeds and the best mean validation AUC is returned (one fit each
+  picks the luckiest initialisation; a later round the budget cuts is dropped whole).
+  Under a budget the time these fits still need is kept back from the search (at most
+  half of the stage; a candidate stops where it begins), and when they end early the
+  search resumes and the next final fit takes its new leader, so the budget is used;
+- the ranker is scikit-learn's ``HistGradientBoostingRegressor`` on ranks (LightGBM's
+  lambdarank is not a dependency).
 """
 
 from __future__ import annotations
@@ -68,6 +68,7 @@ from autodrs.data.dataset import EncodedData
 from autodrs.experiment import fit_spec
 from autodrs.methods.blocks.common import dag_result
 from autodrs.methods.interaction.common import embedded_names, option
+from autodrs.models.backbones import backbone_spec
 from autodrs.models.dag import EMBEDDINGS, Block, BlockGraph
 from autodrs.search.base import (
     Method,
@@ -98,6 +99,10 @@ MICRO: dict[str, dict[str, tuple[int, ...]]] = {
 # gin and sketch blocks of other methods, which AutoCTR's space does not draw)
 AUTOCTR_TYPES = ("mlp", "fm", "dot", "crossnet", "attention")
 DEFAULT_CANDIDATES = 40
+# the default backbones (autodrs.config.DEFAULT_BASELINES) AutoCTR's space can write as DAGs
+SEED_BACKBONES = ("deepfm", "fm", "widedeep", "dcnv2", "ipnn")
+# what the search ranks candidates by (parents, survival, the ranker, promotions)
+DEFAULT_RANK_BY = "auc"
 FIDELITIES = ("auto", "low", "full")
 # fidelity=auto trains every candidate at full fidelity when the budget affords this many
 # full fits of the first one: enough for the initial population and two of its size more
@@ -112,6 +117,17 @@ def base_dag_spec(spec: ArchSpec) -> ArchSpec:
     """``spec`` with its towers off, ready to take a DAG (fields, dims, linear term kept)."""
     return spec.copy(fm=False, pair_norm=False, inner=False, mlp=[], cross_layers=0,
                      attention_layers=0, dag=None)
+
+
+def linear_term(arch: list[Token]) -> bool:
+    """Whether the architecture has the first-order term (its global token, kept on the
+    first block; an architecture without it has the term)."""
+    return bool(arch[0].get("linear", True))
+
+
+def spec_of(base: ArchSpec, encoding: DagEncoding, arch: list[Token]) -> ArchSpec:
+    """The candidate's spec: ``base`` with the architecture's DAG and first-order term."""
+    return base.copy(dag=encoding.graph(arch).to_dict(), linear=linear_term(arch))
 
 
 class DagEncoding:
@@ -136,9 +152,11 @@ class DagEncoding:
             inputs = ([EMBEDDINGS] if fields else []) + [
                 f"b{j}" for j, bit in enumerate(tok["inputs"]) if bit]
             micro = {name: tok[name] for name in MICRO[tok["type"]]}
+            # an output FM block is FM's own term, the plain sum (as in FM and DeepFM)
+            readout = {"readout": "sum"} if tok["type"] == "fm" else {}
             nodes.append(Block(id=f"b{k}", type=tok["type"], inputs=inputs,
                                fields=fields if fields and len(fields) < len(self.names)
-                               else None, **micro))
+                               else None, **micro, **readout))
         read = {s for n in nodes for s in n.sources()}
         return BlockGraph(nodes, [n.id for n in nodes if n.id not in read])
 
@@ -151,7 +169,7 @@ class DagEncoding:
 
     def key(self, arch: list[Token]) -> str:
         """A canonical text of the architecture (what makes two candidates the same)."""
-        return str(self.graph(arch).to_dict())
+        return str(self.graph(arch).to_dict()) + f" linear={linear_term(arch)}"
 
     # ------------------------------------------------------------- sampling
     def random_block(self, k: int, rng: random.Random) -> Token:
@@ -162,6 +180,8 @@ class DagEncoding:
         for kind_ in MICRO.values():
             for name, choices in kind_.items():
                 tok.setdefault(name, rng.choice(choices))
+        if k == 0:
+            tok["linear"] = rng.random() < 0.5
         return tok
 
     def random_arch(self, rng: random.Random) -> list[Token]:
@@ -173,47 +193,67 @@ class DagEncoding:
                           "fields")
 
     def backbone(self, name: str) -> list[Token] | None:
-        """A hand-crafted backbone in this encoding (None when it does not fit the slots or
-        block types): ``deepfm``, an FM block beside an MLP tower (256, then halving widths);
-        ``ipnn``, a dot block whose products feed the MLP tower with the embeddings."""
-        first = {"deepfm": "fm", "ipnn": "dot"}.get(name)
-        if first is None:
-            raise SearchError(f"unknown seed backbone {name!r}; use deepfm or ipnn")
-        if self.blocks < 3 or first not in self.types or "mlp" not in self.types:
-            return None
-        widths = MICRO["mlp"]["width"]
+        """A default backbone (``SEED_BACKBONES``) written as a DAG that builds the same
+        model: the same layers, first-order term, read-out and initial weights at the same
+        seed (``autodrs.models.backbones``; test_autoctr_seed_dags_are_their_backbones).
+        None when it needs more block slots or types than the encoding has:
+
+        - ``fm``: an FM block (read out as the plain sum), with the first-order term;
+        - ``widedeep``: MLP 256 over the embeddings, then MLP 128, with the first-order term;
+        - ``deepfm``: an FM block beside that MLP tower, with the first-order term;
+        - ``dcnv2``: that MLP tower beside a 3-layer cross net over the embeddings;
+        - ``ipnn``: a dot block whose products feed the MLP tower with the embeddings."""
+        if name not in SEED_BACKBONES:
+            raise SearchError(f"unknown seed backbone {name!r}; use "
+                              f"{', '.join(SEED_BACKBONES)}")
         every = tuple(True for _ in self.names)
+        spec = backbone_spec(name)
+        widths = list(spec.mlp)
+        first = {"deepfm": "fm", "fm": "fm", "ipnn": "dot"}.get(name)
         arch: list[Token] = []
-        for k in range(self.blocks):
-            tok: Token = {"type": "mlp", "fields": tuple(False for _ in self.names),
-                          "inputs": tuple(j == k - 1 for j in range(k)), "width": widths[0],
-                          "layers": 1, "heads": 1}
-            if k == 0:
-                tok |= {"type": first, "fields": every}
-            elif k == 1:
-                tok |= {"fields": every, "inputs": (name == "ipnn",), "width": 256}
+
+        def block(kind: str, fields: bool, inputs: list[int], **micro: int) -> None:
+            k = len(arch)
+            tok: Token = {"type": kind, "fields": every if fields else
+                          tuple(False for _ in self.names),
+                          "inputs": tuple(j in inputs for j in range(k)),
+                          "width": MICRO["mlp"]["width"][0], "layers": 1, "heads": 1}
+            arch.append(tok | micro)
+
+        if first is not None:
+            block(first, True, [])
+        for w in widths:
+            prev = len(arch) - 1
+            if w == widths[0]:
+                block("mlp", True, [0] if name == "ipnn" else [], width=w)
             else:
-                tok["width"] = max(widths[0], 256 >> (k - 1))
-            arch.append(tok)
-        if name == "deepfm":
-            # the FM block is an output beside the tower, not read by it
-            arch[1]["inputs"] = (False,)
-        return arch if self.valid(arch) else None
+                block("mlp", False, [prev], width=w)
+        if spec.cross_layers:
+            block("crossnet", True, [], layers=spec.cross_layers)
+        arch[0]["linear"] = bool(spec.linear)
+        usable = (len(arch) <= self.blocks
+                  and all(t["type"] in self.types for t in arch)
+                  and all(t["width"] in MICRO["mlp"]["width"] for t in arch)
+                  and all(t["layers"] in MICRO["crossnet"]["layers"] for t in arch
+                          if t["type"] == "crossnet"))
+        return arch if usable and self.valid(arch) else None
 
     def tokens_of(self, k: int, tok: Token) -> list[str]:
-        names = ["type", "fields"] + (["inputs"] if k > 0 else [])
+        names = ["type", "fields"] + (["inputs"] if k > 0 else ["linear"])
         return names + list(MICRO[tok["type"]])
 
     def mutate(self, arch: list[Token], rng: random.Random) -> list[Token]:
         """Pick a block and one of its tokens; resample the token until it differs and the
         graph is valid."""
         for _ in range(MAX_REDRAWS):
-            k = rng.randrange(self.blocks)
+            k = rng.randrange(len(arch))
             name = rng.choice(self.tokens_of(k, arch[k]))
-            old = arch[k][name]
+            old = arch[k][name] if name != "linear" else linear_term(arch)
             for _ in range(MAX_REDRAWS):
-                if name == "type":
-                    new: Any = rng.choice(self.types)
+                if name == "linear":
+                    new: Any = not old
+                elif name == "type":
+                    new = rng.choice(self.types)
                 elif name in ("fields", "inputs"):
                     new = tuple(rng.random() < 0.5 for _ in old)
                 else:
@@ -232,7 +272,8 @@ class DagEncoding:
     def features(self, arch: list[Token]) -> list[float]:
         """The architecture vector of the ranking model: per block slot, one-hot type,
         field mask, input mask (padded to the slot count) and micro tokens (log2 width)."""
-        out: list[float] = []
+        out: list[float] = [float(linear_term(arch))]
+        width = len(AUTOCTR_TYPES) + len(self.names) + self.blocks + 3
         for tok in arch:
             out += [float(tok["type"] == t) for t in AUTOCTR_TYPES]
             out += [float(b) for b in tok["fields"]]
@@ -240,7 +281,8 @@ class DagEncoding:
             out += [math.log2(tok["width"]) if tok["type"] == "mlp" else 0.0,
                     float(tok["layers"]) if tok["type"] in ("crossnet", "attention") else 0.0,
                     float(tok["heads"]) if tok["type"] == "attention" else 0.0]
-        return out
+        # an architecture with fewer blocks than slots (a seed backbone's) pads with zeros
+        return out + [0.0] * (width * (self.blocks - len(arch)))
 
 
 @dataclass
@@ -269,6 +311,75 @@ class Candidate:
     seconds: float
     parent: int | None = None
     state: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+    by_auc: bool = False  # ranked by validation AUC rather than logloss (``rank_by``)
+
+    @property
+    def score(self) -> float:
+        """What the search ranks candidates by, lower better: the validation logloss, or
+        minus the validation AUC under ``rank_by=auc``."""
+        return -self.auc if self.by_auc else self.logloss
+
+
+class FullFits:
+    """The full-fidelity fits of candidates (a seed backbone's, a promotion's, the final
+    fit's): per candidate number its validation AUCs by round (round k at ``ctx.seed + k``,
+    through ``fit_spec``, the command's own retrain), their seconds, and the candidates
+    whose first fit the budget cut."""
+
+    def __init__(self) -> None:
+        self.aucs: dict[int, list[float]] = {}
+        self.times: list[float] = []
+        self.cut: list[int] = []
+
+    def fit(self, ctx: SearchContext, cand: Candidate, k: int, reserve: float) -> bool:
+        """Fit ``cand`` at seed ``ctx.seed + k`` (round k), stopping where ``reserve``
+        seconds are left; False when the budget cut it (a first round's is then listed)."""
+        config = replace(ctx.train, seed=ctx.seed + k, progress=False, checkpoint=None)
+        start = time.perf_counter()
+        try:
+            # as the command's retrain fits (fit_spec): inside its shared_fits the retrain of
+            # the one returned, at the command's seed, is this very fit
+            out = fit_spec(ctx.dataset, cand.spec, config, [Deadline(ctx, reserve)])
+        except BudgetExhausted:
+            if k == 0:
+                self.cut.append(cand.number)
+            return False
+        self.times.append(time.perf_counter() - start)
+        self.aucs.setdefault(cand.number, []).append(float(out.metrics["valid"]["auc"]))
+        return True
+
+    def count(self) -> int:
+        return sum(len(v) for v in self.aucs.values())
+
+    def seconds(self) -> float:
+        """The median full fit's seconds (0 before the first)."""
+        return float(np.median(self.times)) if self.times else 0.0
+
+    def top(self, n: int) -> list[int]:
+        """The ``n`` best by their first round's validation AUC."""
+        return sorted(self.aucs, key=lambda c: (-self.aucs[c][0], c))[:n]
+
+    def owed(self, n: int, seeds: int) -> list[tuple[int, int]]:
+        """The (candidate, round) fits the final choice still needs: the later rounds of
+        the ``n`` best."""
+        return [(c, k) for c in self.top(n) for k in range(len(self.aucs[c]), seeds)]
+
+    def choose(self, n: int, seeds: int) -> tuple[int, list[dict[str, Any]]]:
+        """The final choice among the ``n`` best (see ``choose_among``)."""
+        return self.choose_among(self.top(n), seeds)
+
+    def choose_among(self, numbers: list[int], seeds: int
+                     ) -> tuple[int, list[dict[str, Any]]]:
+        """The best mean validation AUC over the first ``seeds`` rounds, or over the rounds
+        that all of ``numbers`` finished when the budget cut a later one (leaving out the
+        candidate whose later fit was cut returned a worse one)."""
+        pool = list(numbers)
+        rounds = min(seeds, *(len(self.aucs[c]) for c in pool))
+        mean = {c: sum(self.aucs[c][:rounds]) / rounds for c in pool}
+        chosen = max(pool, key=lambda c: (mean[c], -c))
+        return chosen, [{"number": c, "valid_auc": round(mean[c], 6),
+                         "valid_aucs": [round(a, 6) for a in self.aucs[c][:rounds]]}
+                        for c in pool]
 
 
 def hockey_stick_pick(ranked: list[int], candidates: int, rng: random.Random) -> int:
@@ -287,7 +398,7 @@ def survivors(history: list[Candidate], population: list[int], size: int) -> lis
     if len(young) <= size:
         return sorted(young)
     n = len(young)
-    by_loss = {c: r for r, c in enumerate(sorted(young, key=lambda c: history[c].logloss))}
+    by_loss = {c: r for r, c in enumerate(sorted(young, key=lambda c: history[c].score))}
     by_cost = {c: r for r, c in enumerate(sorted(young, key=lambda c: history[c].cost))}
     by_age = {c: r for r, c in enumerate(young)}  # 0 for the newest
     score = {c: 0.1 * by_loss[c] / n + by_age[c] / n + 0.1 * by_cost[c] / n for c in young}
@@ -306,7 +417,7 @@ class MutantRanker:
         from sklearn.ensemble import HistGradientBoostingRegressor
 
         x = np.array([encoding.features(c.arch) for c in history])
-        order = np.argsort([c.logloss for c in history], kind="stable")
+        order = np.argsort([c.score for c in history], kind="stable")
         rank = np.empty(len(history))
         rank[order] = np.arange(len(history))
         model = HistGradientBoostingRegressor(max_depth=3, learning_rate=0.05, max_iter=200,
@@ -329,15 +440,15 @@ class AutoCTR(Method):
     Options: ``blocks`` (block slots, 4; the paper uses 7), ``block_types``
     (comma-separated, default all five), ``population`` (P, 20), ``candidate_size`` (c, 10),
     ``ranker`` (the learning-to-rank guide, on), ``mutants`` (mutants the guide ranks, 50),
-    ``fidelity`` (``auto``, ``low`` or ``full``; see :meth:`fidelity`), ``subsample``
-    (train rows per low-fidelity candidate, 0.5), ``epochs`` (per low-fidelity candidate,
-    2), ``warm_start`` (children start from the parent's weights; on at low fidelity, off
-    at full), ``seed_backbones``
-    (deepfm,ipnn; empty for a purely random start), ``final_candidates`` (3),
-    ``final_seeds`` (fits per finalist, 2). When no candidate finishes inside the budget
-    the stage reports that it found nothing. The search
-    stops at ``trials`` candidates, when the wall-time budget left is only enough for the
-    final fit, or after 40 candidates when neither is given.
+    ``rank_by`` (``auc`` or ``logloss``), ``fidelity`` (``auto``, ``low`` or ``full``; see
+    :meth:`fidelity`), ``subsample`` (train rows per low-fidelity candidate, 0.5),
+    ``epochs`` (per low-fidelity candidate, 2), ``warm_start`` (children start from the
+    parent's weights; on at low fidelity, off at full), ``seed_backbones`` (the five of
+    ``SEED_BACKBONES``; empty for a purely random start), ``promote_every`` (10),
+    ``final_candidates`` (3), ``final_seeds`` (fits per finalist, 2). When no candidate
+    finishes inside the budget the stage reports that it found nothing. The search stops
+    at ``trials`` candidates, when the wall-time budget is spent, or after 40 candidates
+    when neither is given.
     """
 
     name = "autoctr"
@@ -361,10 +472,12 @@ class AutoCTR(Method):
         if population_size < 1 or candidate_size < 0 or n_mutants < 1:
             raise SearchError("autoctr needs population >= 1, candidate_size >= 0 and "
                               "mutants >= 1")
-        raw_seeds = ctx.options.get("seed_backbones", "" if ctx.fast else "deepfm,ipnn")
-        seeds = [a for a in (encoding.backbone(n.strip()) for n in (
-            raw_seeds.split(",") if isinstance(raw_seeds, str) else raw_seeds) if n.strip())
-            if a is not None]
+        raw_seeds = ctx.options.get("seed_backbones", "" if ctx.fast else ",".join(SEED_BACKBONES))
+        named = [(n, encoding.backbone(n)) for n in (
+            m.strip() for m in (raw_seeds.split(",") if isinstance(raw_seeds, str)
+                                else raw_seeds)) if n]
+        seeds = [a for _, a in named if a is not None]
+        seed_names = {encoding.key(a): n for n, a in named if a is not None}
         # the seeds start the population only under evolution, and then join the final fit
         seed_keys = {encoding.key(a) for a in seeds} if strategy == "evolution" else set()
         finalists = option(ctx, "final_candidates", 1 if ctx.fast else 3, int)
@@ -384,17 +497,25 @@ class AutoCTR(Method):
                             ("low" if mode == "auto" else mode))
         limit = ctx.trials if ctx.trials is not None else (
             None if ctx.budget_seconds is not None else (3 if ctx.fast else DEFAULT_CANDIDATES))
+        by_auc = str(ctx.options.get("rank_by", DEFAULT_RANK_BY)) == "auc"
+        if str(ctx.options.get("rank_by", DEFAULT_RANK_BY)) not in ("auc", "logloss"):
+            raise SearchError(f"autoctr rank_by must be auc or logloss, got "
+                              f"{ctx.options.get('rank_by')!r}")
+        promote_every = option(ctx, "promote_every", 2 if ctx.fast else 10, int)
+        if promote_every < 1:
+            raise SearchError(f"promote_every must be >= 1, got {promote_every}")
         rng = random.Random(ctx.seed)
         ranker = MutantRanker(ctx.seed)
         history: list[Candidate] = []
         population: list[int] = []
         seen: set[str] = set()
         seeded: dict[int, str] = {}  # the trained seed backbones: number -> key
+        fits = FullFits()
         stopped = False
 
         def evaluate(arch: list[Token], parent: Candidate | None,
                      reserve: float) -> Candidate | None:
-            spec = base.copy(dag=encoding.graph(arch).to_dict())
+            spec = spec_of(base, encoding, arch)
             start = time.perf_counter()
             try:
                 # a candidate slower than the others stops where the final fit's time begins
@@ -405,11 +526,10 @@ class AutoCTR(Method):
             except BudgetExhausted:
                 return None
             dag_params = sum(p.numel() for p in model.dag.parameters())  # type: ignore[union-attr]
-            cand = Candidate(len(history), arch, spec, float(fit.valid["logloss"]),
-                             float(fit.valid["auc"]), int(dag_params),
-                             time.perf_counter() - start,
-                             parent.number if parent is not None else None,
-                             {k: v.detach().clone() for k, v in model.state_dict().items()})
+            cand = Candidate(len(history), arch, spec,
+                float(fit.valid["logloss"]), float(fit.valid["auc"]), int(dag_params),
+                time.perf_counter() - start, parent.number if parent is not None else None,
+                {k: v.detach().clone() for k, v in model.state_dict().items()}, by_auc)
             history.append(cand)
             key = encoding.key(arch)
             seen.add(key)
@@ -417,105 +537,151 @@ class AutoCTR(Method):
                 seeded[cand.number] = key
             return cand
 
-        def final_count(leaders: int) -> int:
-            """The finalists the final fit will train: the best ``leaders`` by validation
-            logloss and the seed backbones, a leader that is a seed counted once."""
-            top = {c.number for c in sorted(history, key=lambda c: (c.logloss, c.number))
-                   [:leaders]}
-            return len(top | set(seeded)) + len(seed_keys - set(seeded.values()))
+        def per_fit() -> float:
+            """One full fit's expected seconds (0 before anything trained)."""
+            if fits.times:
+                return fits.seconds()
+            return self.final_fit_seconds(fid, history, retrain) if history else 0.0
+
+        def unpromoted(n: int) -> list[Candidate]:
+            """The best ``n`` candidates by the search's ranking not yet fitted in full."""
+            done = set(fits.aucs) | set(fits.cut)
+            return sorted((c for c in history if c.number not in done),
+                          key=lambda c: (c.score, c.number))[:n]
 
         # the command's measured fit of its start model on these rows, when it made one
         retrain = option(ctx, "retrain_seconds", None)
-        n_leaders = finalists  # the searched finalists the final fit can afford
-        while limit is None or len(history) < limit:
+        since_promotion = 0
+        while True:
             left = ctx.remaining()
-            # a budget keeps room to retrain the finalists at full fidelity (see
-            # final_fit_seconds); it keeps at most half of the stage, by fitting fewer
-            # searched finalists (never fewer seed backbones), so that a slow final fit on
-            # a loaded machine does not leave the search a single candidate
-            reserve = 0.0
-            if history and finalists > 1:
-                per_fit = self.final_fit_seconds(fid, history, retrain)
-                n_leaders = finalists
-                while (ctx.budget_seconds is not None and n_leaders > 1
-                       and final_count(n_leaders) * final_seeds * per_fit
-                       > ctx.budget_seconds / 2):
-                    n_leaders -= 1
-                reserve = final_count(n_leaders) * final_seeds * per_fit
-            # the seed backbones all train before the reserve may stop the search: they
-            # join the final fit whatever their rank (so it never returns below them), and
-            # a low-fidelity candidate costs a small part of a final fit
-            seeding = bool(seeds) and strategy == "evolution"
-            if left is not None and left <= reserve and not seeding:
-                stopped = True
-                break
-            parent: Candidate | None = None
-            if seeding:
+            top = [history[n] for n in fits.top(finalists)]
+            # the final fit: the best `finalists` in full, each to `final_seeds` fits, and
+            # the best candidates not yet in full, enough to fill the finalists (at least
+            # one); the time it needs is kept back (a candidate stops where it begins), at
+            # most half of the stage
+            leaders = unpromoted(max(finalists - len(top), 1))
+            need = len(fits.owed(finalists, final_seeds)) + final_seeds * len(leaders)
+            reserve = need * per_fit()
+            if ctx.budget_seconds is not None:
+                reserve = min(reserve, ctx.budget_seconds / 2)
+            spare = None if left is None else left - reserve
+            searching = limit is None or len(history) < limit
+            # 1. the seed backbones: each trains as a candidate, then in full at ctx.seed
+            #    (the same fit as its backbone's), before the search or a reserve stops it
+            if seeds and strategy == "evolution":
                 arch = seeds.pop(0)
-            elif strategy == "random" or len(population) < population_size:
-                arch = self.fresh(encoding, rng, seen)
-            else:
-                ranked = sorted(population, key=lambda c: (history[c].logloss, c))
-                parent = history[hockey_stick_pick(ranked, candidate_size, rng)]
-                arch = self.child(encoding, parent, rng, seen, history,
-                                  ranker if use_ranker and len(history) >= RANKER_MIN_HISTORY
-                                  else None, n_mutants)
-            if probing:
-                # the probe may take 1 / FULL_FIDELITY_FITS of the budget; cut there, full
-                # fits are too dear and it is dropped: the search runs at low fidelity
-                probing = False
-                assert ctx.budget_seconds is not None and left is not None
-                cand = evaluate(arch, parent, left - ctx.budget_seconds / FULL_FIDELITY_FITS)
+                if probing:
+                    probing = False
+                    assert ctx.budget_seconds is not None and left is not None
+                    cand = evaluate(arch, None, left - ctx.budget_seconds / FULL_FIDELITY_FITS)
+                    if cand is None:
+                        fid = self.fidelity(ctx, "low")
+                        cand = evaluate(arch, None, 0.0)
+                else:
+                    cand = evaluate(arch, None, 0.0)
                 if cand is None:
-                    fid = self.fidelity(ctx, "low")
+                    stopped = True
+                    break
+                population.append(cand.number)
+                continue
+            pending = [history[n] for n in seeded if n not in fits.aucs and n not in fits.cut]
+            if pending:
+                # one share of the time left per seed still to fit, as a round of the final fit
+                self.final_fit(ctx, pending, pending[0], 1, fits)
+                continue
+            # 2. the search: a new candidate, and every `promote_every` candidates the best
+            #    one not yet in full is fitted in full (promoted), while the time left
+            #    exceeds the reserve by one full fit
+            if searching and (spare is None or spare > per_fit()):
+                if since_promotion >= promote_every and leaders:
+                    fits.fit(ctx, leaders[0], 0, reserve)
+                    since_promotion = 0
+                    continue
+                parent = None
+                if strategy == "random" or len(population) < population_size:
+                    arch = self.fresh(encoding, rng, seen)
+                else:
+                    ranked = sorted(population, key=lambda c: (history[c].score, c))
+                    parent = history[hockey_stick_pick(ranked, candidate_size, rng)]
+                    arch = self.child(encoding, parent, rng, seen, history,
+                                      ranker if use_ranker and len(history)
+                                      >= RANKER_MIN_HISTORY else None, n_mutants)
+                if probing:
+                    # the probe may take 1 / FULL_FIDELITY_FITS of the budget; cut there, full
+                    # fits are too dear and it is dropped: the search runs at low fidelity
+                    probing = False
+                    assert ctx.budget_seconds is not None and left is not None
+                    cand = evaluate(arch, parent, left - ctx.budget_seconds / FULL_FIDELITY_FITS)
+                    if cand is None:
+                        fid = self.fidelity(ctx, "low")
+                        cand = evaluate(arch, parent, reserve)
+                else:
                     cand = evaluate(arch, parent, reserve)
-            else:
-                cand = evaluate(arch, parent, 0.0 if seeding else reserve)
-            if cand is None:
-                stopped = True
+                if cand is None:
+                    stopped = True
+                    continue  # the reserve began: the final fit
+                since_promotion += 1
+                population.append(cand.number)
+                if strategy == "evolution" and len(population) > population_size:
+                    population = survivors(history, population, population_size)
+                alive = set(population)
+                for c in history:
+                    if c.number not in alive:
+                        c.state = None  # only the population's weights can be inherited
+                continue
+            # 3. the final fit (fits already made are not repeated); when it ends with time
+            #    to spare (early stopping ended its fits sooner than expected), the search
+            #    resumes, and the next final fit takes its new leader
+            if not (leaders or fits.owed(finalists, final_seeds)):
                 break
-            population.append(cand.number)
-            if strategy == "evolution" and len(population) > population_size:
-                population = survivors(history, population, population_size)
-            alive = set(population)
-            for c in history:
-                if c.number not in alive:
-                    c.state = None  # only the population's weights can be inherited
+            before = fits.count()
+            for i, cand in enumerate(leaders):
+                # the leaders first (their first seed), each keeping the time of the fits
+                # owed after it
+                keep = (len(fits.owed(finalists, final_seeds)) + len(leaders) - i - 1) \
+                    * per_fit()
+                fits.fit(ctx, cand, 0, keep if ctx.budget_seconds is None
+                         else min(keep, ctx.budget_seconds / 2))
+            top = [history[n] for n in fits.top(finalists)]
+            if top:
+                self.final_fit(ctx, top, top[0], final_seeds, fits)
+            if fits.count() == before or not searching:
+                break
+        stopped = stopped or (ctx.remaining() is not None
+                              and (limit is None or len(history) < limit))
         if not history:
             return no_result(self.name, strategy, ctx.spec, "no candidate finished training: "
                              "the budget ran out inside the first one",
                              time.perf_counter() - t0,
                              extra={"candidates": 0, "stopped_by_budget": True})
-        ordered = sorted(history, key=lambda c: (c.logloss, c.number))
+        ordered = sorted(history, key=lambda c: (c.score, c.number))
         best = ordered[0]
         final: list[dict[str, Any]] = []
-        final_cut: list[int] = []
-        if finalists > 1:
-            # the seed backbones join the finalists: they trained from scratch at low
-            # fidelity, while the leaders are warm-started descendants that trained longer
-            # (inherited weights), so low fidelity alone ranks the seeds unfairly low
-            chosen = ordered[:n_leaders]
-            leaders = {c.number for c in chosen}
-            chosen += [c for c in history if encoding.key(c.arch) in seed_keys
-                       and c.number not in leaders]
-            best, final, final_cut = self.final_fit(ctx, chosen, best, final_seeds)
+        if fits.aucs:
+            number, final = fits.choose(finalists, final_seeds)
+            best = history[number]
         labels = [f"#{c.number}: {summary(c.spec)}" for c in ordered[:10]]
         return dag_result(
-            self.name, strategy, best.spec, labels,
+            self.name, strategy, best.spec.copy(provenance=list(ctx.spec.provenance)), labels,
             {lab: c.auc for lab, c in zip(labels, ordered, strict=False)},
             time.perf_counter() - t0,
             trials=[{"number": c.number, "values": [c.auc], "state": "COMPLETE",
                      "valid": {"auc": c.auc, "logloss": c.logloss}, "parent": c.parent,
-                     "dag": summary(c.spec),
+                     "dag": summary(c.spec), "linear": c.spec.linear,
+                     "full_valid_aucs": [round(a, 6) for a in fits.aucs.get(c.number, [])],
                      "dag_params": c.cost, "seconds": round(c.seconds, 3)} for c in history],
             extra={"candidates": len(history), "best_number": best.number,
-                   "fidelity": fid.name,
+                   "fidelity": fid.name, "rank_by": "auc" if by_auc else "logloss",
                    "seed_numbers": [c.number for c in history
                                     if encoding.key(c.arch) in seed_keys],
+                   "seed_names": {str(c.number): seed_names[encoding.key(c.arch)]
+                                  for c in history if encoding.key(c.arch) in seed_keys},
                    "valid_logloss": best.logloss, "valid_auc": best.auc,
                    "stopped_by_budget": stopped, "ranker": use_ranker,
-                   "final_leaders": n_leaders if finalists > 1 else 0,
-                   "final_fit": final, "final_cut": final_cut})
+                   "promoted": [n for n in fits.aucs if n not in seeded],
+                   "full_fits": fits.count(),
+                   "final_leaders": finalists,
+                   "final_fit": final, "final_cut": list(fits.cut)})
 
     @staticmethod
     def final_fit_seconds(fid: Fidelity, history: list[Candidate],
@@ -555,61 +721,41 @@ class AutoCTR(Method):
 
     @staticmethod
     def final_fit(ctx: SearchContext, finalists: list[Candidate], best: Candidate,
-                  seeds: int = 1) -> tuple[Candidate, list[dict[str, Any]], list[int]]:
-        """Retrain the finalists from scratch at full fidelity (all training rows, the
-        command's epochs and early stopping, as AutoCTR's final fit), each with the same
-        ``seeds`` seeds (``ctx.seed``, ``ctx.seed + 1``, ...), and keep the one with the best
-        mean validation AUC: a single fit each picks the luckiest initialisation (a winner's
-        curse), and the shared seeds make the comparison paired. The seed backbones are
-        among the finalists, so the one kept never validates below them.
+                  seeds: int = 1, fits: FullFits | None = None
+                  ) -> tuple[Candidate, list[dict[str, Any]], list[int]]:
+        """Fit the finalists from scratch at full fidelity (all training rows, the command's
+        epochs and early stopping, as AutoCTR's final fit), each with the same ``seeds``
+        seeds (``ctx.seed``, ``ctx.seed + 1``, ...), and keep the one with the best mean
+        validation AUC: a single fit each picks the luckiest initialisation (a winner's
+        curse), and the shared seeds make the comparison paired. Fits already in ``fits``
+        (a promotion's, or an earlier call's) are not repeated.
 
-        The fits run in rounds, one seed each: every finalist at ``ctx.seed``, then every
-        finalist at ``ctx.seed + 1``, ... Under a budget each fit of a round gets an equal
-        share of the time left (it stops where the round's later fits' shares begin), so
-        one slow DAG cannot starve the others. A finalist cut short in the first round does
-        not count (its number is listed in the third value); a later round that does not
-        finish is dropped whole, and the finalists are compared on the rounds all of them
-        finished (on a loaded machine, splitting the time into every fit of every seed cut
-        all of them short, and the search returned a DAG never fitted in full)."""
+        The fits run in rounds, one seed each. Under a budget each fit of a round gets an
+        equal share of the time left (it stops where the round's later fits' shares begin),
+        so one slow DAG cannot starve the others. A finalist cut short in the first round
+        does not count (its number is listed in the third value); a later round that does
+        not finish is dropped whole, and the finalists are compared on the rounds all of
+        them finished (on a loaded machine, splitting the time into every fit of every seed
+        cut all of them short, and the search returned a DAG never fitted in full)."""
         if seeds < 1:
             raise SearchError(f"final_seeds must be >= 1, got {seeds}")
-        aucs: dict[int, list[float]] = {c.number: [] for c in finalists}
-        cut: list[int] = []
-        alive = list(finalists)
+        fits = fits if fits is not None else FullFits()
+        alive = [c for c in finalists if c.number not in fits.cut]
         for k in range(seeds):
-            done: dict[int, float] = {}
-            for i, cand in enumerate(alive):
+            todo = [c for c in alive if len(fits.aucs.get(c.number, [])) == k]
+            for i, cand in enumerate(todo):
                 left = ctx.remaining()
-                after = len(alive) - i - 1  # fits of this round still to run after this one
+                after = len(todo) - i - 1  # fits of this round still to run after this one
                 reserve = 0.0 if left is None else left * after / (after + 1)
-                config = replace(ctx.train, seed=ctx.seed + k, progress=False,
-                                 checkpoint=None)
-                try:
-                    # as the command's retrain fits (fit_spec): inside its shared_fits the
-                    # retrain of the one returned, at the command's seed, is this very fit,
-                    # not a second one that the budget left after the search may cut short
-                    out = fit_spec(ctx.dataset, cand.spec, config, [Deadline(ctx, reserve)])
-                except BudgetExhausted:
-                    if k == 0:
-                        cut.append(cand.number)
-                        continue
+                if not fits.fit(ctx, cand, k, reserve) and k > 0:
                     break  # a later round that does not fit is dropped whole
-                done[cand.number] = float(out.metrics["valid"]["auc"])
-            if k == 0:
-                alive = [c for c in alive if c.number in done]
-            elif len(done) < len(alive):
+            alive = [c for c in alive if c.number in fits.aucs]
+            if any(len(fits.aucs[c.number]) <= k for c in alive):
                 break
-            for c in alive:
-                aucs[c.number].append(done[c.number])
-        results: list[dict[str, Any]] = []
-        chosen, chosen_auc = best, -1.0
-        for cand in alive:
-            auc = sum(aucs[cand.number]) / len(aucs[cand.number])
-            results.append({"number": cand.number, "valid_auc": round(auc, 6),
-                            "valid_aucs": [round(a, 6) for a in aucs[cand.number]]})
-            if auc > chosen_auc:
-                chosen, chosen_auc = cand, auc
-        return chosen, results, cut
+        if not alive:
+            return best, [], list(fits.cut)
+        number, results = fits.choose_among([c.number for c in alive], seeds)
+        return next(c for c in alive if c.number == number), results, list(fits.cut)
 
     @staticmethod
     def fresh(encoding: DagEncoding, rng: random.Random, seen: set[str]) -> list[Token]:
