@@ -54,6 +54,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
+from autodrs.data import fastparquet as _fast
 from autodrs.data.errors import DataError
 from autodrs.data.prefetch import prefetch
 from autodrs.data.schema import (
@@ -341,11 +342,23 @@ class _Moments:
         self.n, self.mean, self.m2 = 0, 0.0, 0.0
         self.sample = _BottomK(SAMPLE_ROWS)
 
-    def add(self, values: np.ndarray, keys: np.ndarray) -> None:
+    def add(self, values: np.ndarray, keys: np.ndarray, pick: np.ndarray | None = None) -> None:
+        """Moments of ``values``' finite entries; the sample is offered those at ``pick``
+        (all when None: a caller that knows the sample's cut passes the rows below it)."""
         x, k = values, keys
+        finite = None
         if np.isnan(x.sum()):  # a NaN anywhere makes the sum NaN
             finite = ~np.isnan(x)
-            x, k = x[finite], k[finite]
+            x = x[finite]
+            if pick is None:
+                k = k[finite]
+        if pick is not None:
+            sx, sk = values[pick], keys[pick]
+            if finite is not None:
+                ok = finite[pick]
+                sx, sk = sx[ok], sk[ok]
+        else:
+            sx, sk = x, k
         if not x.size:
             return
         n, mean = x.size, float(x.mean())
@@ -357,7 +370,7 @@ class _Moments:
         self.m2 += float(np.einsum("i,i->", d, d)) + delta**2 * self.n * n / total
         self.mean += delta * n / total
         self.n = total
-        self.sample.add(x, k)
+        self.sample.add(sx, sk)
 
     def fit(self, f: Field) -> None:
         if self.n == 0:
@@ -497,7 +510,11 @@ def build_cache(source: Any, schema: Schema, folder: Path, settings: BuildSettin
     tmp = folder.parent / f".tmp-{folder.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        info = _build(source, schema, tmp, settings, time_cuts, progress)
+        try:
+            info = _build(source, schema, tmp, settings, time_cuts, progress)
+        except _Redo:
+            shutil.rmtree(tmp, ignore_errors=True)
+            info = _build(source, schema, tmp, settings, time_cuts, progress, native_ok=False)
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(tmp, folder)
@@ -570,7 +587,8 @@ class _State:
 
 
 def _build(source: Any, schema: Schema, tmp: Path, st: BuildSettings,
-           time_cuts: tuple[float, float] | None, progress: bool) -> dict[str, Any]:
+           time_cuts: tuple[float, float] | None, progress: bool,
+           native_ok: bool = True) -> dict[str, Any]:
     cats = [f for f in schema.fields if f.kind == "categorical"]
     nums = [f for f in schema.fields if f.kind == "numerical"]
     seqs = [f for f in schema.fields if f.kind == "sequence"]
@@ -585,15 +603,20 @@ def _build(source: Any, schema: Schema, tmp: Path, st: BuildSettings,
               schema.time if time_cuts is not None else None, *st.extra]
     columns = list(dict.fromkeys(c for c in wanted if c is not None))
     t0, last_print = time.perf_counter(), 0.0
+    native = _fast.plan(source, schema, st.split, time_cuts, LUT_RANGE, st.extra) \
+        if native_ok and os.environ.get("AUTODRS_NATIVE_PASS", "1") != "0" else None
     try:
-        batches = source_batches(source, columns, [f.name for f in cats])
-        for batch in prefetch(batches):
-            if batch.num_rows:
-                _encode_chunk(batch, schema, st, time_cuts, state)
-            if progress and time.perf_counter() - last_print > 10:
-                last_print = time.perf_counter()
-                print(f"encoding: {state.rows:,} rows read "
-                      f"({state.rows / (last_print - t0):,.0f} rows/s)", flush=True)
+        if native is not None:
+            _native_pass(native, schema, st, state, progress, t0)
+        else:
+            batches = source_batches(source, columns, [f.name for f in cats])
+            for batch in prefetch(batches):
+                if batch.num_rows:
+                    _encode_chunk(batch, schema, st, time_cuts, state)
+                if progress and time.perf_counter() - last_print > 10:
+                    last_print = time.perf_counter()
+                    print(f"encoding: {state.rows:,} rows read "
+                          f"({state.rows / (last_print - t0):,.0f} rows/s)", flush=True)
         for w in state.writers.values():
             w.close()
         for f in state.extra.values():
@@ -719,6 +742,86 @@ def _encode_chunk(batch: pa.RecordBatch | pa.Table, schema: Schema, st: BuildSet
     state.rows += n
 
 
+def _native_pass(p: _fast.Plan, schema: Schema, st: BuildSettings, state: _State,
+                 progress: bool, t0: float) -> None:
+    """The pass of ``fastparquet``: Polars computes splits and provisional ids on its
+    threads; each batch's rows are grouped by split here, the train ids counted per field,
+    the numbers' moments kept, and every split's block appended to its shards. The fields'
+    ``_Vocab`` are then set to their value ranges with those counts (``_Vocab.fit`` as for
+    the general pass)."""
+    names = [f.name for f in state.cats]
+    counts = {n: np.zeros(p.ranges[n][1] - p.ranges[n][0] + 1 + _P_FIRST, np.int64)
+              for n in names}
+    unseen = [j for j, n in enumerate(names) if p.nulls[n]]  # may yet be entirely null
+    cat_top = max((len(c) for c in counts.values()), default=_P_FIRST)
+    # the numbers' sample takes the train rows of smallest hash: with the file's row count
+    # known, rows above a cut that leaves a wide margin (8 standard deviations) never enter
+    cut = (SAMPLE_ROWS + 8 * SAMPLE_ROWS**0.5 + 64) / max(p.total, 1)
+    if cut < 0.8:
+        for m in state.moments.values():
+            m.sample.cut = cut
+    last_print = 0.0
+    for df in _fast.batches(p, schema, st.seed, st.extra, with_keys=bool(state.nums)):
+        n = df.height
+        if not n:
+            continue
+        which = df["__split"].to_numpy()
+        ends = np.cumsum(np.bincount(which, minlength=3))
+        n_train = int(ends[0])
+        order = np.argsort(which, kind="stable")  # train rows, then valid, then test
+        label = _fast.labels(df[schema.label], schema.label)
+        state.positives += float(label.sum(dtype=np.int64))
+        arrays: dict[str, np.ndarray] = {"label": label[order]}
+        if names:
+            cat = np.take(df.select(names).to_numpy(order="c"), order, axis=0)
+            arrays["cat"] = cat
+            for j, name in enumerate(names):
+                counts[name] += np.bincount(cat[:n_train, j], minlength=len(counts[name]))
+            for j in list(unseen):
+                if (cat[:, j] != _P_MISSING).any():
+                    unseen.remove(j)
+        else:
+            arrays["cat"] = np.zeros((n, 0), np.int32)
+        if state.nums:
+            num = np.empty((n, len(state.nums)), np.float64)
+            keys = df["__u"].to_numpy()[order[:n_train]]
+            pick = np.flatnonzero(keys < cut) if cut < 0.8 else None
+            for k, f in enumerate(state.nums):
+                np.take(df[f.name].to_numpy(), order, out=num[:, k])
+                state.moments[f.name].add(num[:n_train, k], keys, pick)
+            arrays["num-raw"] = num
+        starts = [0, *ends[:-1]]
+        for s, w in enumerate(state.writers.values()):
+            if ends[s] > starts[s]:
+                w.add({k: v[starts[s]:ends[s]] for k, v in arrays.items()}, cat_top)
+        for key in st.extra:
+            values = df[f"__extra_{key}"].to_numpy()[order[ends[1]:]]
+            fh = state.extra.get(key)
+            if fh is None:
+                fh = state.extra[key] = _NpyFile(
+                    state.writers["test"].folder.parent / f"extra-{key}-test.npy", values)
+            fh.append(values)
+        state.rows += n
+        if progress and time.perf_counter() - last_print > 10:
+            last_print = time.perf_counter()
+            print(f"encoding: {state.rows:,} rows read "
+                  f"({state.rows / (last_print - t0):,.0f} rows/s)", flush=True)
+    for m in state.moments.values():
+        if m.sample.n < m.sample.k and m.n > m.sample.n:  # the cut left too few (NaNs)
+            raise _Redo
+    for j, name in enumerate(names):
+        v = state.vocabs[name]
+        lo, hi = p.ranges[name]
+        v.mode, v.base = "lut", lo
+        v.ints = np.arange(lo, hi + 1, dtype=np.int64)
+        v.counts = counts[name]
+        v.seen = j not in unseen
+
+
+class _Redo(Exception):
+    """The native pass cannot give the general pass's result; build with the latter."""
+
+
 def _labels(arr: pa.Array, name: str) -> np.ndarray:
     """The label as uint8 0/1; anything else is ``check_label``'s clear error."""
     t = arr.type
@@ -764,9 +867,13 @@ def _encode_lists(col: pl.Series, f: Field, vocab: _Vocab,
 def _finalise(tmp: Path, writers: dict[str, _ShardWriter], nums: list[Field],
               block: int = 1 << 17) -> None:
     """Standardise every shard's raw numbers into its float32 ``num`` file, a block of
-    rows at a time."""
+    rows at a time, through buffers kept from block to block (a missing number, NaN, is
+    0: the train mean)."""
     mean = np.array([f.mean for f in nums])
     std = np.array([f.std for f in nums])
+    width = len(nums)
+    buf = np.empty((block, width), np.float64)
+    out = np.empty((block, width), np.float32)
     for w in writers.values():
         for i, n in enumerate(w.shards):
             base = w.folder / f"{i:05d}"
@@ -774,17 +881,25 @@ def _finalise(tmp: Path, writers: dict[str, _ShardWriter], nums: list[Field],
             if not raw_path.exists():
                 np.save(f"{base}.num.npy", np.zeros((n, 0), np.float32))
                 continue
-            raw = np.load(raw_path, mmap_mode="r")
-            out = _NpyFile(Path(f"{base}.num.npy"), np.zeros((0, len(nums)), np.float32))
+            dst = _NpyFile(Path(f"{base}.num.npy"), np.zeros((0, width), np.float32))
             try:
-                for start in range(0, n, block):
-                    z = (raw[start:start + block] - mean) / std
-                    out.append(np.nan_to_num(z, nan=0.0).astype(np.float32))
-                out.close()
+                with open(raw_path, "rb") as fh:
+                    fh.seek(_HEADER_BYTES)
+                    for start in range(0, n, block):
+                        m = min(block, n - start)
+                        z = buf[:m]
+                        if fh.readinto(memoryview(z).cast("B")) != z.nbytes:
+                            raise DataError(f"cache shard {raw_path} is truncated")
+                        np.subtract(z, mean, out=z)
+                        np.divide(z, std, out=z)
+                        o = out[:m]
+                        np.copyto(o, z, casting="same_kind")
+                        np.copyto(o, 0.0, where=np.isnan(o))
+                        dst.append(o)
+                dst.close()
             except BaseException:
-                out.abort()
+                dst.abort()
                 raise
-            del raw
             raw_path.unlink()
 
 

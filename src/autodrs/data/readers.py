@@ -76,6 +76,11 @@ class Source:
                     left -= batch.num_rows
                     yield batch
 
+            # what the cache's native Parquet pass reads: the same file, capped
+            arrow.parquet_path = getattr(inner_arrow, "parquet_path", None)  # type: ignore[attr-defined]
+            cap = getattr(inner_arrow, "rows_cap", None)
+            arrow.rows_cap = rows if cap is None else min(cap, rows)  # type: ignore[attr-defined]
+
         return Source(**{**self.__dict__, "chunks": chunks, "arrow": arrow,
                          "identity": f"{self.identity}:rows={rows}" if self.identity else ""})
 
@@ -135,6 +140,7 @@ def parquet_arrow(path: Path) -> Callable[[list[str], list[str]], Iterator[Any]]
         except (OSError, ValueError) as e:
             raise DataError(f"{path}: cannot read the Parquet file: {_first_line(e)}") from e
 
+    batches.parquet_path = path  # type: ignore[attr-defined]  # the cache's native pass
     return batches
 
 

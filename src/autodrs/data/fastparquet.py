@@ -1,0 +1,165 @@
+"""The cache build's native pass for Parquet files: Polars' streaming engine reads the file
+and computes, on its own threads, each row's split (the SplitMix64 row hash of
+``cache.row_hash`` written as Polars expressions, bit for bit) and every categorical field's
+provisional id, ``value - min + 2`` in uint16 (int32 when a field's range is wider), the
+range taken from the file's row-group statistics. Python sees each batch once: it groups
+the rows by split, counts the train ids per field, keeps the numerical moments and appends
+the blocks to the shards. The vocabularies are then fitted from the counts exactly as the
+general pass fits them (same values, same train counts), so the final ids read through the
+``remap`` tables are the same; only the provisional ids on disk differ (value order, not
+order of first sight).
+
+It applies to a random split of a Parquet file whose categorical fields are integer columns
+with statistics in every row group (range below ``cache.LUT_RANGE``), whose numerical fields
+are untransformed numbers, with one label and no sequence or group column; anything else
+takes the general pass (``plan`` returns None).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from autodrs.data.errors import DataError
+from autodrs.data.schema import Schema, check_label
+
+_GOLDEN = 0x9E3779B97F4A7C15
+_MASK = (1 << 64) - 1
+_P_MISSING, _P_FIRST = 1, 2
+
+
+def _u64(x: int) -> pl.Expr:
+    return pl.lit(x & _MASK, pl.UInt64)
+
+
+def row_hash_expr(row: pl.Expr, seed: int, salt: int = 0) -> pl.Expr:
+    """``cache.row_hash`` as a Polars expression (unsigned 64-bit arithmetic wraps in both;
+    a floor division by a power of two is the right shift)."""
+    z = row.cast(pl.UInt64) + _u64(((seed * 2 + 1 + salt * 7919) & _MASK) * _GOLDEN)
+    z = z.xor(z // _u64(1 << 30)) * _u64(0xBF58476D1CE4E5B9)
+    z = z.xor(z // _u64(1 << 27)) * _u64(0x94D049BB133111EB)
+    z = z.xor(z // _u64(1 << 31))
+    return (z // _u64(1 << 11)).cast(pl.Float64) * (2.0**-53)
+
+
+@dataclass
+class Plan:
+    """What the native pass needs: the file, the row cap, each categorical field's value
+    range (``lo``, ``hi``) and whether it has nulls, and the id dtype."""
+
+    path: Path
+    rows: int | None
+    total: int  # rows the pass reads
+    ranges: dict[str, tuple[int, int]]
+    nulls: dict[str, bool]
+    id_dtype: Any  # pl.UInt16 or pl.Int32
+
+
+def plan(source: Any, schema: Schema, split: str, time_cuts: Any, lut_range: int,
+         extra: tuple[str, ...]) -> Plan | None:
+    """The native pass's plan for ``source``, or None where the general pass must run."""
+    arrow = getattr(source, "arrow", None)
+    path = getattr(arrow, "parquet_path", None)
+    if path is None or split != "random" or time_cuts is not None or schema.group \
+            or schema.labels:
+        return None
+    if any(f.kind not in ("categorical", "numerical") for f in schema.fields):
+        return None
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.ParquetFile(path).metadata
+        arrow_schema = pq.read_schema(path)
+    except (OSError, ValueError):
+        return None  # the general pass names the problem
+    names = arrow_schema.names
+    for c in [*schema.field_names, schema.label, *extra]:
+        if c not in names:
+            return None
+    t = arrow_schema.field(schema.label).type
+    if not (pa.types.is_integer(t) or pa.types.is_boolean(t)):
+        return None
+    for f in schema.fields:
+        t = arrow_schema.field(f.name).type
+        if f.kind == "numerical" and (f.transform != "none" or not (
+                pa.types.is_floating(t) or pa.types.is_integer(t))):
+            return None
+        if f.kind == "categorical" and not pa.types.is_integer(t):
+            return None
+    if meta.num_row_groups == 0:
+        return None
+    ranges: dict[str, tuple[int, int]] = {}
+    nulls: dict[str, bool] = {}
+    top = 0
+    for f in schema.fields:
+        if f.kind != "categorical":
+            continue
+        j = names.index(f.name)
+        lo = hi = None
+        has_null = False
+        for g in range(meta.num_row_groups):
+            col = meta.row_group(g).column(j)
+            s = col.statistics
+            if s is None or not s.has_null_count:
+                return None
+            has_null = has_null or s.null_count > 0
+            if s.null_count == col.num_values:
+                continue
+            if not s.has_min_max:
+                return None
+            lo = s.min if lo is None else min(lo, s.min)
+            hi = s.max if hi is None else max(hi, s.max)
+        if lo is None or hi is None or hi - lo >= lut_range:
+            return None  # an all-null column's error, or a wide range, is the general pass's
+        ranges[f.name] = (int(lo), int(hi))
+        nulls[f.name] = has_null
+        top = max(top, int(hi) - int(lo) + 1 + _P_FIRST)
+    rows = getattr(arrow, "rows_cap", None)
+    total = meta.num_rows if rows is None else min(rows, meta.num_rows)
+    return Plan(Path(path), rows, total, ranges, nulls,
+                pl.UInt16 if top <= 1 << 16 else pl.Int32)
+
+
+def batches(p: Plan, schema: Schema, seed: int, extra: tuple[str, ...],
+            with_keys: bool) -> Any:
+    """Polars' streaming batches of the encoded columns: ``__split`` (uint8), ``__u`` (the
+    row hash, when ``with_keys``), the label as read, each categorical field's provisional
+    id, each numerical field as float64 and the ``extra`` columns."""
+    lf = pl.scan_parquet(p.path)
+    if p.rows is not None:
+        lf = lf.head(p.rows)
+    lf = lf.with_row_index("__row")
+    u = row_hash_expr(pl.col("__row"), seed)
+    cols: list[pl.Expr] = [
+        ((u >= 0.8).cast(pl.UInt8) + (u >= 0.9).cast(pl.UInt8)).alias("__split")]
+    if with_keys:
+        cols.append(u.alias("__u"))
+    cols.append(pl.col(schema.label))
+    for f in schema.fields:
+        if f.kind == "categorical":
+            lo = p.ranges[f.name][0]
+            e = pl.col(f.name) - (lo - _P_FIRST)
+            if p.nulls[f.name]:
+                e = e.fill_null(_P_MISSING)
+            cols.append(e.cast(p.id_dtype, wrap_numerical=True).alias(f.name))
+        else:
+            cols.append(pl.col(f.name).cast(pl.Float64).alias(f.name))
+    cols += [pl.col(c).alias(f"__extra_{c}") for c in extra]
+    try:
+        yield from lf.select(cols).collect_batches(engine="streaming", chunk_size=1 << 18)
+    except (pl.exceptions.ComputeError, OSError) as e:
+        raise DataError(f"{p.path}: cannot read the Parquet file: {e}") from e
+
+
+def labels(s: pl.Series, name: str) -> np.ndarray:
+    """A batch's label as uint8 0/1; anything else is ``check_label``'s clear error."""
+    if not s.null_count() and (s.dtype.is_integer() or s.dtype == pl.Boolean):
+        x = s.to_numpy()
+        if x.dtype == np.bool_ or (len(x) and x.min() >= 0 and x.max() <= 1):
+            return x.astype(np.uint8)
+    return check_label(pl.DataFrame({name: s}), name).astype(np.uint8)
