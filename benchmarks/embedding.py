@@ -27,7 +27,13 @@ models alternating, median of repeats).
 
 Every PEP level reached is retrained too (``pep@<level>``). ``--count-masks 20`` adds
 DeepFM-16 with every value seen fewer than 20 times in training pruned (no search: the
-reference a pruning search has to beat); ``--scale-options`` overrides a method's settings.
+reference a pruning search has to beat); ``--scale-options`` overrides a method's settings;
+``--min-count 10`` gives every model the papers' Criteo preprocessing (rarer values share
+their field's out-of-vocabulary id) and ``--lazy`` the lazy Adam on the tables. Runs of one
+seed each, side by side, print as one table with ``--merge runs/.../embedding-*.json``.
+
+    python benchmarks/embedding.py --rows 1000000 --min-count 10 --lazy --epochs 4 \
+        --scale-options '{"pep": {"threshold": "field_dim"}}' --first-seed 2027 --seeds 1
 """
 
 from __future__ import annotations
@@ -293,6 +299,25 @@ def run_scale(rows: int, seeds: int, epochs: int, search_epochs: int,
     return found
 
 
+def merge_scale(paths: list[Path]) -> tuple[int, dict[str, Any]]:
+    """The ``--rows`` figures of several runs (``embedding-<rows>-<seed>*.json``, one per
+    process, e.g. one seed each run side by side) as one, for the same file and settings;
+    only the models every run has are kept, so each is paired over the same seeds."""
+    founds = [json.loads(p.read_text()) for p in paths]
+    first = founds[0]
+    for other in founds[1:]:
+        for key in ("file", "min_count", "lazy"):
+            if other.get(key) != first.get(key):
+                raise SystemExit(f"--merge: the runs differ in {key}: "
+                                 f"{first.get(key)!r} against {other.get(key)!r}")
+    common = [m for m in first["runs"] if all(f["runs"].get(m) for f in founds)]
+    merged = dict(first, runs={m: [r for f in founds for r in f["runs"][m]] for m in common},
+                  distinct=[d for f in founds for d in f["distinct"]],
+                  seeds=[s for f in founds for s in f["seeds"]])
+    rows = int(Path(first["file"]).stem.split("-")[-1])
+    return rows, merged
+
+
 def summarise_scale(rows: int, found: dict[str, Any]) -> str:
     runs = found["runs"]
     full = runs["full-dim"]
@@ -453,11 +478,19 @@ def main() -> None:
     parser.add_argument("--lazy", action="store_true",
                         help="under --rows: every model steps only the table rows in the "
                              "batch (lazy Adam; no decay or momentum on the other rows)")
+    parser.add_argument("--merge", type=Path, nargs="+", default=None,
+                        help="print the --rows summary of these runs' JSON files together "
+                             "(one seed per process), paired over their seeds; runs nothing")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-embedding"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads)
     methods = tuple(m for m in args.methods.split(",") if m)
+    if args.merge:
+        rows, found = merge_scale(args.merge)
+        print(f"seeds {found['seeds']} from {', '.join(str(p) for p in args.merge)}")
+        print(summarise_scale(rows, found), flush=True)
+        return
     print(machine_line())
     results = {}
     if args.rows is not None:
