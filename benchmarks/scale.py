@@ -1,18 +1,20 @@
 """How encoding and training grow with rows: synthetic Parquet files of increasing size,
 each encoded into a fresh on-disk cache and trained with DeepFM for one epoch from disk.
 
-For each size it prints: Polars' own streaming read of the same file (every column
-materialised, batch by batch, with ``collect_batches(engine="streaming")``; the faster of
-two reads just before the encoding), autodrs's encoding seconds (the cache build alone:
-read, encode, write; not the schema inference before it) and their ratio, the seconds to
-write the cache's bytes alone (as many bytes as the cache, in 1 MiB blocks to files of a
-shard's size on the same file system; the faster of two writes after the training) and
-its ratio to Polars' read (the floor of the encoding ratio, as every encoding writes its
-cache), training samples/s, seconds per million rows for both, the cache's bytes and the
-peak resident memory of the ``autodrs train`` process that encoded and trained, and the
-1-minute load average when the size started. Each size runs in its own process, so peak
-memory is per size. The synthetic fields' vocabularies are bounded (at most 2,000 values
-each), so nothing legitimately grows with rows but the data itself.
+For each size, in one process per size and interleaved: Polars' own streaming read of the
+same file (every column materialised, batch by batch, with
+``collect_batches(engine="streaming")``; the fastest of four reads, two before and two
+after the encodings), then the file encoded into a fresh cache by the native Parquet pass
+and by the general pass (``AUTODRS_NATIVE_PASS=0``), each in a process of its own that only
+encodes (its seconds: the cache build alone, read, encode, write; not the schema inference
+before it; its peak resident memory), and their ratios to Polars' read. Then, unless
+``--no-train``, ``autodrs train`` on the native cache: training samples/s, the cache's bytes
+and the train process's peak memory (it encodes again, so its peak covers both). Also the
+seconds to write the cache's bytes alone (as many bytes as the cache, in 1 MiB blocks to
+files of a shard's size on the same file system; the faster of two writes) and the
+1-minute load average when the size started. The synthetic fields' vocabularies are
+bounded (at most 2,000 values each), so nothing legitimately grows with rows but the data
+itself.
 
     nice -n 10 python benchmarks/scale.py --rows 1000000,4000000,16000000 --threads 1
 """
@@ -30,41 +32,67 @@ import tempfile
 import time
 from pathlib import Path
 
+ENCODE = """
+import json, os, resource, sys
+os.environ["AUTODRS_NATIVE_PASS"] = sys.argv[3]
+from autodrs.data.dataset import load_dataset
+ds = load_dataset(sys.argv[1], cache_dir=sys.argv[2], in_memory=False)
+print(json.dumps({"encode_s": ds.info["cache"]["encode_seconds"],
+                  "bytes": ds.info["cache"]["bytes"],
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
 
-def one(rows: int, folder: Path, threads: int, batch_size: int) -> dict:
-    """Runs in the child process: write, read with Polars, encode and train."""
+
+def encode_only(path: Path, folder: Path, native: bool) -> dict:
+    """Encode ``path`` into a fresh cache in a process of its own (so its peak memory is
+    the encoding's alone); the cache is removed afterwards."""
+    out = subprocess.run([sys.executable, "-c", ENCODE, str(path), str(folder),
+                          "1" if native else "0"], check=True, capture_output=True, text=True)
+    shutil.rmtree(folder, ignore_errors=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def polars_read(path: Path) -> float:
     import polars as pl
 
+    t0 = time.perf_counter()
+    for batch in pl.scan_parquet(path).collect_batches(engine="streaming"):
+        del batch  # every column materialised
+    return time.perf_counter() - t0
+
+
+def one(rows: int, folder: Path, threads: int, batch_size: int, train: bool) -> dict:
+    """Runs in the child process: write, read with Polars, encode both ways and train."""
     from autodrs.data.synthetic import write_synthetic
 
     path = folder / f"synthetic-{rows}.parquet"
     write_synthetic(path, rows=rows, seed=0)
-    lf = pl.scan_parquet(path)
-    reads = []
-    for _ in range(2):  # the faster of two reads, as the file is in the page cache for both
-        t0 = time.perf_counter()
-        for batch in lf.collect_batches(engine="streaming"):  # every column materialised
-            del batch
-        reads.append(time.perf_counter() - t0)
-    polars_read = min(reads)
     load = os.getloadavg()[0]
-    os.environ["AUTODRS_CACHE"] = str(folder / "cache")
-    os.environ["AUTODRS_IN_MEMORY_BYTES"] = "0"  # always train from disk
-    out = folder / f"run-{rows}"
-    cmd = [sys.executable, "-m", "autodrs", "train", "--data", str(path), "--model", "deepfm",
-           "--epochs", "1", "--batch-size", str(batch_size), "--threads", str(threads),
-           "--no-progress", "--out", str(out)]
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the train process
-    result = json.loads((out / "result.json").read_text())
-    cache = result["data"]["cache"]
-    writes = [write_only(cache["bytes"], folder / "write-only") for _ in range(2)]
-    return {"rows": rows, "polars_read_s": polars_read, "encode_s": cache["encode_seconds"],
-            "write_only_s": min(writes),
-            "cache_bytes": cache["bytes"], "file_bytes": path.stat().st_size,
-            "train_samples_per_s": result["cost"]["train_samples_per_second"],
-            "test_auc": result["metrics"]["test"]["auc"], "peak_rss_mb": peak,
-            "load_average": load}
+    reads = [polars_read(path) for _ in range(2)]  # the file is in the page cache for all
+    native = encode_only(path, folder / "native", native=True)
+    general = encode_only(path, folder / "general", native=False)
+    reads += [polars_read(path) for _ in range(2)]
+    row = {"rows": rows, "polars_read_s": min(reads), "encode_s": native["encode_s"],
+           "encode_peak_mb": native["peak_rss_mb"], "general_encode_s": general["encode_s"],
+           "general_peak_mb": general["peak_rss_mb"], "cache_bytes": native["bytes"],
+           "file_bytes": path.stat().st_size, "load_average": load,
+           "load_average_end": os.getloadavg()[0]}
+    row["write_only_s"] = min(write_only(native["bytes"], folder / "write-only")
+                              for _ in range(2))
+    if train:
+        os.environ["AUTODRS_CACHE"] = str(folder / "cache")
+        os.environ["AUTODRS_IN_MEMORY_BYTES"] = "0"  # always train from disk
+        out = folder / f"run-{rows}"
+        cmd = [sys.executable, "-m", "autodrs", "train", "--data", str(path), "--model",
+               "deepfm", "--epochs", "1", "--batch-size", str(batch_size), "--threads",
+               str(threads), "--no-progress", "--out", str(out)]
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        # the train process (the largest child so far)
+        row["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        result = json.loads((out / "result.json").read_text())
+        row["train_samples_per_s"] = result["cost"]["train_samples_per_second"]
+        row["test_auc"] = result["metrics"]["test"]["auc"]
+    return row
 
 
 def write_only(nbytes: int, folder: Path, shard_bytes: int = 1 << 26) -> float:
@@ -96,11 +124,13 @@ def main() -> None:
     p.add_argument("--rows", default="1000000,4000000,16000000")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=4096)
+    p.add_argument("--no-train", action="store_true", help="encode only")
     p.add_argument("--one", type=int, help=argparse.SUPPRESS)
     p.add_argument("--folder", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.one:
-        print(json.dumps(one(args.one, Path(args.folder), args.threads, args.batch_size)))
+        print(json.dumps(one(args.one, Path(args.folder), args.threads, args.batch_size,
+                             not args.no_train)))
         return
     rows_list = [int(r) for r in args.rows.split(",")]
     table = []
@@ -108,7 +138,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="autodrs-scale-") as folder:
             child = subprocess.Popen(
                 [sys.executable, __file__, "--one", str(rows), "--folder", folder,
-                 "--threads", str(args.threads), "--batch-size", str(args.batch_size)],
+                 "--threads", str(args.threads), "--batch-size", str(args.batch_size),
+                 *(["--no-train"] if args.no_train else [])],
                 stdout=subprocess.PIPE, text=True)
             stdout, _ = child.communicate()
             if child.returncode:
@@ -116,24 +147,30 @@ def main() -> None:
             row = json.loads(stdout.strip().splitlines()[-1])
         table.append(row)
         print(json.dumps(row), flush=True)
-    first = table[0]
-    print(f"\n{'rows':>11} {'polars s':>9} {'encode s':>9} {'ratio':>6} {'write s':>8} "
-          f"{'ratio':>6} {'enc s/M':>8} "
-          f"{'train/s':>9} {'train s/M':>9} {'cache MB':>9} {'peak MB':>8} {'load':>5}")
+    first, last = table[0], table[-1]
+    print(f"\n{'rows':>11} {'polars s':>9} {'native s':>9} {'ratio':>6} {'peak MB':>8} "
+          f"{'general s':>9} {'ratio':>6} {'peak MB':>8} {'write s':>8} {'ratio':>6} "
+          f"{'cache MB':>9} {'load':>9}")
     for r in table:
-        m = r["rows"] / 1e6
-        print(f"{r['rows']:>11,} {r['polars_read_s']:>9.2f} {r['encode_s']:>9.2f} "
-              f"{r['encode_s'] / r['polars_read_s']:>6.2f} {r['write_only_s']:>8.2f} "
-              f"{r['write_only_s'] / r['polars_read_s']:>6.2f} {r['encode_s'] / m:>8.2f} "
-              f"{r['train_samples_per_s']:>9,.0f} {0.8e6 / r['train_samples_per_s']:>9.2f} "
-              f"{r['cache_bytes'] / 1e6:>9.1f} {r['peak_rss_mb']:>8.0f} "
-              f"{r['load_average']:>5.1f}")
-    last = table[-1]
-    print(f"\nencode s per row, last/first: "
-          f"{(last['encode_s'] / last['rows']) / (first['encode_s'] / first['rows']):.2f}; "
-          f"train samples/s, first/last: "
-          f"{first['train_samples_per_s'] / last['train_samples_per_s']:.2f}; "
-          f"peak RSS, last/first: {last['peak_rss_mb'] / first['peak_rss_mb']:.2f}")
+        read = r["polars_read_s"]
+        print(f"{r['rows']:>11,} {read:>9.2f} {r['encode_s']:>9.2f} "
+              f"{r['encode_s'] / read:>6.2f} {r['encode_peak_mb']:>8.0f} "
+              f"{r['general_encode_s']:>9.2f} {r['general_encode_s'] / read:>6.2f} "
+              f"{r['general_peak_mb']:>8.0f} {r['write_only_s']:>8.2f} "
+              f"{r['write_only_s'] / read:>6.2f} {r['cache_bytes'] / 1e6:>9.1f} "
+              f"{r['load_average']:>4.1f}-{r['load_average_end']:<4.1f}")
+    print(f"\nnative encode s per row, last/first: "
+          f"{(last['encode_s'] / last['rows']) / (first['encode_s'] / first['rows']):.2f}")
+    if "train_samples_per_s" in first:
+        print(f"\n{'rows':>11} {'train/s':>9} {'train s/M':>9} {'train peak MB':>13} "
+              f"{'test AUC':>8}")
+        for r in table:
+            print(f"{r['rows']:>11,} {r['train_samples_per_s']:>9,.0f} "
+                  f"{0.8e6 / r['train_samples_per_s']:>9.2f} {r['peak_rss_mb']:>13.0f} "
+                  f"{r['test_auc']:>8.4f}")
+        print(f"train samples/s, first/last: "
+              f"{first['train_samples_per_s'] / last['train_samples_per_s']:.2f}; "
+              f"peak RSS, last/first: {last['peak_rss_mb'] / first['peak_rss_mb']:.2f}")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import pytest
 
 from autodrs.data import cache as cache_mod
 from autodrs.data import fastparquet
-from autodrs.data.cache import DiskData, read_info, row_hash
+from autodrs.data.cache import DiskData, read_info
 from autodrs.data.dataset import load_dataset
 from autodrs.data.errors import DataError
 
@@ -95,13 +95,6 @@ def test_native_pass_sample_cut_keeps_the_smallest_hashes(tmp_path, monkeypatch)
     _table(20_000, seed=1).write_parquet(path)
     old, new = _both(tmp_path, monkeypatch, path, categorical=["a"], numerical=["x"])
     _assert_same(old, new)
-
-
-def test_native_pass_row_hash_is_the_numpy_hash():
-    rows = np.array([0, 1, 2, 2**31 + 5, 2**32 - 1, 123_456_789], np.uint64)
-    for seed, salt in ((0, 0), (2026, 0), (-3, 2), (2**40, 1)):
-        got = pl.select(fastparquet.row_hash_expr(pl.lit(pl.Series(rows)), seed, salt))
-        np.testing.assert_array_equal(got.to_series().to_numpy(), row_hash(rows, seed, salt))
 
 
 def test_native_pass_labels_and_null_columns_fail_as_before(tmp_path, monkeypatch):

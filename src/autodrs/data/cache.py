@@ -40,8 +40,10 @@ from __future__ import annotations
 import errno
 import json
 import os
+import queue
 import shutil
 import struct
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -330,6 +332,11 @@ class _BottomK:
 
     def sample(self) -> np.ndarray:
         if self.n > self.k:
+            keys = self.keys[:self.n]
+            kth = np.partition(keys, self.k - 1)[self.k - 1]
+            below = keys <= kth
+            if int(below.sum()) == self.k:  # the k smallest (keys are distinct hashes)
+                return self.values[:self.n][below]
             self._prune()
         return self.values[:self.n].copy()
 
@@ -745,8 +752,9 @@ def _encode_chunk(batch: pa.RecordBatch | pa.Table, schema: Schema, st: BuildSet
 def _native_pass(p: _fast.Plan, schema: Schema, st: BuildSettings, state: _State,
                  progress: bool, t0: float) -> None:
     """The pass of ``fastparquet``: Polars computes splits and provisional ids on its
-    threads; each batch's rows are grouped by split here, the train ids counted per field,
-    the numbers' moments kept, and every split's block appended to its shards. The fields'
+    threads; here each batch's rows are grouped by split (``_group``), and a second thread
+    counts the train ids per field, keeps the numbers' moments and appends every split's
+    block to its shards (``_absorb``), while the next batch is grouped. The fields'
     ``_Vocab`` are then set to their value ranges with those counts (``_Vocab.fit`` as for
     the general pass)."""
     names = [f.name for f in state.cats]
@@ -761,51 +769,17 @@ def _native_pass(p: _fast.Plan, schema: Schema, st: BuildSettings, state: _State
         for m in state.moments.values():
             m.sample.cut = cut
     last_print = 0.0
-    for df in _fast.batches(p, schema, st.seed, st.extra, with_keys=bool(state.nums)):
-        n = df.height
-        if not n:
-            continue
-        which = df["__split"].to_numpy()
-        ends = np.cumsum(np.bincount(which, minlength=3))
-        n_train = int(ends[0])
-        order = np.argsort(which, kind="stable")  # train rows, then valid, then test
-        label = _fast.labels(df[schema.label], schema.label)
-        state.positives += float(label.sum(dtype=np.int64))
-        arrays: dict[str, np.ndarray] = {"label": label[order]}
-        if names:
-            cat = np.take(df.select(names).to_numpy(order="c"), order, axis=0)
-            arrays["cat"] = cat
-            for j, name in enumerate(names):
-                counts[name] += np.bincount(cat[:n_train, j], minlength=len(counts[name]))
-            for j in list(unseen):
-                if (cat[:, j] != _P_MISSING).any():
-                    unseen.remove(j)
-        else:
-            arrays["cat"] = np.zeros((n, 0), np.int32)
-        if state.nums:
-            num = np.empty((n, len(state.nums)), np.float64)
-            keys = df["__u"].to_numpy()[order[:n_train]]
-            pick = np.flatnonzero(keys < cut) if cut < 0.8 else None
-            for k, f in enumerate(state.nums):
-                np.take(df[f.name].to_numpy(), order, out=num[:, k])
-                state.moments[f.name].add(num[:n_train, k], keys, pick)
-            arrays["num-raw"] = num
-        starts = [0, *ends[:-1]]
-        for s, w in enumerate(state.writers.values()):
-            if ends[s] > starts[s]:
-                w.add({k: v[starts[s]:ends[s]] for k, v in arrays.items()}, cat_top)
-        for key in st.extra:
-            values = df[f"__extra_{key}"].to_numpy()[order[ends[1]:]]
-            fh = state.extra.get(key)
-            if fh is None:
-                fh = state.extra[key] = _NpyFile(
-                    state.writers["test"].folder.parent / f"extra-{key}-test.npy", values)
-            fh.append(values)
-        state.rows += n
-        if progress and time.perf_counter() - last_print > 10:
-            last_print = time.perf_counter()
-            print(f"encoding: {state.rows:,} rows read "
-                  f"({state.rows / (last_print - t0):,.0f} rows/s)", flush=True)
+    with _Worker() as worker:
+        for df in _fast.batches(p, schema, st.extra):
+            if not df.height:
+                continue
+            block = _group(df, names, schema, st, state)
+            state.rows += df.height
+            worker.submit(_absorb, block, names, counts, unseen, cut, cat_top, st, state)
+            if progress and time.perf_counter() - last_print > 10:
+                last_print = time.perf_counter()
+                print(f"encoding: {state.rows:,} rows read "
+                      f"({state.rows / (last_print - t0):,.0f} rows/s)", flush=True)
     for m in state.moments.values():
         if m.sample.n < m.sample.k and m.n > m.sample.n:  # the cut left too few (NaNs)
             raise _Redo
@@ -816,6 +790,109 @@ def _native_pass(p: _fast.Plan, schema: Schema, st: BuildSettings, state: _State
         v.ints = np.arange(lo, hi + 1, dtype=np.int64)
         v.counts = counts[name]
         v.seen = j not in unseen
+
+
+@dataclass
+class _Block:
+    """One batch of the native pass, its rows grouped by split (train, valid, test)."""
+
+    arrays: dict[str, np.ndarray]
+    ends: np.ndarray  # cumulative rows of the three splits
+    keys: np.ndarray | None  # the train rows' hashes (for the numbers' sample)
+    extra: dict[str, np.ndarray]  # the test rows' extra columns
+
+
+def _group(df: pl.DataFrame, names: list[str], schema: Schema, st: BuildSettings,
+           state: _State) -> _Block:
+    """A batch's columns as arrays, rows grouped by split (a stable order)."""
+    n = df.height
+    rows = state.buffer("rows", (n,), np.uint64)
+    rows[:] = np.arange(state.rows, state.rows + n, dtype=np.uint64)
+    u = row_hash(rows, st.seed, scratch=(state.buffer("z", (n,), np.uint64),
+                                         state.buffer("t", (n,), np.uint64)))
+    which = split_of(u)
+    ends = np.cumsum(np.bincount(which, minlength=3))
+    order = np.argsort(which, kind="stable")  # train rows, then valid, then test
+    label = _fast.labels(df[schema.label], schema.label)
+    state.positives += float(label.sum(dtype=np.int64))
+    arrays: dict[str, np.ndarray] = {"label": label[order]}
+    if names:
+        arrays["cat"] = np.take(df.select(names).to_numpy(order="c"), order, axis=0)
+    else:
+        arrays["cat"] = np.zeros((n, 0), np.int32)
+    keys = None
+    if state.nums:
+        num = np.empty((n, len(state.nums)), np.float64)
+        for k, f in enumerate(state.nums):
+            np.take(df[f.name].to_numpy(), order, out=num[:, k])
+        arrays["num-raw"] = num
+        keys = u[order[:ends[0]]]
+    extra = {key: df[f"__extra_{key}"].to_numpy()[order[ends[1]:]] for key in st.extra}
+    return _Block(arrays, ends, keys, extra)
+
+
+def _absorb(b: _Block, names: list[str], counts: dict[str, np.ndarray], unseen: list[int],
+            cut: float, cat_top: int, st: BuildSettings, state: _State) -> None:
+    """Count a block's train ids, add its numbers to the moments, append it to the shards."""
+    n_train = int(b.ends[0])
+    cat = b.arrays["cat"]
+    for j, name in enumerate(names):
+        counts[name] += np.bincount(cat[:n_train, j], minlength=len(counts[name]))
+    for j in list(unseen):
+        if (cat[:, j] != _P_MISSING).any():
+            unseen.remove(j)
+    if state.nums and b.keys is not None:
+        num = b.arrays["num-raw"]
+        pick = np.flatnonzero(b.keys < cut) if cut < 0.8 else None
+        for k, f in enumerate(state.nums):
+            state.moments[f.name].add(num[:n_train, k], b.keys, pick)
+    starts = [0, *b.ends[:-1]]
+    for s, w in enumerate(state.writers.values()):
+        if b.ends[s] > starts[s]:
+            w.add({k: v[starts[s]:b.ends[s]] for k, v in b.arrays.items()}, cat_top)
+    for key, values in b.extra.items():
+        fh = state.extra.get(key)
+        if fh is None:
+            fh = state.extra[key] = _NpyFile(
+                state.writers["test"].folder.parent / f"extra-{key}-test.npy", values)
+        fh.append(values)
+
+
+class _Worker:
+    """One background thread running submitted calls in order, at most two waiting (so
+    memory stays at a few batches); its first error is raised in the submitting thread at
+    the next ``submit`` or on leaving the ``with`` block."""
+
+    def __init__(self) -> None:
+        self.q: queue.Queue[Any] = queue.Queue(maxsize=2)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self.q.get()
+            if item is None:
+                return
+            if self.error is None:
+                try:
+                    item[0](*item[1])
+                except BaseException as e:  # handed to the submitting thread
+                    self.error = e
+
+    def submit(self, fn: Any, *args: Any) -> None:
+        if self.error is not None:
+            raise self.error
+        self.q.put((fn, args))
+
+    def __enter__(self) -> _Worker:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.q.put(None)
+        self.thread.join()
+        if self.error is not None and exc[0] is None:
+            raise self.error
 
 
 class _Redo(Exception):

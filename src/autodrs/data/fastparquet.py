@@ -1,13 +1,12 @@
 """The cache build's native pass for Parquet files: Polars' streaming engine reads the file
-and computes, on its own threads, each row's split (the SplitMix64 row hash of
-``cache.row_hash`` written as Polars expressions, bit for bit) and every categorical field's
-provisional id, ``value - min + 2`` in uint16 (int32 when a field's range is wider), the
-range taken from the file's row-group statistics. Python sees each batch once: it groups
-the rows by split, counts the train ids per field, keeps the numerical moments and appends
-the blocks to the shards. The vocabularies are then fitted from the counts exactly as the
-general pass fits them (same values, same train counts), so the final ids read through the
-``remap`` tables are the same; only the provisional ids on disk differ (value order, not
-order of first sight).
+and computes, on its own threads, every categorical field's provisional id,
+``value - min + 2`` in uint16 (int32 when a field's range is wider), the range taken from
+the file's row-group statistics. Python sees each batch once (``cache._native_pass``): it
+hashes the row numbers into splits, groups the rows by split, counts the train ids per
+field, keeps the numerical moments and appends the blocks to the shards. The vocabularies
+are then fitted from the counts exactly as the general pass fits them (same values, same
+train counts), so the final ids read through the ``remap`` tables are the same; only the
+provisional ids on disk differ (value order, not order of first sight).
 
 It applies to a random split of a Parquet file whose categorical fields are integer columns
 with statistics in every row group (range below ``cache.LUT_RANGE``), whose numerical fields
@@ -27,23 +26,7 @@ import polars as pl
 from autodrs.data.errors import DataError
 from autodrs.data.schema import Schema, check_label
 
-_GOLDEN = 0x9E3779B97F4A7C15
-_MASK = (1 << 64) - 1
 _P_MISSING, _P_FIRST = 1, 2
-
-
-def _u64(x: int) -> pl.Expr:
-    return pl.lit(x & _MASK, pl.UInt64)
-
-
-def row_hash_expr(row: pl.Expr, seed: int, salt: int = 0) -> pl.Expr:
-    """``cache.row_hash`` as a Polars expression (unsigned 64-bit arithmetic wraps in both;
-    a floor division by a power of two is the right shift)."""
-    z = row.cast(pl.UInt64) + _u64(((seed * 2 + 1 + salt * 7919) & _MASK) * _GOLDEN)
-    z = z.xor(z // _u64(1 << 30)) * _u64(0xBF58476D1CE4E5B9)
-    z = z.xor(z // _u64(1 << 27)) * _u64(0x94D049BB133111EB)
-    z = z.xor(z // _u64(1 << 31))
-    return (z // _u64(1 << 11)).cast(pl.Float64) * (2.0**-53)
 
 
 @dataclass
@@ -125,21 +108,14 @@ def plan(source: Any, schema: Schema, split: str, time_cuts: Any, lut_range: int
                 pl.UInt16 if top <= 1 << 16 else pl.Int32)
 
 
-def batches(p: Plan, schema: Schema, seed: int, extra: tuple[str, ...],
-            with_keys: bool) -> Any:
-    """Polars' streaming batches of the encoded columns: ``__split`` (uint8), ``__u`` (the
-    row hash, when ``with_keys``), the label as read, each categorical field's provisional
-    id, each numerical field as float64 and the ``extra`` columns."""
+def batches(p: Plan, schema: Schema, extra: tuple[str, ...]) -> Any:
+    """Polars' streaming batches of the encoded columns, in file order: the label as read,
+    each categorical field's provisional id, each numerical field as float64 and the
+    ``extra`` columns (as ``__extra_<name>``)."""
     lf = pl.scan_parquet(p.path)
     if p.rows is not None:
         lf = lf.head(p.rows)
-    lf = lf.with_row_index("__row")
-    u = row_hash_expr(pl.col("__row"), seed)
-    cols: list[pl.Expr] = [
-        ((u >= 0.8).cast(pl.UInt8) + (u >= 0.9).cast(pl.UInt8)).alias("__split")]
-    if with_keys:
-        cols.append(u.alias("__u"))
-    cols.append(pl.col(schema.label))
+    cols: list[pl.Expr] = [pl.col(schema.label)]
     for f in schema.fields:
         if f.kind == "categorical":
             lo = p.ranges[f.name][0]
