@@ -8,6 +8,7 @@ history's items; a flat model over the mean of the history sees that only faintl
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -153,8 +154,48 @@ def test_ameir_finds_a_behaviour_block_that_beats_mean_pooling(planted: Dataset)
     assert found.spec.sequence.readout == "attention", found.extra
     assert found.ranking and found.scores[found.ranking[0]] >= max(found.scores.values())
     trivial = fit_spec(planted, start, config(8)).metrics["test"]["auc"]
-    searched = fit_spec(planted, found.spec, config(8)).metrics["test"]["auc"]
+    refit = fit_spec(planted, found.spec, config(8))
+    searched = refit.metrics["test"]["auc"]
     assert searched > trivial + 0.08, (searched, trivial, found.extra)
+    # the stand-alone check trained the found path, the start and a runner-up alone at the
+    # search's config, and the spec handed back is the one that validated best of them
+    check = found.extra["check"]
+    assert len(check) == 3 and any(k.startswith("start: ") for k in check), check
+    assert refit.fit.valid["auc"] == pytest.approx(max(check.values()), abs=1e-6), check
+
+
+def test_ameir_space_holds_the_fm_term_and_the_start_spec(tiny_synthetic: Dataset) -> None:
+    from autodrs.methods.sequence.ameir import AMEIR, AmeirSupernet, candidate_pairs
+
+    schema = tiny_synthetic.schema
+    start = backbone_spec("deepfm", 8)
+    base = start.copy(fm=False)
+    pairs = candidate_pairs(schema, base)
+    net = AmeirSupernet(schema, base, None, None, 3, pairs, [64, 128, 256], 2, 0)
+    assert net.fm_choice and net.n_slots == 0  # no sequence: interactions and MLP only
+    drawn = [net.sample("interactions") for _ in range(40)]
+    assert {a.fm for a in drawn} == {True, False}
+    # the start (DeepFM) is a path of the space, and its derived spec is DeepFM's model
+    arch = AMEIR._start(start, net, [64, 128, 256], 2)
+    assert arch is not None and arch.fm and not arch.pairs and arch.widths == [256, 128]
+    derived = AMEIR._derive(start, arch, None, None, pairs, 0, schema)
+    assert derived.fm and derived.interactions is None and derived.mlp == [256, 128]
+    assert AMEIR._start(start.copy(mlp=[100, 100]), net, [64, 128, 256], 2) is None
+    # with Hadamard pairs kept the FM term still covers every pair of fields
+    arch.pairs = [0, 1]
+    model = build_model(schema, AMEIR._derive(start, arch, None, None, pairs, 0, schema))
+    n = len(model.field_names)
+    assert model.fm is not None and model.hadamard is not None
+    assert model.fm.products is not None and model.fm.products.left.numel() == n * (n - 1) // 2
+    # the supernet's FM term is DeepFM's: 0.5 * ((sum e)^2 - sum e^2) over the fields
+    net.eval()
+    batch = next(iter(tiny_synthetic.valid.batches(64)))
+    net.arch = replace(arch, pairs=[], fm=False)
+    without = net(batch)
+    net.arch = replace(arch, pairs=[], fm=True)
+    stacked = torch.stack(net.embedding(batch), dim=1)
+    fm = 0.5 * (stacked.sum(1).pow(2) - stacked.pow(2).sum(1)).sum(1)
+    torch.testing.assert_close(net(batch), without + fm)
 
 
 def test_ameir_runs_from_the_command_line_through_result_and_report(
