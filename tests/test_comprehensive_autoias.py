@@ -109,7 +109,7 @@ def test_subnets_share_the_leading_weights(tiny_synthetic: Dataset) -> None:
     with torch.no_grad():
         # what a subnet does not use: coordinates past a field's dim, neurons past its width
         net.hidden[0].weight[16:] += 1.0
-        net.head.weight[:, 16:] += 1.0
+        net.heads[0].weight[:, 16:] += 1.0
         for table in net.embedding.tables:
             table.weight[:, 2:] += 0.5  # r0 and r3 (dim 2) must not see this
     after = net(batch)

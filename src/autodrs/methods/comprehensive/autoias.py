@@ -94,6 +94,8 @@ DEPTHS = (1, 2, 3)
 WIDTHS = (64, 128, 256)
 POLICY_SAMPLES = 512  # draws of the final policy that give each pair's keep rate
 HIDDEN = 32
+CONTROLLER_LR = 0.02
+PAIR_COST = 0.0003  # reward per kept pair (AUC): a pair must pay for itself
 
 
 @dataclass
@@ -131,10 +133,15 @@ class IASSupernet(nn.Module):
         prefix = torch.tensor([[float(k < d) for k in range(width)] for d in dims])
         self.register_buffer("prefix", prefix, persistent=False)
         top = max(widths)
-        in_dim = self.n_fields * width
+        # the product pairs' inner products also feed the MLP (IPNN's product layer, the
+        # derived spec's ``inner``): one input per pair, zero where the pair is not a product
+        self.product = functions.index("product") if "product" in functions else None
+        in_dim = self.n_fields * width + (len(pairs) if self.product is not None else 0)
         self.hidden = nn.ModuleList(linear(in_dim if i == 0 else top, top)
                                     for i in range(max(depths)))
-        self.head = linear(top, 1)
+        # one read-out per depth: a depth-l subnet's last layer is read by head l, not by a
+        # read-out trained on the deepest layer's outputs
+        self.heads = nn.ModuleList(linear(top, 1) for _ in depths)
         self.kd, self.temperature = kd, temperature
         self.arch: Arch | None = None
         self.full = Arch([len(dims) - 1] * self.n_fields, [-1] * len(pairs),
@@ -157,17 +164,22 @@ class IASSupernet(nn.Module):
         terms = self.functions(e)  # [B, P, K]
         choice = torch.tensor(arch.pairs)
         if bool((choice < 0).all()):
-            logit = first + terms.sum((1, 2))
+            select = torch.ones(terms.shape[1:], dtype=terms.dtype)
         else:
             select = F.one_hot(choice.clamp(min=0), len(self.function_names) + 1)[:, 1:]
-            logit = first + (terms * select.to(terms.dtype)).sum((1, 2))
-        h, prev = e.flatten(1), e.shape[1] * e.shape[2]
+            select = select.to(terms.dtype)
+        logit = first + (terms * select).sum((1, 2))
+        h = e.flatten(1)
+        if self.product is not None:
+            h = torch.cat([h, terms[:, :, self.product] * select[:, self.product]], dim=1)
+        prev = h.shape[1]
         for i in range(self.depths[arch.depth]):
             w = self.widths[arch.widths[i]]
             layer = self.hidden[i]
             h = F.relu(F.linear(h, layer.weight[:w, :prev], layer.bias[:w]))
             prev = w
-        return logit + F.linear(h, self.head.weight[:, :prev], self.head.bias).squeeze(1)
+        head = self.heads[arch.depth]
+        return logit + F.linear(h, head.weight[:, :prev], head.bias).squeeze(1)
 
     def forward(self, batch: Batch) -> torch.Tensor:
         e = torch.stack(self.embedding(batch), dim=1)
@@ -240,7 +252,13 @@ class ArchitectureGenerator(nn.Module):
             h, c = self.cell(x + self.position[t], (h, c))
             logits = self.heads[kind](h) + self.bias[t, :self.sizes[t]]
             logp = torch.log_softmax(logits, dim=-1)
-            if greedy:
+            if greedy and kind == 1:
+                # a pair: dropped when "none" is at least as likely as keeping it at all,
+                # else its likeliest function (a plain argmax would split the kept mass
+                # between the functions and drop pairs the generator mostly keeps)
+                a = torch.where(logp[:, 0].exp() >= 0.5, torch.zeros_like(logp[:, 0],
+                                dtype=torch.long), 1 + logp[:, 1:].argmax(-1))
+            elif greedy:
                 a = logp.argmax(-1)
             else:
                 a = torch.multinomial(logp.exp().detach(), 1, generator=generator).squeeze(1)
@@ -328,10 +346,11 @@ class AutoIAS(Method):
         fast = ctx.fast
         rl_steps = option(ctx, "rl_steps", 10 if fast else 200, int)
         rl_batch = option(ctx, "rl_batch", 4 if fast else 16, int)
-        lr = option(ctx, "controller_lr", 0.005)
+        lr = option(ctx, "controller_lr", CONTROLLER_LR)
         entropy_weight = option(ctx, "entropy", 0.02)
         reward_rows = option(ctx, "reward_rows", 4096, int)
         cost = option(ctx, "cost", 0.005)
+        pair_cost = option(ctx, "pair_cost", PAIR_COST)
         candidates = option(ctx, "candidates", 5, int)
         if not 0 <= kd <= 1 or temperature <= 0:
             raise SearchError(f"AutoIAS needs kd in [0, 1] and temperature > 0; got {kd}, "
@@ -340,9 +359,9 @@ class AutoIAS(Method):
             raise SearchError(f"AutoIAS needs rl_steps >= 1, rl_batch >= 2, controller_lr > 0,"
                               f" reward_rows >= 1 and candidates >= 1; got {rl_steps}, "
                               f"{rl_batch}, {lr}, {reward_rows}, {candidates}")
-        if cost < 0 or entropy_weight < 0:
-            raise SearchError(f"AutoIAS needs cost >= 0 and entropy >= 0; got {cost}, "
-                              f"{entropy_weight}")
+        if cost < 0 or entropy_weight < 0 or pair_cost < 0:
+            raise SearchError(f"AutoIAS needs cost >= 0, pair_cost >= 0 and entropy >= 0; "
+                              f"got {cost}, {pair_cost}, {entropy_weight}")
         pairs = [(names[i], names[j]) for i in range(len(names))
                  for j in range(i + 1, len(names))]
         index = {n: k for k, n in enumerate(names)}
@@ -378,9 +397,13 @@ class AutoIAS(Method):
             return Arch(flat[:n_f], flat[n_f:n_f + n_p], flat[n_f + n_p],
                         flat[n_f + n_p + 1:])
 
+        def penalty(arch: Arch) -> float:
+            return (cost * net.complexity(arch, vocab)
+                    + pair_cost * sum(c > 0 for c in arch.pairs))
+
         def reward(arch: Arch) -> tuple[float, float]:
             value = reward_set.auc(arch)
-            return value - cost * net.complexity(arch, vocab), value
+            return value - penalty(arch), value
 
         seen: dict[tuple[int, ...], tuple[float, float]] = {}
         curve: list[dict[str, float]] = []
@@ -414,8 +437,7 @@ class AutoIAS(Method):
         for key in shortlist:
             arch = to_arch(list(key))
             valid = whole.auc(arch)
-            scored.append((valid - cost * net.complexity(arch, vocab), valid,
-                           key))
+            scored.append((valid - penalty(arch), valid, key))
         _, chosen_auc, chosen = max(scored, key=lambda s: s[0])
         arch = to_arch(list(chosen))
         teacher_auc = whole.auc(None)
@@ -449,7 +471,7 @@ class AutoIAS(Method):
                    round(supernet_seconds, 3), "rl_steps": len(curve),
                    "architectures_scored": len(seen), "reward_curve": curve[::max(
                        1, len(curve) // 20)], "kd": kd, "temperature": temperature,
-                   "cost": cost, "stopped_by_budget": stopped, "space": space,
+                   "cost": cost, "pair_cost": pair_cost, "stopped_by_budget": stopped, "space": space,
                    "params": count_parameters(build_model(schema, out))["total"]})
 
 
@@ -467,7 +489,8 @@ def arch_spec(base: ArchSpec, schema: Schema, space: dict[str, Any], arch: Arch,
                     if dims[d] != base.embed_dim},
         interactions=[*memorised, *kept],
         mlp=[space["widths"][w] for w in arch.widths[:space["depths"][arch.depth]]],
-        fm=any(i.function == "product" for i in kept)).validate(schema)
+        fm=any(i.function == "product" for i in kept),
+        inner=any(i.function == "product" for i in kept)).validate(schema)
 
 
 def random_arch_spec(base: ArchSpec, schema: Schema, space: dict[str, Any],
