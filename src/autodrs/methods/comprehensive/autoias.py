@@ -6,17 +6,22 @@ with knowledge distillation.
 **Space.** Per embedded field its embedding dim (``dims``, default the powers of two up to
 the spec's ``embed_dim`` D); per field pair either nothing or one interaction function
 (``functions``, default ``product``, ``multiply``, ``generalised``;
-``autodrs.nn.functions``; AIM's ``concat`` is left out, see ``IAS_FUNCTIONS``); the MLP's depth (``depths``, 1, 2, 3) and each layer's width
-(``widths``, 64, 128, 256). A first-order term is always kept.
+``autodrs.nn.functions``; AIM's ``concat`` is left out, see ``IAS_FUNCTIONS``); the MLP's
+depth (``depths``, 1, 2, 3) and each layer's width (``widths``, 64, 128, 256). A first-order term is always kept.
 
 **Supernet, ordinal sharing.** Every field has a width-D table; a field at dim d uses the
 first d coordinates (the rest are masked to zero, which is the retrained model's
 projection of its d-dim embedding to D for the interactions). Every pair holds every
 function's weights; a subnet sums its pairs' chosen functions into the logit. The MLP holds
 ``max(depths)`` layers of ``max(widths)`` units; a subnet of widths (w_1..w_l) uses the
-leading ``w_i x w_(i-1)`` block of layer i and the leading ``w_l`` columns of the shared
-read-out (the MLP input is the flat masked embeddings, so a field's unused coordinates
-meet zero input).
+leading ``w_i x w_(i-1)`` block of layer i and the leading ``w_l`` columns of depth l's own
+read-out. The MLP reads the flat masked embeddings and, per pair, its inner product where
+the subnet models the pair as a ``product`` (zero otherwise): the interaction results feed
+the deep part, as IPNN's product layer and the derived spec's ``inner`` do. Without that
+input the MLP, which cannot tell which pairs a subnet kept, learnt every pair's effect
+itself and the pair terms went to zero: on planted ``synthetic`` dropping a planted pair
+from the widest subnet moved its AUC no more than dropping a noise pair, so the reward did
+not depend on the pairs (docs/comprehensive.md).
 
 **KD-based supernet training** (the paper's answer to subnets ranked unreliably by
 inherited weights). Each training step runs the *full* supernet (every dim at D, every
@@ -34,17 +39,21 @@ supernet is trained, REINFORCE: each of ``rl_steps`` (200) steps samples ``rl_ba
 architectures, the reward of one is the supernet's AUC with that subnet pinned on a fixed
 subsample of ``reward_rows`` (4,096) validation rows, minus ``cost`` (0.005) times its
 complexity (the mean of its shares of the largest architecture's embedding parameters,
-pairs and MLP parameters), and the generator takes an Adam step (``controller_lr`` 0.005)
-on ``-(R - mean R) / std R * log p - entropy * H`` (``entropy`` 0.02). The paper's reward
-is the AUC alone; without the cost a pair that changes nothing stays at the generator's
-chance of keeping it (on planted data every noise pair stayed kept).
+pairs and MLP parameters) and ``pair_cost`` (0.0003) per kept pair, and the generator takes
+an Adam step (``controller_lr`` 0.02) on ``-(R - mean R) / std R * log p - entropy * H``
+(``entropy`` 0.02). The paper's reward is the AUC alone; without a cost a pair that changes
+nothing stays at the generator's chance of keeping it. ``pair_cost`` prices a pair in AUC
+(0.005 / 3 / 78 = 0.00002 per pair under ``cost`` alone is below the reward's noise, so
+noise pairs were kept at random); a planted pair is worth several times 0.0003.
 
-**Derivation.** The generator's greedy architecture and the ``candidates`` (5) best
-sampled ones are scored on the whole validation split with inherited weights; the best
-becomes the spec (``field_dims``, kept pairs with their functions, ``mlp``), which is
-retrained from scratch. The ranking is the pairs by how often the final policy keeps them
-(over 512 samples); ``extra`` holds the dims, functions, the reward curve, and the
-teacher's and the chosen subnet's validation AUC.
+**Derivation.** The generator's greedy architecture (a pair kept when the generator keeps
+it with probability above 1/2, with its likeliest function) and the ``candidates`` (5)
+best sampled ones are scored on the whole validation split with inherited weights; the
+best becomes the spec (``field_dims``, kept pairs with their functions, ``fm`` and
+``inner`` when a pair is a product, ``mlp``), which is retrained from scratch. The ranking
+is the pairs by how often the final policy keeps them (over 512 samples); ``extra`` holds
+the dims, functions, the reward curve, and the teacher's and the chosen subnet's
+validation AUC.
 """
 
 from __future__ import annotations
@@ -312,11 +321,12 @@ class AutoIAS(Method):
     """AutoIAS: per-field dims, pairs and their functions, and the MLP, searched together
     by a REINFORCE architecture generator over a KD-trained weight-sharing supernet.
 
-    Options: ``dims``, ``functions`` (product, multiply, generalised), ``depths`` (1,2,3), ``widths`` (64,128,256),
+    Options: ``dims``, ``functions`` (product, multiply, generalised), ``depths`` (1,2,3),
+    ``widths`` (64,128,256),
     ``search_epochs`` (the supernet's; default the run's epochs, at most 3), ``kd`` (0.5),
     ``temperature`` (1.0), ``rl_steps`` (200), ``rl_batch`` (16), ``controller_lr``
-    (0.005), ``entropy`` (0.02), ``reward_rows`` (4096), ``cost`` (0.005), ``candidates``
-    (5).
+    (0.02), ``entropy`` (0.02), ``reward_rows`` (4096), ``cost`` (0.005), ``pair_cost``
+    (0.0003), ``candidates`` (5).
     """
 
     name = "autoias"
