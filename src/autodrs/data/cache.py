@@ -800,6 +800,7 @@ class _Block:
     ends: np.ndarray  # cumulative rows of the three splits
     keys: np.ndarray | None  # the train rows' hashes (for the numbers' sample)
     extra: dict[str, np.ndarray]  # the test rows' extra columns
+    train_numbers: list[np.ndarray]  # each numerical field's train values, contiguous
 
 
 def _group(df: pl.DataFrame, names: list[str], schema: Schema, st: BuildSettings,
@@ -821,14 +822,19 @@ def _group(df: pl.DataFrame, names: list[str], schema: Schema, st: BuildSettings
     else:
         arrays["cat"] = np.zeros((n, 0), np.int32)
     keys = None
+    columns = []
     if state.nums:
         num = np.empty((n, len(state.nums)), np.float64)
         for k, f in enumerate(state.nums):
-            np.take(df[f.name].to_numpy(), order, out=num[:, k])
+            # each field's train values contiguous for the moments (a column of ``num`` is
+            # strided: its sums ran at a third of the speed)
+            columns.append(np.take(df[f.name].to_numpy(), order[:ends[0]]))
+            num[:ends[0], k] = columns[-1]
+            np.take(df[f.name].to_numpy(), order[ends[0]:], out=num[ends[0]:, k])
         arrays["num-raw"] = num
         keys = u[order[:ends[0]]]
     extra = {key: df[f"__extra_{key}"].to_numpy()[order[ends[1]:]] for key in st.extra}
-    return _Block(arrays, ends, keys, extra)
+    return _Block(arrays, ends, keys, extra, columns)
 
 
 def _absorb(b: _Block, names: list[str], counts: dict[str, np.ndarray], unseen: list[int],
@@ -842,10 +848,9 @@ def _absorb(b: _Block, names: list[str], counts: dict[str, np.ndarray], unseen: 
         if (cat[:, j] != _P_MISSING).any():
             unseen.remove(j)
     if state.nums and b.keys is not None:
-        num = b.arrays["num-raw"]
         pick = np.flatnonzero(b.keys < cut) if cut < 0.8 else None
         for k, f in enumerate(state.nums):
-            state.moments[f.name].add(num[:n_train, k], b.keys, pick)
+            state.moments[f.name].add(b.train_numbers[k], b.keys, pick)
     starts = [0, *b.ends[:-1]]
     for s, w in enumerate(state.writers.values()):
         if b.ends[s] > starts[s]:
