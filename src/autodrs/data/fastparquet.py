@@ -1,5 +1,5 @@
-"""The cache build's native pass for Parquet files: Polars' streaming engine reads the file
-and computes, on its own threads, every categorical field's provisional id,
+"""The cache build's native pass for Parquet files: Polars reads the file, 262,144 rows at a
+time, and computes on its own threads every categorical field's provisional id,
 ``value - min + 2`` in uint16 (int32 when a field's range is wider), the range taken from
 the file's row-group statistics. Python sees each batch once (``cache._native_pass``): it
 hashes the row numbers into splits, groups the rows by split, counts the train ids per
