@@ -32,6 +32,8 @@ def _table(n: int = 3000, seed: int = 0) -> pl.DataFrame:
         "nullable": pl.Series(rng.integers(0, 30, n)).scatter(
             np.flatnonzero(rng.random(n) < 0.1), None),
         "wide": wide,
+        "tiny": pl.Series(rng.integers(-128, 128, n), dtype=pl.Int8),  # a narrow type's ends
+        "unsigned": pl.Series(rng.integers(0, 9, n), dtype=pl.UInt32),
         "x": x,
         "k": pl.Series(rng.integers(0, 1000, n).astype(np.float64)).scatter([3, 9], None),
         "label": (rng.random(n) < 0.3).astype(np.int8),
@@ -78,7 +80,7 @@ def test_native_pass_gives_the_general_pass_cache(tmp_path, monkeypatch, kw):
     real = fastparquet.plan
     monkeypatch.setattr(fastparquet, "plan", lambda *a: plan_calls.append(real(*a))
                         or plan_calls[-1])
-    old, new = _both(tmp_path, monkeypatch, path, categorical=["a", "neg", "nullable", "wide"],
+    old, new = _both(tmp_path, monkeypatch, path, categorical=["a", "neg", "nullable", "wide", "tiny", "unsigned"],
                      numerical=["x", "k"], **kw)
     assert plan_calls[-1] is not None  # the second build took the native pass
     _assert_same(old, new)

@@ -99,7 +99,8 @@ def plan(source: Any, schema: Schema, split: str, time_cuts: Any, lut_range: int
                 return None
             lo = s.min if lo is None else min(lo, s.min)
             hi = s.max if hi is None else max(hi, s.max)
-        if lo is None or hi is None or hi - lo >= lut_range:
+        if lo is None or hi is None or hi - lo >= lut_range or hi >= 1 << 62 \
+                or lo <= -(1 << 62):
             return None  # an all-null column's error, or a wide range, is the general pass's
         ranges[f.name] = (int(lo), int(hi))
         nulls[f.name] = has_null
