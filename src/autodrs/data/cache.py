@@ -794,67 +794,64 @@ def _native_pass(p: _fast.Plan, schema: Schema, st: BuildSettings, state: _State
 
 @dataclass
 class _Block:
-    """One batch of the native pass, its rows grouped by split (train, valid, test)."""
+    """One window of the native pass, split by split (train, valid, test; a split with no
+    rows in the window is absent)."""
 
-    arrays: dict[str, np.ndarray]
-    ends: np.ndarray  # cumulative rows of the three splits
+    arrays: dict[int, dict[str, np.ndarray]]  # split -> the shard arrays of its rows
     keys: np.ndarray | None  # the train rows' hashes (for the numbers' sample)
+    train: pl.DataFrame | None  # the train rows' columns (ids and numbers, contiguous)
     extra: dict[str, np.ndarray]  # the test rows' extra columns
-    train_numbers: list[np.ndarray]  # each numerical field's train values, contiguous
 
 
 def _group(df: pl.DataFrame, names: list[str], schema: Schema, st: BuildSettings,
            state: _State) -> _Block:
-    """A batch's columns as arrays, rows grouped by split (a stable order)."""
+    """A window's rows split by split (each split's rows in file order): Polars partitions
+    the columns on its threads and lays the ids out row by row."""
     n = df.height
     rows = state.buffer("rows", (n,), np.uint64)
     rows[:] = np.arange(state.rows, state.rows + n, dtype=np.uint64)
     u = row_hash(rows, st.seed, scratch=(state.buffer("z", (n,), np.uint64),
                                          state.buffer("t", (n,), np.uint64)))
-    which = split_of(u)
-    ends = np.cumsum(np.bincount(which, minlength=3))
-    order = np.argsort(which, kind="stable")  # train rows, then valid, then test
     label = _fast.labels(df[schema.label], schema.label)
     state.positives += float(label.sum(dtype=np.int64))
-    arrays: dict[str, np.ndarray] = {"label": label[order]}
-    if names:
-        arrays["cat"] = np.take(df.select(names).to_numpy(order="c"), order, axis=0)
-    else:
-        arrays["cat"] = np.zeros((n, 0), np.int32)
-    keys = None
-    columns = []
-    if state.nums:
-        num = np.empty((n, len(state.nums)), np.float64)
-        for k, f in enumerate(state.nums):
-            # each field's train values contiguous for the moments (a column of ``num`` is
-            # strided: its sums ran at a third of the speed)
-            columns.append(np.take(df[f.name].to_numpy(), order[:ends[0]]))
-            num[:ends[0], k] = columns[-1]
-            np.take(df[f.name].to_numpy(), order[ends[0]:], out=num[ends[0]:, k])
-        arrays["num-raw"] = num
-        keys = u[order[:ends[0]]]
-    extra = {key: df[f"__extra_{key}"].to_numpy()[order[ends[1]:]] for key in st.extra}
-    return _Block(arrays, ends, keys, extra, columns)
+    nums = [f.name for f in state.nums]
+    d = df.with_columns(__split=pl.Series(split_of(u)), __label=pl.Series(label),
+                        __u=pl.Series(u))
+    parts = d.partition_by("__split", maintain_order=True, as_dict=True,
+                           include_key=False)
+    arrays: dict[int, dict[str, np.ndarray]] = {}
+    for (s,), part in sorted(parts.items()):
+        a = {"label": part["__label"].to_numpy(),
+             "cat": (part.select(names).to_numpy(order="c") if names
+                     else np.zeros((part.height, 0), np.int32))}
+        if nums:
+            a["num-raw"] = part.select(nums).to_numpy(order="c")
+        arrays[int(s)] = a
+    train = parts.get((0,))
+    keys = train["__u"].to_numpy() if train is not None and nums else None
+    test = parts.get((2,))
+    extra = {key: (test[f"__extra_{key}"].to_numpy() if test is not None
+                   else df[f"__extra_{key}"].to_numpy()[:0]) for key in st.extra}
+    return _Block(arrays, keys, train, extra)
 
 
 def _absorb(b: _Block, names: list[str], counts: dict[str, np.ndarray], unseen: list[int],
             cut: float, cat_top: int, st: BuildSettings, state: _State) -> None:
-    """Count a block's train ids, add its numbers to the moments, append it to the shards."""
-    n_train = int(b.ends[0])
-    cat = b.arrays["cat"]
-    for j, name in enumerate(names):
-        counts[name] += np.bincount(cat[:n_train, j], minlength=len(counts[name]))
+    """Count a window's train ids, add its numbers to the moments, append it to the
+    shards."""
+    if b.train is not None:
+        for name in names:
+            counts[name] += np.bincount(b.train[name].to_numpy(), minlength=len(counts[name]))
+        if state.nums and b.keys is not None:
+            pick = np.flatnonzero(b.keys < cut) if cut < 0.8 else None
+            for f in state.nums:
+                state.moments[f.name].add(b.train[f.name].to_numpy(), b.keys, pick)
     for j in list(unseen):
-        if (cat[:, j] != _P_MISSING).any():
+        if any((a["cat"][:, j] != _P_MISSING).any() for a in b.arrays.values()):
             unseen.remove(j)
-    if state.nums and b.keys is not None:
-        pick = np.flatnonzero(b.keys < cut) if cut < 0.8 else None
-        for k, f in enumerate(state.nums):
-            state.moments[f.name].add(b.train_numbers[k], b.keys, pick)
-    starts = [0, *b.ends[:-1]]
     for s, w in enumerate(state.writers.values()):
-        if b.ends[s] > starts[s]:
-            w.add({k: v[starts[s]:b.ends[s]] for k, v in b.arrays.items()}, cat_top)
+        if s in b.arrays:
+            w.add(b.arrays[s], cat_top)
     for key, values in b.extra.items():
         fh = state.extra.get(key)
         if fh is None:
