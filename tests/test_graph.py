@@ -26,7 +26,7 @@ from autodrs.graph import (
     search_graph,
 )
 from autodrs.graph.data import TEST, TRAIN, VALID, GraphData
-from autodrs.graph.models import GraphModel
+from autodrs.graph.models import COMBINES, OPS, GraphModel, SearchGraphModel
 from autodrs.graph.session import (
     SessionConfig,
     SessionSpec,
@@ -198,26 +198,84 @@ def test_lightgcn_beats_popularity_and_a_random_model(planted: GraphData) -> Non
     assert fit.test["ndcg@20"] > max(pop["ndcg@20"], rand["ndcg@20"])
 
 
-def test_sane_search_picks_propagation_on_a_sparse_planted_graph(planted: GraphData) -> None:
+def test_sane_space_holds_lightgcn_exactly(planted: GraphData) -> None:
+    # the supernet at the vertex (sym, sym; both skips kept; mean) scores as LightGCN does
     g = planted
-    found = search_graph(g, layers=2, dim=16, epochs=12, warmup=4,
-                         config=GraphTrainConfig(lr=0.05, batch_size=512, arch_lr=0.1, seed=0))
-    # each user has 3 training items: a model that does not propagate (matrix
-    # factorisation) cannot tell a user's unseen group items from the rest as well
-    assert "skip" not in found.spec.ops
-    for weights in found.op_weights:  # below the uniform 1/4 in every layer
-        assert weights["skip"] < 0.2
+    adj = adjacencies(g)
+    spec = lightgcn(dim=8, layers=2)
+    torch.manual_seed(0)
+    plain = GraphModel(g.users, g.items, spec)
+    net = SearchGraphModel(g.users, g.items, 8, 2)
+    with torch.no_grad():
+        net.ego.weight.copy_(plain.ego.weight)
+        net.alpha.fill_(-60.0)
+        net.alpha[:, OPS.index("sym")] = 60.0
+        net.gamma.copy_(torch.tensor([[60.0, -60.0]] * 2))
+        net.beta.fill_(-60.0)
+        net.beta[COMBINES.index("mean")] = 60.0
+        u, i = plain(adj)
+        su, si = net(adj)
+        assert torch.allclose(u @ i.T, su @ si.T, atol=1e-5)
+    assert net.derive().key() == spec.key()
+    # dropping layer 0 from the layer aggregator (a searched skip) changes the model, and
+    # the supernet's vertex with that skip dropped scores as that model does (concat: the
+    # dropped layer's zeros add nothing to the inner product)
+    spec = GraphSpec(dim=8, ops=["sym", "mean"], skips=[False, True], combine="concat")
+    dropped = GraphModel(g.users, g.items, spec)
+    with torch.no_grad():
+        dropped.ego.weight.copy_(plain.ego.weight)
+        du, di = dropped(adj)
+        kept = GraphModel(g.users, g.items, GraphSpec(dim=8, ops=["sym", "mean"],
+                                                      combine="concat"))
+        kept.ego.weight.copy_(plain.ego.weight)
+        ku, ki = kept(adj)
+        assert not torch.allclose(ku @ ki.T, du @ di.T, atol=1e-3)
+        net.alpha[1] = torch.tensor([-60.0, 60.0, -60.0])
+        net.gamma[0] = torch.tensor([-60.0, 60.0])
+        net.beta.copy_(torch.tensor([-60.0, 60.0, -60.0]))
+        su, si = net(adj)
+        assert torch.allclose(du @ di.T, su @ si.T, atol=1e-5)
+    assert net.derive().key() == spec.key()
+
+
+def test_ranked_specs_follow_the_architecture_probabilities() -> None:
+    net = SearchGraphModel(4, 4, 8, 2)
+    with torch.no_grad():
+        net.alpha.copy_(torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 3.0]]))
+        net.gamma.copy_(torch.tensor([[1.0, 0.0], [0.0, 0.5]]))
+        net.beta.copy_(torch.tensor([0.0, 0.0, 4.0]))
+    first, second = net.ranked(2)
+    assert first.key() == (("sym", "gin"), (True, False), "max") == net.derive().key()
+    # the least confident part flips first: layer 1's skip (logits 0 vs 0.5)
+    assert second.key() == (("sym", "gin"), (True, True), "max")
+
+
+def test_sane_search_keeps_the_best_validating_candidate(planted: GraphData) -> None:
+    g = planted
+    cfg = GraphTrainConfig(lr=0.05, batch_size=512, arch_lr=0.1, seed=0)
+    found = search_graph(g, layers=2, dim=16, epochs=6, warmup=2, config=cfg, candidates=3,
+                         candidate_epochs=4)
+    scores = [c["valid ndcg@20"] for c in found.candidates]
+    assert len(scores) == 3 and len(set(scores)) == 3  # distinct: the choice is not a tie
+    best = found.candidates[int(np.argmax(scores))]
+    assert found.spec.to_dict() == best["spec"]
+    assert found.argmax is not None and found.candidates[0]["spec"] == found.argmax.to_dict()
+    # each user has 3 training items: the derived model propagates and beats matrix
+    # factorisation (no layers) retrained the same way
     searched = fit_graph(g, found.spec, FAST)
-    flat = fit_graph(g, GraphSpec(dim=16, ops=["skip", "skip"], combine=found.spec.combine),
-                     FAST)
+    flat = fit_graph(g, GraphSpec(dim=16, ops=[]), FAST)
     assert searched.test["recall@20"] > flat.test["recall@20"] + 0.05
 
 
 def test_graph_spec_rejects_unknown_choices() -> None:
     with pytest.raises(ValueError, match="unknown graph operation"):
         GraphSpec(ops=["attention"])
+    with pytest.raises(ValueError, match="unknown graph operation"):
+        GraphSpec(ops=["skip"])  # no propagation is a dropped layer, not an operation
     with pytest.raises(ValueError, match="unknown layer combine"):
-        GraphSpec(combine="concat")
+        GraphSpec(combine="lstm")
+    with pytest.raises(ValueError, match="one entry per layer"):
+        GraphSpec(ops=["sym", "sym"], skips=[True])
 
 
 # ---------------------------------------------------------------- session graphs
@@ -316,8 +374,8 @@ def test_guard_delivers_the_better_validating_model(monkeypatch, tmp_path) -> No
     from autodrs.graph.command import run_graph
     from autodrs.graph.train import GraphSearch
 
-    def flat_search(g, layers=3, dim=64, epochs=30, config=None, warmup=None):
-        spec = GraphSpec(dim=dim, ops=["skip"] * layers, combine="last")
+    def flat_search(g, layers=3, dim=64, epochs=30, config=None, warmup=None, **kwargs):
+        spec = GraphSpec(dim=dim, ops=[], combine="mean")  # matrix factorisation
         return GraphSearch(spec=spec, op_weights=[], combine_weights={}, seconds=0.0)
 
     monkeypatch.setattr(graph_train, "search_graph", flat_search)
@@ -329,9 +387,9 @@ def test_guard_delivers_the_better_validating_model(monkeypatch, tmp_path) -> No
     stage = guarded["stages"][0]["guard"]
     best = max(stage["derived"], stage["lightgcn"])
     assert guarded["metrics"]["valid"]["ndcg@20"] == pytest.approx(best)
-    expected = ["sym", "sym"] if stage["kept"] == "lightgcn" else ["skip", "skip"]
+    expected = ["sym", "sym"] if stage["kept"] == "lightgcn" else []
     assert guarded["spec"]["ops"] == expected
     # the planted graph needs propagation: the flat spec loses to LightGCN on validation
     assert stage["kept"] == "lightgcn"
     raw = run_graph(**common, guard=False)
-    assert raw["spec"]["ops"] == ["skip", "skip"] and "guard" not in raw["stages"][0]
+    assert raw["spec"]["ops"] == [] and "guard" not in raw["stages"][0]

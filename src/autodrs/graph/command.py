@@ -36,11 +36,14 @@ def run_graph(data: str = "movielens-100k", method: str = "sane", out_dir: Path 
               epochs: int = 40, search_epochs: int = 9, lr: float = 1e-2, dim: int = 64,
               layers: int = 3, k: int = 20, max_len: int = 20, recent: int | None = None,
               session_epochs: int = 8, session_search_epochs: int = 3, guard: bool = True,
+              candidates: int = 4, candidate_epochs: int = 10,
               overwrite: bool = False) -> dict[str, Any]:
     """Train or search ``method`` on ``data`` and write ``out_dir/result.json``; returns
     the result. With ``guard``, a search's derived spec is kept only when it validates at
     least as well as the hand-made model (LightGCN for ``sane``, SR-GNN for ``autogsr``);
-    otherwise the hand-made model is the result, and the stage says so."""
+    otherwise the hand-made model is the result, and the stage says so. ``candidates``
+    (``sane``): how many of the supernet's most probable specs are trained for
+    ``candidate_epochs`` and compared on validation NDCG (1: SANE's argmax alone)."""
     import warnings
 
     import polars as pl
@@ -65,7 +68,8 @@ def run_graph(data: str = "movielens-100k", method: str = "sane", out_dir: Path 
     chosen = _baselines(baselines, method)
     for name, value in (("epochs", epochs), ("search-epochs", search_epochs), ("dim", dim),
                         ("layers", layers), ("k", k), ("session-epochs", session_epochs),
-                        ("session-search-epochs", session_search_epochs)):
+                        ("session-search-epochs", session_search_epochs),
+                        ("candidates", candidates), ("candidate-epochs", candidate_epochs)):
         if value < 1:
             raise ValueError(f"--{name} must be at least 1, got {value}")
     if out_dir is not None:
@@ -97,7 +101,8 @@ def run_graph(data: str = "movielens-100k", method: str = "sane", out_dir: Path 
     if method in ("lightgcn", "sane"):
         spec = lightgcn(dim=dim, layers=layers)
         if method == "sane":
-            found = search_graph(g, layers=layers, dim=dim, epochs=search_epochs, config=cfg)
+            found = search_graph(g, layers=layers, dim=dim, epochs=search_epochs, config=cfg,
+                                 candidates=candidates, candidate_epochs=candidate_epochs)
             spec = found.spec
             stages.append({"method": "sane", "strategy": "gradient", **found.to_dict(),
                            "spec": spec.to_dict()})
@@ -155,10 +160,11 @@ def run_graph(data: str = "movielens-100k", method: str = "sane", out_dir: Path 
                  "retrain_seconds": round(retrain, 3)},
         "best_epoch": fit["best_epoch"], "epochs": fit["epochs"],
         "stages": stages,
-        "config": {"guard": guard, "epochs": epochs, "search_epochs": search_epochs, "lr": lr, "dim": dim,
-                   "layers": layers, "k": k, "max_len": max_len, "recent": recent,
+        "config": {"guard": guard, "epochs": epochs, "search_epochs": search_epochs, "lr": lr,
+                   "dim": dim, "layers": layers, "k": k, "max_len": max_len, "recent": recent,
                    "session_epochs": session_epochs,
-                   "session_search_epochs": session_search_epochs},
+                   "session_search_epochs": session_search_epochs,
+                   "candidates": candidates, "candidate_epochs": candidate_epochs},
         "versions": versions(),
     }
     if out_dir is not None:
@@ -208,6 +214,11 @@ def graph_command(
     guard: Annotated[bool, typer.Option(
         help="keep a searched spec only when it validates at least as well as the "
              "hand-made model (LightGCN, SR-GNN); otherwise deliver that model")] = True,
+    candidates: Annotated[int, typer.Option(
+        help="sane: train the supernet's N most probable specs briefly and keep the best on "
+             "validation NDCG (1: the argmax alone)")] = 4,
+    candidate_epochs: Annotated[int, typer.Option(
+        help="sane: epochs of each candidate's brief training")] = 10,
     overwrite: Annotated[bool, typer.Option(help="replace the run --out already holds")
                          ] = False,
 ) -> None:
@@ -218,6 +229,7 @@ def graph_command(
                        layers=layers, k=k, max_len=max_len, recent=recent,
                        session_epochs=session_epochs,
                        session_search_epochs=session_search_epochs, guard=guard,
+                       candidates=candidates, candidate_epochs=candidate_epochs,
                        overwrite=overwrite)
     test = result["metrics"]["test"]
     line = "  ".join(f"{m} {v:.4f}" for m, v in test.items())

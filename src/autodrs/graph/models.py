@@ -7,16 +7,19 @@ backward multiplies by the stored transpose: several times quicker than autograd
 ``torch.sparse.mm`` on CPU). The graphs here fit one machine, and a plain sparse product
 keeps autodrs free of a graph library's compiled extensions.
 
-Each layer applies one operation (``OPS``):
+The space is SANE's three parts (Zhao, Yao, Tu, ICDE 2021), all parameter-free here:
 
-- ``sym``: ``D^-1/2 A D^-1/2 E``, LightGCN's symmetric-normalised neighbour sum;
-- ``mean``: ``D^-1 A E``, the neighbours' mean (GraphSAGE-style, no self term);
-- ``gin``: ``(E + D^-1 A E) / 2``, the node itself beside its neighbours' mean (GIN-style);
-- ``skip``: ``E``, no propagation at that layer.
+- a node aggregator per layer (``OPS``): ``sym``, ``D^-1/2 A D^-1/2 E`` (LightGCN / GCN);
+  ``mean``, ``D^-1 A E`` (GraphSAGE-mean, no self term); ``gin``, ``(E + D^-1 A E) / 2``
+  (GIN-style: the node beside its neighbours' mean);
+- a skip choice per layer below the last (``skips``): whether layer ``l`` (0 = the
+  embeddings themselves) feeds the layer aggregator; the last layer always does (SANE's
+  ``fix_last``);
+- a layer aggregator (``COMBINES``): ``mean`` (LightGCN), ``concat`` (the score is then the
+  sum of the per-layer inner products) or element-wise ``max`` (jumping knowledge).
 
-The layers are combined (``COMBINES``) by their ``mean`` (LightGCN), the ``last`` layer
-alone, or their element-wise ``max`` (jumping-knowledge style). LightGCN is ``sym`` at every
-layer with ``mean``; matrix factorisation is zero layers.
+LightGCN is ``sym`` at every layer, every skip kept, ``mean``; matrix factorisation is zero
+layers.
 """
 
 from __future__ import annotations
@@ -27,17 +30,19 @@ from typing import Any
 import torch
 from torch import nn
 
-OPS = ("sym", "mean", "gin", "skip")
-COMBINES = ("mean", "last", "max")
+OPS = ("sym", "mean", "gin")
+COMBINES = ("mean", "concat", "max")
 
 
 @dataclass
 class GraphSpec:
-    """A graph recommender: embedding dim, one operation per layer, the layers' combine."""
+    """A graph recommender: embedding dim, one node aggregator per layer, which layers below
+    the last feed the layer aggregator (``skips``, default all), and that aggregator."""
 
     dim: int = 64
     ops: list[str] = field(default_factory=lambda: ["sym"] * 3)
     combine: str = "mean"
+    skips: list[bool] | None = None
 
     def __post_init__(self) -> None:
         unknown = [op for op in self.ops if op not in OPS]
@@ -47,9 +52,19 @@ class GraphSpec:
             raise ValueError(f"unknown layer combine {self.combine!r}; choose from {COMBINES}")
         if self.dim < 1:
             raise ValueError(f"dim must be at least 1, got {self.dim}")
+        if self.skips is None:
+            self.skips = [True] * len(self.ops)
+        self.skips = [bool(s) for s in self.skips]
+        if len(self.skips) != len(self.ops):
+            raise ValueError(f"skips needs one entry per layer below the last "
+                             f"({len(self.ops)}), got {len(self.skips)}")
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
+
+    def key(self) -> tuple[tuple[str, ...], tuple[bool, ...], str]:
+        """The architecture without its dim, for comparing specs."""
+        return tuple(self.ops), tuple(self.skips or ()), self.combine
 
 
 def lightgcn(dim: int = 64, layers: int = 3) -> GraphSpec:
@@ -82,16 +97,14 @@ def apply_op(op: str, x: torch.Tensor, adj: Adjacencies) -> torch.Tensor:
         return propagate(adj["sym"], x)
     if op == "mean":
         return propagate(adj["mean"], x)
-    if op == "gin":
-        return 0.5 * (x + propagate(adj["mean"], x))
-    return x
+    return 0.5 * (x + propagate(adj["mean"], x))
 
 
 def combine(how: str, layers: list[torch.Tensor]) -> torch.Tensor:
     if how == "mean":
         return torch.stack(layers).mean(0)
-    if how == "last":
-        return layers[-1]
+    if how == "concat":
+        return torch.cat(layers, -1)
     return torch.stack(layers).amax(0)
 
 
@@ -107,18 +120,25 @@ class GraphModel(nn.Module):
 
     def forward(self, adj: Adjacencies) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.ego.weight
-        layers = [x]
-        for op in self.spec.ops:
+        fed = []
+        for op, keep in zip(self.spec.ops, self.spec.skips or [], strict=True):
+            if keep:
+                fed.append(x)
             x = apply_op(op, x, adj)
-            layers.append(x)
-        out = combine(self.spec.combine, layers)
+        fed.append(x)
+        out = combine(self.spec.combine, fed)
         return out[:self.users], out[self.users:]
 
 
 class SearchGraphModel(nn.Module):
-    """SANE-style supernet: each layer is the softmax(``alpha``)-weighted mix of every
-    operation, and the layers' combine the softmax(``beta``)-weighted mix of every combine;
-    ``derive`` keeps the strongest of each."""
+    """SANE-style supernet: each layer is the softmax(``alpha``)-weighted mix of every node
+    aggregator, each layer below the last feeds the layer aggregator scaled by its skip
+    weight (softmax(``gamma``) over keep / drop: a dropped layer is zero), and the layer
+    aggregators are mixed by softmax(``beta``). Their outputs differ in width (``concat``),
+    so they are mixed at the score: the supernet returns each aggregator's output side by
+    side, the users' scaled by ``beta_c``, so the inner product is
+    ``sum_c beta_c <u_c, i_c>``. ``derive`` keeps the strongest choice of each part;
+    ``ranked`` lists the most probable specs."""
 
     def __init__(self, users: int, items: int, dim: int, layers: int) -> None:
         super().__init__()
@@ -126,24 +146,63 @@ class SearchGraphModel(nn.Module):
         self.ego = nn.Embedding(users + items, dim)
         nn.init.normal_(self.ego.weight, std=0.1)
         self.alpha = nn.Parameter(torch.zeros(layers, len(OPS)))
+        self.gamma = nn.Parameter(torch.zeros(layers, 2))  # (keep, drop) per layer below the last
         self.beta = nn.Parameter(torch.zeros(len(COMBINES)))
 
     def arch_parameters(self) -> list[nn.Parameter]:
-        return [self.alpha, self.beta]
+        return [self.alpha, self.gamma, self.beta]
 
     def weight_parameters(self) -> list[nn.Parameter]:
         return [self.ego.weight]
 
     def forward(self, adj: Adjacencies) -> tuple[torch.Tensor, torch.Tensor]:
+        ops, keep, mix = self.weights()
         x = self.ego.weight
-        layers = [x]
-        for weights in torch.softmax(self.alpha, -1):
+        fed = []
+        for weights, k in zip(ops, keep[:, 0], strict=True):
+            fed.append(k * x)
             x = sum(w * apply_op(op, x, adj) for w, op in zip(weights, OPS, strict=True))
-            layers.append(x)
-        mix = torch.softmax(self.beta, -1)
-        out = sum(w * combine(how, layers) for w, how in zip(mix, COMBINES, strict=True))
-        return out[:self.users], out[self.users:]
+        fed.append(x)
+        outs = [combine(how, fed) for how in COMBINES]
+        users = torch.cat([w * out[:self.users] for w, out in zip(mix, outs, strict=True)], -1)
+        items = torch.cat([out[self.users:] for out in outs], -1)
+        return users, items
+
+    def weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Each part's mixing weights (softmaxes): ops, (keep, drop) per layer, combines."""
+        return (torch.softmax(self.alpha, -1), torch.softmax(self.gamma, -1),
+                torch.softmax(self.beta, -1))
+
+    def probabilities(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The softmax of each part: ops ``[layers, OPS]``, keep ``[layers]``, combines."""
+        with torch.no_grad():
+            return (torch.softmax(self.alpha, -1), torch.softmax(self.gamma, -1)[:, 0],
+                    torch.softmax(self.beta, -1))
 
     def derive(self) -> GraphSpec:
-        ops = [OPS[int(k)] for k in self.alpha.argmax(-1)]
-        return GraphSpec(dim=self.dim, ops=ops, combine=COMBINES[int(self.beta.argmax())])
+        return self.ranked(1)[0]
+
+    def ranked(self, top: int) -> list[GraphSpec]:
+        """The ``top`` specs of highest probability under the product of the parts'
+        softmaxes (the first is the argmax of every part, SANE's derived architecture)."""
+        ops, keep, mix = self.probabilities()
+        # each part's choices as (log-probability, choice); a beam over the parts
+        parts: list[list[tuple[float, Any]]] = []
+        for row in ops:
+            parts.append([(float(p.log()), ("op", op)) for p, op in zip(row, OPS, strict=True)])
+        for k in keep:
+            parts.append([(float(k.log()), ("skip", True)),
+                          (float((1 - k).clamp_min(1e-12).log()), ("skip", False))])
+        parts.append([(float(p.log()), ("combine", c)) for p, c in zip(mix, COMBINES,
+                                                                       strict=True)])
+        beam: list[tuple[float, list[Any]]] = [(0.0, [])]
+        for choices in parts:
+            beam = sorted(((lp + c_lp, [*picked, c]) for lp, picked in beam
+                           for c_lp, c in choices), key=lambda b: -b[0])[:top]
+        specs = []
+        for _, picked in beam:
+            chosen_ops = [v for kind, v in picked if kind == "op"]
+            skips = [v for kind, v in picked if kind == "skip"]
+            how = next(v for kind, v in picked if kind == "combine")
+            specs.append(GraphSpec(dim=self.dim, ops=chosen_ops, skips=skips, combine=how))
+        return specs

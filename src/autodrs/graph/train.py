@@ -241,24 +241,34 @@ class GraphSearch:
     op_weights: list[dict[str, float]]
     combine_weights: dict[str, float]
     seconds: float
+    skip_weights: list[float] = field(default_factory=list)
+    argmax: GraphSpec | None = None
+    candidates: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"spec": self.spec.to_dict(), "op_weights": self.op_weights,
-                "combine_weights": self.combine_weights, "seconds": round(self.seconds, 3)}
+                "combine_weights": self.combine_weights, "skip_weights": self.skip_weights,
+                "argmax": self.argmax.to_dict() if self.argmax else None,
+                "candidates": self.candidates, "seconds": round(self.seconds, 3)}
 
 
 def search_graph(g: GraphData, layers: int = 3, dim: int = 64, epochs: int = 30,
-                 config: GraphTrainConfig | None = None, warmup: int | None = None
-                 ) -> GraphSearch:
-    """SANE-style differentiable search of each layer's operation and the layers' combine;
-    returns the derived spec and the final architecture weights. The first ``warmup``
-    epochs (default: a third) train the embeddings alone: architecture steps on untrained
-    embeddings favour ``skip`` (DARTS's known collapse), since propagation only pays once
-    the embeddings carry signal."""
+                 config: GraphTrainConfig | None = None, warmup: int | None = None,
+                 candidates: int = 1, candidate_epochs: int = 10) -> GraphSearch:
+    """SANE-style differentiable search of each layer's node aggregator, the skips and the
+    layer aggregator; returns the derived spec and the final architecture weights. The
+    first ``warmup`` epochs (default: a third) train the embeddings alone.
+
+    ``candidates=1`` derives SANE's argmax. With ``candidates=K > 1`` the derivation keeps
+    the K most probable specs (the argmax first), trains each from scratch for
+    ``candidate_epochs`` with the final training's settings, and returns the one with the
+    best validation NDCG@k (ties: the more probable)."""
     config = config or GraphTrainConfig()
     warmup = epochs // 3 if warmup is None else warmup
     if not 0 <= warmup < epochs:
         raise ValueError(f"warmup must be in [0, epochs), got {warmup} with {epochs} epochs")
+    if candidates < 1 or candidate_epochs < 1:
+        raise ValueError("candidates and candidate_epochs must be at least 1")
     if not len(g.valid):
         raise ValueError("graph search needs validation items (users with 3+ interactions)")
     torch.manual_seed(config.seed)
@@ -284,11 +294,26 @@ def search_graph(g: GraphData, layers: int = 3, dim: int = 64, epochs: int = 30,
             arch.zero_grad()
             arch_loss.backward()
             arch.step()
-    probs = torch.softmax(model.alpha.detach(), -1)
-    mix = torch.softmax(model.beta.detach(), -1)
+    probs, keep, mix = model.probabilities()
+    ranked = model.ranked(candidates)
+    tried: list[dict[str, Any]] = []
+    spec = ranked[0]
+    if candidates > 1:
+        brief = GraphTrainConfig(**{**config.__dict__, "epochs": candidate_epochs,
+                                    "patience": candidate_epochs})
+        metric = f"ndcg@{config.k}"
+        for rank, candidate in enumerate(ranked):
+            fit = fit_graph(g, candidate, brief, test=False)
+            tried.append({"rank": rank, "spec": candidate.to_dict(),
+                          f"valid {metric}": round(fit.valid[metric], 5),
+                          "best_epoch": fit.best_epoch})
+        best = max(tried, key=lambda t: (t[f"valid {metric}"], -t["rank"]))
+        spec = ranked[best["rank"]]
     return GraphSearch(
-        spec=model.derive(),
+        spec=spec,
         op_weights=[{op: round(float(p), 4) for op, p in zip(OPS, row, strict=True)}
                     for row in probs],
         combine_weights={c: round(float(p), 4) for c, p in zip(COMBINES, mix, strict=True)},
-        seconds=time.perf_counter() - started)
+        seconds=time.perf_counter() - started,
+        skip_weights=[round(float(k), 4) for k in keep],
+        argmax=ranked[0], candidates=tried)
