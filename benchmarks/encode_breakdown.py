@@ -3,17 +3,18 @@
 Writes a synthetic Parquet file of ``--rows`` rows (as ``benchmarks/scale.py`` does), reads
 it with Polars' streaming engine (every column materialised, the faster of two reads), then
 builds a fresh cache with the encoder's parts timed. The native Parquet pass (the default):
-waiting for Polars' batches (its engine reads and computes the provisional ids on its own
-threads, so its CPU is the whole process's less the parts'), grouping a batch's rows by
-split (the row hash, the order, the gathers), and on the second thread counting the train
-ids, the numerical moments and samples, and writing the shards. The general pass
-(``--general``): reading the Arrow batches (on the encoder's prefetch thread), the split
-and the order of rows, categorical ids (vocabulary look-up and train counts), numerical
-moments and samples, writing the shards. Both: after the pass fitting the vocabularies and
-numerical boundaries and standardising the numbers (the second write). CPU seconds are each part's own thread's time, so they do not count the
-waiting that another process's load adds to wall time; Polars' CPU seconds are its whole
-process's (its worker threads). The write floor writes as many bytes as the cache, in
-1 MiB blocks (``scale.write_only``).
+waiting for Polars' windows (Polars reads them and computes the provisional ids on its own
+threads, so that CPU is the whole process's less the parts'), splitting a window's rows
+(the row hash, then Polars' ``partition_by``, whose work on Polars' threads is not in this
+part's CPU either), and on the second thread counting the train ids, the numerical moments
+and samples, and writing the shards. The general pass (``--general``): reading the Arrow
+batches (on the encoder's prefetch thread), the split and the order of rows, categorical
+ids (vocabulary look-up and train counts), numerical moments and samples, writing the
+shards. Both: after the pass fitting the vocabularies and numerical boundaries and
+standardising the numbers (the second write). CPU seconds are each part's own thread's
+time, so they do not count the waiting that another process's load adds to wall time;
+Polars' CPU seconds are its whole process's (its worker threads). The write floor writes
+as many bytes as the cache, in 1 MiB blocks (``scale.write_only``).
 
     python benchmarks/encode_breakdown.py --rows 4000000 [--general]
 """
@@ -87,15 +88,15 @@ def main() -> None:
         while True:
             c0, t0 = time.thread_time(), time.perf_counter()
             batch = next(it, None)
-            cpu, wall = times.get("wait for Polars' batches", [0.0, 0.0])
-            times["wait for Polars' batches"] = [cpu + time.thread_time() - c0,
+            cpu, wall = times.get("wait for Polars' windows", [0.0, 0.0])
+            times["wait for Polars' windows"] = [cpu + time.thread_time() - c0,
                                                  wall + time.perf_counter() - t0]
             if batch is None:
                 return
             yield batch
 
     C._fast.batches = polars_timed
-    C._group = timed("group rows by split (hash, order, gathers)", C._group)
+    C._group = timed("split rows (hash, Polars partition_by)", C._group)
     C._absorb = timed("second thread: counts, moments, writes", C._absorb)
     C.row_hash = timed("split hash", C.row_hash)
     C._labels = timed("labels", C._labels)
