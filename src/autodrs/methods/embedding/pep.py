@@ -17,6 +17,12 @@ are soft-thresholded the same way, with thresholds of their own, and their masks
 ``spec.linear_pruning`` (stored as kept values, ``nn.pruned.PrunedColumn``). The sparsity
 levels count the entries of every thresholded table, so a level is the share of the
 searched fields' embedding parameters removed.
+
+Under ``TrainConfig.lazy_tables`` (a departure: the official code steps everything with one
+dense Adam) V and per-value s take lazy Adam steps, rows only in the batches holding their
+value, and the decay on per-value s acts on the batch's rows only. Use ``field_dim``
+thresholds then: per-value ones rise only when their value is seen, so rare values would
+keep their entries (``docs/embedding.md``).
 """
 
 from __future__ import annotations
