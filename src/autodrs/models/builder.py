@@ -322,7 +322,7 @@ class CTRModel(nn.Module):
         if self.higher is not None:
             logit = logit + self.higher(stacked)
         if self.dag is not None:
-            logit = logit + self.dag(embeddings)
+            logit = self.dag(embeddings, logit)
         if self.head is not None:
             flat = stacked.flatten(1) if embeddings is None else torch.cat(embeddings, dim=1)
             parts = []

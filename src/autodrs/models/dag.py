@@ -507,7 +507,12 @@ class BlockDAG(nn.Module):
                     self.head.weight[0, start:start + out_dims[key]] = 1.0
                 start += out_dims[key]
 
-    def forward(self, embeddings: list[torch.Tensor]) -> torch.Tensor:
+    def forward(self, embeddings: list[torch.Tensor],
+                logit: torch.Tensor | None = None) -> torch.Tensor:
+        """The DAG's logit, added to ``logit`` (the first-order term's) when given: the
+        summed FM terms first, then the read-out, in the order a backbone adds its towers
+        (DeepFM: first-order + FM, then the MLP's head), so a DAG of its shape computes
+        the same floats and trains along the same path."""
         stacked = None
         if self.needs_tokens:
             stacked = torch.stack([
@@ -519,7 +524,6 @@ class BlockDAG(nn.Module):
             outputs[key] = block(block.gather(embeddings, stacked, outputs))
         if EMBEDDINGS in self.output:
             outputs[EMBEDDINGS] = torch.cat(embeddings, dim=1)
-        logit = None
         for key in self.summed:
             term = outputs[key].sum(1)
             logit = term if logit is None else logit + term
