@@ -248,6 +248,13 @@ def test_ranked_specs_follow_the_architecture_probabilities() -> None:
     assert first.key() == (("sym", "gin"), (True, False), "max") == net.derive().key()
     # the least confident part flips first: layer 1's skip (logits 0 vs 0.5)
     assert second.key() == (("sym", "gin"), (True, True), "max")
+    # with every skip dropped the layer aggregators are one model: listed once
+    with torch.no_grad():
+        net.gamma.copy_(torch.tensor([[0.0, 3.0], [0.0, 3.0]]))
+        net.beta.copy_(torch.tensor([0.1, 0.0, 0.0]))
+    first, second = net.ranked(2)
+    assert first.key() == (("sym", "gin"), (False, False), "mean")
+    assert second.key()[:2] != (("sym", "gin"), (False, False))
 
 
 def test_sane_search_keeps_the_best_validating_candidate(planted: GraphData) -> None:

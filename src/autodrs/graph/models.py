@@ -196,13 +196,19 @@ class SearchGraphModel(nn.Module):
         parts.append([(float(p.log()), ("combine", c)) for p, c in zip(mix, COMBINES,
                                                                        strict=True)])
         beam: list[tuple[float, list[Any]]] = [(0.0, [])]
+        width = 4 * top  # room for the equivalent specs dropped below
         for choices in parts:
             beam = sorted(((lp + c_lp, [*picked, c]) for lp, picked in beam
-                           for c_lp, c in choices), key=lambda b: -b[0])[:top]
-        specs = []
+                           for c_lp, c in choices), key=lambda b: -b[0])[:width]
+        specs: list[GraphSpec] = []
+        seen = set()
         for _, picked in beam:
             chosen_ops = [v for kind, v in picked if kind == "op"]
             skips = [v for kind, v in picked if kind == "skip"]
             how = next(v for kind, v in picked if kind == "combine")
-            specs.append(GraphSpec(dim=self.dim, ops=chosen_ops, skips=skips, combine=how))
-        return specs
+            # with every skip dropped one layer is aggregated: the aggregators are one model
+            same = (tuple(chosen_ops), tuple(skips), how if any(skips) else "")
+            if same not in seen:
+                seen.add(same)
+                specs.append(GraphSpec(dim=self.dim, ops=chosen_ops, skips=skips, combine=how))
+        return specs[:top]
