@@ -196,3 +196,25 @@ def test_earlier_per_value_masks_give_way_to_the_searched_dims(
     assert result.spec.pruning == {}
     assert result.spec.dim_of("r0") == int(result.dims["r0"])
     build_model(tiny_synthetic.schema, result.spec)
+
+
+def test_a_product_pair_also_feeds_the_supernet_mlp(tiny_synthetic: Dataset) -> None:
+    # the MLP reads the pair's inner product (IPNN's product layer, the spec's ``inner``):
+    # dropping a product pair changes the logit by more than its FM term, so the MLP cannot
+    # take over a pair's effect unseen; a pair modelled by another function does not feed it
+    net = small_net(tiny_synthetic, kd=0.5).eval()
+    with torch.no_grad():
+        for table in net.embedding.tables:
+            table.weight.normal_()  # inner products well above float noise
+    batch = tiny_synthetic.valid.batch(slice(0, 64))
+    e = torch.stack(net.embedding(batch), dim=1)
+    first = net.linear(batch)
+    dims, depth, widths = [2] * 6, 0, [1, 1]  # every field at dim 8, one layer of 32
+    for function, feeds in ((1, True), (2, False)):  # product, multiply
+        kept = Arch(dims, [function] + [0] * 14, depth, widths)
+        dropped = Arch(dims, [0] * 15, depth, widths)
+        with torch.no_grad():
+            delta = net.subnet_logit(e, first, kept) - net.subnet_logit(e, first, dropped)
+            masked = e * net.prefix[torch.tensor(dims)]
+            term = net.functions(masked)[:, 0, function - 1]
+        assert ((delta - term).abs().max() > 1e-4) == feeds, (delta - term).abs().max()
