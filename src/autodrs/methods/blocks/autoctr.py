@@ -37,8 +37,9 @@ Departures, each measured (docs/blocks.md, docs/benchmarks.md):
   seed is fitted in full at the command's seed first: that fit is its backbone's own, so
   the final choice is never worse than choosing among the backbones on validation;
 - **ranking**: by low-fidelity validation AUC (``rank_by=auc``; the paper ranks by
-  logloss, ``rank_by=logloss``): AUC ranked the full fits better (``benchmarks/
-  autoctr_fidelity.py``);
+  logloss, ``rank_by=logloss``). Neither ranks full fits well (Spearman 0.24-0.71 on a
+  few DAGs, ``benchmarks/autoctr_fidelity.py``); AUC's top pick was the best full fit on
+  synthetic where logloss's was the second, a small sample;
 - **promotion** (successive halving's idea over two rungs): every ``promote_every``
   candidates the best one not yet fitted in full is fitted in full (``fit_spec``, the
   command's own retrain, at the command's seed), so low fidelity only proposes and full
