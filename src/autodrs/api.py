@@ -148,7 +148,7 @@ def _train_config(settings: RunSettings, seed: int | None = None, **extra: Any) 
     return TrainConfig(epochs=settings.epochs, batch_size=settings.batch_size, lr=settings.lr,
                        patience=settings.patience,
                        seed=settings.seed if seed is None else seed, device=settings.device,
-                       threads=settings.threads,
+                       threads=settings.threads, lazy_tables=settings.lazy_tables,
                        progress=settings.progress and sys.stderr.isatty(), **extra)
 
 
@@ -419,7 +419,8 @@ def run_train(settings: TrainSettings, report: bool = True) -> RunResult | None:
             "still_improving": outcome.fit.still_improving,
             "config": {"epochs": settings.epochs, "batch_size": settings.batch_size,
                        "lr": settings.lr, "patience": settings.patience,
-                       "precision": config.precision, "world_size": rank.size},
+                       "precision": config.precision, "lazy_tables": config.lazy_tables,
+                       "world_size": rank.size},
             "settings": settings.to_dict(),
             "machine": machine_info(config),
         }

@@ -178,6 +178,10 @@ Patience = Annotated[int, typer.Option(help="epochs without validation AUC gain 
 Device = Annotated[str, typer.Option(help="auto, cpu or cuda")]
 Threads = Annotated[int | None, typer.Option(help="CPU threads (default: all available)")]
 EmbedDim = Annotated[int, typer.Option(help="embedding dim of every field")]
+LazyTables = Annotated[bool, typer.Option(
+    "--lazy-tables", help="Adam steps only the embedding rows in each batch (their moments and "
+                          "weight decay see only the steps they were in): for heavy-tailed "
+                          "vocabularies")]
 Progress = Annotated[bool, typer.Option(help="show progress bars")]
 Overwrite = Annotated[bool, typer.Option(help="replace the run --out already holds")]
 Rows = Annotated[int | None, typer.Option(help="read only the first N rows (a quick first look)")]
@@ -298,7 +302,8 @@ def train(
     numerical: Numerical = None, sequence: Sequence = None, schema: SchemaFile = None,
     group: Group = None, time_col: Time = None, split: Split = "random", min_count: MinCount = 1,
     seed: Seed = 2026, epochs: Epochs = DEFAULT_EPOCHS, batch_size: BatchSize = 1024, lr: Lr = 1e-3,
-    patience: Patience = 2, embed_dim: EmbedDim = 16, device: Device = "auto",
+    patience: Patience = 2, embed_dim: EmbedDim = 16, lazy_tables: LazyTables = False,
+    device: Device = "auto",
     threads: Threads = None, progress: Progress = True, overwrite: Overwrite = False,
     rows: Rows = None, track: Track = None,
     bf16: Annotated[bool, typer.Option("--bf16", help="train under bfloat16 autocast")] = False,
@@ -360,7 +365,8 @@ def bench(
     numerical: Numerical = None, sequence: Sequence = None, schema: SchemaFile = None,
     group: Group = None, time_col: Time = None, split: Split = "random", min_count: MinCount = 1,
     seed: Seed = 2026, epochs: Epochs = DEFAULT_EPOCHS, batch_size: BatchSize = 1024, lr: Lr = 1e-3,
-    patience: Patience = 2, embed_dim: EmbedDim = 16, device: Device = "auto",
+    patience: Patience = 2, embed_dim: EmbedDim = 16, lazy_tables: LazyTables = False,
+    device: Device = "auto",
     threads: Threads = None, overwrite: Overwrite = False, rows: Rows = None,
     config: ConfigFile = None,
 ) -> None:
@@ -501,7 +507,8 @@ def search_command(
     numerical: Numerical = None, sequence: Sequence = None, schema: SchemaFile = None,
     group: Group = None, time_col: Time = None, split: Split = "random", min_count: MinCount = 1,
     seed: Seed = 2026, epochs: Epochs = DEFAULT_EPOCHS, batch_size: BatchSize = 1024, lr: Lr = 1e-3,
-    patience: Patience = 2, embed_dim: EmbedDim = 16, device: Device = "auto",
+    patience: Patience = 2, embed_dim: EmbedDim = 16, lazy_tables: LazyTables = False,
+    device: Device = "auto",
     threads: Threads = None, progress: Progress = True, overwrite: Overwrite = False,
     rows: Rows = None, track: Track = None,
     config: ConfigFile = None,

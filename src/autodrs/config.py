@@ -80,6 +80,8 @@ class RunSettings:
     lr: float = 1e-3
     patience: int = 2
     embed_dim: int = 16
+    # embedding tables step only the rows in each batch (lazy Adam; see docs/training.md)
+    lazy_tables: bool = False
     device: str = "auto"
     threads: int | None = None
     progress: bool = True
