@@ -119,12 +119,12 @@ def table(data: str, out: dict) -> str:
     return "\n".join(lines)
 
 
-def run_autoias(data: str, seeds: int, config: TrainConfig) -> list[dict]:
-    """Per seed: AutoIAS's search, then its spec, the DeepFM and a random spec of its space
-    retrained from scratch."""
+def run_autoias(data: str, seeds: int, config: TrainConfig, first: int = 2026) -> list[dict]:
+    """Per seed (``first`` on): AutoIAS's search, then its spec, the DeepFM and a random spec
+    of its space retrained from scratch."""
     records = []
     for k in range(seeds):
-        seed = 2026 + k
+        seed = first + k
         ds = load_dataset(data, seed=seed)
         cfg = replace(config, seed=seed)
         spec = model_spec(ds)
@@ -203,13 +203,16 @@ def main() -> None:
     parser.add_argument("--methods", default="deeplight,umec")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--first-seed", type=int, default=2026,
+                        help="the first seed (AutoIAS only; seeds run one by one from it)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-comprehensive"))
     args = parser.parse_args()
     config = TrainConfig(epochs=args.epochs, batch_size=1024, patience=1, progress=False,
                          threads=args.threads)
     methods = [m for m in args.methods.split(",") if m]
     if "autoias" in methods:
-        ias = {data: run_autoias(data, args.seeds, config) for data in args.data}
+        ias = {data: run_autoias(data, args.seeds, config, args.first_seed)
+               for data in args.data}
         print(machine_line())
         print(f"DeepFM (dim 8) and AutoIAS's default space; searches and retrains: "
               f"{args.epochs} epochs, batch 1024, {args.threads} thread(s)")

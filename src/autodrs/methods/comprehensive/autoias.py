@@ -39,12 +39,12 @@ supernet is trained, REINFORCE: each of ``rl_steps`` (200) steps samples ``rl_ba
 architectures, the reward of one is the supernet's AUC with that subnet pinned on a fixed
 subsample of ``reward_rows`` (4,096) validation rows, minus ``cost`` (0.005) times its
 complexity (the mean of its shares of the largest architecture's embedding parameters,
-pairs and MLP parameters) and ``pair_cost`` (0.0003) per kept pair, and the generator takes
+pairs and MLP parameters) and ``pair_cost`` (0.0001) per kept pair, and the generator takes
 an Adam step (``controller_lr`` 0.02) on ``-(R - mean R) / std R * log p - entropy * H``
 (``entropy`` 0.02). The paper's reward is the AUC alone; without a cost a pair that changes
 nothing stays at the generator's chance of keeping it. ``pair_cost`` prices a pair in AUC
 (0.005 / 3 / 78 = 0.00002 per pair under ``cost`` alone is below the reward's noise, so
-noise pairs were kept at random); a planted pair is worth several times 0.0003.
+noise pairs were kept at random); a planted pair is worth several times 0.0001.
 
 **Derivation.** The generator's greedy architecture (a pair kept when the generator keeps
 it with probability above 1/2, with its likeliest function) and the ``candidates`` (5)
@@ -104,7 +104,7 @@ WIDTHS = (64, 128, 256)
 POLICY_SAMPLES = 512  # draws of the final policy that give each pair's keep rate
 HIDDEN = 32
 CONTROLLER_LR = 0.02
-PAIR_COST = 0.0003  # reward per kept pair (AUC): a pair must pay for itself
+PAIR_COST = 0.0001  # reward per kept pair (AUC): a pair must pay for itself
 
 
 @dataclass
@@ -326,7 +326,7 @@ class AutoIAS(Method):
     ``search_epochs`` (the supernet's; default the run's epochs, at most 3), ``kd`` (0.5),
     ``temperature`` (1.0), ``rl_steps`` (200), ``rl_batch`` (16), ``controller_lr``
     (0.02), ``entropy`` (0.02), ``reward_rows`` (4096), ``cost`` (0.005), ``pair_cost``
-    (0.0003), ``candidates`` (5).
+    (0.0001), ``candidates`` (5).
     """
 
     name = "autoias"
