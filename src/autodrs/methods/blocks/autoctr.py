@@ -558,6 +558,22 @@ class AutoCTR(Method):
             return sorted((c for c in history if c.number not in done),
                           key=lambda c: (c.score, c.number))[:n]
 
+        def first_or_evaluate(arch: list[Token], parent: Candidate | None, reserve: float,
+                              left: float | None) -> Candidate | None:
+            """``evaluate``; the first candidate is the fidelity probe: at full fidelity it
+            may take 1 / FULL_FIDELITY_FITS of the budget; cut there, full fits are too dear
+            and the search goes on at low fidelity."""
+            nonlocal probing, fid
+            if not probing:
+                return evaluate(arch, parent, reserve)
+            probing = False
+            assert ctx.budget_seconds is not None and left is not None
+            cand = evaluate(arch, parent, left - ctx.budget_seconds / FULL_FIDELITY_FITS)
+            if cand is None:
+                fid = self.fidelity(ctx, "low")
+                cand = evaluate(arch, parent, reserve)
+            return cand
+
         # the command's measured fit of its start model on these rows, when it made one
         retrain = option(ctx, "retrain_seconds", None)
         since_promotion = 0
@@ -578,16 +594,7 @@ class AutoCTR(Method):
             # 1. the seed backbones: each trains as a candidate, then in full at ctx.seed
             #    (the same fit as its backbone's), before the search or a reserve stops it
             if seeds and strategy == "evolution":
-                arch = seeds.pop(0)
-                if probing:
-                    probing = False
-                    assert ctx.budget_seconds is not None and left is not None
-                    cand = evaluate(arch, None, left - ctx.budget_seconds / FULL_FIDELITY_FITS)
-                    if cand is None:
-                        fid = self.fidelity(ctx, "low")
-                        cand = evaluate(arch, None, 0.0)
-                else:
-                    cand = evaluate(arch, None, 0.0)
+                cand = first_or_evaluate(seeds.pop(0), None, 0.0, left)
                 if cand is None:
                     stopped = True
                     break
@@ -619,17 +626,7 @@ class AutoCTR(Method):
                     arch = self.child(encoding, parent, rng, seen, history,
                                       ranker if use_ranker and len(history)
                                       >= RANKER_MIN_HISTORY else None, n_mutants)
-                if probing:
-                    # the probe may take 1 / FULL_FIDELITY_FITS of the budget; cut there, full
-                    # fits are too dear and it is dropped: the search runs at low fidelity
-                    probing = False
-                    assert ctx.budget_seconds is not None and left is not None
-                    cand = evaluate(arch, parent, left - ctx.budget_seconds / FULL_FIDELITY_FITS)
-                    if cand is None:
-                        fid = self.fidelity(ctx, "low")
-                        cand = evaluate(arch, parent, reserve)
-                else:
-                    cand = evaluate(arch, parent, reserve)
+                cand = first_or_evaluate(arch, parent, reserve, left)
                 if cand is None:
                     stopped = True
                     continue  # the reserve began: the final fit
