@@ -68,7 +68,6 @@ from autodrs.data.schema import (
     Schema,
     _numeric,
     _seq_lists,
-    check_label,
     fit_numerical,
     fit_vocab,
     hash_ids,
@@ -620,10 +619,8 @@ def _build(source: Any, schema: Schema, tmp: Path, st: BuildSettings,
             for batch in prefetch(batches):
                 if batch.num_rows:
                     _encode_chunk(batch, schema, st, time_cuts, state)
-                if progress and time.perf_counter() - last_print > 10:
-                    last_print = time.perf_counter()
-                    print(f"encoding: {state.rows:,} rows read "
-                          f"({state.rows / (last_print - t0):,.0f} rows/s)", flush=True)
+                if progress:
+                    last_print = _progress(state.rows, t0, last_print)
         for w in state.writers.values():
             w.close()
         for f in state.extra.values():
@@ -749,6 +746,15 @@ def _encode_chunk(batch: pa.RecordBatch | pa.Table, schema: Schema, st: BuildSet
     state.rows += n
 
 
+def _progress(rows: int, t0: float, last: float) -> float:
+    """Print the rows read so far at most every 10 s; the time of the last print."""
+    now = time.perf_counter()
+    if now - last <= 10:
+        return last
+    print(f"encoding: {rows:,} rows read ({rows / (now - t0):,.0f} rows/s)", flush=True)
+    return now
+
+
 def _native_pass(p: _fast.Plan, schema: Schema, st: BuildSettings, state: _State,
                  progress: bool, t0: float) -> None:
     """The pass of ``fastparquet``: Polars computes splits and provisional ids on its
@@ -776,10 +782,8 @@ def _native_pass(p: _fast.Plan, schema: Schema, st: BuildSettings, state: _State
             block = _group(df, names, schema, st, state)
             state.rows += df.height
             worker.submit(_absorb, block, names, counts, unseen, cut, cat_top, st, state)
-            if progress and time.perf_counter() - last_print > 10:
-                last_print = time.perf_counter()
-                print(f"encoding: {state.rows:,} rows read "
-                      f"({state.rows / (last_print - t0):,.0f} rows/s)", flush=True)
+            if progress:
+                last_print = _progress(state.rows, t0, last_print)
     for m in state.moments.values():
         if m.sample.n < m.sample.k and m.n > m.sample.n:  # the cut left too few (NaNs)
             raise _Redo
@@ -903,12 +907,7 @@ class _Redo(Exception):
 
 def _labels(arr: pa.Array, name: str) -> np.ndarray:
     """The label as uint8 0/1; anything else is ``check_label``'s clear error."""
-    t = arr.type
-    if (pa.types.is_integer(t) or pa.types.is_boolean(t)) and not arr.null_count:
-        x = arr.to_numpy(zero_copy_only=False)
-        if x.dtype == np.bool_ or (len(x) and x.min() >= 0 and x.max() <= 1):
-            return x.astype(np.uint8)
-    return check_label(pl.DataFrame({name: _series(arr)}), name).astype(np.uint8)
+    return _fast.labels(_series(arr), name)
 
 
 def _numbers(arr: pa.Array, f: Field) -> np.ndarray:
