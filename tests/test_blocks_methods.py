@@ -264,7 +264,16 @@ def test_autoctr_seeds_backbones_and_final_fit(tiny_synthetic: Dataset,
     final = found.extra["final_fit"]
     assert len(final) == 2 and all(len(f["valid_aucs"]) == 2 for f in final)
     best = max(final, key=lambda f: f["valid_auc"])
-    assert found.extra["best_number"] == best["number"]
+    # the best mean leads; an evolved leader is returned only past the paired test
+    rule = found.extra["final_rule"]
+    assert rule["rule"] == "paired" and rule["leader"] == best["number"]
+    assert found.extra["best_number"] == rule["returned"]
+    seeds = set(found.extra["seed_numbers"])
+    if best["number"] not in seeds:
+        assert (rule["returned"] == best["number"]) == (rule["lower_bound"] > 0), rule
+        assert rule["reference"] in seeds
+    else:
+        assert rule["returned"] == best["number"]
     # never below a seed backbone: the seeds' fits at ctx.seed are all at most its own
     firsts = {t["number"]: t["full_valid_aucs"][0] for t in found.trials
               if t["full_valid_aucs"]}
