@@ -66,6 +66,7 @@ def _run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
                               "search_seconds": search_seconds}
     out["architecture"] = found.extra["architecture"]
     out["check"] = found.extra["check"]
+    out["check_bounds"] = found.extra.get("check_bounds", {})
     print(f"seed {seed} done: " + ", ".join(f"{n} {m['auc']:.4f}"
                                            for n, m in out["models"].items()), flush=True)
     return out
@@ -109,6 +110,8 @@ def main() -> None:
         print(f"seed {run['seed']}: AMEIR found {run['architecture']}; best epochs "
               + ", ".join(f"{n} {m['best_epoch']}" for n, m in run["models"].items()))
         print(f"  stand-alone check (valid AUC): {run['check']}")
+        print(f"  lower bound of each lead over the start (kept only above 0): "
+              f"{run['check_bounds']}")
     names = [*HAND_MADE, "ameir"]
 
     def values(name: str, key: str) -> list[float]:

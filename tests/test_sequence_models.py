@@ -162,6 +162,32 @@ def test_ameir_finds_a_behaviour_block_that_beats_mean_pooling(planted: Dataset)
     check = found.extra["check"]
     assert len(check) == 3 and any(k.startswith("start: ") for k in check), check
     assert refit.fit.valid["auc"] == pytest.approx(max(check.values()), abs=1e-6), check
+    # ...and its lead over the start was significant (the start's spec is dnn's: no history)
+    bounds = found.extra["check_bounds"]
+    assert len(bounds) == 2 and max(bounds.values()) > 0, bounds
+
+
+def test_ameir_check_keeps_the_start_unless_a_lead_is_significant() -> None:
+    from autodrs.methods.sequence.ameir import keep, lead_bound
+    from autodrs.train.metrics import auc
+
+    rng = np.random.default_rng(2)
+    signal = rng.normal(size=4000)
+    labels = rng.random(4000) < 1 / (1 + np.exp(-2 * signal))
+    start = signal + rng.normal(size=4000)
+    slight = start + 0.05 * signal + rng.normal(scale=0.3, size=4000)  # a lead within noise
+    clear = start + 0.2 * signal + rng.normal(scale=0.3, size=4000)
+    checked = {"found: a": auc(labels, slight), "start: b": auc(labels, start)}
+    assert checked["found: a"] > checked["start: b"]  # the found path validates higher...
+    bounds = {"found: a": lead_bound(labels, start, slight, 200, 0.95, 0)}
+    assert bounds["found: a"] < 0  # ...but not significantly: the start is kept
+    assert keep(checked, bounds, "start: b") == "start: b"
+    checked["runner-up: c"] = auc(labels, clear)
+    bounds["runner-up: c"] = lead_bound(labels, start, clear, 200, 0.95, 0)
+    assert bounds["runner-up: c"] > 0 and keep(checked, bounds, "start: b") == "runner-up: c"
+    # without the start among them (or the rule off) the best on validation is kept
+    del checked["runner-up: c"]
+    assert keep(checked, {}, None) == "found: a"
 
 
 def test_ameir_space_holds_the_fm_term_and_the_start_spec(tiny_synthetic: Dataset) -> None:

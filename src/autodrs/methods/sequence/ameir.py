@@ -17,9 +17,15 @@ sampling) over that stage's choices, the other stages held at the best found so 
 first: no pairs, the widest MLP); then ``candidates`` (20) random choices of the stage are
 scored on the validation split with the shared weights and the best is kept. Step 1
 trains ``search_epochs``, steps 2 and 3 go on from the weights before them for
-``refine_epochs`` each. The found model (``spec.sequence``, ``hadamard`` interactions,
-``spec.mlp``; no FM) is retrained from scratch as every spec is. On data without a
-sequence field holding a categorical field's values, steps 2 and 3 run alone.
+``refine_epochs`` each; the search starts from the start spec's path where the space holds
+it. The found model (``spec.sequence``, ``hadamard`` interactions, the FM term,
+``spec.mlp``) is retrained from scratch as every spec is. On data without a sequence field
+holding a categorical field's values, steps 2 and 3 run alone.
+
+A stand-alone check (not the paper's) trains the found path, the start, the start's
+behaviour with the found interactions and MLP, and the runners-up alone (``check`` of
+them) and keeps the start unless another leads it on validation significantly (the lower
+``check_confidence`` bound of a paired bootstrap of the AUC lead above 0), then the best.
 
 Departures: the residual blocks start as the identity (``autodrs.nn.sequence``), which the
 weight sharing needs on tables that start at N(0, 1e-4); interactions are pairs only (the
@@ -27,8 +33,9 @@ paper also grows higher orders); a pair's Hadamard product uses tables of its ow
 retrained model (``hadamard`` interactions), the main embeddings in the supernet.
 
 Options: ``search_epochs`` (3; 1 with ``fast``), ``refine_epochs`` (1), ``candidates`` (20
-per step; 2 with ``fast``; ``--trials`` caps it), ``slots`` (3), ``mlp_layers`` (2),
-``widths`` (``64,128,256``).
+per step; 2 with ``fast``; ``--trials`` caps it), ``check`` (3; 1 with ``fast``: off),
+``check_epochs``, ``check_confidence`` (0.95; 0: the best on validation), ``check_resamples``
+(200), ``slots`` (3), ``mlp_layers`` (2), ``widths`` (``64,128,256``).
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ import time
 from dataclasses import dataclass, field, replace
 from itertools import combinations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -59,6 +67,7 @@ from autodrs.search.base import (
     register_method,
 )
 from autodrs.spec import SEQUENCE_LAYERS, ArchSpec, Interaction, SequenceSpec, SpecError
+from autodrs.train.metrics import auc
 from autodrs.train.trainer import TimeLimit, Trainer, TrainHook
 
 OPS = ("identity", *SEQUENCE_LAYERS)
@@ -243,11 +252,16 @@ class AMEIR(Method):
         count = option(ctx, "candidates", 2 if ctx.fast else 20, int)
         check = option(ctx, "check", 1 if ctx.fast else 3, int)
         check_epochs = option(ctx, "check_epochs", ctx.train.epochs, int)
+        confidence = option(ctx, "check_confidence", 0.95, float)
+        resamples = option(ctx, "check_resamples", 200, int)
         widths = parse_widths(ctx)
         if min(slots, layers, epochs, refine, count, check, check_epochs) < 1:
             raise SearchError("ameir's slots, mlp_layers, search_epochs, refine_epochs, "
                               f"candidates, check and check_epochs must be >= 1, got {slots}, "
                               f"{layers}, {epochs}, {refine}, {count}, {check}, {check_epochs}")
+        if not 0 <= confidence < 1 or resamples < 10:
+            raise SearchError("ameir's check_confidence must be in [0, 1) and "
+                              f"check_resamples >= 10, got {confidence}, {resamples}")
         if ctx.trials is not None:
             count = min(count, max(1, ctx.trials))
         base = ctx.spec.copy(sequence=None, interactions=None, fm=False, inner=False,
@@ -258,8 +272,12 @@ class AMEIR(Method):
         torch.manual_seed(ctx.seed)
         supernet = AmeirSupernet(schema, base.copy(mlp=[max(widths)] * layers), history,
                                  target, slots, pairs, widths, layers, ctx.seed)
-        # the first steps hold the FM term as the start spec has it
+        # the first steps hold the FM term as the start spec has it, and the search starts
+        # from the start's path where the space holds it (so step 1 scores its behaviour)
         supernet.base.fm = bool(ctx.spec.fm) and supernet.fm_choice
+        start = self._start(ctx.spec, supernet, widths, layers)
+        if start is not None:
+            supernet.base = replace(start, layers=list(start.layers), widths=list(start.widths))
         config = replace(ctx.train, seed=ctx.seed, epochs=epochs, patience=epochs,
                          checkpoint=None)
         evaluator = Trainer(replace(config, progress=False))
@@ -310,15 +328,20 @@ class AMEIR(Method):
         # the stand-alone check: the shared-weight ranking favours candidates that learn
         # fast; a few full architectures are trained alone, the best on validation is kept
         pool = [("found: " + _full(found, pairs), found, spec)]
-        start = self._start(ctx.spec, supernet, widths, layers)
         if start is not None:
             pool.append(("start: " + _full(start, pairs), start, ctx.spec.copy()))
+            # the start's behaviour block with the interactions and MLP found after it
+            mixed = _compose(found, start, "behaviour")
+            pool.append(("start's behaviour: " + _full(mixed, pairs), mixed,
+                         self._derive(ctx.spec, mixed, history, target, pairs,
+                                      supernet.n_slots, schema)))
         for step, arch in runners_up:
             composed = _compose(found, arch, step)
             pool.append((f"{step} runner-up: " + _full(composed, pairs), composed,
                          self._derive(ctx.spec, composed, history, target, pairs,
                                       supernet.n_slots, schema)))
         checked: dict[str, float] = {}
+        bounds: dict[str, float] = {}
         best = found
         if check > 1:
             from autodrs.experiment import fit_spec  # the experiment module imports methods
@@ -326,7 +349,7 @@ class AMEIR(Method):
             fit_config = replace(ctx.train, seed=ctx.seed, epochs=check_epochs,
                                  checkpoint=None, progress=False)
             keys: set[str] = set()
-            top = -1.0
+            fits: list[tuple[str, Architecture, ArchSpec, np.ndarray]] = []
             for name, arch, candidate in pool:
                 if len(checked) >= check or (checked and ctx.out_of_budget()):
                     break
@@ -334,10 +357,18 @@ class AMEIR(Method):
                 if key in keys:
                     continue
                 keys.add(key)
-                checked[name] = float(fit_spec(ctx.dataset, candidate, fit_config)
-                                      .fit.valid["auc"])
-                if checked[name] > top:
-                    top, best, spec = checked[name], arch, candidate
+                outcome = fit_spec(ctx.dataset, candidate, fit_config)
+                checked[name] = float(outcome.fit.valid["auc"])
+                fits.append((name, arch, candidate,
+                             Trainer(fit_config).predict(outcome.model, ctx.dataset.valid)))
+            labels = ctx.dataset.valid.label.numpy()
+            starts = [f for f in fits if f[0].startswith("start: ")]
+            if starts and confidence > 0:
+                bounds = {name: round(lead_bound(labels, starts[0][3], scores_, resamples,
+                                                 confidence, ctx.seed), 6)
+                          for name, _, _, scores_ in fits if name != starts[0][0]}
+            kept = keep(checked, bounds, starts[0][0] if starts and confidence > 0 else None)
+            _, best, spec, _ = next(f for f in fits if f[0] == kept)
         seconds = time.monotonic() - t0
         spec.record(self.name, strategy, ["sequence", "interactions", "mlp", "fm"], seconds)
         ranking = sorted(scores, key=lambda k: -scores[k])
@@ -350,6 +381,7 @@ class AMEIR(Method):
                 "mlp": best.widths},
                 "candidates": steps, "supernet_epochs": trained,
                 "check": {k: round(v, 6) for k, v in checked.items()},
+                "check_bounds": bounds,
                 "check_epochs": check_epochs if checked else 0})
 
     @staticmethod
@@ -431,3 +463,25 @@ def _spec_key(spec: ArchSpec) -> str:
     data.pop("provenance", None)
     return json.dumps(data, sort_keys=True, default=str)
 
+
+
+def lead_bound(labels: np.ndarray, base: np.ndarray, scores: np.ndarray, resamples: int,
+               confidence: float, seed: int) -> float:
+    """The lower ``confidence`` bound (one-sided) of the validation AUC lead of ``scores``
+    over ``base``, by a paired bootstrap over the rows: each resample draws the rows with
+    replacement and scores both on the same rows, so what the two share cancels."""
+    rng = np.random.default_rng(seed)
+    leads = np.empty(resamples)
+    for r in range(resamples):
+        rows = rng.integers(0, len(labels), len(labels))
+        y = labels[rows]
+        leads[r] = auc(y, scores[rows]) - auc(y, base[rows])
+    return float(np.quantile(leads, 1.0 - confidence))
+
+
+def keep(checked: dict[str, float], bounds: dict[str, float], start: str | None) -> str:
+    """The checked architecture to keep: the best on validation AUC, except that with the
+    ``start`` among them, another is kept only when its lead over the start is significant
+    (its lower bound in ``bounds`` above 0); otherwise the start."""
+    eligible = [k for k in checked if start is None or k == start or bounds.get(k, 0.0) > 0]
+    return max(eligible, key=lambda k: checked[k])
