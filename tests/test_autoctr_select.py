@@ -165,3 +165,45 @@ def test_the_search_records_the_rule_in_its_stage_info(
         "number"]
     if rule["leader"] != rule["returned"]:
         assert rule["returned"] in found.extra["seed_numbers"] and rule["lower_bound"] <= 0
+
+
+def test_an_autoctr_search_keeps_no_time_for_a_retrain_it_reuses(
+        tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """AutoCTR alone on every row: its choice is one of its own full fits at ``--seed``,
+    so the command keeps no retrain reserve from its budget and the retrain is that fit."""
+    import autodrs.experiment as experiment
+    import autodrs.search.stages as stages
+    from autodrs.api import reuses_stage_fit, run_search
+    from autodrs.config import SearchSettings
+
+    reserves: list[float] = []
+    real_stages = stages.run_stages
+
+    def spy_stages(ctx, names, **kw):
+        reserves.append(kw["reserve"])
+        return real_stages(ctx, names, **kw)
+
+    reused: list[bool] = []
+    real_fit = experiment.fit_spec
+
+    def spy_fit(ds, spec, config, hooks=None):
+        reused.append(experiment.cached_fit(ds, spec, config) is not None)
+        return real_fit(ds, spec, config, hooks)
+
+    monkeypatch.setattr(stages, "run_stages", spy_stages)
+    monkeypatch.setattr(experiment, "fit_spec", spy_fit)
+    settings = SearchSettings(data="synthetic?rows=4000&seed=1", methods=["autoctr"],
+                              budget="10m", trials=2, fast=True, epochs=2, seed=0,
+                              baselines=["deepfm"], out=str(tmp_path / "run"), threads=1,
+                              progress=False)
+    run_search(settings, report=False)
+    assert reserves == [0.0] and reused[-1]  # the last fit_spec call is the retrain
+    done = SimpleNamespace(fit=SimpleNamespace(stopped_by_hook=False))
+    assert reuses_stage_fit(["autoctr"], True, False, False, done)
+    # a sample, a second stage, a guard, a resumed stage, no start fit: time is kept
+    assert not reuses_stage_fit(["autoctr"], False, False, False, done)
+    assert not reuses_stage_fit(["autoctr", "autoctr"], True, False, False, done)
+    assert not reuses_stage_fit(["autoctr"], True, True, False, done)
+    assert not reuses_stage_fit(["autoctr"], True, False, True, done)
+    assert not reuses_stage_fit(["autoctr"], True, False, False, None)
+    assert not reuses_stage_fit(["sif"], True, False, False, done)

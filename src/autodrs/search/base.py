@@ -222,6 +222,11 @@ class Method(ABC):
     # the spec it returns is one it retrained itself with the run's trainer (an ERASE point,
     # a frequency threshold, an encoder), so a validation guard judges it without a retrain
     retrains_its_choice: ClassVar[bool] = False
+    # the spec it returns (or, finding nothing, its input) is one it fitted through
+    # ``fit_spec`` on the stage's rows with the command's training config at the command's
+    # seed, so inside ``shared_fits`` the command's retrain of it on those rows is that fit
+    # (AutoCTR's full fits): a command whose only stage it is keeps no time for a retrain
+    fits_its_choice: ClassVar[bool] = False
     # a method that needs more than one dataset runs through its own command (e.g. AutoFT
     # through ``autodrs transfer``); ``search`` refuses it before any work
     command: ClassVar[str | None] = None

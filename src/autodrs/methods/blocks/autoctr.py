@@ -578,6 +578,9 @@ class AutoCTR(Method):
     name = "autoctr"
     component = "blocks"
     strategies = ("evolution", "random")
+    # its choice is a full fit at the command's seed (or the start, when the budget cut
+    # every full fit): the command's retrain reuses it
+    fits_its_choice = True
 
     def search(self, ctx: SearchContext) -> StageResult:
         strategy = self.resolve_strategy(ctx)
@@ -787,8 +790,8 @@ class AutoCTR(Method):
                              time.perf_counter() - t0,
                              extra={"candidates": 0, "stopped_by_budget": True})
         ordered = sorted(history, key=lambda c: (c.score, c.number))
-        # with nothing fitted in full, the start model's shape (the command's start) when it
-        # trained, else the best by the search's ranking
+        # with nothing fitted in full (no budget), the start model's shape (the command's
+        # start) when it trained, else the best by the search's ranking
         best = next((history[n] for n, k in seeded.items() if seed_names[k] == start),
                     ordered[0])
         final: list[dict[str, Any]] = []
@@ -796,30 +799,36 @@ class AutoCTR(Method):
             number, final = fits.choose(finalists, final_seeds)
             best = history[number]
         labels = [f"#{c.number}: {summary(c.spec)}" for c in ordered[:10]]
+        trials = [{"number": c.number, "values": [c.auc], "state": "COMPLETE",
+                   "valid": {"auc": c.auc, "logloss": c.logloss}, "parent": c.parent,
+                   "dag": summary(c.spec), "linear": c.spec.linear,
+                   "full_valid_aucs": [round(a, 6) for a in fits.aucs.get(c.number, [])],
+                   "dag_params": c.cost, "seconds": round(c.seconds, 3)} for c in history]
+        extra = {"candidates": len(history), "best_number": best.number,
+                 "fidelity": fid.name, "rank_by": "auc" if by_auc else "logloss",
+                 "seed_numbers": [c.number for c in history
+                                  if encoding.key(c.arch) in seed_keys],
+                 "seed_names": {str(c.number): seed_names[encoding.key(c.arch)]
+                                for c in history if encoding.key(c.arch) in seed_keys},
+                 "valid_logloss": best.logloss, "valid_auc": best.auc,
+                 "stopped_by_budget": stopped, "ranker": use_ranker,
+                 "promoted": [n for n in fits.aucs if n not in seeded],
+                 "full_fits": fits.count(),
+                 "final_leaders": finalists,
+                 "final_fit": final, "final_cut": list(fits.cut),
+                 # how the final fit chose: the leader, and under final_rule=paired the
+                 # test of its lead over the best seed shape
+                 "final_rule": fits.decision if final else {"rule": fits.rule}}
+        if not fits.aucs and ctx.budget_seconds is not None:
+            # the budget cut every full fit: the start model goes on (low fidelity only
+            # proposes; the command's retrain of it is its baseline's fit when that trained)
+            return no_result(self.name, strategy, ctx.spec, "the budget cut every full fit: "
+                             "the start model goes on", time.perf_counter() - t0,
+                             trials=trials, extra=extra | {"best_number": None})
         return dag_result(
             self.name, strategy, best.spec.copy(provenance=list(ctx.spec.provenance)), labels,
             {lab: c.auc for lab, c in zip(labels, ordered, strict=False)},
-            time.perf_counter() - t0,
-            trials=[{"number": c.number, "values": [c.auc], "state": "COMPLETE",
-                     "valid": {"auc": c.auc, "logloss": c.logloss}, "parent": c.parent,
-                     "dag": summary(c.spec), "linear": c.spec.linear,
-                     "full_valid_aucs": [round(a, 6) for a in fits.aucs.get(c.number, [])],
-                     "dag_params": c.cost, "seconds": round(c.seconds, 3)} for c in history],
-            extra={"candidates": len(history), "best_number": best.number,
-                   "fidelity": fid.name, "rank_by": "auc" if by_auc else "logloss",
-                   "seed_numbers": [c.number for c in history
-                                    if encoding.key(c.arch) in seed_keys],
-                   "seed_names": {str(c.number): seed_names[encoding.key(c.arch)]
-                                  for c in history if encoding.key(c.arch) in seed_keys},
-                   "valid_logloss": best.logloss, "valid_auc": best.auc,
-                   "stopped_by_budget": stopped, "ranker": use_ranker,
-                   "promoted": [n for n in fits.aucs if n not in seeded],
-                   "full_fits": fits.count(),
-                   "final_leaders": finalists,
-                   "final_fit": final, "final_cut": list(fits.cut),
-                   # how the final fit chose: the leader, and under final_rule=paired the
-                   # test of its lead over the best seed shape
-                   "final_rule": fits.decision if final else {"rule": fits.rule}})
+            time.perf_counter() - t0, trials=trials, extra=extra)
 
     @staticmethod
     def final_fit_seconds(fid: Fidelity, history: list[Candidate],
