@@ -116,7 +116,8 @@ def command_run(data: str, seed: int, budget: str, threads: int | None,
     extra = {k: stage.get(k) for k in ("candidates", "fidelity", "best_number", "seed_numbers",
                                        "seed_names", "promoted", "full_fits", "rank_by",
                                        "final_fit", "final_cut", "final_leaders", "valid_auc",
-                                       "valid_logloss", "stopped_by_budget", "seconds")}
+                                       "valid_logloss", "stopped_by_budget", "seconds",
+                                       "final_rule", "no_result")}
     trials = stage.get("trials") or []
     return {"data": data, "seed": seed, "budget": budget,
             "autoctr": {"valid": result["metrics"]["valid"]["auc"],
@@ -168,7 +169,9 @@ def command_table(records: list[dict[str, Any]]) -> str:
         chosen.append(auc - bb[val]["test"])
         st = r["stage"]
         names = st.get("seed_names") or {}
-        kind = (f"{names[str(st['best_number'])]} seed shape" if str(st["best_number"]) in names
+        kind = ("nothing in full: the start" if st["best_number"] is None
+                else f"{names[str(st['best_number'])]} seed shape"
+                if str(st["best_number"]) in names
                 else "seed shape" if st["best_number"] in (st["seed_numbers"] or [])
                 else "evolved DAG")
         final = ", ".join(f"#{f['number']} {f['valid_auc']:.4f}"
@@ -188,6 +191,7 @@ def command_table(records: list[dict[str, Any]]) -> str:
                      f"{st['candidates']} ({st['fidelity']}, {st.get('final_leaders')} "
                      "leader(s) in the final fit)",
                      f"#{st['best_number']} {kind}; {final}",
+                     rule_cell(st.get("final_rule")),
                      "/".join(f"{x:.1f}" for x in r["load"]) + " → "
                      + "/".join(f"{x:.1f}" for x in r["load_after"])])
 
@@ -197,11 +201,26 @@ def command_table(records: list[dict[str, Any]]) -> str:
             if a.size > 1 else ""
         return f"{a.mean():+.4f}{spread}"
 
-    rows.append(["paired mean", "", "", paired(bar), "", paired(chosen), "", "", ""])
+    rows.append(["paired mean", "", "", paired(bar), "", paired(chosen), "", "", "", ""])
     return markdown_table(["seed", "AutoCTR test AUC", "best backbone by test",
                            "AutoCTR − best", "backbone best by valid", "AutoCTR − it",
                            "candidates", "returned; final fit (mean valid AUC)",
+                           "final rule: leader vs seed shape, lead (se), bound",
                            "load 1/5/15 min (start → end)"], rows)
+
+
+def rule_cell(rule: dict[str, Any] | None) -> str:
+    """AutoCTR's final rule (``final_rule`` in the stage info): the leader, and under
+    ``paired`` its test against the best seed shape and what it returned."""
+    if not rule or "leader" not in rule:
+        return (rule or {}).get("rule", "")
+    if "lead" not in rule:
+        return f"{rule['rule']}: #{rule['leader']} returned ({rule.get('why', 'the leader')})"
+    verdict = "evolved returned" if rule["returned"] == rule["leader"] else \
+        f"seed #{rule['returned']} returned"
+    return (f"paired: #{rule['leader']} vs #{rule['reference']}, {rule['lead']:+.4f} "
+            f"({rule['se']:.4f}), z {rule['z']:.2f} (m {rule['comparisons']}), bound "
+            f"{rule['lower_bound']:+.4f}: {verdict}")
 
 
 def command_main(args: argparse.Namespace) -> None:
