@@ -874,8 +874,10 @@ class AutoCTR(Method):
         epochs and early stopping, as AutoCTR's final fit), each with the same ``seeds``
         seeds (``ctx.seed``, ``ctx.seed + 1``, ...), and keep the one with the best mean
         validation AUC: a single fit each picks the luckiest initialisation (a winner's
-        curse), and the shared seeds make the comparison paired. Fits already in ``fits``
-        (a promotion's, or an earlier call's) are not repeated.
+        curse), and the shared seeds make the comparison paired; under ``fits``' rule
+        ``paired`` an evolved leader only when its lead over the best seed shape is beyond
+        noise (``FullFits.choose_among``). Fits already in ``fits`` (a promotion's, or an
+        earlier call's) are not repeated.
 
         The fits run in rounds, one seed each. Under a budget each fit of a round gets an
         equal share of the time left (it stops where the round's later fits' shares begin),
