@@ -51,14 +51,18 @@ def graph_models(g: Any, seed: int, args: argparse.Namespace, out: dict[str, Any
     out["lightgcn"] = {**fit.to_dict(), "history": None}
     started = time.perf_counter()
     found = search_graph(g, layers=3, dim=64, epochs=args.search_epochs, config=cfg,
-                         candidates=args.candidates, candidate_epochs=args.candidate_epochs)
-    fit = fit_graph(g, found.spec, cfg)
+                         warmup=args.warmup, candidates=args.candidates,
+                         candidate_epochs=args.candidate_epochs or None,
+                         one_shot=args.one_shot)
+    # a candidate trained like the final model (--candidate-epochs 0) is its final fit
+    fit = found.fit_of(found.spec) or fit_graph(g, found.spec, cfg)
     out["sane"] = {**fit.to_dict(), "history": None, "search": found.to_dict(),
                    "seconds": round(time.perf_counter() - started, 1)}
-    if args.candidates > 1 and args.argmax:
+    if (args.candidates > 1 or args.one_shot) and args.argmax:
         # SANE's own derivation (the argmax), retrained the same way, for the comparison
-        same = found.argmax is not None and found.argmax.key() == found.spec.key()
-        arg = fit if same else fit_graph(g, found.argmax or found.spec, cfg)
+        argmax = found.argmax or found.spec
+        same = argmax.key() == found.spec.key()
+        arg = fit if same else found.fit_of(argmax) or fit_graph(g, argmax, cfg)
         out["sane_argmax"] = {**arg.to_dict(), "history": None,
                               "seconds": round(found.seconds + arg.seconds, 1)}
 
@@ -131,10 +135,18 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--patience", type=int, default=5)
     parser.add_argument("--search-epochs", type=int, default=9)
+    parser.add_argument("--warmup", type=int, default=None,
+                        help="SANE: warm-up epochs at uniform architecture weights "
+                             "(default a third of --search-epochs)")
     parser.add_argument("--candidates", type=int, default=4,
-                        help="SANE: the supernet's N most probable specs trained briefly, "
+                        help="SANE: the supernet's N most probable specs trained, "
                              "the best on validation NDCG kept (1: the argmax)")
-    parser.add_argument("--candidate-epochs", type=int, default=10)
+    parser.add_argument("--one-shot", type=int, default=0,
+                        help="SANE: also the N specs of best one-shot validation NDCG at "
+                             "the end of the warm-up")
+    parser.add_argument("--candidate-epochs", type=int, default=10,
+                        help="0: each candidate trained to early stopping like the final "
+                             "model (the kept one's fit is its final fit)")
     parser.add_argument("--argmax", action=argparse.BooleanOptionalAction, default=True,
                         help="also retrain SANE's argmax spec for the comparison")
     parser.add_argument("--recent", type=int, default=20,

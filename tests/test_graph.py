@@ -26,7 +26,7 @@ from autodrs.graph import (
     search_graph,
 )
 from autodrs.graph.data import TEST, TRAIN, VALID, GraphData
-from autodrs.graph.models import COMBINES, OPS, GraphModel, SearchGraphModel
+from autodrs.graph.models import COMBINES, OPS, GraphModel, SearchGraphModel, model_key
 from autodrs.graph.session import (
     SessionConfig,
     SessionSpec,
@@ -35,7 +35,14 @@ from autodrs.graph.session import (
     session_graphs,
     session_task,
 )
-from autodrs.graph.train import _known_keys, _negatives, adjacencies, rank_metrics, rank_scores
+from autodrs.graph.train import (
+    _known_keys,
+    _negatives,
+    adjacencies,
+    rank_metrics,
+    rank_scores,
+    score_vertices,
+)
 
 warnings.filterwarnings("ignore", message="Sparse")
 
@@ -272,6 +279,46 @@ def test_sane_search_keeps_the_best_validating_candidate(planted: GraphData) -> 
     searched = fit_graph(g, found.spec, FAST)
     flat = fit_graph(g, GraphSpec(dim=16, ops=[]), FAST)
     assert searched.test["recall@20"] > flat.test["recall@20"] + 0.05
+
+
+def test_one_shot_scores_are_the_discrete_models_scores(planted: GraphData) -> None:
+    # every vertex once (2 layers: 9 op pairs x (3 skip patterns x 3 aggregators + every
+    # skip dropped)), scored exactly as the discrete model with the supernet's embeddings
+    g = planted
+    torch.manual_seed(0)
+    net = SearchGraphModel(g.users, g.items, 8, 2)
+    adj = adjacencies(g)
+    scored = score_vertices(net, g, adj)
+    assert len(scored) == 9 * (3 * 3 + 1) == len({model_key(s) for _, s in scored})
+    assert [v for v, _ in scored] == sorted((v for v, _ in scored), reverse=True)
+    for value, spec in scored[:2] + scored[-2:]:
+        plain = GraphModel(g.users, g.items, spec)
+        with torch.no_grad():
+            plain.ego.weight.copy_(net.ego.weight)
+            assert rank_metrics(*plain(adj), g, "valid")["ndcg@20"] == pytest.approx(value)
+
+
+def test_one_shot_candidates_recover_what_the_gradient_misses(planted: GraphData) -> None:
+    # on the planted clusters the validation-BPR gradient derives (gin, gin, both kept,
+    # concat), one of the worst vertices; the one-shot candidates scored at the end of the
+    # warm-up include one far better, and the search delivers it, its fit reused as is
+    g = planted
+    cfg = GraphTrainConfig(lr=0.05, batch_size=512, arch_lr=0.1, epochs=30, patience=5,
+                           seed=0)
+    found = search_graph(g, layers=2, dim=16, epochs=6, warmup=3, config=cfg, candidates=1,
+                         one_shot=1, candidate_epochs=None)
+    assert found.argmax is not None
+    # the best one-shot spec of each layer aggregator
+    assert sorted(s["spec"]["combine"] for s in found.one_shot) == sorted(COMBINES)
+    assert [c["from"] for c in found.candidates] == ["probability"] + ["one-shot"] * 3
+    kept = found.fit_of(found.spec)
+    argmax = found.fit_of(found.argmax)
+    assert kept is not None and argmax is not None
+    best = max(c["valid ndcg@20"] for c in found.candidates)
+    assert kept.valid["ndcg@20"] == pytest.approx(best, abs=1e-5)
+    assert kept.valid == fit_graph(g, found.spec, cfg).valid  # the final fit, reused
+    assert kept.valid["ndcg@20"] > argmax.valid["ndcg@20"] + 0.05
+    assert kept.test["recall@20"] > argmax.test["recall@20"] + 0.1
 
 
 def test_graph_spec_rejects_unknown_choices() -> None:

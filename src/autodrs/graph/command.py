@@ -36,14 +36,16 @@ def run_graph(data: str = "movielens-100k", method: str = "sane", out_dir: Path 
               epochs: int = 40, search_epochs: int = 9, lr: float = 1e-2, dim: int = 64,
               layers: int = 3, k: int = 20, max_len: int = 20, recent: int | None = None,
               session_epochs: int = 8, session_search_epochs: int = 3, guard: bool = True,
-              candidates: int = 4, candidate_epochs: int = 10,
-              overwrite: bool = False) -> dict[str, Any]:
+              candidates: int = 4, candidate_epochs: int = 10, one_shot: int = 0,
+              warmup: int | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Train or search ``method`` on ``data`` and write ``out_dir/result.json``; returns
     the result. With ``guard``, a search's derived spec is kept only when it validates at
     least as well as the hand-made model (LightGCN for ``sane``, SR-GNN for ``autogsr``);
     otherwise the hand-made model is the result, and the stage says so. ``candidates``
     (``sane``): how many of the supernet's most probable specs are trained for
-    ``candidate_epochs`` and compared on validation NDCG (1: SANE's argmax alone)."""
+    ``candidate_epochs`` (0: to early stopping, like the final model) and compared on
+    validation NDCG (1: SANE's argmax alone); ``one_shot`` adds the specs of best one-shot
+    validation NDCG at the end of the search's ``warmup`` (default a third of its epochs)."""
     import warnings
 
     import polars as pl
@@ -69,9 +71,13 @@ def run_graph(data: str = "movielens-100k", method: str = "sane", out_dir: Path 
     for name, value in (("epochs", epochs), ("search-epochs", search_epochs), ("dim", dim),
                         ("layers", layers), ("k", k), ("session-epochs", session_epochs),
                         ("session-search-epochs", session_search_epochs),
-                        ("candidates", candidates), ("candidate-epochs", candidate_epochs)):
+                        ("candidates", candidates)):
         if value < 1:
             raise ValueError(f"--{name} must be at least 1, got {value}")
+    for name, value in (("candidate-epochs", candidate_epochs), ("one-shot", one_shot),
+                        ("warmup", warmup or 0)):
+        if value < 0:
+            raise ValueError(f"--{name} must be at least 0, got {value}")
     if out_dir is not None:
         check_run_folder(out_dir, overwrite=overwrite)
     warnings.filterwarnings("ignore", message="Sparse")
@@ -100,14 +106,18 @@ def run_graph(data: str = "movielens-100k", method: str = "sane", out_dir: Path 
     stages: list[dict[str, Any]] = []
     if method in ("lightgcn", "sane"):
         spec = lightgcn(dim=dim, layers=layers)
+        reused = None
         if method == "sane":
             found = search_graph(g, layers=layers, dim=dim, epochs=search_epochs, config=cfg,
-                                 candidates=candidates, candidate_epochs=candidate_epochs)
+                                 warmup=warmup, candidates=candidates,
+                                 candidate_epochs=candidate_epochs or None, one_shot=one_shot)
             spec = found.spec
+            reused = found.fit_of(spec)
             stages.append({"method": "sane", "strategy": "gradient", **found.to_dict(),
                            "spec": spec.to_dict()})
         search_seconds = time.perf_counter() - started
-        fit = fit_graph(g, spec, cfg).to_dict()
+        # a candidate trained like the final model (candidate_epochs 0) is its final fit
+        fit = (reused or fit_graph(g, spec, cfg)).to_dict()
     else:
         spec = srgnn(dim=dim)
         if method == "autogsr":
@@ -164,7 +174,8 @@ def run_graph(data: str = "movielens-100k", method: str = "sane", out_dir: Path 
                    "dim": dim, "layers": layers, "k": k, "max_len": max_len, "recent": recent,
                    "session_epochs": session_epochs,
                    "session_search_epochs": session_search_epochs,
-                   "candidates": candidates, "candidate_epochs": candidate_epochs},
+                   "candidates": candidates, "candidate_epochs": candidate_epochs,
+                   "one_shot": one_shot, "warmup": warmup},
         "versions": versions(),
     }
     if out_dir is not None:
@@ -218,7 +229,14 @@ def graph_command(
         help="sane: train the supernet's N most probable specs briefly and keep the best on "
              "validation NDCG (1: the argmax alone)")] = 4,
     candidate_epochs: Annotated[int, typer.Option(
-        help="sane: epochs of each candidate's brief training")] = 10,
+        help="sane: epochs of each candidate's training (0: to early stopping, like the "
+             "final model)")] = 10,
+    one_shot: Annotated[int, typer.Option(
+        help="sane: also train the N specs of best one-shot validation NDCG (the supernet's "
+             "embeddings at the end of the warm-up)")] = 0,
+    warmup: Annotated[int | None, typer.Option(
+        help="sane: warm-up epochs at uniform architecture weights (default: a third of "
+             "--search-epochs)")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace the run --out already holds")
                          ] = False,
 ) -> None:
@@ -230,7 +248,7 @@ def graph_command(
                        session_epochs=session_epochs,
                        session_search_epochs=session_search_epochs, guard=guard,
                        candidates=candidates, candidate_epochs=candidate_epochs,
-                       overwrite=overwrite)
+                       one_shot=one_shot, warmup=warmup, overwrite=overwrite)
     test = result["metrics"]["test"]
     line = "  ".join(f"{m} {v:.4f}" for m, v in test.items())
     out.print(f"{method} {result['spec']}: test {line}", highlight=False)

@@ -24,6 +24,7 @@ layers.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -206,9 +207,26 @@ class SearchGraphModel(nn.Module):
             chosen_ops = [v for kind, v in picked if kind == "op"]
             skips = [v for kind, v in picked if kind == "skip"]
             how = next(v for kind, v in picked if kind == "combine")
-            # with every skip dropped one layer is aggregated: the aggregators are one model
-            same = (tuple(chosen_ops), tuple(skips), how if any(skips) else "")
-            if same not in seen:
-                seen.add(same)
-                specs.append(GraphSpec(dim=self.dim, ops=chosen_ops, skips=skips, combine=how))
+            spec = GraphSpec(dim=self.dim, ops=chosen_ops, skips=skips, combine=how)
+            if model_key(spec) not in seen:
+                seen.add(model_key(spec))
+                specs.append(spec)
         return specs[:top]
+
+
+def model_key(spec: GraphSpec) -> tuple[tuple[str, ...], tuple[bool, ...], str]:
+    """``spec.key()`` with the specs that are one model made equal: with every skip dropped
+    one layer is aggregated, so the layer aggregator does not matter."""
+    ops, skips, how = spec.key()
+    return ops, skips, how if any(skips) else ""
+
+
+def vertices(layers: int, dim: int = 64) -> list[GraphSpec]:
+    """Every discrete spec of the ``layers``-layer space, each model once (every skip dropped:
+    one spec, with ``mean``)."""
+    specs = []
+    for ops in itertools.product(OPS, repeat=layers):
+        for skips in itertools.product((True, False), repeat=layers):
+            for how in COMBINES if any(skips) else COMBINES[:1]:
+                specs.append(GraphSpec(dim=dim, ops=list(ops), skips=list(skips), combine=how))
+    return specs

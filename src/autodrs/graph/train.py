@@ -31,7 +31,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from autodrs.graph.data import GraphData, normalised
-from autodrs.graph.models import COMBINES, OPS, Adjacencies, GraphModel, GraphSpec, SearchGraphModel
+from autodrs.graph.models import (
+    COMBINES,
+    OPS,
+    Adjacencies,
+    GraphModel,
+    GraphSpec,
+    SearchGraphModel,
+    apply_op,
+    combine,
+    model_key,
+    vertices,
+)
 
 
 @dataclass
@@ -244,31 +255,70 @@ class GraphSearch:
     skip_weights: list[float] = field(default_factory=list)
     argmax: GraphSpec | None = None
     candidates: list[dict[str, Any]] = field(default_factory=list)
+    one_shot: list[dict[str, Any]] = field(default_factory=list)
+    # the candidates' fits, in ``candidates`` order, when they were trained like the final
+    # model (``candidate_epochs=None``): the chosen one's is then its final fit
+    fits: list[GraphFit] = field(default_factory=list, repr=False)
+
+    def fit_of(self, spec: GraphSpec) -> GraphFit | None:
+        """The candidate fit of ``spec`` when it was trained like the final model."""
+        return next((f for f in self.fits if model_key(f.spec) == model_key(spec)), None)
 
     def to_dict(self) -> dict[str, Any]:
         return {"spec": self.spec.to_dict(), "op_weights": self.op_weights,
                 "combine_weights": self.combine_weights, "skip_weights": self.skip_weights,
                 "argmax": self.argmax.to_dict() if self.argmax else None,
-                "candidates": self.candidates, "seconds": round(self.seconds, 3)}
+                "candidates": self.candidates, "one_shot": self.one_shot,
+                "seconds": round(self.seconds, 3)}
+
+
+def score_vertices(model: SearchGraphModel, g: GraphData, adj: Adjacencies,
+                   k: int = 20) -> list[tuple[float, GraphSpec]]:
+    """Every discrete spec of the supernet's space scored with the supernet's own
+    embeddings (one-shot, Bender et al. 2018): validation NDCG@k, best first (ties: the
+    enumeration order). Each prefix of node aggregators is propagated once."""
+    layers = model.alpha.shape[0]
+    metric = f"ndcg@{k}"
+    with torch.no_grad():
+        hs: dict[tuple[str, ...], list[torch.Tensor]] = {(): [model.ego.weight.detach()]}
+        for depth in range(layers):
+            for prefix in [p for p in hs if len(p) == depth]:
+                for op in OPS:
+                    hs[(*prefix, op)] = [*hs[prefix], apply_op(op, hs[prefix][-1], adj)]
+        scored = []
+        for spec in vertices(layers, model.dim):
+            out = hs[tuple(spec.ops)]
+            fed = [h for h, keep in zip(out[:-1], spec.skips or [], strict=True) if keep]
+            final = combine(spec.combine, [*fed, out[-1]])
+            valid = rank_metrics(final[:model.users], final[model.users:], g, "valid", k)
+            scored.append((valid[metric], spec))
+    return sorted(scored, key=lambda s: -s[0])
 
 
 def search_graph(g: GraphData, layers: int = 3, dim: int = 64, epochs: int = 30,
                  config: GraphTrainConfig | None = None, warmup: int | None = None,
-                 candidates: int = 1, candidate_epochs: int = 10) -> GraphSearch:
+                 candidates: int = 1, candidate_epochs: int | None = 10,
+                 one_shot: int = 0) -> GraphSearch:
     """SANE-style differentiable search of each layer's node aggregator, the skips and the
     layer aggregator; returns the derived spec and the final architecture weights. The
     first ``warmup`` epochs (default: a third) train the embeddings alone.
 
     ``candidates=1`` derives SANE's argmax. With ``candidates=K > 1`` the derivation keeps
-    the K most probable specs (the argmax first), trains each from scratch for
-    ``candidate_epochs`` with the final training's settings, and returns the one with the
-    best validation NDCG@k (ties: the more probable)."""
+    the K most probable specs (the argmax first). ``one_shot=M`` adds, for each layer
+    aggregator, the M specs whose one-shot validation NDCG@k is best at the end of the
+    warm-up (``score_vertices``: the supernet's embeddings, trained at uniform architecture
+    weights, scoring each discrete spec), those not already listed. With more than one candidate each is trained from
+    scratch with the final training's settings, for ``candidate_epochs`` (``None``: to
+    early stopping, exactly as the final model, whose fit is then kept in ``fits``), and
+    the one with the best validation NDCG@k is returned (ties: the earlier listed)."""
     config = config or GraphTrainConfig()
     warmup = epochs // 3 if warmup is None else warmup
     if not 0 <= warmup < epochs:
         raise ValueError(f"warmup must be in [0, epochs), got {warmup} with {epochs} epochs")
-    if candidates < 1 or candidate_epochs < 1:
+    if candidates < 1 or (candidate_epochs is not None and candidate_epochs < 1):
         raise ValueError("candidates and candidate_epochs must be at least 1")
+    if one_shot < 0 or (one_shot and not warmup):
+        raise ValueError("one_shot must be at least 0, and needs a warm-up to score after")
     if not len(g.valid):
         raise ValueError("graph search needs validation items (users with 3+ interactions)")
     torch.manual_seed(config.seed)
@@ -279,6 +329,8 @@ def search_graph(g: GraphData, layers: int = 3, dim: int = 64, epochs: int = 30,
     weights = torch.optim.Adam(model.weight_parameters(), lr=config.lr)
     arch = torch.optim.Adam(model.arch_parameters(), lr=config.arch_lr)
     started = time.perf_counter()
+    metric = f"ndcg@{config.k}"
+    shot: list[tuple[float, GraphSpec]] = []
     for epoch in range(epochs):
         order = rng.permutation(len(g.train))
         for start in range(0, len(order), config.batch_size):
@@ -294,17 +346,34 @@ def search_graph(g: GraphData, layers: int = 3, dim: int = 64, epochs: int = 30,
             arch.zero_grad()
             arch_loss.backward()
             arch.step()
+        if one_shot and epoch + 1 == warmup:
+            # the best of each layer aggregator: their score scales differ (concat sums the
+            # layers' inner products), so one-shot scores compare within one only
+            every = score_vertices(model, g, adj, config.k)
+            shot = [s for how in COMBINES
+                    for s in [s for s in every if s[1].combine == how][:one_shot]]
     probs, keep, mix = model.probabilities()
     ranked = model.ranked(candidates)
+    argmax = ranked[0]
+    sources = ["probability"] * len(ranked)
+    listed = {model_key(s) for s in ranked}
+    for _, candidate in shot:
+        if model_key(candidate) not in listed:
+            listed.add(model_key(candidate))
+            ranked.append(candidate)
+            sources.append("one-shot")
     tried: list[dict[str, Any]] = []
+    fits: list[GraphFit] = []
     spec = ranked[0]
-    if candidates > 1:
-        brief = GraphTrainConfig(**{**config.__dict__, "epochs": candidate_epochs,
-                                    "patience": candidate_epochs})
-        metric = f"ndcg@{config.k}"
+    if len(ranked) > 1:
+        brief = config if candidate_epochs is None else GraphTrainConfig(
+            **{**config.__dict__, "epochs": candidate_epochs, "patience": candidate_epochs})
         for rank, candidate in enumerate(ranked):
-            fit = fit_graph(g, candidate, brief, test=False)
-            tried.append({"rank": rank, "spec": candidate.to_dict(),
+            # the test items are scored only for the kept fit's report, never compared
+            fit = fit_graph(g, candidate, brief, test=candidate_epochs is None)
+            if candidate_epochs is None:
+                fits.append(fit)
+            tried.append({"rank": rank, "from": sources[rank], "spec": candidate.to_dict(),
                           f"valid {metric}": round(fit.valid[metric], 5),
                           "best_epoch": fit.best_epoch})
         best = max(tried, key=lambda t: (t[f"valid {metric}"], -t["rank"]))
@@ -316,4 +385,6 @@ def search_graph(g: GraphData, layers: int = 3, dim: int = 64, epochs: int = 30,
         combine_weights={c: round(float(p), 4) for c, p in zip(COMBINES, mix, strict=True)},
         seconds=time.perf_counter() - started,
         skip_weights=[round(float(k), 4) for k in keep],
-        argmax=ranked[0], candidates=tried)
+        argmax=argmax, candidates=tried,
+        one_shot=[{"spec": s.to_dict(), f"valid {metric}": round(v, 5)} for v, s in shot],
+        fits=fits)
