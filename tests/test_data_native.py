@@ -90,6 +90,23 @@ def test_native_pass_gives_the_general_pass_cache(tmp_path, monkeypatch, kw):
     assert new["train"]["cat"].max() > 3
 
 
+@pytest.mark.parametrize("group_rows", [700, 4700])
+def test_native_pass_reads_row_groups_across_chunks(tmp_path, monkeypatch, group_rows):
+    # reads follow the row groups (700 rows: one read each; 4700: cut into reads of 4
+    # chunks), so chunks of 500 rows straddle reads: the moments must still be added chunk
+    # by chunk as the general pass adds them, or the standardised numbers differ in bits
+    monkeypatch.setattr("autodrs.data.readers.CHUNK_ROWS", 500)
+    path = tmp_path / "t.parquet"
+    _table(6000, seed=2).write_parquet(path, row_group_size=group_rows)
+    reads = []
+    real = fastparquet.slices
+    monkeypatch.setattr(fastparquet, "slices", lambda *a: reads.append(real(*a)) or reads[-1])
+    old, new = _both(tmp_path, monkeypatch, path, categorical=["a", "nullable"],
+                     numerical=["x", "k"])
+    assert reads and any(start % 500 for start, _ in reads[-1])  # reads start mid-chunk
+    _assert_same(old, new)
+
+
 def test_native_pass_sample_cut_keeps_the_smallest_hashes(tmp_path, monkeypatch):
     # a sample smaller than the train rows: the cut must give the same bucket boundaries
     monkeypatch.setattr(cache_mod, "SAMPLE_ROWS", 300)

@@ -46,6 +46,7 @@ import struct
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -378,9 +379,16 @@ class _Moments:
         self.n = total
         self.sample.add(sx, sk)
 
-    def fit(self, f: Field) -> None:
+    def check(self, f: Field) -> None:
         if self.n == 0:
             raise DataError(f"numerical field {f.name!r} has no values in train")
+
+    def scale(self) -> tuple[float, float]:
+        """The mean and standard deviation ``fit`` sets (``fit_numerical``'s rule)."""
+        return self.mean, float(np.sqrt(self.m2 / self.n)) or 1.0
+
+    def fit(self, f: Field) -> None:
+        self.check(f)
         fit_numerical(f, self.mean, float(np.sqrt(self.m2 / self.n)), self.sample.sample())
 
 
@@ -581,6 +589,8 @@ class _State:
     positives: float = 0.0
     task_positives: np.ndarray | None = None  # per label, when there are several
     buffers: dict[str, np.ndarray] = field(default_factory=dict)
+    # the native pass: the train numbers and hashes of a chunk a read left unfinished
+    open_chunk: tuple[list[np.ndarray], np.ndarray] | None = None
 
     def buffer(self, key: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
         """An uninitialised array reused from chunk to chunk (its rows are written to the
@@ -644,14 +654,20 @@ def _build(source: Any, schema: Schema, tmp: Path, st: BuildSettings,
             raise DataError(f"the {s} split of {source.name} is empty: {state.rows} rows are "
                             "too few to split 80/10/10")
 
-    remaps = {f.name: state.vocabs[f.name].fit(f, st.min_count, st.hash_threshold)
-              for f in [*cats, *seqs]}
-    for f in nums:
-        state.moments[f.name].fit(f)
+    moments = [state.moments[f.name] for f in nums]
+    for f, m in zip(nums, moments, strict=True):
+        m.check(f)
+    # the numbers' bucket boundaries (quantiles of their samples) are fitted on a thread
+    # while the shards' numbers are standardised and the vocabularies fitted here
+    with ThreadPoolExecutor(1) as pool:
+        fitted = pool.submit(lambda: [m.fit(f) for f, m in zip(nums, moments, strict=True)])
+        _finalise(tmp, state.writers, [m.scale() for m in moments])
+        remaps = {f.name: state.vocabs[f.name].fit(f, st.min_count, st.hash_threshold)
+                  for f in [*cats, *seqs]}
+        fitted.result()
     for f in seqs:
         f.max_len = seq_width(state.longest[f.name], MAX_SEQ_LEN)
     schema.fitted = True
-    _finalise(tmp, state.writers, nums)
     offsets = np.cumsum([0, *(len(remaps[f.name]) for f in cats)])
     np.save(tmp / "remap-cat.npy", np.concatenate(
         [remaps[f.name] for f in cats] or [np.zeros(0, np.int32)]).astype(np.int32))
@@ -757,12 +773,12 @@ def _progress(rows: int, t0: float, last: float) -> float:
 
 def _native_pass(p: _fast.Plan, schema: Schema, st: BuildSettings, state: _State,
                  progress: bool, t0: float) -> None:
-    """The pass of ``fastparquet``: Polars computes splits and provisional ids on its
-    threads; here each batch's rows are grouped by split (``_group``), and a second thread
-    counts the train ids per field, keeps the numbers' moments and appends every split's
-    block to its shards (``_absorb``), while the next batch is grouped. The fields'
-    ``_Vocab`` are then set to their value ranges with those counts (``_Vocab.fit`` as for
-    the general pass)."""
+    """The pass of ``fastparquet``: Polars reads each row group and computes the
+    provisional ids on its threads while the previous read is worked on here: its rows
+    grouped by split (``_group``), the train ids counted per field and the numbers' moments
+    kept (``_absorb``); a second thread appends every split's block to its shards (the
+    writes release the GIL). The fields' ``_Vocab`` are then set to their value ranges with
+    those counts (``_Vocab.fit`` as for the general pass)."""
     names = [f.name for f in state.cats]
     counts = {n: np.zeros(p.ranges[n][1] - p.ranges[n][0] + 1 + _P_FIRST, np.int64)
               for n in names}
@@ -776,14 +792,19 @@ def _native_pass(p: _fast.Plan, schema: Schema, st: BuildSettings, state: _State
             m.sample.cut = cut
     last_print = 0.0
     with _Worker() as worker:
-        for df in _fast.batches(p, schema, st.extra):
+        for i, df in enumerate(_fast.batches(p, schema, st.extra)):
             if not df.height:
                 continue
-            block = _group(df, names, schema, st, state)
+            # the worker holds at most 3 blocks (one written, two waiting) when this one
+            # is submitted, so a block's buffers are free again 4 reads later
+            block = _group(df, names, schema, st, state, pool=i % 4)
             state.rows += df.height
-            worker.submit(_absorb, block, names, counts, unseen, cut, cat_top, st, state)
+            _absorb(block, names, counts, unseen, cut, state)
+            worker.submit(_write, block, cat_top, state)
             if progress:
                 last_print = _progress(state.rows, t0, last_print)
+    if state.open_chunk is not None:  # the file's last chunk
+        _add_chunk(*state.open_chunk, cut, state)
     for m in state.moments.values():
         if m.sample.n < m.sample.k and m.n > m.sample.n:  # the cut left too few (NaNs)
             raise _Redo
@@ -798,61 +819,116 @@ def _native_pass(p: _fast.Plan, schema: Schema, st: BuildSettings, state: _State
 
 @dataclass
 class _Block:
-    """One window of the native pass, split by split (train, valid, test; a split with no
-    rows in the window is absent)."""
+    """One read of the native pass, its rows grouped by split (train, valid, test; a split
+    with no rows in the read is absent), each split's rows in file order."""
 
     arrays: dict[int, dict[str, np.ndarray]]  # split -> the shard arrays of its rows
+    nums: list[np.ndarray]  # each numerical field's train values, contiguous
     keys: np.ndarray | None  # the train rows' hashes (for the numbers' sample)
-    train: pl.DataFrame | None  # the train rows' columns (ids and numbers, contiguous)
+    chunks: list[int]  # train rows of each of the read's chunks (``readers.CHUNK_ROWS``)
+    closed: bool  # the read ends where a chunk ends (else the next read goes on with it)
     extra: dict[str, np.ndarray]  # the test rows' extra columns
 
 
 def _group(df: pl.DataFrame, names: list[str], schema: Schema, st: BuildSettings,
-           state: _State) -> _Block:
-    """A window's rows split by split (each split's rows in file order): Polars partitions
-    the columns on its threads and lays the ids out row by row."""
-    n = df.height
+           state: _State, pool: int = 0) -> _Block:
+    """A read's rows grouped by split, and within a split by chunk of ``CHUNK_ROWS`` rows
+    (so in file order): one stable radix argsort of a uint8 key (split, chunk), then NumPy
+    gathers into buffers kept from read to read (``pool`` names the set; fresh arrays each
+    read cost a page fault per 4 KiB): the ids row-major, each number column by column.
+    (Polars' ``partition_by`` took more CPU and gave parts that each needed converting.)"""
+    from autodrs.data import readers
+
+    n, start, chunk = df.height, state.rows, readers.CHUNK_ROWS
     rows = state.buffer("rows", (n,), np.uint64)
-    rows[:] = np.arange(state.rows, state.rows + n, dtype=np.uint64)
+    rows[:] = np.arange(start, start + n, dtype=np.uint64)
     u = row_hash(rows, st.seed, scratch=(state.buffer("z", (n,), np.uint64),
                                          state.buffer("t", (n,), np.uint64)))
+    key = split_of(u)
+    cuts = list(range(chunk - start % chunk, n, chunk))  # where the read's next chunks start
+    k = len(cuts) + 1
+    if k > 1:  # key = split * k + chunk within the read: split-major, chunks in file order
+        key = key.astype(np.uint8 if 3 * k <= 256 else np.uint16)
+        key *= k
+        for c in cuts:
+            key[c:] += 1
+    order = np.argsort(key, kind="stable")
+    sizes = np.bincount(key, minlength=3 * k).reshape(3, k)
+    ends = np.cumsum(sizes.sum(1))
+    n_train = int(ends[0])
     label = _fast.labels(df[schema.label], schema.label)
     state.positives += float(label.sum(dtype=np.int64))
-    nums = [f.name for f in state.nums]
-    d = df.with_columns(__split=pl.Series(split_of(u)), __label=pl.Series(label),
-                        __u=pl.Series(u))
-    parts = d.partition_by("__split", maintain_order=True, as_dict=True,
-                           include_key=False)
+    # mode "clip": ``out`` is written directly (the default mode buffers it); the indices
+    # are a permutation, so nothing is clipped
+    grouped = {"label": np.take(label, order, out=state.buffer(f"label{pool}", (n,), np.uint8),
+                                mode="clip")}
+    if names:
+        ids = df.select(names).to_numpy(order="c")
+        grouped["cat"] = np.take(ids, order, axis=0, mode="clip",
+                                 out=state.buffer(f"cat{pool}", ids.shape, ids.dtype))
+    else:
+        grouped["cat"] = np.zeros((n, 0), np.int32)
+    nums: list[np.ndarray] = []
+    if state.nums:
+        raw = state.buffer(f"num{pool}", (n, len(state.nums)), np.float64)
+        for j, f in enumerate(state.nums):  # used by ``_absorb`` before the next read
+            col = state.buffer(f"col{j}", (n,), np.float64)
+            np.take(df[f.name].to_numpy(), order, out=col, mode="clip")
+            raw[:, j] = col
+            nums.append(col[:n_train])
+        grouped["num-raw"] = raw
     arrays: dict[int, dict[str, np.ndarray]] = {}
-    for (s,), part in sorted(parts.items()):
-        a = {"label": part["__label"].to_numpy(),
-             "cat": (part.select(names).to_numpy(order="c") if names
-                     else np.zeros((part.height, 0), np.int32))}
-        if nums:
-            a["num-raw"] = part.select(nums).to_numpy(order="c")
-        arrays[int(s)] = a
-    train = parts.get((0,))
-    keys = train["__u"].to_numpy() if train is not None and nums else None
-    test = parts.get((2,))
-    extra = {key: (test[f"__extra_{key}"].to_numpy() if test is not None
-                   else df[f"__extra_{key}"].to_numpy()[:0]) for key in st.extra}
-    return _Block(arrays, keys, train, extra)
+    begin = 0
+    for s in range(3):
+        if ends[s] > begin:
+            arrays[s] = {key_: a[begin:ends[s]] for key_, a in grouped.items()}
+        begin = int(ends[s])
+    keys = u[order[:n_train]] if state.nums else None
+    extra = {c: df[f"__extra_{c}"].to_numpy()[order[ends[1]:]] for c in st.extra}
+    return _Block(arrays, nums, keys, [int(x) for x in sizes[0]], (start + n) % chunk == 0,
+                  extra)
 
 
 def _absorb(b: _Block, names: list[str], counts: dict[str, np.ndarray], unseen: list[int],
-            cut: float, cat_top: int, st: BuildSettings, state: _State) -> None:
-    """Count a window's train ids, add its numbers to the moments, append it to the
-    shards."""
-    if b.train is not None:
-        for name in names:
-            counts[name] += np.bincount(b.train[name].to_numpy(), minlength=len(counts[name]))
-        if state.nums and b.keys is not None:
-            pick = np.flatnonzero(b.keys < cut) if cut < 0.8 else None
-            for f in state.nums:
-                state.moments[f.name].add(b.train[f.name].to_numpy(), b.keys, pick)
+            cut: float, state: _State) -> None:
+    """Count a read's train ids and add its numbers to the moments chunk by chunk (as the
+    general pass adds them)."""
+    train = b.arrays.get(0)
+    if train is not None:
+        cat = train["cat"]
+        ids = state.buffer("ids", (len(cat),), np.intp)  # bincount's own dtype: no copy
+        for j, name in enumerate(names):
+            np.copyto(ids, cat[:, j], casting="unsafe")
+            counts[name] += np.bincount(ids, minlength=len(counts[name]))
+    if b.keys is not None:  # the train numbers of each chunk, whole, as the general pass
+        at, last = 0, len(b.chunks) - 1
+        for j, m in enumerate(b.chunks):
+            values, keys = [v[at:at + m] for v in b.nums], b.keys[at:at + m]
+            at += m
+            if j == 0 and state.open_chunk is not None:  # the rest of the last read's
+                before, before_keys = state.open_chunk
+                values = [np.concatenate(p) for p in zip(before, values, strict=True)]
+                keys = np.concatenate([before_keys, keys])
+                state.open_chunk = None
+            if j == last and not b.closed:  # held until the next read ends the chunk
+                state.open_chunk = ([v.copy() for v in values], keys.copy())
+            else:
+                _add_chunk(values, keys, cut, state)
     for j in list(unseen):
         if any((a["cat"][:, j] != _P_MISSING).any() for a in b.arrays.values()):
             unseen.remove(j)
+
+
+def _add_chunk(values: list[np.ndarray], keys: np.ndarray, cut: float, state: _State) -> None:
+    """One chunk's train numbers (each field's) into the moments and samples."""
+    if len(keys):
+        pick = np.flatnonzero(keys < cut) if cut < 0.8 else None
+        for f, v in zip(state.nums, values, strict=True):
+            state.moments[f.name].add(v, keys, pick)
+
+
+def _write(b: _Block, cat_top: int, state: _State) -> None:
+    """Append a read's rows to the shards (on the worker thread)."""
     for s, w in enumerate(state.writers.values()):
         if s in b.arrays:
             w.add(b.arrays[s], cat_top)
@@ -942,14 +1018,14 @@ def _encode_lists(col: pl.Series, f: Field, vocab: _Vocab,
     return out, most
 
 
-def _finalise(tmp: Path, writers: dict[str, _ShardWriter], nums: list[Field],
+def _finalise(tmp: Path, writers: dict[str, _ShardWriter], scale: list[tuple[float, float]],
               block: int = 1 << 17) -> None:
-    """Standardise every shard's raw numbers into its float32 ``num`` file, a block of
-    rows at a time, through buffers kept from block to block (a missing number, NaN, is
-    0: the train mean)."""
-    mean = np.array([f.mean for f in nums])
-    std = np.array([f.std for f in nums])
-    width = len(nums)
+    """Standardise every shard's raw numbers into its float32 ``num`` file with each
+    field's (mean, std) in ``scale``, a block of rows at a time, through buffers kept from
+    block to block (a missing number, NaN, is 0: the train mean)."""
+    mean = np.array([m for m, _ in scale])
+    std = np.array([s for _, s in scale])
+    width = len(scale)
     buf = np.empty((block, width), np.float64)
     out = np.empty((block, width), np.float32)
     for w in writers.values():

@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from autodrs.data import readers
 from autodrs.data.errors import DataError
 from autodrs.data.prefetch import prefetch
-from autodrs.data.readers import CHUNK_ROWS
 from autodrs.data.schema import Schema, check_label
 
 _P_MISSING, _P_FIRST = 1, 2
@@ -42,6 +42,7 @@ class Plan:
     ranges: dict[str, tuple[int, int]]
     nulls: dict[str, bool]
     id_dtype: Any  # pl.UInt16 or pl.Int32
+    groups: list[int]  # rows of each row group, in file order
 
 
 def plan(source: Any, schema: Schema, split: str, time_cuts: Any, lut_range: int,
@@ -108,18 +109,37 @@ def plan(source: Any, schema: Schema, split: str, time_cuts: Any, lut_range: int
     rows = getattr(arrow, "rows_cap", None)
     total = meta.num_rows if rows is None else min(rows, meta.num_rows)
     return Plan(Path(path), rows, total, ranges, nulls,
-                pl.UInt16 if top <= 1 << 16 else pl.Int32)
+                pl.UInt16 if top <= 1 << 16 else pl.Int32,
+                [meta.row_group(g).num_rows for g in range(meta.num_row_groups)])
 
 
-def slices(p: Plan, rows: int = CHUNK_ROWS) -> list[tuple[int, int]]:
-    """(start, rows) of the pass's reads, in file order: windows of ``rows`` rows, the
-    general pass's chunks (its numerical moments are merged chunk by chunk, and the same
-    chunks give the same floating-point sums)."""
-    return [(start, min(rows, p.total - start)) for start in range(0, p.total, rows)]
+def slices(p: Plan, rows: int | None = None, most: int | None = None) -> list[tuple[int, int]]:
+    """(start, rows) of the pass's reads, in file order: whole row groups, consecutive ones
+    joined until a read holds at least ``rows`` rows (``readers.CHUNK_ROWS``), and a row
+    group of more than ``most`` rows (4 chunks) cut into reads of ``most``. A read that
+    starts or ends inside a row group decodes that group again (a 4M-row file of 500k-row
+    groups read in 262,144-row slices cost Polars 1.5 times the CPU of whole groups)."""
+    rows = rows or readers.CHUNK_ROWS
+    most = most or 4 * rows
+    out: list[tuple[int, int]] = []
+    begin = end = 0
+    for size in p.groups:
+        end = min(end + size, p.total)
+        while end - begin > most:
+            out.append((begin, most))
+            begin += most
+        if end - begin >= rows:
+            out.append((begin, end - begin))
+            begin = end
+        if end == p.total:
+            break
+    if end > begin:
+        out.append((begin, end - begin))
+    return out
 
 
 def batches(p: Plan, schema: Schema, extra: tuple[str, ...]) -> Any:
-    """The encoded columns, ``CHUNK_ROWS`` rows at a time, in file order: the label as read, each
+    """The encoded columns, a read of ``slices`` at a time, in file order: the label as read, each
     categorical field's provisional id, each numerical field as float64 and the ``extra``
     columns (as ``__extra_<name>``). Each read is one Polars query over its rows (decoded
     and cast on Polars' threads); the next is read on a background thread while the caller
