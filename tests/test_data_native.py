@@ -97,12 +97,14 @@ def test_native_pass_reads_row_groups_across_chunks(tmp_path, monkeypatch, group
     # by chunk as the general pass adds them, or the standardised numbers differ in bits
     monkeypatch.setattr("autodrs.data.readers.CHUNK_ROWS", 500)
     path = tmp_path / "t.parquet"
-    _table(6000, seed=2).write_parquet(path, row_group_size=group_rows)
+    # "mid": 16-bit ids past 2^15 (counted by NumPy, the others by PyTorch as int16)
+    mid = np.random.default_rng(3).integers(0, 40_000, 6000)
+    _table(6000, seed=2).with_columns(mid=mid).write_parquet(path, row_group_size=group_rows)
     reads = []
     real = fastparquet.slices
     monkeypatch.setattr(fastparquet, "slices", lambda *a: reads.append(real(*a)) or reads[-1])
-    old, new = _both(tmp_path, monkeypatch, path, categorical=["a", "nullable"],
-                     numerical=["x", "k"])
+    old, new = _both(tmp_path, monkeypatch, path, categorical=["a", "nullable", "mid"],
+                     numerical=["x", "k"], min_count=2)
     assert reads and any(start % 500 for start, _ in reads[-1])  # reads start mid-chunk
     _assert_same(old, new)
 
