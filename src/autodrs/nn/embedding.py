@@ -20,7 +20,14 @@ from autodrs.data.dataset import Batch
 from autodrs.data.schema import FIRST_ID, OOV, PAD, Schema
 from autodrs.nn.anchor import AnchorTable, anchor_mask
 from autodrs.nn.init import EMBEDDING_STD
-from autodrs.nn.pruned import decode_mask, initial_values, pruned_table
+from autodrs.nn.pruned import (
+    PrunedColumn,
+    PrunedLookup,
+    PrunedTable,
+    decode_mask,
+    initial_values,
+    pruned_table,
+)
 from autodrs.spec import ArchSpec, cross_name
 
 AUTODIS_BUCKETS = 16
@@ -207,6 +214,17 @@ class FieldEmbedding(nn.Module):
             self.crosses.append(module)
             sources.append((cross_name(cross), dim_of(cross_name(cross)), module.size,
                             -len(self.crosses)))
+        # the sparse tables of one width are looked up together (``PrunedLookup``); the
+        # others (anchor tables) field by field
+        self.pruned_lookups = nn.ModuleList()
+        self._lookup_fields: list[list[str]] = []
+        sparse = [n for n, m in self.pruned.items() if isinstance(m, PrunedTable | PrunedColumn)]
+        for d in sorted({self.pruned[n].dim for n in sparse}):
+            fields = [n for n in sparse if self.pruned[n].dim == d]
+            self.pruned_lookups.append(PrunedLookup([self.pruned[n] for n in fields]))
+            self.register_buffer(f"lookup_cols_{len(self._lookup_fields)}", torch.tensor(
+                [self._pruned_cols[n] for n in fields], dtype=torch.long), persistent=False)
+            self._lookup_fields.append(fields)
         self.group_dims = sorted({d for _, d, _, _ in sources})
         self.tables = nn.ModuleList()
         self._group_slots: list[list[tuple[str, int]]] = []
@@ -287,8 +305,16 @@ class FieldEmbedding(nn.Module):
             vectors = self._lookup(group, cat, cross_ids)
             for k, (name, _) in enumerate(slots):
                 out[name] = vectors[:, k]
+        for k, (lookup, fields) in enumerate(zip(self.pruned_lookups, self._lookup_fields,
+                                                 strict=True)):
+            vectors = lookup(cat.index_select(1, getattr(self, f"lookup_cols_{k}")))
+            # unbind: one backward for all the fields (a view each would zero-fill the whole
+            # lookup's gradient once per field)
+            for name, vector in zip(fields, vectors.unbind(1), strict=True):
+                out[name] = vector
         for name, pruned in self.pruned.items():
-            out[name] = pruned(cat[:, self._pruned_cols[name]])
+            if name not in out:
+                out[name] = pruned(cat[:, self._pruned_cols[name]])
         for name, table in self.sequences.items():
             ids = batch.seq[name]
             mask = (ids != PAD).unsqueeze(-1).to(table.weight.dtype)

@@ -5,9 +5,10 @@ A pruned table keeps, for each row (value), only its kept entries: a CSR layout 
 entry (``cols``, [nnz]) and the kept values (``values``, [nnz], the only trainable tensor).
 When most rows keep nothing, the offsets run over the kept rows only, whose ids are stored
 (``row_ids``); when every kept row keeps its whole width (row pruning), the ids alone
-suffice. A lookup scatters a row's kept entries into a zero vector of the table's width, so
-the rest of the model sees ordinary ``[B, d]`` embeddings; nothing dense of size ``N x d``
-is ever held. Rows with no kept entry (pruned values) embed to zeros.
+suffice. These layouts are what is stored; lookups go through ``PrunedLookup``, one index
+over all the pruned tables of a width built from them, which returns ordinary ``[B, d]``
+embeddings (rows with no kept entry, pruned values, embed to zeros) and, while scoring,
+reads the kept rows at full width; nothing dense of size ``N x d`` is ever held.
 
 Which entries a table keeps is written into the spec (``ArchSpec.pruning``) as a compact,
 compressed bit mask, so ``build_model(schema, spec)`` rebuilds the same structure and
@@ -160,39 +161,15 @@ class PrunedTable(nn.Module):
         dims[self.row_ids.long()] = per
         return dims
 
-    def _slots(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """For each id, its position among the stored rows and whether it has one."""
-        k = self.row_ids.numel()
-        if k == 0:
-            return torch.zeros_like(flat), torch.zeros_like(flat, dtype=torch.bool)
-        pos = torch.searchsorted(self.row_ids, flat.to(torch.int32)).clamp(max=k - 1)
-        return pos, self.row_ids[pos] == flat
+    def entries(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Kept entries per row ([rows]) and the column of each kept entry, row-major."""
+        if self.layout == "full_rows":
+            cols = torch.arange(self.dim, device=self.values.device).repeat(len(self.row_ids))
+            return self.row_dims(), cols
+        return self.row_dims(), self.cols.long()
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        flat = ids.reshape(-1)
-        n = flat.numel()
-        if self.layout == "full_rows":
-            pos, hit = self._slots(flat)
-            if not self.nnz:
-                return self.values.new_zeros(*ids.shape, self.dim)
-            out = self.values.view(-1, self.dim)[pos] * hit.unsqueeze(1).to(self.values.dtype)
-            return out.reshape(*ids.shape, self.dim)
-        if self.layout == "csr":
-            start = self.row_ptr[flat].long()
-            length = self.row_ptr[flat + 1].long() - start
-        else:
-            pos, hit = self._slots(flat)
-            start = self.row_ptr[pos].long()
-            length = torch.where(hit, self.row_ptr[pos + 1].long() - start, 0)
-        out = self.values.new_zeros(n, self.dim)
-        if self.nnz:
-            rows = torch.repeat_interleave(torch.arange(n, device=flat.device), length)
-            first = torch.cumsum(length, 0) - length
-            # entry k of the batch belongs to row rows[k]; its index in ``values`` is the row's
-            # start plus its position inside the row
-            entry = torch.arange(rows.numel(), device=flat.device) + (start - first)[rows]
-            out = out.index_put((rows, self.cols[entry].long()), self.values[entry])
-        return out.reshape(*ids.shape, self.dim)
+        return standalone_lookup(self)(ids.reshape(-1, 1)).reshape(*ids.shape, self.dim)
 
     def mask(self) -> torch.Tensor:
         m = torch.zeros(self.rows, self.dim, dtype=torch.bool, device=self.values.device)
@@ -241,14 +218,12 @@ class PrunedColumn(nn.Module):
     def row_dims(self) -> torch.Tensor:
         return self.mask()[:, 0].long()
 
+    def entries(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Kept entries per row ([rows], 0 or 1) and the column of each (0)."""
+        return self.row_dims(), torch.zeros(self.nnz, dtype=torch.long, device=self.kept.device)
+
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        flat = ids.reshape(-1)
-        if not self.nnz:
-            return self.values.new_zeros(*ids.shape, 1)
-        pos = torch.searchsorted(self.kept, flat.to(torch.int32)).clamp(max=self.nnz - 1)
-        hit = self.kept[pos] == flat
-        out = torch.where(hit, self.values[pos], self.values.new_zeros(()))
-        return out.reshape(*ids.shape, 1)
+        return standalone_lookup(self)(ids.reshape(-1, 1)).reshape(*ids.shape, 1)
 
     def mask(self) -> torch.Tensor:
         m = torch.zeros(self.rows, 1, dtype=torch.bool, device=self.values.device)
@@ -265,6 +240,132 @@ class PrunedColumn(nn.Module):
 
     def extra_repr(self) -> str:
         return f"rows={self.rows}, dim=1, kept={self.nnz}"
+
+
+class PrunedLookup(nn.Module):
+    """One lookup for several pruned tables of one width (a ``FieldEmbedding``'s pruned
+    fields): ``forward(ids)`` with ``ids`` ``[B, G]`` (column g an id of table g) returns
+    ``[B, G, dim]``, each kept entry at its column and zeros elsewhere, exactly what
+    ``to_dense()[ids]`` holds.
+
+    Built from the tables' stored index (``model.pt`` stores nothing new), over the rows of
+    all the tables laid end to end: each row's slot among the rows that keep an entry
+    (``slot``, the next free slot for a pruned row), where each kept row's entries start
+    among the tables' values laid end to end (``ptr``) and, unless every kept row keeps its
+    whole width, each entry's column (``cols``). A lookup is a fixed few tensor operations
+    for every row and field of a batch, whatever each table's stored layout (one lookup per
+    table and layout, with a searchsorted and a scatter each, took 28-33x the dense model's
+    time at batch 1; docs/benchmarks.md):
+
+    - without gradients (scoring), it reads the kept rows at their full width, pruned
+      entries zero (``[kept rows + 1, dim]``, the last row zeros), built from the values on
+      first use and again whenever a table's values change (an in-place step, a load, a
+      move, another tensor): two gathers, as a dense table's one (dropped again by the
+      next lookup with gradients);
+    - with gradients (training), it copies each looked-up row's kept entries to their
+      columns of a zero output, so autograd reaches each table's ``values`` (concatenated
+      for the call).
+
+    Memory beyond the stored tables: 4 bytes a row and a kept row (8 past 2^31 entries),
+    a byte a kept entry for the columns, and while scoring the kept rows at full width (at
+    most the dense table's kept rows; PEP's at 96% on 1M Criteo-layout rows keep 2.8 of 16
+    entries a kept row, so 5.7x the kept values)."""
+
+    def __init__(self, tables: list[nn.Module]) -> None:
+        super().__init__()
+        if not tables:
+            raise ValueError("a pruned lookup needs at least one table")
+        dims = {int(t.dim) for t in tables}
+        if len(dims) != 1:
+            raise ValueError(f"one pruned lookup serves tables of one width, got {sorted(dims)}")
+        self.dim = dims.pop()
+        # not registered: the tables belong to their owner (their parameters once only)
+        self._tables = list(tables)
+        counts, cols = zip(*(t.entries() for t in tables), strict=True)
+        counts = torch.cat([c.cpu().long() for c in counts])
+        kept_rows = (counts > 0).nonzero()[:, 0]
+        slot = torch.full((len(counts),), len(kept_rows), dtype=torch.long)
+        slot[kept_rows] = torch.arange(len(kept_rows))
+        self.register_buffer("slot", slot.to(torch.int32), persistent=False)
+        # one more offset than kept rows, for the pruned rows' free slot (no entries)
+        ptr = torch.zeros(len(kept_rows) + 2, dtype=torch.long)
+        ptr[1:-1] = torch.cumsum(counts[kept_rows], 0)
+        ptr[-1] = ptr[-2]
+        wide = int(ptr[-1]) > torch.iinfo(torch.int32).max
+        self.register_buffer("ptr", ptr if wide else ptr.to(torch.int32), persistent=False)
+        bases = torch.tensor([0] + [int(t.rows) for t in tables[:-1]], dtype=torch.long)
+        self.register_buffer("base", torch.cumsum(bases, 0), persistent=False)
+        self.register_buffer("positions", torch.arange(self.dim), persistent=False)
+        # every kept row whole (row pruning, first-order columns): entry k of a row is its
+        # column k, no columns needed
+        self.whole = bool(((counts == 0) | (counts == self.dim)).all())
+        col_dtype = torch.uint8 if self.dim <= 256 else torch.int16
+        self.register_buffer("cols", None if self.whole else
+                             torch.cat([c.cpu() for c in cols]).to(col_dtype),
+                             persistent=False)
+        self._rows: tuple[tuple[int, ...], torch.Tensor] | None = None
+
+    def _values(self) -> list[torch.Tensor]:
+        return [t.values for t in self._tables]
+
+    def _kept_rows(self, values: list[torch.Tensor]) -> torch.Tensor:
+        """The kept rows at full width (and a zero row), rebuilt when the values change."""
+        key = tuple(x for v in values for x in (id(v), v._version, v.data_ptr()))
+        if self._rows is not None and self._rows[0] == key:
+            return self._rows[1]
+        source = torch.cat([v.detach() for v in values])
+        n, d = len(self.ptr) - 1, self.dim
+        counts = (self.ptr[1:] - self.ptr[:-1]).long()
+        row_of = torch.repeat_interleave(torch.arange(n, device=counts.device), counts)
+        if self.cols is None:
+            place = row_of * d + (torch.arange(len(row_of), device=counts.device)
+                                  - self.ptr[:-1].long().index_select(0, row_of))
+        else:
+            place = row_of * d + self.cols.long()
+        rows = source.new_zeros(n * d).index_copy_(0, place, source).view(n, d)
+        self._rows = (key, rows)
+        return rows
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        values = self._values()
+        n, d = ids.numel(), self.dim
+        slot = self.slot.index_select(0, (ids + self.base).reshape(-1))
+        if not (torch.is_grad_enabled() and any(v.requires_grad for v in values)):
+            return self._kept_rows(values).index_select(0, slot).view(*ids.shape, d)
+        # training: the values are about to change, the full-width rows would go stale
+        self._rows = None
+        source = values[0] if len(values) == 1 else torch.cat(values)
+        if source.numel() == 0:
+            return source.new_zeros(*ids.shape, d)
+        start = self.ptr.index_select(0, slot).long()
+        length = self.ptr.index_select(0, slot + 1).long() - start
+        if self.cols is None:
+            # whole rows: the window of ``dim`` entries from a row's start, or none
+            pruned = (length == 0).unsqueeze(1)
+            entry = (start.unsqueeze(1) + self.positions).masked_fill_(pruned, 0)
+            out = source.index_select(0, entry.reshape(-1)).view(n, d).masked_fill(pruned, 0.0)
+            return out.view(*ids.shape, d)
+        # every kept entry of the looked-up rows, copied to its row and column
+        row_of = torch.repeat_interleave(torch.arange(n, device=slot.device), length)
+        first = length.cumsum(0) - length
+        entry = torch.arange(row_of.numel(), device=slot.device).add_(
+            (start - first).index_select(0, row_of))
+        target = row_of.mul_(d).add_(self.cols.index_select(0, entry))
+        out = source.new_zeros(n * d).index_copy_(0, target, source.index_select(0, entry))
+        return out.view(*ids.shape, d)
+
+    def extra_repr(self) -> str:
+        return f"tables={len(self._tables)}, dim={self.dim}, whole_rows={self.whole}"
+
+
+def standalone_lookup(table: nn.Module) -> PrunedLookup:
+    """The lookup of one table on its own (a table used outside a ``FieldEmbedding``, e.g.
+    an anchor transform), built on first use and again once the table moves device."""
+    lookup = table.__dict__.get("_lookup")
+    if lookup is None or lookup.ptr.device != table.values.device:
+        lookup = PrunedLookup([table]).to(table.values.device)
+        table.__dict__["_lookup"] = lookup
+    return lookup
 
 
 def pruned_table(mask: torch.Tensor, values: torch.Tensor | None = None) -> nn.Module:
