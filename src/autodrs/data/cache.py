@@ -659,14 +659,16 @@ def _build(source: Any, schema: Schema, tmp: Path, st: BuildSettings,
     moments = [state.moments[f.name] for f in nums]
     for f, m in zip(nums, moments, strict=True):
         m.check(f)
-    # the numbers' bucket boundaries (quantiles of their samples) are fitted on a thread
-    # while the shards' numbers are standardised and the vocabularies fitted here
-    with ThreadPoolExecutor(1) as pool:
-        fitted = pool.submit(lambda: [m.fit(f) for f, m in zip(nums, moments, strict=True)])
+    # the numbers' bucket boundaries (quantiles of their samples; NumPy's partition
+    # releases the GIL) are fitted on threads, one a field, while the shards' numbers are
+    # standardised and the vocabularies fitted here
+    with ThreadPoolExecutor(min(4, max(1, len(nums)))) as pool:
+        fitted = [pool.submit(m.fit, f) for f, m in zip(nums, moments, strict=True)]
         _finalise(tmp, state.writers, [m.scale() for m in moments])
         remaps = {f.name: state.vocabs[f.name].fit(f, st.min_count, st.hash_threshold)
                   for f in [*cats, *seqs]}
-        fitted.result()
+        for done in fitted:
+            done.result()
     for f in seqs:
         f.max_len = seq_width(state.longest[f.name], MAX_SEQ_LEN)
     schema.fitted = True
