@@ -7,8 +7,9 @@ row is then driven to zero between its appearances. ``LazyAdam`` steps a lookup 
 only when they have a gradient: a row of a 2-d table (an entry of a 1-d kept-entries table)
 with any non-zero gradient is a row in the batch. Its moments, its coupled L2 decay and its
 bias correction (a step count per row) see only the steps it was in, as if Adam had been run
-on that row's batches alone. Every other parameter takes plain Adam steps (coupled L2, as
-``torch.optim.Adam``)."""
+on that row's batches alone. Every other parameter is stepped by a ``torch.optim.Adam``
+inside (coupled L2; the group's settings as they stand at each step, one state dict for
+both), so there is one Adam for them, torch's."""
 
 from __future__ import annotations
 
@@ -46,7 +47,9 @@ def touched(grad: torch.Tensor) -> torch.Tensor:
 
 
 class LazyAdam(torch.optim.Optimizer):
-    """Adam; the parameters in ``lazy`` step only the rows that have a gradient."""
+    """Adam; the parameters in ``lazy`` step only the rows that have a gradient, the others
+    take ``torch.optim.Adam``'s steps (``self.dense``, over the same groups' other
+    parameters)."""
 
     def __init__(
         self,
@@ -61,33 +64,46 @@ class LazyAdam(torch.optim.Optimizer):
             params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay}
         )
         self.lazy = {id(p) for p in lazy}
+        # the groups (by index: loading a state replaces the group dicts) with other
+        # parameters, each with a group of the dense Adam
+        self._outer = [i for i, g in enumerate(self.param_groups)
+                       if any(id(p) not in self.lazy for p in g["params"])]
+        self.dense: torch.optim.Adam | None = None
+        if self._outer:
+            self.dense = torch.optim.Adam(
+                [{"params": [p for p in self.param_groups[i]["params"] if id(p) not in self.lazy]}
+                 for i in self._outer], lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+            self.dense.state = self.state  # one state: cleared, saved and loaded together
+
+    def load_state_dict(self, state_dict: dict) -> None:  # type: ignore[override]
+        super().load_state_dict(state_dict)
+        if self.dense is not None:
+            self.dense.state = self.state
 
     @torch.no_grad()
     def step(self, closure=None):  # type: ignore[no-untyped-def]
-        loss = closure() if closure is not None else None
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        if self.dense is not None:
+            # the groups' settings as they stand (a schedule may have changed them)
+            for i, inner in zip(self._outer, self.dense.param_groups, strict=True):
+                for key in ("lr", "betas", "eps", "weight_decay"):
+                    inner[key] = self.param_groups[i][key]
+            self.dense.step()
         for group in self.param_groups:
             b1, b2 = group["betas"]
             lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
             for p in group["params"]:
-                if p.grad is None:
+                if p.grad is None or id(p) not in self.lazy:
                     continue
                 state = self.state[p]
                 if not state:
                     state["m"] = torch.zeros_like(p)
                     state["v"] = torch.zeros_like(p)
-                    state["steps"] = torch.zeros(
-                        p.shape[:1] if id(p) in self.lazy else (), device=p.device
-                    )
+                    state["steps"] = torch.zeros(p.shape[:1], device=p.device)
                 m, v, steps = state["m"], state["v"], state["steps"]
-                if id(p) not in self.lazy:
-                    g = p.grad + wd * p if wd else p.grad
-                    steps += 1
-                    m.mul_(b1).add_(g, alpha=1 - b1)
-                    v.mul_(b2).addcmul_(g, g, value=1 - b2)
-                    k = float(steps)
-                    denom = (v / (1 - b2**k)).sqrt_().add_(eps)
-                    p.addcdiv_(m, denom, value=-lr / (1 - b1**k))
-                    continue
                 rows = touched(p.grad)
                 if rows.numel() == 0:
                     continue
