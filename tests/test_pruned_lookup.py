@@ -20,6 +20,7 @@ from autodrs.nn.embedding import FieldEmbedding
 from autodrs.nn.pruned import PrunedColumn, PrunedLookup, PrunedTable
 from autodrs.provenance import autodrs_version
 from autodrs.runfolder import load_model, save_model
+from autodrs.serve.export import ExportedModel, export_model
 from autodrs.spec import ArchSpec
 
 FIXTURE = Path(__file__).parent / "fixtures" / "pruned_model"
@@ -179,3 +180,14 @@ def test_a_spec_with_pruned_fields_builds_one_lookup_per_width(old_folder: Path)
     assert [lk.dim for lk in built.linear.weights.pruned_lookups] == [1]
     # first-order columns keep whole rows: no columns to scatter
     assert built.linear.weights.pruned_lookups[0].cols is None
+
+
+def test_every_layout_exports_to_onnx(old_folder: Path, tmp_path: Path) -> None:
+    """The kept-row layouts were looked up by searchsorted, which ONNX has no operator
+    for: such a model could not be exported to ONNX."""
+    model, schema = load_model(old_folder)
+    path = tmp_path / "model.onnx"
+    export_model(model, schema, path, "onnx")  # checked against the model on other batches
+    batch, logits = fixture_batch()
+    got = ExportedModel.load(path).predict_batch(batch)
+    assert torch.allclose(torch.as_tensor(got).float(), torch.sigmoid(logits), atol=1e-6)
