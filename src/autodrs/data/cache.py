@@ -778,11 +778,13 @@ def _progress(rows: int, t0: float, last: float) -> float:
 def _native_pass(p: _fast.Plan, schema: Schema, st: BuildSettings, state: _State,
                  progress: bool, t0: float) -> None:
     """The pass of ``fastparquet``: Polars reads each row group and computes the
-    provisional ids on its threads while the previous read is worked on here: its rows
-    grouped by split (``_group``), the train ids counted per field and the numbers' moments
-    kept (``_absorb``); a second thread appends every split's block to its shards (the
-    writes release the GIL). The fields' ``_Vocab`` are then set to their value ranges with
-    those counts (``_Vocab.fit`` as for the general pass)."""
+    provisional ids on its threads while the previous read's rows are grouped by split here
+    (``_group``) and a second thread counts the read before's train ids, keeps the numbers'
+    moments and appends every split's block to its shards (``_absorb``): two Python
+    stages beside Polars' (with the counts and moments done here too, this thread bounded
+    the pass, and at a load of 10 on 2 cores it was no faster than ``partition_by`` with
+    a second thread). The fields' ``_Vocab`` are then set to their value ranges with those
+    counts (``_Vocab.fit`` as for the general pass)."""
     names = [f.name for f in state.cats]
     counts = {n: np.zeros(p.ranges[n][1] - p.ranges[n][0] + 1 + _P_FIRST, np.int64)
               for n in names}
@@ -803,8 +805,7 @@ def _native_pass(p: _fast.Plan, schema: Schema, st: BuildSettings, state: _State
             # is submitted, so a block's buffers are free again 4 reads later
             block = _group(df, names, schema, st, state, pool=i % 4)
             state.rows += df.height
-            _absorb(block, names, counts, unseen, cut, state)
-            worker.submit(_write, block, cat_top, state)
+            worker.submit(_absorb, block, names, counts, unseen, cut, cat_top, state)
             if progress:
                 last_print = _progress(state.rows, t0, last_print)
     if state.open_chunk is not None:  # the file's last chunk
@@ -878,8 +879,8 @@ def _group(df: pl.DataFrame, names: list[str], schema: Schema, st: BuildSettings
     nums: list[np.ndarray] = []
     if state.nums:
         raw = state.buffer(f"num{pool}", (n, len(state.nums)), np.float64)
-        for j, f in enumerate(state.nums):  # used by ``_absorb`` before the next read
-            col = state.buffer(f"col{j}", (n,), np.float64)
+        for j, f in enumerate(state.nums):
+            col = state.buffer(f"col{j}-{pool}", (n,), np.float64)
             np.take(df[f.name].to_numpy(), order, out=col, mode="clip")
             raw[:, j] = col
             nums.append(col[:n_train])
@@ -898,9 +899,9 @@ def _group(df: pl.DataFrame, names: list[str], schema: Schema, st: BuildSettings
 
 
 def _absorb(b: _Block, names: list[str], counts: dict[str, np.ndarray], unseen: list[int],
-            cut: float, state: _State) -> None:
-    """Count a read's train ids and add its numbers to the moments chunk by chunk (as the
-    general pass adds them)."""
+            cut: float, cat_top: int, state: _State) -> None:
+    """Count a read's train ids, add its numbers to the moments chunk by chunk (as the
+    general pass adds them) and append its rows to the shards (on the worker thread)."""
     if 0 in b.arrays:  # every row's ids counted, less the valid and test rows' (fewer)
         for j, name in enumerate(names):
             c = counts[name]
@@ -925,6 +926,7 @@ def _absorb(b: _Block, names: list[str], counts: dict[str, np.ndarray], unseen: 
     for j in list(unseen):
         if any((a["cat"][:, j] != _P_MISSING).any() for a in b.arrays.values()):
             unseen.remove(j)
+    _write(b, cat_top, state)
 
 
 def _bincount(ids: np.ndarray, size: int) -> np.ndarray:
@@ -950,7 +952,7 @@ def _add_chunk(values: list[np.ndarray], keys: np.ndarray, cut: float, state: _S
 
 
 def _write(b: _Block, cat_top: int, state: _State) -> None:
-    """Append a read's rows to the shards (on the worker thread)."""
+    """Append a read's rows to the shards."""
     for s, w in enumerate(state.writers.values()):
         if s in b.arrays:
             w.add(b.arrays[s], cat_top)
