@@ -3,11 +3,12 @@
 Writes a synthetic Parquet file of ``--rows`` rows (as ``benchmarks/scale.py`` does), reads
 it with Polars' streaming engine (every column materialised, the faster of two reads), then
 builds a fresh cache with the encoder's parts timed. The native Parquet pass (the default):
-waiting for Polars' windows (Polars reads them and computes the provisional ids on its own
-threads, so that CPU is the whole process's less the parts'), splitting a window's rows
-(the row hash, then Polars' ``partition_by``, whose work on Polars' threads is not in this
-part's CPU either), and on the second thread counting the train ids, the numerical moments
-and samples, and writing the shards. The general pass (``--general``): reading the Arrow
+waiting for Polars' reads (Polars reads them and computes the provisional ids on its own
+threads, so that CPU is the whole process's less the parts'), grouping a read's rows by
+split (the row hash, a radix argsort, NumPy gathers; Polars' conversion of the ids to a
+row-major array runs on its threads, outside this part's CPU), counting the train ids and
+keeping the numerical moments and samples, all on the main thread, and writing the shards
+on the second thread. The general pass (``--general``): reading the Arrow
 batches (on the encoder's prefetch thread), the split and the order of rows, categorical
 ids (vocabulary look-up and train counts), numerical moments and samples, writing the
 shards. Both: after the pass fitting the vocabularies and numerical boundaries and
@@ -88,16 +89,17 @@ def main() -> None:
         while True:
             c0, t0 = time.thread_time(), time.perf_counter()
             batch = next(it, None)
-            cpu, wall = times.get("wait for Polars' windows", [0.0, 0.0])
-            times["wait for Polars' windows"] = [cpu + time.thread_time() - c0,
+            cpu, wall = times.get("wait for Polars' reads", [0.0, 0.0])
+            times["wait for Polars' reads"] = [cpu + time.thread_time() - c0,
                                                  wall + time.perf_counter() - t0]
             if batch is None:
                 return
             yield batch
 
     C._fast.batches = polars_timed
-    C._group = timed("split rows (hash, Polars partition_by)", C._group)
-    C._absorb = timed("second thread: counts, moments, writes", C._absorb)
+    C._group = timed("group rows by split (hash, sort, gathers)", C._group)
+    C._absorb = timed("train counts and moments", C._absorb)
+    C._write = timed("second thread: write shards", C._write)
     C.row_hash = timed("split hash", C.row_hash)
     C._labels = timed("labels", C._labels)
     C._Vocab.encode = timed("categorical ids", C._Vocab.encode)
@@ -137,7 +139,8 @@ def main() -> None:
         times["order rows by split, the rest of a chunk"] = [
             chunk[0] - sum(times.get(k, [0, 0])[0] for k in in_chunk),
             chunk[1] - sum(times.get(k, [0, 0])[1] for k in in_chunk)]
-    else:  # the second thread's parts are inside its total; "split hash" is inside grouping
+    else:  # "split hash" is inside grouping, the moments inside counting, writes inside
+        # the second thread's total
         times["  of which the split hash"] = times.pop("split hash", [0.0, 0.0])
         for k in ("numbers and moments", "write shards"):
             if k in times:

@@ -351,23 +351,29 @@ class _Moments:
         self.n, self.mean, self.m2 = 0, 0.0, 0.0
         self.sample = _BottomK(SAMPLE_ROWS)
 
-    def add(self, values: np.ndarray, keys: np.ndarray, pick: np.ndarray | None = None) -> None:
+    def add(self, values: np.ndarray, keys: np.ndarray | None,
+            pick: np.ndarray | None = None) -> None:
         """Moments of ``values``' finite entries; the sample is offered those at ``pick``
-        (all when None: a caller that knows the sample's cut passes the rows below it)."""
+        (all when None: a caller that knows the sample's cut passes the rows below it),
+        nothing when ``keys`` is None (a caller that offers the sample rows itself)."""
         x, k = values, keys
         finite = None
         if np.isnan(x.sum()):  # a NaN anywhere makes the sum NaN
             finite = ~np.isnan(x)
             x = x[finite]
-            if pick is None:
+            if pick is None and k is not None:
                 k = k[finite]
-        if pick is not None:
-            sx, sk = values[pick], keys[pick]
+        if k is None:
+            pass
+        elif pick is not None:
+            sx, sk = values[pick], k[pick]
             if finite is not None:
                 ok = finite[pick]
                 sx, sk = sx[ok], sk[ok]
         else:
             sx, sk = x, k
+        if k is not None:
+            self.sample.add(sx, sk)
         if not x.size:
             return
         n, mean = x.size, float(x.mean())
@@ -379,7 +385,6 @@ class _Moments:
         self.m2 += float(np.einsum("i,i->", d, d)) + delta**2 * self.n * n / total
         self.mean += delta * n / total
         self.n = total
-        self.sample.add(sx, sk)
 
     def check(self, f: Field) -> None:
         if self.n == 0:
@@ -592,7 +597,7 @@ class _State:
     task_positives: np.ndarray | None = None  # per label, when there are several
     buffers: dict[str, np.ndarray] = field(default_factory=dict)
     # the native pass: the train numbers and hashes of a chunk a read left unfinished
-    open_chunk: tuple[list[np.ndarray], np.ndarray] | None = None
+    open_chunk: list[np.ndarray] | None = None
 
     def buffer(self, key: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
         """An uninitialised array reused from chunk to chunk (its rows are written to the
@@ -780,11 +785,12 @@ def _native_pass(p: _fast.Plan, schema: Schema, st: BuildSettings, state: _State
     """The pass of ``fastparquet``: Polars reads each row group and computes the
     provisional ids on its threads while the previous read's rows are grouped by split here
     (``_group``) and a second thread counts the read before's train ids, keeps the numbers'
-    moments and appends every split's block to its shards (``_absorb``): two Python
-    stages beside Polars' (with the counts and moments done here too, this thread bounded
-    the pass, and at a load of 10 on 2 cores it was no faster than ``partition_by`` with
-    a second thread). The fields' ``_Vocab`` are then set to their value ranges with those
-    counts (``_Vocab.fit`` as for the general pass)."""
+    moments and offers its sample rows (``_absorb``), and a third appends every split's
+    block to its shards (``_write``; the writes release the GIL). (With the counts and
+    moments done here too, this thread bounded the pass, and at a load of 10 on 2 cores
+    it was no faster than ``partition_by`` with one second thread.) The fields' ``_Vocab``
+    are then set to their value ranges with those counts (``_Vocab.fit`` as for the
+    general pass)."""
     names = [f.name for f in state.cats]
     counts = {n: np.zeros(p.ranges[n][1] - p.ranges[n][0] + 1 + _P_FIRST, np.int64)
               for n in names}
@@ -797,19 +803,20 @@ def _native_pass(p: _fast.Plan, schema: Schema, st: BuildSettings, state: _State
         for m in state.moments.values():
             m.sample.cut = cut
     last_print = 0.0
-    with _Worker() as worker:
+    with _Worker() as worker, _Worker() as writer:
         for i, df in enumerate(_fast.batches(p, schema, st.extra)):
             if not df.height:
                 continue
-            # the worker holds at most 3 blocks (one written, two waiting) when this one
+            # each worker holds at most 3 blocks (one in work, two waiting) when this one
             # is submitted, so a block's buffers are free again 4 reads later
-            block = _group(df, names, schema, st, state, pool=i % 4)
+            block = _group(df, names, schema, st, state, cut, pool=i % 4)
             state.rows += df.height
-            worker.submit(_absorb, block, names, counts, unseen, cut, cat_top, state)
+            worker.submit(_absorb, block, names, counts, unseen, cut, state)
+            writer.submit(_write, block, cat_top, state)
             if progress:
                 last_print = _progress(state.rows, t0, last_print)
     if state.open_chunk is not None:  # the file's last chunk
-        _add_chunk(*state.open_chunk, cut, state)
+        _add_chunk(state.open_chunk, state)
     for m in state.moments.values():
         if m.sample.n < m.sample.k and m.n > m.sample.n:  # the cut left too few (NaNs)
             raise _Redo
@@ -830,19 +837,21 @@ class _Block:
     arrays: dict[int, dict[str, np.ndarray]]  # split -> the shard arrays of its rows
     columns: list[np.ndarray]  # each categorical field's ids, every row, in file order
     nums: list[np.ndarray]  # each numerical field's train values, contiguous
-    keys: np.ndarray | None  # the train rows' hashes (for the numbers' sample)
+    # the rows offered to the numbers' samples: their hashes and each field's values
+    sample: tuple[np.ndarray, list[np.ndarray]] | None
     chunks: list[int]  # train rows of each of the read's chunks (``readers.CHUNK_ROWS``)
     closed: bool  # the read ends where a chunk ends (else the next read goes on with it)
     extra: dict[str, np.ndarray]  # the test rows' extra columns
 
 
 def _group(df: pl.DataFrame, names: list[str], schema: Schema, st: BuildSettings,
-           state: _State, pool: int = 0) -> _Block:
+           state: _State, cut: float, pool: int = 0) -> _Block:
     """A read's rows grouped by split, and within a split by chunk of ``CHUNK_ROWS`` rows
     (so in file order): one stable radix argsort of a uint8 key (split, chunk), then NumPy
     gathers into buffers kept from read to read (``pool`` names the set; fresh arrays each
     read cost a page fault per 4 KiB): the ids row-major, each number column by column.
-    (Polars' ``partition_by`` took more CPU and gave parts that each needed converting.)"""
+    Also the rows offered to the numbers' samples, those of hash below ``cut``, in file
+    order (a sample is a set, the train rows of smallest hash, whatever the order)."""
     from autodrs.data import readers
 
     n, start, chunk = df.height, state.rows, readers.CHUNK_ROWS
@@ -877,13 +886,20 @@ def _group(df: pl.DataFrame, names: list[str], schema: Schema, st: BuildSettings
     else:
         grouped["cat"] = np.zeros((n, 0), np.int32)
     nums: list[np.ndarray] = []
+    sample: tuple[np.ndarray, list[np.ndarray]] | None = None
     if state.nums:
         raw = state.buffer(f"num{pool}", (n, len(state.nums)), np.float64)
+        # the samples' rows, in file order (a sample is a set: the train rows of smallest
+        # hash; every row below ``cut`` is a train row)
+        below = np.flatnonzero(u < min(cut, 0.8))
+        sample = (u[below], [])
         for j, f in enumerate(state.nums):
+            values = df[f.name].to_numpy()
             col = state.buffer(f"col{j}-{pool}", (n,), np.float64)
-            np.take(df[f.name].to_numpy(), order, out=col, mode="clip")
+            np.take(values, order, out=col, mode="clip")
             raw[:, j] = col
             nums.append(col[:n_train])
+            sample[1].append(values[below])
         grouped["num-raw"] = raw
     arrays: dict[int, dict[str, np.ndarray]] = {}
     begin = 0
@@ -891,17 +907,16 @@ def _group(df: pl.DataFrame, names: list[str], schema: Schema, st: BuildSettings
         if ends[s] > begin:
             arrays[s] = {key_: a[begin:ends[s]] for key_, a in grouped.items()}
         begin = int(ends[s])
-    keys = u[order[:n_train]] if state.nums else None
     extra = {c: df[f"__extra_{c}"].to_numpy()[order[ends[1]:]] for c in st.extra}
     columns = [df[name].to_numpy() for name in names]  # no copy: the frame's own
-    return _Block(arrays, columns, nums, keys, [int(x) for x in sizes[0]],
+    return _Block(arrays, columns, nums, sample, [int(x) for x in sizes[0]],
                   (start + n) % chunk == 0, extra)
 
 
 def _absorb(b: _Block, names: list[str], counts: dict[str, np.ndarray], unseen: list[int],
-            cut: float, cat_top: int, state: _State) -> None:
+            cut: float, state: _State) -> None:
     """Count a read's train ids, add its numbers to the moments chunk by chunk (as the
-    general pass adds them) and append its rows to the shards (on the worker thread)."""
+    general pass adds them) and its sample rows to the samples (on a worker thread)."""
     if 0 in b.arrays:  # every row's ids counted, less the valid and test rows' (fewer)
         for j, name in enumerate(names):
             c = counts[name]
@@ -909,24 +924,29 @@ def _absorb(b: _Block, names: list[str], counts: dict[str, np.ndarray], unseen: 
             for s in (1, 2):
                 if s in b.arrays:
                     c -= _bincount(b.arrays[s]["cat"][:, j], len(c))
-    if b.keys is not None:  # the train numbers of each chunk, whole, as the general pass
+    if b.sample is not None:  # the train numbers of each chunk, whole, as the general pass
         at, last = 0, len(b.chunks) - 1
         for j, m in enumerate(b.chunks):
-            values, keys = [v[at:at + m] for v in b.nums], b.keys[at:at + m]
+            values = [v[at:at + m] for v in b.nums]
             at += m
             if j == 0 and state.open_chunk is not None:  # the rest of the last read's
-                before, before_keys = state.open_chunk
-                values = [np.concatenate(p) for p in zip(before, values, strict=True)]
-                keys = np.concatenate([before_keys, keys])
+                values = [np.concatenate(p) for p in zip(state.open_chunk, values,
+                                                        strict=True)]
                 state.open_chunk = None
             if j == last and not b.closed:  # held until the next read ends the chunk
-                state.open_chunk = ([v.copy() for v in values], keys.copy())
+                state.open_chunk = [v.copy() for v in values]
             else:
-                _add_chunk(values, keys, cut, state)
+                _add_chunk(values, state)
+        keys, offered = b.sample
+        for f, v in zip(state.nums, offered, strict=True):
+            if np.isnan(v.sum()):
+                finite = ~np.isnan(v)
+                state.moments[f.name].sample.add(v[finite], keys[finite])
+            else:
+                state.moments[f.name].sample.add(v, keys)
     for j in list(unseen):
         if any((a["cat"][:, j] != _P_MISSING).any() for a in b.arrays.values()):
             unseen.remove(j)
-    _write(b, cat_top, state)
 
 
 def _bincount(ids: np.ndarray, size: int) -> np.ndarray:
@@ -943,16 +963,16 @@ def _bincount(ids: np.ndarray, size: int) -> np.ndarray:
     return np.bincount(ids, minlength=size)
 
 
-def _add_chunk(values: list[np.ndarray], keys: np.ndarray, cut: float, state: _State) -> None:
-    """One chunk's train numbers (each field's) into the moments and samples."""
-    if len(keys):
-        pick = np.flatnonzero(keys < cut) if cut < 0.8 else None
-        for f, v in zip(state.nums, values, strict=True):
-            state.moments[f.name].add(v, keys, pick)
+def _add_chunk(values: list[np.ndarray], state: _State) -> None:
+    """One chunk's train numbers (each field's) into the moments."""
+    for f, v in zip(state.nums, values, strict=True):
+        if len(v):
+            state.moments[f.name].add(v, None)
 
 
 def _write(b: _Block, cat_top: int, state: _State) -> None:
-    """Append a read's rows to the shards."""
+    """Append a read's rows to the shards (on a worker thread of its own: the writes
+    release the GIL)."""
     for s, w in enumerate(state.writers.values()):
         if s in b.arrays:
             w.add(b.arrays[s], cat_top)
