@@ -803,13 +803,13 @@ def _native_pass(p: _fast.Plan, schema: Schema, st: BuildSettings, state: _State
         for m in state.moments.values():
             m.sample.cut = cut
     last_print = 0.0
-    with _Worker() as worker, _Worker() as writer:
+    with _Worker(1) as worker, _Worker(1) as writer:
         for i, df in enumerate(_fast.batches(p, schema, st.extra)):
             if not df.height:
                 continue
-            # each worker holds at most 3 blocks (one in work, two waiting) when this one
-            # is submitted, so a block's buffers are free again 4 reads later
-            block = _group(df, names, schema, st, state, cut, pool=i % 4)
+            # each worker holds at most 2 blocks (one in work, one waiting) when this one
+            # is submitted, so a block's buffers are free again 3 reads later
+            block = _group(df, names, schema, st, state, cut, pool=i % 3)
             state.rows += df.height
             worker.submit(_absorb, block, names, counts, unseen, cut, state)
             writer.submit(_write, block, cat_top, state)
@@ -985,12 +985,12 @@ def _write(b: _Block, cat_top: int, state: _State) -> None:
 
 
 class _Worker:
-    """One background thread running submitted calls in order, at most two waiting (so
-    memory stays at a few batches); its first error is raised in the submitting thread at
-    the next ``submit`` or on leaving the ``with`` block."""
+    """One background thread running submitted calls in order, at most ``depth`` waiting
+    (so memory stays at a few batches); its first error is raised in the submitting thread
+    at the next ``submit`` or on leaving the ``with`` block."""
 
-    def __init__(self) -> None:
-        self.q: queue.Queue[Any] = queue.Queue(maxsize=2)
+    def __init__(self, depth: int = 2) -> None:
+        self.q: queue.Queue[Any] = queue.Queue(maxsize=depth)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
