@@ -4,11 +4,10 @@ Writes a synthetic Parquet file of ``--rows`` rows (as ``benchmarks/scale.py`` d
 it with Polars' streaming engine (every column materialised, the faster of two reads), then
 builds a fresh cache with the encoder's parts timed. The native Parquet pass (the default):
 waiting for Polars' reads (Polars reads them and computes the provisional ids on its own
-threads, so that CPU is the whole process's less the parts'), grouping a read's rows by
-split (the row hash, a radix argsort, NumPy gathers; Polars' conversion of the ids to a
-row-major array runs on its threads, outside this part's CPU), counting the train ids and
-keeping the numerical moments and samples, all on the main thread, and writing the shards
-on the second thread. The general pass (``--general``): reading the Arrow
+threads, so that CPU is the whole process's less the parts'), ordering a read's rows by
+split (the row hash, a radix argsort) on the main thread; on a worker thread counting the
+train ids and keeping the numerical moments and samples; on another gathering each split's
+rows and writing the shards. The general pass (``--general``): reading the Arrow
 batches (on the encoder's prefetch thread), the split and the order of rows, categorical
 ids (vocabulary look-up and train counts), numerical moments and samples, writing the
 shards. Both: after the pass fitting the vocabularies and numerical boundaries and
@@ -97,9 +96,9 @@ def main() -> None:
             yield batch
 
     C._fast.batches = polars_timed
-    C._group = timed("group rows by split (hash, sort, gathers)", C._group)
-    C._absorb = timed("train counts and moments", C._absorb)
-    C._write = timed("second thread: write shards", C._write)
+    C._group = timed("order rows by split (hash, argsort)", C._group)
+    C._absorb = timed("worker: counts, moments, samples", C._absorb)
+    C._write = timed("writer: gathers, write shards", C._write)
     C.row_hash = timed("split hash", C.row_hash)
     C._labels = timed("labels", C._labels)
     C._Vocab.encode = timed("categorical ids", C._Vocab.encode)

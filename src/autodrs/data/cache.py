@@ -783,14 +783,15 @@ def _progress(rows: int, t0: float, last: float) -> float:
 def _native_pass(p: _fast.Plan, schema: Schema, st: BuildSettings, state: _State,
                  progress: bool, t0: float) -> None:
     """The pass of ``fastparquet``: Polars reads each row group and computes the
-    provisional ids on its threads while the previous read's rows are grouped by split here
-    (``_group``) and a second thread counts the read before's train ids, keeps the numbers'
-    moments and offers its sample rows (``_absorb``), and a third appends every split's
-    block to its shards (``_write``; the writes release the GIL). (With the counts and
-    moments done here too, this thread bounded the pass, and at a load of 10 on 2 cores
-    it was no faster than ``partition_by`` with one second thread.) The fields' ``_Vocab``
-    are then set to their value ranges with those counts (``_Vocab.fit`` as for the
-    general pass)."""
+    provisional ids on its threads while the previous read's rows are ordered by split
+    here (``_group``, mostly the hash); of the read before, a worker thread counts the
+    train ids, keeps the numbers' moments and offers the samples their rows
+    (``_absorb``), and another gathers every split's block and appends it to its shards
+    (``_write``; the writes release the GIL). Each worker queues at most one read. (With
+    the gathers, counts and moments on this thread, it bounded the pass, and at a load of
+    10 on 2 cores the pass was no faster than ``partition_by`` with one second thread.)
+    The fields' ``_Vocab`` are then set to their value ranges with those counts
+    (``_Vocab.fit`` as for the general pass)."""
     names = [f.name for f in state.cats]
     counts = {n: np.zeros(p.ranges[n][1] - p.ranges[n][0] + 1 + _P_FIRST, np.int64)
               for n in names}
@@ -804,15 +805,13 @@ def _native_pass(p: _fast.Plan, schema: Schema, st: BuildSettings, state: _State
             m.sample.cut = cut
     last_print = 0.0
     with _Worker(1) as worker, _Worker(1) as writer:
-        for i, df in enumerate(_fast.batches(p, schema, st.extra)):
+        for df in _fast.batches(p, schema, st.extra):
             if not df.height:
                 continue
-            # each worker holds at most 2 blocks (one in work, one waiting) when this one
-            # is submitted, so a block's buffers are free again 3 reads later
-            block = _group(df, names, schema, st, state, cut, pool=i % 3)
+            block = _group(df, schema, st, state)
             state.rows += df.height
             worker.submit(_absorb, block, names, counts, unseen, cut, state)
-            writer.submit(_write, block, cat_top, state)
+            writer.submit(_write, block, names, cat_top, state)
             if progress:
                 last_print = _progress(state.rows, t0, last_print)
     if state.open_chunk is not None:  # the file's last chunk
@@ -831,27 +830,24 @@ def _native_pass(p: _fast.Plan, schema: Schema, st: BuildSettings, state: _State
 
 @dataclass
 class _Block:
-    """One read of the native pass, its rows grouped by split (train, valid, test; a split
-    with no rows in the read is absent), each split's rows in file order."""
+    """One read of the native pass and the order that groups its rows by split (train,
+    valid, test) and, within a split, by chunk of ``CHUNK_ROWS`` rows (so in file order)."""
 
-    arrays: dict[int, dict[str, np.ndarray]]  # split -> the shard arrays of its rows
-    columns: list[np.ndarray]  # each categorical field's ids, every row, in file order
-    nums: list[np.ndarray]  # each numerical field's train values, contiguous
-    # the rows offered to the numbers' samples: their hashes and each field's values
-    sample: tuple[np.ndarray, list[np.ndarray]] | None
+    df: pl.DataFrame  # the read, as Polars gave it
+    u: np.ndarray  # each row's hash
+    label: np.ndarray  # uint8, in file order
+    order: np.ndarray  # the rows grouped
+    ends: list[int]  # where each split's rows end in ``order``
     chunks: list[int]  # train rows of each of the read's chunks (``readers.CHUNK_ROWS``)
     closed: bool  # the read ends where a chunk ends (else the next read goes on with it)
-    extra: dict[str, np.ndarray]  # the test rows' extra columns
 
 
-def _group(df: pl.DataFrame, names: list[str], schema: Schema, st: BuildSettings,
-           state: _State, cut: float, pool: int = 0) -> _Block:
-    """A read's rows grouped by split, and within a split by chunk of ``CHUNK_ROWS`` rows
-    (so in file order): one stable radix argsort of a uint8 key (split, chunk), then NumPy
-    gathers into buffers kept from read to read (``pool`` names the set; fresh arrays each
-    read cost a page fault per 4 KiB): the ids row-major, each number column by column.
-    Also the rows offered to the numbers' samples, those of hash below ``cut``, in file
-    order (a sample is a set, the train rows of smallest hash, whatever the order)."""
+def _group(df: pl.DataFrame, schema: Schema, st: BuildSettings, state: _State) -> _Block:
+    """A read's order by (split, chunk): the rows' hashes and one stable radix argsort of
+    a uint8 key. The gathers this order asks for are made on the two worker threads
+    (``_absorb``: the train numbers and the valid and test ids; ``_write``: every shard
+    array), so this thread, which the other two wait on, does little beside the hash.
+    (Polars' ``partition_by`` took more CPU and gave parts that each needed converting.)"""
     from autodrs.data import readers
 
     n, start, chunk = df.height, state.rows, readers.CHUNK_ROWS
@@ -871,82 +867,55 @@ def _group(df: pl.DataFrame, names: list[str], schema: Schema, st: BuildSettings
             key[c:] += 1
     order = np.argsort(key, kind="stable")
     sizes = np.bincount(key, minlength=3 * k).reshape(3, k)
-    ends = np.cumsum(sizes.sum(1))
-    n_train = int(ends[0])
+    ends = [int(e) for e in np.cumsum(sizes.sum(1))]
     label = _fast.labels(df[schema.label], schema.label)
     state.positives += float(label.sum(dtype=np.int64))
-    # mode "clip": ``out`` is written directly (the default mode buffers it); the indices
-    # are a permutation, so nothing is clipped
-    grouped = {"label": np.take(label, order, out=state.buffer(f"label{pool}", (n,), np.uint8),
-                                mode="clip")}
-    if names:
-        ids = df.select(names).to_numpy(order="c")
-        grouped["cat"] = np.take(ids, order, axis=0, mode="clip",
-                                 out=state.buffer(f"cat{pool}", ids.shape, ids.dtype))
-    else:
-        grouped["cat"] = np.zeros((n, 0), np.int32)
-    nums: list[np.ndarray] = []
-    sample: tuple[np.ndarray, list[np.ndarray]] | None = None
-    if state.nums:
-        raw = state.buffer(f"num{pool}", (n, len(state.nums)), np.float64)
-        # the samples' rows, in file order (a sample is a set: the train rows of smallest
-        # hash; every row below ``cut`` is a train row)
-        below = np.flatnonzero(u < min(cut, 0.8))
-        sample = (u[below], [])
-        for j, f in enumerate(state.nums):
-            values = df[f.name].to_numpy()
-            col = state.buffer(f"col{j}-{pool}", (n,), np.float64)
-            np.take(values, order, out=col, mode="clip")
-            raw[:, j] = col
-            nums.append(col[:n_train])
-            sample[1].append(values[below])
-        grouped["num-raw"] = raw
-    arrays: dict[int, dict[str, np.ndarray]] = {}
-    begin = 0
-    for s in range(3):
-        if ends[s] > begin:
-            arrays[s] = {key_: a[begin:ends[s]] for key_, a in grouped.items()}
-        begin = int(ends[s])
-    extra = {c: df[f"__extra_{c}"].to_numpy()[order[ends[1]:]] for c in st.extra}
-    columns = [df[name].to_numpy() for name in names]  # no copy: the frame's own
-    return _Block(arrays, columns, nums, sample, [int(x) for x in sizes[0]],
-                  (start + n) % chunk == 0, extra)
+    return _Block(df, u, label, order, ends, [int(x) for x in sizes[0]],
+                  (start + n) % chunk == 0)
 
 
 def _absorb(b: _Block, names: list[str], counts: dict[str, np.ndarray], unseen: list[int],
             cut: float, state: _State) -> None:
-    """Count a read's train ids, add its numbers to the moments chunk by chunk (as the
-    general pass adds them) and its sample rows to the samples (on a worker thread)."""
-    if 0 in b.arrays:  # every row's ids counted, less the valid and test rows' (fewer)
-        for j, name in enumerate(names):
-            c = counts[name]
-            c += _bincount(b.columns[j], len(c))
-            for s in (1, 2):
-                if s in b.arrays:
-                    c -= _bincount(b.arrays[s]["cat"][:, j], len(c))
-    if b.sample is not None:  # the train numbers of each chunk, whole, as the general pass
-        at, last = 0, len(b.chunks) - 1
-        for j, m in enumerate(b.chunks):
-            values = [v[at:at + m] for v in b.nums]
-            at += m
-            if j == 0 and state.open_chunk is not None:  # the rest of the last read's
-                values = [np.concatenate(p) for p in zip(state.open_chunk, values,
-                                                        strict=True)]
-                state.open_chunk = None
-            if j == last and not b.closed:  # held until the next read ends the chunk
-                state.open_chunk = [v.copy() for v in values]
-            else:
-                _add_chunk(values, state)
-        keys, offered = b.sample
-        for f, v in zip(state.nums, offered, strict=True):
-            if np.isnan(v.sum()):
-                finite = ~np.isnan(v)
-                state.moments[f.name].sample.add(v[finite], keys[finite])
-            else:
-                state.moments[f.name].sample.add(v, keys)
-    for j in list(unseen):
-        if any((a["cat"][:, j] != _P_MISSING).any() for a in b.arrays.values()):
+    """On a worker thread: count a read's train ids (every row's, counted on Polars' own
+    columns, less the valid and test rows', fewer), add its train numbers to the moments
+    chunk by chunk (as the general pass adds them) and offer the samples the rows of hash
+    below ``cut`` in file order (a sample is a set, the train rows of smallest hash,
+    whatever the order; every row below the cut is a train row)."""
+    n, n_train = b.df.height, b.ends[0]
+    for j, name in enumerate(names):
+        col, c = b.df[name].to_numpy(), counts[name]  # no copy: the frame's own
+        c += _bincount(col, len(c))
+        if n_train < n:
+            c -= _bincount(np.take(col, b.order[n_train:], mode="clip"), len(c))
+        if j in unseen and (col != _P_MISSING).any():
             unseen.remove(j)
+    if not state.nums:
+        return
+    train = []
+    for j, f in enumerate(state.nums):
+        out = state.buffer(f"absorb-{j}", (n,), np.float64)[:n_train]
+        train.append(np.take(b.df[f.name].to_numpy(), b.order[:n_train], out=out,
+                             mode="clip"))
+    at, last = 0, len(b.chunks) - 1
+    for j, m in enumerate(b.chunks):  # each chunk's train numbers, whole
+        values = [v[at:at + m] for v in train]
+        at += m
+        if j == 0 and state.open_chunk is not None:  # the rest of the last read's
+            values = [np.concatenate(p) for p in zip(state.open_chunk, values, strict=True)]
+            state.open_chunk = None
+        if j == last and not b.closed:  # held until the next read ends the chunk
+            state.open_chunk = [v.copy() for v in values]
+        else:
+            _add_chunk(values, state)
+    below = np.flatnonzero(b.u < min(cut, 0.8))
+    keys = b.u[below]
+    for f in state.nums:
+        v = b.df[f.name].to_numpy()[below]
+        if np.isnan(v.sum()):
+            finite = ~np.isnan(v)
+            state.moments[f.name].sample.add(v[finite], keys[finite])
+        else:
+            state.moments[f.name].sample.add(v, keys)
 
 
 def _bincount(ids: np.ndarray, size: int) -> np.ndarray:
@@ -970,13 +939,35 @@ def _add_chunk(values: list[np.ndarray], state: _State) -> None:
             state.moments[f.name].add(v, None)
 
 
-def _write(b: _Block, cat_top: int, state: _State) -> None:
-    """Append a read's rows to the shards (on a worker thread of its own: the writes
-    release the GIL)."""
+def _write(b: _Block, names: list[str], cat_top: int, state: _State) -> None:
+    """On a worker thread of its own (the writes release the GIL): gather a read's label,
+    ids (row-major) and numbers in split order into buffers kept from read to read (fresh
+    arrays each read cost a page fault per 4 KiB) and append each split's rows to its
+    shards."""
+    n, order = b.df.height, b.order
+    # mode "clip": ``out`` is written directly (the default mode buffers it); the indices
+    # are a permutation, so nothing is clipped
+    grouped = {"label": np.take(b.label, order, out=state.buffer("write-label", (n,), np.uint8),
+                                mode="clip")}
+    if names:
+        ids = b.df.select(names).to_numpy(order="c")
+        grouped["cat"] = np.take(ids, order, axis=0, mode="clip",
+                                 out=state.buffer("write-cat", ids.shape, ids.dtype))
+    else:
+        grouped["cat"] = np.zeros((n, 0), np.int32)
+    if state.nums:
+        raw = state.buffer("write-num", (n, len(state.nums)), np.float64)
+        col = state.buffer("write-col", (n,), np.float64)
+        for j, f in enumerate(state.nums):
+            raw[:, j] = np.take(b.df[f.name].to_numpy(), order, out=col, mode="clip")
+        grouped["num-raw"] = raw
+    begin = 0
     for s, w in enumerate(state.writers.values()):
-        if s in b.arrays:
-            w.add(b.arrays[s], cat_top)
-    for key, values in b.extra.items():
+        if b.ends[s] > begin:
+            w.add({k: a[begin:b.ends[s]] for k, a in grouped.items()}, cat_top)
+        begin = b.ends[s]
+    for key in state.extra:
+        values = b.df[f"__extra_{key}"].to_numpy()[order[b.ends[1]:]]
         fh = state.extra.get(key)
         if fh is None:
             fh = state.extra[key] = _NpyFile(
