@@ -109,6 +109,24 @@ def test_native_pass_reads_row_groups_across_chunks(tmp_path, monkeypatch, group
     _assert_same(old, new)
 
 
+def test_native_pass_worker_errors_leave_no_cache(tmp_path, monkeypatch):
+    # the shards are written on a worker thread: its error (a full disk here) must reach
+    # the build, which names it and leaves neither a cache nor a temporary folder
+    import errno
+
+    path = tmp_path / "t.parquet"
+    _table(3000).write_parquet(path, row_group_size=700)
+    monkeypatch.setattr("autodrs.data.readers.CHUNK_ROWS", 500)
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cache_mod, "_write", full)
+    with pytest.raises(DataError, match="no space left"):
+        load_dataset(str(path), cache_dir=tmp_path / "c", categorical=["a"], numerical=["x"])
+    assert not any((tmp_path / "c").iterdir())
+
+
 def test_native_pass_sample_cut_keeps_the_smallest_hashes(tmp_path, monkeypatch):
     # a sample smaller than the train rows: the cut must give the same bucket boundaries
     monkeypatch.setattr(cache_mod, "SAMPLE_ROWS", 300)

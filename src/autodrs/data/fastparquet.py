@@ -1,8 +1,8 @@
-"""The cache build's native pass for Parquet files: Polars reads the file, 262,144 rows at a
-time, and computes on its own threads every categorical field's provisional id,
+"""The cache build's native pass for Parquet files: Polars reads the file a row group at a
+time (``slices``) and computes on its own threads every categorical field's provisional id,
 ``value - min + 2`` in uint16 (int32 when a field's range is wider), the range taken from
-the file's row-group statistics. Python sees each batch once (``cache._native_pass``): it
-hashes the row numbers into splits, groups the rows by split, counts the train ids per
+the file's row-group statistics. Python sees each read once (``cache._native_pass``): it
+hashes the row numbers into splits and orders the rows by split, counts the train ids per
 field, keeps the numerical moments and appends the blocks to the shards. The vocabularies
 are then fitted from the counts exactly as the general pass fits them (same values, same
 train counts), so the final ids read through the ``remap`` tables are the same; only the
